@@ -1,0 +1,35 @@
+"""kbc: compile documents into one verified .kbpack knowledge-base file for offline RAG.
+
+    import kbc
+    report = kbc.build(["docs/"], "kb.kbpack")
+    with kbc.open("kb.kbpack") as kb:
+        for hit in kb.search("How do I configure logging?", k=5):
+            print(hit.score, hit.source, hit.pages, hit.text)
+
+Heavy modules (torch, sentence-transformers, onnxruntime, faiss) load only when a call needs them.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["build", "open", "open_bundle", "__version__"]
+
+
+def build(*args, **kwargs):
+    """Build a bundle; see kbc.build.build for the options."""
+    from .build import build as _build
+
+    return _build(*args, **kwargs)
+
+
+def open(path, **kwargs):  # noqa: A001 - mirrors the builtin on purpose: kbc.open(path)
+    """Open a bundle for querying: returns a kbc.kb.KnowledgeBase."""
+    from .kb import KnowledgeBase
+
+    return KnowledgeBase(path, **kwargs)
+
+
+def open_bundle(path):
+    """Open a bundle's raw contents (manifest, vectors, chunks) without any model."""
+    from .bundle import Bundle
+
+    return Bundle(path)

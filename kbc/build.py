@@ -1,0 +1,243 @@
+"""The build pipeline: sources -> extract -> chunk -> embed -> index -> bundle.
+
+Extraction runs in worker processes, fed from a background thread, while the embedder loads;
+chunks are embedded in windows and streamed into the bundle writer, so memory stays flat as the
+corpus grows. Every problem met on the way is collected and reported at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .bundle import BundleWriter
+from .chunk import Chunk, Chunker, resolve_spec, token_budget, whole_document_chunks
+from .embed import Embedder, EmbedderSpec, TokenCounter, read_spec, resolve_model
+from .errors import InputError, KbcError, StrictError
+from .extract import Extracted, ExtractOptions, Problem, extract_all
+from .index import DEFAULT_INDEX, build_index
+from .sources import discover
+
+# progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
+ProgressFn = Callable[[str, int, "int | None"], None]
+
+
+@dataclass
+class BuildReport:
+    output: str
+    files: int
+    pages: int
+    chunks: int
+    truncated_chunks: int
+    skipped: list[Problem]
+    degraded: list[Problem]
+    seconds: dict[str, float]
+    output_bytes: int
+    embedder: dict[str, Any]
+    chunking: dict[str, Any]
+    index: dict[str, Any]
+    max_chunk_tokens: int = 0
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["skipped"] = [asdict(p) for p in self.skipped]
+        d["degraded"] = [asdict(p) for p in self.degraded]
+        return d
+
+
+def created_timestamp() -> str:
+    """ISO 8601 UTC; honours SOURCE_DATE_EPOCH so that builds can be reproducible."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from None
+    else:
+        moment = _dt.datetime.now(tz=_dt.timezone.utc).replace(microsecond=0)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_embedder(spec: EmbedderSpec, ref, *, backend: str, device: str | None) -> Embedder:
+    if backend in ("onnx", "onnx-int8"):
+        from .onnx_backend import OnnxEmbedder
+
+        return OnnxEmbedder.for_model(ref, spec, quantized=backend == "onnx-int8")
+    if backend != "torch":
+        raise InputError(f"--backend must be torch, onnx or onnx-int8, not {backend!r}")
+    from .embed import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(ref, spec, device=device)
+
+
+def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, model: str | None = None,
+          chunk_unit: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
+          batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "torch",
+          include: Sequence[str] = (), exclude: Sequence[str] = (), strict: bool = False,
+          passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
+          document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
+          file_timeout: float = 120.0, progress: ProgressFn | None = None) -> BuildReport:
+    """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(f"{output}: output path is a directory")
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: output directory {output.parent} does not exist")
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, not {batch_size}")
+    sources = discover(paths, include=include, exclude=exclude)
+    progress = progress or (lambda stage, n, total: None)
+    ref = resolve_model(model)  # fail fast, before any worker starts
+
+    # Extraction starts first, in worker processes, so it overlaps loading the model.
+    results: queue.Queue = queue.Queue()
+    opts = ExtractOptions(passwords=tuple(passwords), clean=clean, workers=workers, timeout_s=file_timeout)
+    extract_wall = {}
+
+    def run_extraction() -> None:
+        t = time.perf_counter()
+        try:
+            for item in extract_all(sources, opts):
+                results.put(item)
+        except BaseException as e:  # surfaced in the main thread
+            results.put(e)
+        extract_wall["s"] = time.perf_counter() - t
+        results.put(None)
+
+    extractor = threading.Thread(target=run_extraction, name="kbc-extract", daemon=True)
+    extractor.start()
+
+    t = time.perf_counter()
+    spec = read_spec(ref, query_prompt=query_prompt, document_prompt=document_prompt)
+    counter = TokenCounter(ref.path, do_lower_case=spec.do_lower_case)
+    budget = token_budget(counter, spec.max_seq_length, spec.document_prompt)
+    whole_docs = chunk_unit == "document"
+    cspec = resolve_spec(unit="tokens" if whole_docs else chunk_unit, size=chunk_size, overlap=chunk_overlap,
+                         budget=budget)
+    chunker = Chunker(cspec, counter, max_seq_length=spec.max_seq_length, document_prompt=spec.document_prompt)
+    embedder = load_embedder(spec, ref, backend=backend, device=device)
+    spec = embedder.spec
+    seconds["model_load"] = time.perf_counter() - t
+
+    sources_manifest: list[dict] = []
+    skipped: list[Problem] = []
+    degraded: list[Problem] = []
+    pending: list[tuple[dict, str]] = []  # (chunk record, text to embed) awaiting a batch
+    stats = {"pages": 0, "chunks": 0, "truncated": 0, "max_tokens": 0}
+    t_chunk = t_embed = 0.0
+    window = max(batch_size * 8, 256)  # sorted by length inside the embedder: big windows pad less
+
+    writer = BundleWriter(output, dim=spec.dim, dtype=vector_dtype)
+    try:
+        def flush() -> None:
+            nonlocal t_embed, pending
+            if not pending:
+                return
+            te = time.perf_counter()
+            vecs = embedder.embed_documents([p[1] for p in pending], batch_size=batch_size)
+            writer.add([p[0] for p in pending], vecs)
+            t_embed += time.perf_counter() - te
+            progress("embed", len(pending), None)
+            pending = []
+
+        while True:
+            item = results.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            ex: Extracted = item
+            progress("extract", 1, len(sources))
+            for p in ex.problems:
+                (skipped if p.severity == "skipped" else degraded).append(p)
+            if not ex.documents:
+                continue
+            doomed = strict and (skipped or degraded)
+            tc = time.perf_counter()
+            src_index = len(sources_manifest)
+            n_chunks = 0
+            for doc in ex.documents:
+                chunks: list[Chunk] = (whole_document_chunks(doc, counter, spec.document_prompt) if whole_docs
+                                       else chunker.split(doc))
+                labels = {p.number: p.label for p in doc.pages if p.label}
+                for seq, c in enumerate(chunks):
+                    record = {"text": c.text, "source": src_index, "seq": n_chunks + seq,
+                              "page_start": c.page_start, "page_end": c.page_end,
+                              "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
+                    if doc.record_id is not None:
+                        record["record"] = doc.record_id
+                    if c.page_start in labels or c.page_end in labels:
+                        record["label_start"] = labels.get(c.page_start, str(c.page_start))
+                        record["label_end"] = labels.get(c.page_end, str(c.page_end))
+                    stats["max_tokens"] = max(stats["max_tokens"], c.n_tokens)
+                    if c.n_tokens > spec.max_seq_length:
+                        stats["truncated"] += 1
+                    if not doomed:
+                        pending.append((record, c.text))
+                n_chunks += len(chunks)
+            t_chunk += time.perf_counter() - tc
+            stats["pages"] += ex.page_count
+            stats["chunks"] += n_chunks
+            entry = {"path": ex.source.rel, "kind": ex.source.kind, "size": ex.size, "sha256": ex.sha256,
+                     "pages": ex.page_count, "chunks": n_chunks,
+                     "status": "degraded" if any(p.source == ex.source.rel for p in degraded) else "ok"}
+            if ex.source.kind == "records":
+                entry["records"] = len(ex.documents)
+            sources_manifest.append(entry)
+            if len(pending) >= window:
+                flush()
+        flush()
+        extractor.join()
+        seconds["extract"] = extract_wall.get("s", 0.0)
+        seconds["chunk"] = t_chunk
+        seconds["embed"] = t_embed
+
+        if strict and (skipped or degraded):
+            raise StrictError(f"--strict: {len(skipped)} skipped and {len(degraded)} degraded file(s): "
+                              + "; ".join(f"{p.source}: {p.reason}" for p in skipped + degraded))
+        if writer.count == 0:
+            raise InputError(f"{', '.join(str(p) for p in paths)}: no text could be extracted from any input "
+                             f"({len(skipped)} file(s) skipped); nothing to build")
+
+        t = time.perf_counter()
+        idx = build_index(writer.vectors_view(), index)
+        seconds["index"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        manifest = {
+            "kbc_version": __version__,
+            "created": created_timestamp(),
+            "embedder": spec.to_manifest(),
+            "chunking": {**cspec.to_manifest(), "unit": "document" if whole_docs else cspec.unit,
+                         "token_budget": budget},
+            "extraction": {"extractor": "pypdf", "clean": clean},
+            "index": idx.manifest,
+            "sources": sources_manifest,
+            "skipped": [{"path": p.source, "reason": p.reason} for p in skipped],
+            "degraded": [{"path": p.source, "reason": p.reason} for p in degraded],
+            "counts": {"files": len(sources_manifest), "pages": stats["pages"], "chunks": writer.count,
+                       "truncated_chunks": stats["truncated"], "skipped_files": len(skipped)},
+        }
+        writer.finish(manifest, index=idx.data)
+        seconds["write"] = time.perf_counter() - t
+    except BaseException:
+        writer.abort()
+        raise
+    seconds["total"] = time.perf_counter() - t_start
+    return BuildReport(
+        output=str(output), files=len(sources_manifest), pages=stats["pages"], chunks=stats["chunks"],
+        truncated_chunks=stats["truncated"], skipped=skipped, degraded=degraded,
+        seconds={k: round(v, 3) for k, v in seconds.items()}, output_bytes=output.stat().st_size,
+        embedder={"name": spec.name, "dim": spec.dim, "max_seq_length": spec.max_seq_length,
+                  "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
+        chunking=manifest["chunking"], index=idx.manifest, max_chunk_tokens=stats["max_tokens"])

@@ -1,0 +1,567 @@
+"""The .kbpack file format: the only module that knows its byte layout (spec: schemas/FORMAT.md).
+
+Layout, all integers little-endian, every section starting on a 64-byte boundary:
+
+    [header 128 B][section]...[section][table: section_count x 128 B]
+
+The table sits at the end so the writer can stream every section once, hashing as it goes,
+and then write the table and finally the header (the only seek). Readers start from the fixed
+header, which says where the table is.
+
+Importing this module must stay cheap: numpy, msgpack and zstandard only. Never torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import msgpack
+import numpy as np
+import zstandard
+
+from .errors import BundleError, InputError
+
+MAGIC = b"KBPACK\x00\x00"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+HEADER_SIZE = 128
+ENTRY_SIZE = 128
+ALIGN = 64
+
+# struct layouts; FORMAT.md documents the same offsets
+_HEADER = struct.Struct("<8sHHIQQ32s32s32s")
+_ENTRY = struct.Struct("<32s16sQQ32s32s")
+assert _HEADER.size == HEADER_SIZE and _ENTRY.size == ENTRY_SIZE
+
+# Bounds a reader enforces before it allocates or decompresses anything.
+MAX_SECTIONS = 1024
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_BLOCK_BYTES = 64 << 20  # decompressed size of one chunk block
+MAX_JSON_SECTION_BYTES = 64 << 20
+
+DTYPES = {"float32": ("f32le", np.dtype("<f4")), "float16": ("f16le", np.dtype("<f2"))}
+_ENCODING_TO_DTYPE = {enc: (name, dt) for name, (enc, dt) in DTYPES.items()}
+
+REQUIRED_SECTIONS = ("manifest", "vectors", "chunks", "chunk_offsets")
+
+
+@dataclass(frozen=True)
+class SectionInfo:
+    name: str
+    encoding: str
+    offset: int
+    length: int
+    sha256: bytes
+
+
+def _pad(n: int) -> int:
+    return (-n) % ALIGN
+
+
+def _canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _fixed_ascii(value: str, size: int) -> bytes:
+    raw = value.encode("ascii")
+    if not raw or len(raw) > size or b"\x00" in raw:
+        raise ValueError(f"name {value!r} must be 1..{size} ASCII characters")
+    return raw.ljust(size, b"\x00")
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class BundleWriter:
+    """Streams a bundle to a temporary file beside `path` and renames it into place on `finish`.
+
+    Chunks and their vectors arrive together through `add`; vectors go straight to disk (the
+    first section), chunk records are compressed in blocks into a spool file, so memory stays
+    flat however large the corpus. A killed or failed build leaves the previous file untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str = "float32",
+                 chunks_per_block: int = 64, zstd_level: int = 10):
+        self.path = Path(path)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        if dim <= 0 or chunks_per_block <= 0:
+            raise ValueError("dim and chunks_per_block must be positive")
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(f"{self.path}: output directory {parent} does not exist")
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: output path is a directory")
+        self.dim = dim
+        self.dtype_name = dtype
+        self._encoding, self._dtype = DTYPES[dtype]
+        self.chunks_per_block = chunks_per_block
+        self._cctx = zstandard.ZstdCompressor(level=zstd_level, write_content_size=True, write_checksum=False)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        self._tmp_path = Path(tmp)
+        self._f = os.fdopen(fd, "w+b")
+        self._spool = tempfile.TemporaryFile(dir=parent)
+        self._f.write(b"\x00" * HEADER_SIZE)
+        self._body = hashlib.sha256()
+        self._sections: list[SectionInfo] = []
+        self._pos = HEADER_SIZE
+        self._vec_hash = hashlib.sha256()
+        self._count = 0
+        self._pending: list[dict] = []
+        self._block_offsets = [0]
+        self._closed = False
+
+    # -- streaming input
+
+    def add(self, chunks: Sequence[Mapping[str, Any]], vectors: np.ndarray) -> None:
+        """Append chunk records and their vectors (one row each, in the same order)."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or vectors.shape[0] != len(chunks):
+            raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dim}), got {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinity")
+        raw = np.ascontiguousarray(vectors, dtype=self._dtype).tobytes()
+        self._write_body(raw)
+        self._vec_hash.update(raw)
+        for record in chunks:
+            self._pending.append(dict(record))
+            if len(self._pending) == self.chunks_per_block:
+                self._flush_block()
+        self._count += len(chunks)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def vectors_view(self) -> np.ndarray:
+        """The vectors written so far, memory-mapped read-only from the temporary file."""
+        self._f.flush()
+        if self._count == 0:
+            return np.zeros((0, self.dim), dtype=self._dtype)
+        return np.memmap(self._tmp_path, dtype=self._dtype, mode="r", offset=HEADER_SIZE,
+                         shape=(self._count, self.dim))
+
+    # -- finishing
+
+    def finish(self, manifest: Mapping[str, Any], *, index: bytes | None = None, index_encoding: str = "faiss",
+               extra_sections: Iterable[tuple[str, str, bytes]] = ()) -> Path:
+        """Write the remaining sections, table and header; fsync; rename over `path`."""
+        try:
+            self._finish(manifest, index, index_encoding, list(extra_sections))
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def _finish(self, manifest, index, index_encoding, extra_sections) -> None:
+        if self._pending:
+            self._flush_block()
+        vec_len = self._pos - HEADER_SIZE
+        self._sections.append(SectionInfo("vectors", self._encoding, HEADER_SIZE, vec_len, self._vec_hash.digest()))
+        self._align()
+
+        self._spool.seek(0)
+        chunk_hash = hashlib.sha256()
+        start = self._pos
+        while block := self._spool.read(1 << 20):
+            chunk_hash.update(block)
+            self._write_body(block)
+        self._sections.append(SectionInfo("chunks", "zstd-msgpack", start, self._pos - start, chunk_hash.digest()))
+        self._spool.close()
+        self._align()
+
+        self._add_bytes("chunk_offsets", "u64le", np.asarray(self._block_offsets, dtype="<u8").tobytes())
+        if index is not None:
+            self._add_bytes("index", index_encoding, bytes(index))
+        for name, encoding, data in extra_sections:
+            self._add_bytes(name, encoding, data)
+
+        full_manifest = dict(manifest)
+        full_manifest["format"] = {"name": "kbpack", "major": FORMAT_MAJOR, "minor": FORMAT_MINOR}
+        full_manifest["vectors"] = {"count": self._count, "dim": self.dim, "dtype": self.dtype_name}
+        full_manifest["chunks"] = {"count": self._count, "block_size": self.chunks_per_block,
+                                   "encoding": "msgpack", "compression": "zstd"}
+        self._add_bytes("manifest", "json", _canonical_json(full_manifest))
+
+        names = [s.name for s in self._sections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate section names: {names}")
+        table = b"".join(
+            _ENTRY.pack(_fixed_ascii(s.name, 32), _fixed_ascii(s.encoding, 16), s.offset, s.length, s.sha256, b"\x00" * 32)
+            for s in self._sections)
+        self._align()
+        table_offset = self._pos
+        self._write_body(table)
+        file_length = self._pos
+        head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(self._sections), table_offset, file_length,
+                            hashlib.sha256(table).digest(), self._body.digest(), b"\x00" * 32)
+        head = head[:96] + hashlib.sha256(head[:96]).digest()
+        self._f.seek(0)
+        self._f.write(head)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp_path, self.path)
+        self._closed = True
+        _fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for closer in (self._f.close, self._spool.close):
+            try:
+                closer()
+            except OSError:
+                pass
+        try:
+            self._tmp_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()
+
+    # -- internals
+
+    def _write_body(self, data: bytes) -> None:
+        self._f.write(data)
+        self._body.update(data)
+        self._pos += len(data)
+
+    def _align(self) -> None:
+        pad = _pad(self._pos)
+        if pad:
+            self._write_body(b"\x00" * pad)
+
+    def _add_bytes(self, name: str, encoding: str, data: bytes) -> None:
+        self._align()
+        start = self._pos
+        self._write_body(data)
+        self._sections.append(SectionInfo(name, encoding, start, len(data), hashlib.sha256(data).digest()))
+
+    def _flush_block(self) -> None:
+        frame = self._cctx.compress(msgpack.packb(self._pending, use_bin_type=True))
+        self._spool.write(frame)
+        self._block_offsets.append(self._block_offsets[-1] + len(frame))
+        self._pending = []
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bundle(path: str | os.PathLike, *, manifest: Mapping[str, Any], vectors: np.ndarray,
+                 chunks: Sequence[Mapping[str, Any]], index: bytes | None = None, dtype: str = "float32",
+                 chunks_per_block: int = 64, extra_sections: Iterable[tuple[str, str, bytes]] = ()) -> Path:
+    """Write a whole bundle from plain arrays, texts and metadata in one call."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError("vectors must be a 2-D array")
+    with BundleWriter(path, dim=vectors.shape[1], dtype=dtype, chunks_per_block=chunks_per_block) as w:
+        w.add(chunks, vectors)
+        return w.finish(manifest, index=index, extra_sections=extra_sections)
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class Bundle:
+    """A validated, memory-mapped view of a .kbpack file.
+
+    `open` checks the header, the table and the manifest before returning. Every other section is
+    checked against its sha256 the first time it is used, so opening a large bundle costs almost
+    nothing and nothing unverified is ever handed out. `verify()` checks everything at once.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self._checked: set[str] = set()
+        self._block_cache: tuple[int, list] | None = None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{self.path}: is a directory, not a bundle") from None
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot open: {e.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise self._err("header", f"file is {size} bytes, shorter than the {HEADER_SIZE}-byte header (truncated or not a bundle)")
+            self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except IsADirectoryError:
+            raise InputError(f"{self.path}: is a directory, not a bundle") from None
+        finally:
+            os.close(fd)
+        self.size = size
+        try:
+            self._read_header()
+            self._read_table()
+            self._read_manifest()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- structure
+
+    def _err(self, section: str, message: str) -> BundleError:
+        return BundleError(message, section=section, path=self.path)
+
+    def _read_header(self) -> None:
+        head = self._mm[:HEADER_SIZE]
+        (magic, major, minor, count, table_offset, file_length,
+         table_sha, body_sha, header_sha) = _HEADER.unpack(head)
+        if magic != MAGIC:
+            raise self._err("header", f"bad magic {magic!r}: not a .kbpack file")
+        if major != FORMAT_MAJOR:
+            if major > FORMAT_MAJOR:
+                raise self._err("header", f"format version {major}.{minor} is newer than this reader supports "
+                                          f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade kbc")
+            raise self._err("header", f"format version {major}.{minor} is not supported by this reader ({FORMAT_MAJOR}.{FORMAT_MINOR})")
+        if hashlib.sha256(head[:96]).digest() != header_sha:
+            raise self._err("header", "header checksum mismatch: the header is damaged")
+        if file_length != self.size:
+            raise self._err("file", f"file is {self.size} bytes but its header says {file_length}: "
+                                    f"{'truncated' if self.size < file_length else 'trailing bytes added'}")
+        if count > MAX_SECTIONS:
+            raise self._err("header", f"section count {count} exceeds the limit of {MAX_SECTIONS}")
+        table_length = count * ENTRY_SIZE
+        if table_offset % ALIGN or table_offset < HEADER_SIZE or table_offset + table_length != file_length:
+            raise self._err("header", f"table at offset {table_offset} with {count} entries does not end at the end of the file")
+        self.major, self.minor = major, minor
+        self.section_count = count
+        self.table_offset = table_offset
+        self._table_sha, self._body_sha = table_sha, body_sha
+
+    def _read_table(self) -> None:
+        table = self._mm[self.table_offset:self.table_offset + self.section_count * ENTRY_SIZE]
+        if hashlib.sha256(table).digest() != self._table_sha:
+            raise self._err("table", "section table checksum mismatch: the table is damaged")
+        sections: dict[str, SectionInfo] = {}
+        for i in range(self.section_count):
+            raw_name, raw_enc, offset, length, sha, reserved = _ENTRY.unpack_from(table, i * ENTRY_SIZE)
+            name = _read_fixed_ascii(raw_name)
+            encoding = _read_fixed_ascii(raw_enc)
+            if name is None or encoding is None:
+                raise self._err("table", f"entry {i} has a malformed name or encoding")
+            if reserved.strip(b"\x00"):
+                raise self._err("table", f"entry {i} ({name}) has non-zero reserved bytes")
+            if name in sections:
+                raise self._err("table", f"section {name!r} appears twice")
+            if offset % ALIGN or offset < HEADER_SIZE or offset + length > self.table_offset:
+                raise self._err(name, f"offset {offset} / length {length} lies outside the data area or is misaligned")
+            sections[name] = SectionInfo(name, encoding, offset, length, sha)
+        ordered = sorted(sections.values(), key=lambda s: s.offset)
+        for a, b in zip(ordered, ordered[1:]):
+            if a.offset + a.length > b.offset:
+                raise self._err(b.name, f"overlaps section {a.name!r}")
+        for required in REQUIRED_SECTIONS:
+            if required not in sections:
+                raise self._err("table", f"required section {required!r} is missing")
+        self.sections = sections
+
+    def _read_manifest(self) -> None:
+        info = self.sections["manifest"]
+        if info.encoding != "json":
+            raise self._err("manifest", f"unknown encoding {info.encoding!r}")
+        if info.length > MAX_MANIFEST_BYTES:
+            raise self._err("manifest", f"{info.length} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
+        manifest = self._load_json("manifest")
+        if not isinstance(manifest, dict):
+            raise self._err("manifest", "is not a JSON object")
+        try:
+            fmt = manifest["format"]
+            if (fmt["major"], fmt["minor"]) != (self.major, self.minor):
+                raise self._err("manifest", f"format {fmt['major']}.{fmt['minor']} disagrees with header {self.major}.{self.minor}")
+            vec = manifest["vectors"]
+            count, dim, dtype_name = vec["count"], vec["dim"], vec["dtype"]
+            chunks = manifest["chunks"]
+            block_size = chunks["block_size"]
+            if chunks["count"] != count:
+                raise self._err("manifest", f"chunk count {chunks['count']} differs from vector count {count}")
+        except (KeyError, TypeError) as e:
+            raise self._err("manifest", f"missing or malformed field {e}") from None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, dim, block_size)):
+            raise self._err("manifest", "counts, dim and block_size must be integers")
+        if count < 0 or dim <= 0 or block_size <= 0:
+            raise self._err("manifest", "counts must be >= 0, dim and block_size > 0")
+        if dtype_name not in DTYPES:
+            raise self._err("manifest", f"unknown vector dtype {dtype_name!r}")
+        encoding, dtype = DTYPES[dtype_name]
+        vinfo = self.sections["vectors"]
+        if vinfo.encoding != encoding:
+            raise self._err("vectors", f"encoding {vinfo.encoding!r} disagrees with manifest dtype {dtype_name}")
+        if vinfo.length != count * dim * dtype.itemsize:
+            raise self._err("vectors", f"length {vinfo.length} != {count} x {dim} x {dtype.itemsize} bytes")
+        n_blocks = math.ceil(count / block_size)
+        oinfo = self.sections["chunk_offsets"]
+        if oinfo.encoding != "u64le" or oinfo.length != (n_blocks + 1) * 8:
+            raise self._err("chunk_offsets", f"expected {n_blocks + 1} u64le entries, found {oinfo.length} bytes ({oinfo.encoding})")
+        if self.sections["chunks"].encoding != "zstd-msgpack":
+            raise self._err("chunks", f"unknown encoding {self.sections['chunks'].encoding!r}")
+        self.manifest = manifest
+        self.count, self.dim, self.dtype = count, dim, dtype
+        self.block_size, self.n_blocks = block_size, n_blocks
+
+    def _section(self, name: str) -> memoryview:
+        """Bytes of a section, checked against its sha256 on first use."""
+        info = self.sections[name]
+        view = memoryview(self._mm)[info.offset:info.offset + info.length]
+        if name not in self._checked:
+            if hashlib.sha256(view).digest() != info.sha256:
+                view.release()
+                raise self._err(name, "sha256 mismatch: section content is damaged")
+            self._checked.add(name)
+        return view
+
+    def _load_json(self, name: str) -> Any:
+        info = self.sections[name]
+        if info.length > MAX_JSON_SECTION_BYTES:
+            raise self._err(name, f"{info.length} bytes exceeds the JSON section limit")
+        try:
+            return json.loads(bytes(self._section(name)).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise self._err(name, f"invalid JSON: {e}") from None
+
+    # -- public access
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All vectors as a read-only (count, dim) array over the mapped file: no copy."""
+        view = self._section("vectors")
+        return np.frombuffer(view, dtype=self.dtype).reshape(self.count, self.dim)
+
+    @property
+    def sources(self) -> list[dict]:
+        return self.manifest.get("sources", [])
+
+    def index_bytes(self) -> memoryview | None:
+        return self._section("index") if "index" in self.sections else None
+
+    def section_json(self, name: str) -> Any:
+        """Decode an optional JSON section (None when absent)."""
+        if name not in self.sections:
+            return None
+        if self.sections[name].encoding != "json":
+            raise self._err(name, f"unexpected encoding {self.sections[name].encoding!r}")
+        return self._load_json(name)
+
+    def _offsets(self) -> np.ndarray:
+        offsets = np.frombuffer(self._section("chunk_offsets"), dtype="<u8")
+        if "chunk_offsets:ok" not in self._checked:
+            clen = self.sections["chunks"].length
+            if offsets[0] != 0 or offsets[-1] != clen or np.any(np.diff(offsets.astype(np.int64)) <= 0):
+                raise self._err("chunk_offsets", "block offsets are not strictly increasing from 0 to the chunks length")
+            self._checked.add("chunk_offsets:ok")
+        return offsets
+
+    def _block(self, b: int) -> list:
+        if self._block_cache is not None and self._block_cache[0] == b:
+            return self._block_cache[1]
+        offsets = self._offsets()
+        frame = self._section("chunks")[int(offsets[b]):int(offsets[b + 1])]
+        expected = min(self.block_size, self.count - b * self.block_size)
+        try:
+            size = zstandard.frame_content_size(frame)
+            if size < 0 or size > MAX_BLOCK_BYTES:
+                raise self._err("chunks", f"block {b} declares {size} decompressed bytes (limit {MAX_BLOCK_BYTES})")
+            raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_BLOCK_BYTES)
+            records = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True)
+        except BundleError:
+            raise
+        except Exception as e:  # zstd/msgpack raise assorted types on garbage; all mean "damaged"
+            raise self._err("chunks", f"block {b} cannot be decoded: {type(e).__name__}: {e}") from None
+        if not isinstance(records, list) or len(records) != expected or not all(
+                isinstance(r, dict) and isinstance(r.get("text"), str) for r in records):
+            raise self._err("chunks", f"block {b} does not hold {expected} chunk records")
+        self._block_cache = (b, records)
+        return records
+
+    def chunk(self, i: int) -> dict:
+        """Chunk i (0-based) with its provenance; decompresses only the block that holds it."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"chunk {i} out of range 0..{self.count - 1}")
+        b, j = divmod(i, self.block_size)
+        return dict(self._block(b)[j], id=i)
+
+    def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+        stop = self.count if stop is None else min(stop, self.count)
+        for i in range(start, stop):
+            yield self.chunk(i)
+
+    def verify(self) -> None:
+        """Check every checksum and structural rule; raise BundleError naming the first bad section."""
+        mm = memoryview(self._mm)
+        body = hashlib.sha256()
+        step = 1 << 24
+        for pos in range(HEADER_SIZE, self.size, step):
+            body.update(mm[pos:min(pos + step, self.size)])
+        body_ok = body.digest() == self._body_sha
+        # Name the damaged section when there is one; the body digest also catches padding.
+        for name in sorted(self.sections, key=lambda n: self.sections[n].offset):
+            self._checked.discard(name)
+            self._section(name)
+        self._offsets()
+        for b in range(self.n_blocks):
+            self._block(b)
+        if not body_ok:
+            raise self._err("file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)")
+        mm.release()
+        self.vectors  # noqa: B018 - shape check happens on access
+
+    def describe_sections(self) -> list[dict]:
+        return [{"name": s.name, "encoding": s.encoding, "offset": s.offset, "length": s.length,
+                 "sha256": s.sha256.hex()} for s in sorted(self.sections.values(), key=lambda s: s.offset)]
+
+    def close(self) -> None:
+        mm = getattr(self, "_mm", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # arrays still point into the mapping; it is released when they are
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_fixed_ascii(raw: bytes) -> str | None:
+    text, _, rest = raw.partition(b"\x00")
+    if not text or rest.strip(b"\x00") or not all(32 < c < 127 for c in text):
+        return None
+    return text.decode("ascii")
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+def open_bundle(path: str | os.PathLike) -> Bundle:
+    return Bundle(path)

@@ -1,0 +1,137 @@
+"""The local build cache: file hashes, extracted text and chunk vectors, content-addressed.
+
+One SQLite database (WAL mode, so concurrent builds can share it safely) under $KBC_CACHE_DIR,
+else $XDG_CACHE_HOME/kbc, else ~/.cache/kbc. Nothing in it is trusted blindly: keys are content
+hashes, values are plain bytes/JSON (never pickles), and a damaged entry is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_hash (path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS extracted (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("KBC_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "kbc"
+
+
+class Cache:
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.dir = Path(directory) if directory else cache_dir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=60, check_same_thread=False,
+                                  isolation_level=None)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError:
+            # A damaged cache is only a cache: start a fresh one beside it.
+            self.db.close()
+            (self.dir / "cache.sqlite3").rename(self.dir / "cache.sqlite3.damaged")
+            self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=60, check_same_thread=False,
+                                      isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+
+    # -- file hashes keyed by stat, so unchanged multi-GB weights are not re-read every query
+
+    def file_sha256(self, path: Path) -> str:
+        from .embed import sha256_file
+
+        real = str(Path(path).resolve())
+        st = os.stat(real)
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+        with self._lock:
+            row = self.db.execute("SELECT stat, sha256 FROM file_hash WHERE path=?", (real,)).fetchone()
+        if row and row[0] == stamp:
+            return row[1]
+        digest = sha256_file(Path(real))
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO file_hash VALUES (?,?,?)", (real, stamp, digest))
+        return digest
+
+    # -- extracted documents
+
+    def get_extracted(self, key: str) -> dict | None:
+        with self._lock:
+            row = self.db.execute("SELECT value FROM extracted WHERE key=?", (key,)).fetchone()
+        if not row:
+            return None
+        try:
+            import zstandard
+
+            return json.loads(zstandard.ZstdDecompressor().decompress(row[0], max_output_size=1 << 30))
+        except Exception:
+            return None
+
+    def put_extracted(self, key: str, value: dict) -> None:
+        import zstandard
+
+        blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(value, ensure_ascii=False).encode())
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO extracted VALUES (?,?)", (key, blob))
+
+    # -- chunk vectors keyed by (embedder identity, prompt, text)
+
+    def get_vectors(self, keys: Sequence[bytes], dim: int) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = [None] * len(keys)
+        want = {k: i for i, k in enumerate(keys)}
+        items = list(want)
+        with self._lock:
+            for start in range(0, len(items), 500):
+                part = items[start:start + 500]
+                rows = self.db.execute(f"SELECT key, value FROM vectors WHERE key IN ({','.join('?' * len(part))})",
+                                       part).fetchall()
+                for k, v in rows:
+                    if len(v) == dim * 4:
+                        out[want[bytes(k)]] = np.frombuffer(v, dtype="<f4")
+        return [out[want[k]] for k in keys]
+
+    def put_vectors(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
+        rows = [(k, np.ascontiguousarray(v, dtype="<f4").tobytes()) for k, v in items]
+        with self._lock:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?)", rows)
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def vector_key(embedder_identity: str, prompt: str, text: str) -> bytes:
+    h = hashlib.sha256()
+    for part in (embedder_identity, prompt, text):
+        data = part.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
+def cached_file_hasher() -> Callable[[Path], str]:
+    """sha256 of a file, remembered by (size, mtime, inode); plain hashing if the cache is unusable."""
+    from .embed import sha256_file
+
+    try:
+        cache = Cache()
+    except (OSError, sqlite3.Error):
+        return sha256_file
+    return cache.file_sha256

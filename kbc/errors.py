@@ -1,0 +1,47 @@
+"""Error types. Each carries the process exit code the CLI uses, so CI can tell failures apart.
+
+Exit codes (documented in the README):
+  0  success
+  1  unexpected internal error (a bug: please report it)
+  2  bad input or usage: missing path, no supported files, bad option, output not writable
+  3  bundle invalid: corrupt, truncated, wrong magic, unsupported version, checksum mismatch
+  4  model problem: not found locally, or does not match the model recorded in a bundle
+  5  --strict build found skipped or degraded files (no output written)
+"""
+
+from __future__ import annotations
+
+
+class KbcError(Exception):
+    """Base class: a problem kbc can describe in one line."""
+
+    exit_code = 1
+
+
+class InputError(KbcError):
+    exit_code = 2
+
+
+class BundleError(KbcError):
+    """The bundle file is not a valid .kbpack (or not one this reader supports).
+
+    `section` names the part of the file that is wrong ("header", "table", a section name,
+    or "file") so that `kbc inspect --verify` can say where the damage is.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, section: str = "file", path: str | None = None):
+        self.section = section
+        self.path = path
+        self.detail = message
+        prefix = f"{path}: " if path else ""
+        super().__init__(f"{prefix}{section}: {message}")
+
+
+class ModelError(KbcError):
+    exit_code = 4
+
+
+class StrictError(KbcError):
+    exit_code = 5

@@ -1,0 +1,110 @@
+"""Index stage: build a FAISS index over the vectors, and search a bundle.
+
+"Flat" (the default) stores no index at all: exact inner-product search runs directly over the
+bundle's memory-mapped vectors section, which is what a FAISS IndexFlatIP would hold byte for
+byte. Other FAISS factory strings (HNSW32, IVF256,Flat, IVF256,PQ32, ...) are trained on the
+corpus and stored serialised, because their graph or codes cannot be derived cheaply on a device.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_INDEX = "Flat"
+DEFAULT_NPROBE = 16
+DEFAULT_EF_SEARCH = 64
+
+
+@dataclass
+class IndexResult:
+    data: bytes | None  # serialised FAISS index; None for Flat
+    manifest: dict
+
+
+def _check_factory(factory: str, n: int, dim: int) -> None:
+    ivf = re.search(r"IVF(\d+)", factory)
+    if ivf:
+        nlist = int(ivf.group(1))
+        if n < nlist:
+            raise InputError(f"--index {factory}: needs at least {nlist} chunks to train {nlist} lists, "
+                             f"corpus has {n}; use a smaller IVF size or Flat")
+    pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
+    if pq:
+        m, nbits = int(pq.group(1)), int(pq.group(2) or 8)
+        if dim % m:
+            raise InputError(f"--index {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
+        if n < (1 << nbits):
+            raise InputError(f"--index {factory}: needs at least {1 << nbits} chunks to train "
+                             f"{nbits}-bit product quantizers, corpus has {n}; use Flat or HNSW32")
+
+
+def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: str = "ip") -> IndexResult:
+    """Build and serialise the index; `vectors` may be a read-only memmap."""
+    n, dim = vectors.shape
+    factory = factory.strip() or DEFAULT_INDEX
+    base = {"factory": factory, "metric": "inner_product", "count": int(n)}
+    if factory == "Flat":
+        return IndexResult(None, {**base, "stored": False, "search": "exact"})
+    import faiss
+
+    _check_factory(factory, n, dim)
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except Exception as e:
+        raise InputError(f"--index {factory}: not a valid FAISS factory string ({str(e).splitlines()[0][:120]})") from None
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    params: dict = {}
+    threads = faiss.omp_get_max_threads()
+    if "HNSW" in factory:
+        faiss.omp_set_num_threads(1)  # parallel HNSW insertion order varies run to run; we promise identical bytes
+    try:
+        if not index.is_trained:
+            index.train(x)
+        index.add(x)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    if "IVF" in factory:
+        params["nprobe"] = min(DEFAULT_NPROBE, faiss.extract_index_ivf(index).nlist)
+    if "HNSW" in factory:
+        params["efSearch"] = DEFAULT_EF_SEARCH
+    data = faiss.serialize_index(index).tobytes()
+    return IndexResult(data, {**base, "stored": True, "search_params": params, "faiss_version": faiss.__version__})
+
+
+class Searcher:
+    """Top-k inner-product search over a bundle's vectors or its stored FAISS index."""
+
+    def __init__(self, vectors: np.ndarray, index_bytes, index_manifest: dict):
+        self.vectors = vectors
+        self.faiss_index = None
+        if index_bytes is not None:
+            import faiss
+
+            try:
+                self.faiss_index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
+            except Exception as e:
+                raise InputError(f"stored index cannot be loaded by this FAISS: {str(e).splitlines()[0][:160]}") from None
+            for key, value in (index_manifest.get("search_params") or {}).items():
+                faiss.ParameterSpace().set_index_parameter(self.faiss_index, key, value)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        n = self.vectors.shape[0]
+        k = max(0, min(k, n))
+        if k == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.faiss_index is not None:
+            scores, ids = self.faiss_index.search(q, k)
+            return scores, ids
+        scores_all = q @ np.asarray(self.vectors, dtype=np.float32).T
+        top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores_all, top, axis=1)
+        # stable order: best score first, lower chunk id first on ties
+        order = np.lexsort((top, -top_scores), axis=1)
+        ids = np.take_along_axis(top, order, axis=1)
+        return np.take_along_axis(top_scores, order, axis=1), ids

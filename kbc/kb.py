@@ -1,0 +1,155 @@
+"""Query a bundle: `kbc.open(path).search("question", k=5)`.
+
+The query embedder is rebuilt from what the bundle recorded (model, prompts, pooling,
+normalisation) and its weights are hashed and compared with the recorded hash before any query
+runs: vectors from one model and queries from another fail loudly instead of retrieving badly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .bundle import Bundle
+from .errors import ModelError
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    chunk_id: int
+    source: str
+    page_start: int
+    page_end: int
+    char_start: int
+    char_end: int
+    text: str
+    record: str | None = None
+    label_start: str | None = None
+    label_end: str | None = None
+
+    @property
+    def pages(self) -> str:
+        a = self.label_start or str(self.page_start)
+        b = self.label_end or str(self.page_end)
+        return a if a == b else f"{a}-{b}"
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        d["pages"] = self.pages
+        return d
+
+
+class KnowledgeBase:
+    def __init__(self, path: str | os.PathLike, *, model: str | None = None, allow_model_mismatch: bool = False,
+                 backend: str = "auto", device: str | None = None):
+        self.bundle = Bundle(path)
+        self.manifest = self.bundle.manifest
+        self._model_arg = model
+        self._allow_mismatch = allow_model_mismatch
+        self._backend = backend
+        self._device = device
+        self._embedder = None
+        self._searcher = None
+        self.warnings: list[str] = []
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            self._embedder = self._load_embedder()
+        return self._embedder
+
+    def _load_embedder(self):
+        from .build import load_embedder
+        from .embed import EmbedderSpec, read_spec, resolve_model
+
+        rec = dict(self.manifest.get("embedder") or {})
+        try:
+            recorded = EmbedderSpec(**rec)
+        except TypeError as e:
+            raise ModelError(f"{self.bundle.path}: manifest embedder record is malformed ({e})") from None
+        ref = resolve_model(self._model_arg or recorded.name)
+        from .cache import cached_file_hasher
+
+        local = read_spec(ref, query_prompt=recorded.query_prompt, document_prompt=recorded.document_prompt,
+                          file_hasher=cached_file_hasher())
+        if local.weights_sha256 != recorded.weights_sha256:
+            changed = sorted(k for k in set(local.files) | set(recorded.files)
+                             if local.files.get(k) != recorded.files.get(k))
+            msg = (f"{ref.path}: model files differ from the ones that built {self.bundle.path} "
+                   f"(weights sha256 {local.weights_sha256[:12]} != recorded {recorded.weights_sha256[:12]}; "
+                   f"differing: {', '.join(changed[:5]) or 'n/a'})")
+            if not self._allow_mismatch:
+                raise ModelError(msg + "; pass --allow-model-mismatch to query anyway")
+            self.warnings.append(msg)
+        if local.dim != recorded.dim:
+            raise ModelError(f"{ref.path}: model makes {local.dim}-d vectors, bundle holds {recorded.dim}-d")
+        # The recorded pooling/normalisation/prompts/length win: they are what made the vectors.
+        spec = EmbedderSpec(**{**rec, "files": local.files, "weights_sha256": local.weights_sha256})
+        backend = self._backend
+        if backend == "auto":
+            backend = "onnx-int8" if recorded.precision == "int8" else "onnx"
+        return load_embedder(spec, ref, backend=backend, device=self._device)
+
+    @property
+    def searcher(self):
+        if self._searcher is None:
+            from .index import Searcher
+
+            self._searcher = Searcher(self.bundle.vectors, self.bundle.index_bytes(), self.manifest.get("index", {}))
+        return self._searcher
+
+    def embed_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        return self.embedder.embed_queries(list(texts), batch_size=batch_size)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
+        scores, ids = self.searcher.search(vectors, k)
+        sources = self.bundle.sources
+        out = []
+        for row_scores, row_ids in zip(scores, ids):
+            hits = []
+            for rank, (score, cid) in enumerate(zip(row_scores, row_ids), 1):
+                if cid < 0:
+                    continue
+                c = self.bundle.chunk(int(cid))
+                src = c.get("source")
+                name = sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
+                hits.append(Hit(rank=rank, score=float(score), chunk_id=int(cid), source=name,
+                                page_start=c.get("page_start", 0), page_end=c.get("page_end", 0),
+                                char_start=c.get("char_start", 0), char_end=c.get("char_end", 0),
+                                text=c["text"], record=c.get("record"),
+                                label_start=c.get("label_start"), label_end=c.get("label_end")))
+            out.append(hits)
+        return out
+
+    def search(self, text: str, k: int = 5) -> list[Hit]:
+        return self.search_vectors(self.embed_queries([text]), k)[0]
+
+    def search_many(self, texts: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        return self.search_vectors(self.embed_queries(texts), k)
+
+    def close(self) -> None:
+        self._searcher = None
+        self.bundle.close()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def device_prompt(question: str, hits: Sequence[Hit]) -> str:
+    """The prompt in the form the edge-slm device app builds: context lines, then the question."""
+    lines = [f"context_{i}: {' '.join(h.text.split())}" for i, h in enumerate(hits)]
+    return "\n".join(lines + [f"question: {question}"])
+
+
+def _debug(msg: str) -> None:
+    if os.environ.get("KBC_DEBUG"):
+        print(msg, file=sys.stderr)
