@@ -242,7 +242,8 @@ class SentenceTransformerEmbedder:
             self.model = SentenceTransformer(str(ref.path), device=device or "cpu", local_files_only=True)
         except Exception as e:
             raise ModelError(f"{ref.path}: sentence-transformers could not load the model: {e}") from None
-        got = self.model.get_sentence_embedding_dimension()
+        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        got = dim_of()
         if got != spec.dim:
             raise ModelError(f"{ref.path}: model produces {got}-d vectors, its config says {spec.dim}")
         self.model.max_seq_length = spec.max_seq_length

@@ -94,16 +94,18 @@ def strip_running_lines(pages: list[str], *, edge: int = 2) -> list[str]:
     split = [p.split("\n") for p in pages]
     counts: Counter[str] = Counter()
     for lines in split:
-        edges = {_line_key(l) for l in lines[:edge] + lines[-edge:] if l.strip()}
+        e = min(edge, len(lines) // 2)  # on short pages the edges must not meet in the body
+        edges = {_line_key(l) for l in lines[:e] + lines[len(lines) - e:] if l.strip() and len(l) <= 120}
         counts.update(edges)
     threshold = max(3, (len(pages) + 1) // 2)
     running = {k for k, c in counts.items() if c >= threshold}
     out = []
     for lines in split:
         n = len(lines)
+        e = min(edge, n // 2)
         keep = []
         for i, line in enumerate(lines):
-            at_edge = i < edge or i >= n - edge
+            at_edge = i < e or i >= n - e
             if at_edge and line.strip() and (_line_key(line) in running or _PAGE_NUMBER.match(line.strip())):
                 continue
             keep.append(line)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DOCS = ROOT / "sample_docs"
+SHARED = Path(os.environ.get("KBC_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never touch the user's cache; one ONNX export per test session."""
+    if "KBC_TEST_CACHE_DIR" in os.environ:
+        os.environ["KBC_CACHE_DIR"] = os.environ["KBC_TEST_CACHE_DIR"]
+    else:
+        os.environ["KBC_CACHE_DIR"] = str(tmp_path_factory.mktemp("kbc-cache"))
+    os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
+    yield
+
+
+def run_kbc(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "kbc", *args], capture_output=True, text=True, env=full_env,
+                          cwd=ROOT, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kbc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def sample_bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "sample.kbpack"
+    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--quiet", check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small random BERT saved as a sentence-transformers directory: exercises the any-model path.
+
+    CLS pooling, 32-d, 64 tokens, e5-style prompts in its config: everything differs from the default.
+    """
+    from transformers import BertConfig, BertModel
+
+    from kbc.embed import resolve_model
+
+    default = resolve_model(None).path
+    d = tmp_path_factory.mktemp("tiny-model")
+    vocab_size = sum(1 for _ in open(default / "vocab.txt", encoding="utf-8"))
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(d, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(default / name, d / name)
+    (d / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (d / "1_Pooling").mkdir()
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                             "pooling_mode_cls_token": True,
+                                                             "pooling_mode_mean_tokens": False}))
+    (d / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None,
+         "similarity_fn_name": "cosine"}))
+    return d

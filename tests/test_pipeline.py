@@ -1,0 +1,312 @@
+"""build -> inspect -> query, through the CLI and the library, on the sample docs and a tiny model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_DOCS, run_kbc
+from kbc.bundle import Bundle
+from kbc.chunk import Chunker, resolve_spec, token_budget
+from kbc.embed import TokenCounter, read_spec, resolve_model
+from kbc.errors import InputError
+from kbc.extract import Document, Page, clean_text, strip_running_lines
+from kbc.sources import discover
+
+
+def write(p: Path, text: str) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+# ------------------------------------------------------------ stages in isolation
+
+
+def test_discover_sorted_relative_filtered(tmp_path):
+    write(tmp_path / "b.md", "b")
+    write(tmp_path / "a" / "z.txt", "z")
+    write(tmp_path / "a" / "skip.txt", "s")
+    write(tmp_path / ".hidden" / "h.md", "h")
+    write(tmp_path / "image.png", "x")
+    found = discover([tmp_path], exclude=["skip*"])
+    assert [s.rel for s in found] == ["a/z.txt", "b.md"]
+    assert [s.rel for s in discover([tmp_path], include=["*.md"])] == ["b.md"]
+    with pytest.raises(InputError, match="no such file"):
+        discover([tmp_path / "nope"])
+    with pytest.raises(InputError, match="no supported files"):
+        discover([tmp_path], include=["*.pdf"])
+
+
+def test_clean_text_ligatures_hyphens_whitespace():
+    raw = "The ﬁrst eﬀect is sig-\nnificant.\r\n\n\n\nNext   para\u00a0here  \nsuper x² stays"
+    out = clean_text(raw)
+    assert "first effect is significant." in out
+    assert "\n\n\n" not in out and "Next para here" in out
+    assert "x²" in out  # no NFKC flattening of superscripts
+
+
+def test_running_headers_and_page_numbers_removed():
+    pages = [f"ACME Manual v2\nBody text of page {i} is unique {i * 7}.\n{i}" for i in range(1, 7)]
+    out = strip_running_lines(pages)
+    assert all("ACME Manual" not in p for p in out)
+    assert all(not p.rstrip().splitlines()[-1].strip().isdigit() for p in out)
+    assert "Body text of page 3 is unique 21." in out[2]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    ref = resolve_model(None)
+    spec = read_spec(ref)
+    return ref, spec, TokenCounter(ref.path)
+
+
+def test_token_chunks_fit_the_model_and_keep_provenance(minilm):
+    ref, spec, counter = minilm
+    para = "Ownership rules govern how memory is managed in Rust programs without a collector. "
+    texts = [para * 40, "Short second page.", para * 25]
+    pos, pages, parts = 0, [], []
+    for i, t in enumerate(texts):
+        if parts:
+            parts.append("\n\n")
+            pos += 2
+        pages.append(Page(i + 1, None, pos, pos + len(t)))
+        parts.append(t)
+        pos += len(t)
+    doc = Document("x.pdf", "".join(parts), pages)
+    budget = token_budget(counter, spec.max_seq_length, "")
+    chunker = Chunker(resolve_spec(unit=None, size=None, overlap=None, budget=budget), counter,
+                      max_seq_length=spec.max_seq_length)
+    chunks = chunker.split(doc)
+    assert len(chunks) > 5
+    lengths = counter.count_batch([c.text for c in chunks])
+    assert max(lengths) <= spec.max_seq_length
+    for c in chunks:
+        assert doc.text[c.char_start:c.char_end] == c.text
+        assert 1 <= c.page_start <= c.page_end <= 3
+    assert any(c.page_start == 2 or c.page_end == 2 for c in chunks)
+    assert chunks[-1].page_end == 3
+
+
+def test_prompt_reduces_the_token_budget(minilm):
+    _, spec, counter = minilm
+    assert token_budget(counter, 256, "Represent this sentence for searching: ") < token_budget(counter, 256, "")
+    with pytest.raises(InputError, match="exceeds what the model embeds"):
+        resolve_spec(unit="tokens", size=400, overlap=10, budget=254)
+
+
+# ------------------------------------------------------------ end to end on sample_docs
+
+
+def test_sample_build_verify_json_keys(sample_bundle):
+    proc = run_kbc("inspect", str(sample_bundle), "--verify", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    for key in ("path", "size", "format", "kbc_version", "created", "embedder", "vectors", "chunking", "index",
+                "counts", "sections", "sources", "skipped", "verified", "intact"):
+        assert key in info, key
+    assert info["intact"] is True
+    assert info["created"] == "2023-11-14T22:13:20Z"  # SOURCE_DATE_EPOCH=1700000000
+    assert info["counts"]["truncated_chunks"] == 0
+    assert info["embedder"]["name"] == "all-MiniLM-L6-v2" and info["vectors"]["dim"] == 384
+    paths = [s["path"] for s in info["sources"]]
+    assert "greenhouse-care.md" in paths and "ch08-03-hash-maps.pdf" in paths
+    assert paths == sorted(paths)
+    for s in info["sources"]:
+        assert len(s["sha256"]) == 64 and s["pages"] >= 1
+
+
+def test_query_finds_the_one_document_with_the_answer(sample_bundle):
+    proc = run_kbc("query", str(sample_bundle), "At what temperature should I open the greenhouse roof vents?",
+                   "-k", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hits = json.loads(proc.stdout)["hits"]
+    assert hits[0]["source"] == "greenhouse-care.md"
+    assert hits[0]["score"] >= hits[-1]["score"]
+    assert "24" in hits[0]["text"]
+    proc = run_kbc("query", str(sample_bundle), "How do I insert a value into a HashMap?", "-k", "2")
+    assert proc.returncode == 0 and "ch08-03-hash-maps.pdf" in proc.stdout.splitlines()[0]
+    assert " p." in proc.stdout.splitlines()[0]
+
+
+def test_query_prompt_format(sample_bundle):
+    proc = run_kbc("query", str(sample_bundle), "What is cargo build?", "-k", "2", "--prompt")
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0
+    assert lines[0].startswith("context_0: ") and lines[1].startswith("context_1: ")
+    assert lines[-1] == "question: What is cargo build?"
+
+
+def test_library_api_matches_cli(sample_bundle):
+    import kbc
+
+    with kbc.open(sample_bundle) as kb:
+        hits = kb.search("How do I run tests in parallel or consecutively?", k=3)
+    assert hits[0].source == "ch11-02-running-tests.pdf"
+    assert hits[0].page_start >= 1 and hits[0].text
+
+
+def test_flipped_byte_makes_verify_fail_naming_section(sample_bundle, tmp_path):
+    data = bytearray(sample_bundle.read_bytes())
+    with Bundle(sample_bundle) as b:
+        s = b.sections["chunks"]
+    data[s.offset + 10] ^= 0x04
+    bad = tmp_path / "bad.kbpack"
+    bad.write_bytes(bytes(data))
+    proc = run_kbc("inspect", str(bad), "--verify")
+    assert proc.returncode == 3
+    assert "chunks" in proc.stderr and "sha256 mismatch" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_same_input_same_epoch_same_bytes(tmp_path):
+    write(tmp_path / "in" / "a.md", "# Alpha\n\nAlpha text about rivers and lakes.\n")
+    write(tmp_path / "in" / "b.txt", "Beta text about mountains.\n")
+    a, b = tmp_path / "a.kbpack", tmp_path / "b.kbpack"
+    run_kbc("build", str(tmp_path / "in"), "-o", str(a), "-q", check=True)
+    run_kbc("build", str(tmp_path / "in"), "-o", str(b), "-q", "--workers", "0", check=True)
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+
+
+# ------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("case", ["missing", "empty-dir", "unsupported", "no-outdir", "out-is-dir", "bad-model",
+                                  "bad-option"])
+def test_bad_input_one_line_error_nothing_written(tmp_path, case):
+    src = tmp_path / "docs"
+    write(src / "a.md", "hello world")
+    out = tmp_path / "out.kbpack"
+    args = {"missing": [str(tmp_path / "nope"), "-o", str(out)],
+            "empty-dir": [str(tmp_path / "empty"), "-o", str(out)],
+            "unsupported": [str(tmp_path / "x.docx"), "-o", str(out)],
+            "no-outdir": [str(src), "-o", str(tmp_path / "no" / "such" / "out.kbpack")],
+            "out-is-dir": [str(src), "-o", str(tmp_path)],
+            "bad-model": [str(src), "-o", str(out), "--model", str(tmp_path / "no-model")],
+            "bad-option": [str(src), "-o", str(out), "--chunk-overlap", "999"]}[case]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.docx").write_bytes(b"PK")
+    proc = run_kbc("build", *args)
+    expected = 4 if case == "bad-model" else 2
+    assert proc.returncode == expected, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kbc: error: "), proc.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_undecodable_and_empty_files_skipped_and_listed_strict_fails(tmp_path):
+    src = tmp_path / "docs"
+    write(src / "good.md", "Good document about tidal energy and the moon.")
+    (src / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (src / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage")
+    out = tmp_path / "out.kbpack"
+    proc = run_kbc("build", str(src), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    skipped = {p["source"]: p["reason"] for p in report["skipped"]}
+    assert set(skipped) == {"latin1.txt", "broken.pdf"}
+    assert "UTF-8" in skipped["latin1.txt"]
+    with Bundle(out) as b:
+        assert {s["path"] for s in b.manifest["skipped"]} == {"latin1.txt", "broken.pdf"}
+        assert [s["path"] for s in b.sources] == ["good.md"]
+
+    out.write_bytes(b"previous")
+    proc = run_kbc("build", str(src), "-o", str(out), "--strict")
+    assert proc.returncode == 5
+    assert "latin1.txt" in proc.stderr and "broken.pdf" in proc.stderr
+    assert out.read_bytes() == b"previous"
+
+
+# ------------------------------------------------------------ any sentence-transformers model
+
+
+def test_tiny_model_path_records_its_own_spec(tiny_model, tmp_path):
+    src = tmp_path / "docs"
+    write(src / "a.md", "Photosynthesis turns light into chemical energy. " * 30)
+    write(src / "b.md", "The stock exchange closed lower on Friday after a volatile week.")
+    out = tmp_path / "tiny.kbpack"
+    proc = run_kbc("build", str(src), "-o", str(out), "--model", str(tiny_model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["truncated_chunks"] == 0 and report["max_chunk_tokens"] <= 64
+    with Bundle(out) as b:
+        e = b.manifest["embedder"]
+        assert (e["dim"], e["max_seq_length"], e["pooling"]) == (32, 64, "cls")
+        assert (e["query_prompt"], e["document_prompt"]) == ("query: ", "passage: ")
+        assert "model.safetensors" in e["files"] and len(e["weights_sha256"]) == 64
+        assert b.vectors.shape[1] == 32
+        np.testing.assert_allclose(np.linalg.norm(b.vectors, axis=1), 1.0, atol=1e-5)
+        assert b.manifest["chunking"]["token_budget"] < 64 - 2  # the "passage: " prompt took its share
+    proc = run_kbc("query", str(out), "light energy", "-k", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_torch_and_onnx_backends_agree(tiny_model):
+    from kbc.build import load_embedder
+
+    ref = resolve_model(str(tiny_model))
+    spec = read_spec(ref)
+    texts = ["a short one", "a much longer text " * 20, "punctuation!?; and digits 12345"]
+    a = load_embedder(spec, ref, backend="torch", device=None).embed_documents(texts)
+    b = load_embedder(spec, ref, backend="onnx", device=None).embed_documents(texts)
+    assert np.min(np.sum(a * b, axis=1)) > 0.9999
+
+
+def test_query_refuses_a_different_model(tiny_model, tmp_path):
+    src = tmp_path / "docs"
+    write(src / "a.md", "Some text about volcanoes and lava.")
+    out = tmp_path / "kb.kbpack"
+    run_kbc("build", str(src), "-o", str(out), "--model", str(tiny_model), "-q", check=True)
+    changed = tmp_path / "changed-model"
+    shutil.copytree(tiny_model, changed)
+    cfg = json.loads((changed / "config.json").read_text())
+    cfg["layer_norm_eps"] = 1e-5  # any change to an identity file changes the model's identity
+    (changed / "config.json").write_text(json.dumps(cfg))
+    proc = run_kbc("query", str(out), "lava", "--model", str(changed))
+    assert proc.returncode == 4 and "differ" in proc.stderr and "config.json" in proc.stderr
+    proc = run_kbc("query", str(out), "lava", "--model", str(changed), "--allow-model-mismatch")
+    assert proc.returncode == 0 and "warning" in proc.stderr
+
+
+# ------------------------------------------------------------ index types
+
+
+def test_hnsw_index_stored_and_searched(tmp_path, tiny_model):
+    src = tmp_path / "docs"
+    for i in range(12):
+        write(src / f"d{i:02}.md", f"Document {i} talks about topic number {i} in some detail. " * 3)
+    out = tmp_path / "hnsw.kbpack"
+    run_kbc("build", str(src), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
+    with Bundle(out) as b:
+        assert "index" in b.sections and b.manifest["index"]["factory"] == "HNSW16"
+    import kbc
+
+    with kbc.open(out) as kb:
+        v = np.array(kb.bundle.vectors[:3])
+        hits = kb.search_vectors(v, k=1)
+        assert [h[0].chunk_id for h in hits] == [0, 1, 2]
+
+
+def test_ivf_on_too_small_corpus_is_a_clear_error(tmp_path, tiny_model):
+    src = tmp_path / "docs"
+    write(src / "a.md", "tiny corpus")
+    out = tmp_path / "ivf.kbpack"
+    proc = run_kbc("build", str(src), "-o", str(out), "--model", str(tiny_model), "--index", "IVF256,PQ8")
+    assert proc.returncode == 2 and "needs at least 256 chunks" in proc.stderr
+    assert not out.exists()
+
+
+def test_char_chunks_report_truncation(tmp_path, tiny_model):
+    src = tmp_path / "docs"
+    write(src / "a.md", "Word " * 3000)
+    proc = run_kbc("build", str(src), "-o", str(tmp_path / "c.kbpack"), "--model", str(tiny_model),
+                   "--chunk-unit", "chars", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["truncated_chunks"] == report["chunks"] > 0  # 1000 chars >> 64 tokens
