@@ -310,3 +310,14 @@ def test_char_chunks_report_truncation(tmp_path, tiny_model):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["truncated_chunks"] == report["chunks"] > 0  # 1000 chars >> 64 tokens
+
+
+def test_manifest_matches_json_schema(sample_bundle):
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "manifest.schema.json").read_text())
+    with Bundle(sample_bundle) as b:
+        jsonschema.validate(b.manifest, schema)
+        broken = dict(b.manifest, embedder={**b.manifest["embedder"], "pooling": "median"})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
