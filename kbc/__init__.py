@@ -15,8 +15,8 @@ __all__ = ["build", "open", "open_bundle", "__version__"]
 
 
 def build(*args, **kwargs):
-    """Build a bundle; see kbc.build.build for the options."""
-    from .build import build as _build
+    """Build a bundle; see kbc.pipeline.build for the options."""
+    from .pipeline import build as _build
 
     return _build(*args, **kwargs)
 

@@ -121,7 +121,7 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="Print the build summary as JSON on stdout."),
 ):
     """Compile documents into one .kbpack: extract -> chunk -> embed -> index -> write."""
-    from .build import build as run_build
+    from .pipeline import build as run_build
 
     with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
         report = run_build(paths, output, model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,

@@ -65,7 +65,7 @@ class KnowledgeBase:
         return self._embedder
 
     def _load_embedder(self):
-        from .build import load_embedder
+        from .pipeline import load_embedder
         from .embed import EmbedderSpec, read_spec, resolve_model
 
         rec = dict(self.manifest.get("embedder") or {})

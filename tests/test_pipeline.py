@@ -248,7 +248,7 @@ def test_tiny_model_path_records_its_own_spec(tiny_model, tmp_path):
 
 
 def test_torch_and_onnx_backends_agree(tiny_model):
-    from kbc.build import load_embedder
+    from kbc.pipeline import load_embedder
 
     ref = resolve_model(str(tiny_model))
     spec = read_spec(ref)

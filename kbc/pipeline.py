@@ -87,7 +87,7 @@ def load_embedder(spec: EmbedderSpec, ref, *, backend: str, device: str | None, 
 
 def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, model: str | None = None,
           chunk_unit: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
-          batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "torch",
+          batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "onnx",
           include: Sequence[str] = (), exclude: Sequence[str] = (), strict: bool = False,
           passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
           document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,

@@ -1,0 +1,91 @@
+"""The build cache is correct: it reuses exactly what is unchanged, never across models, and changes no byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import kbc
+from kbc.bundle import Bundle
+
+
+def write(p: Path, text: str) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def corpus(root: Path) -> Path:
+    write(root / "a.md", "Apples grow on trees in temperate orchards. " * 20)
+    write(root / "b.md", "Bridges carry roads across rivers and valleys. " * 20)
+    write(root / "c.txt", "Comets are icy bodies that orbit the sun. " * 20)
+    return root
+
+
+def test_changed_file_reembedded_unchanged_not(tmp_path):
+    src = corpus(tmp_path / "docs")
+    cache = tmp_path / "cache"
+    first = kbc.build([src], tmp_path / "1.kbpack", cache_dir=cache)
+    assert first.cache["chunks_embedded"] == first.chunks and first.cache["chunks_cached"] == 0
+    write(src / "b.md", "Bridges were rebuilt in steel after the flood of 1952. " * 20)
+    second = kbc.build([src], tmp_path / "2.kbpack", cache_dir=cache)
+    assert second.cache["files_cached"] == 2 and second.cache["files_extracted"] == 1
+    with Bundle(tmp_path / "2.kbpack") as b:
+        b_chunks = sum(1 for c in b.iter_chunks() if b.sources[c["source"]]["path"] == "b.md")
+    assert second.cache["chunks_embedded"] == b_chunks > 0
+    assert second.cache["chunks_cached"] == second.chunks - b_chunks
+
+
+def test_cached_build_is_byte_identical_to_clean_build(tmp_path):
+    src = corpus(tmp_path / "docs")
+    cache = tmp_path / "cache"
+    kbc.build([src], tmp_path / "warm.kbpack", cache_dir=cache)
+    write(src / "d.md", "Dunes move slowly with the desert wind. " * 15)
+    cached = kbc.build([src], tmp_path / "cached.kbpack", cache_dir=cache)
+    assert cached.cache["chunks_cached"] > 0
+    kbc.build([src], tmp_path / "clean.kbpack", use_cache=False)
+    assert (tmp_path / "cached.kbpack").read_bytes() == (tmp_path / "clean.kbpack").read_bytes()
+
+
+def test_different_model_gets_no_reuse(tmp_path, tiny_model):
+    src = corpus(tmp_path / "docs")
+    cache = tmp_path / "cache"
+    kbc.build([src], tmp_path / "minilm.kbpack", cache_dir=cache)
+    other = kbc.build([src], tmp_path / "tiny.kbpack", cache_dir=cache, model=str(tiny_model))
+    assert other.cache["chunks_cached"] == 0 and other.cache["chunks_embedded"] == other.chunks
+    assert other.cache["files_cached"] == 3  # extraction does not depend on the model
+    int8 = kbc.build([src], tmp_path / "int8.kbpack", cache_dir=cache, backend="onnx-int8")
+    assert int8.cache["chunks_cached"] == 0  # another precision is another embedder
+
+
+def test_reuse_previous_bundle_as_cache(tmp_path):
+    src = corpus(tmp_path / "docs")
+    kbc.build([src], tmp_path / "old.kbpack", use_cache=False)
+    report = kbc.build([src], tmp_path / "new.kbpack", use_cache=False, reuse=[tmp_path / "old.kbpack"])
+    assert report.cache["chunks_cached"] == report.chunks and report.cache["chunks_embedded"] == 0
+    assert (tmp_path / "old.kbpack").read_bytes() == (tmp_path / "new.kbpack").read_bytes()
+
+
+def test_reuse_ignores_bundle_from_another_model(tmp_path, tiny_model):
+    src = corpus(tmp_path / "docs")
+    kbc.build([src], tmp_path / "tiny.kbpack", use_cache=False, model=str(tiny_model))
+    report = kbc.build([src], tmp_path / "new.kbpack", use_cache=False, reuse=[tmp_path / "tiny.kbpack"])
+    assert report.cache["chunks_cached"] == 0
+
+
+def test_damaged_cache_entry_is_rebuilt_not_trusted(tmp_path):
+    import sqlite3
+
+    src = corpus(tmp_path / "docs")
+    cache = tmp_path / "cache"
+    kbc.build([src], tmp_path / "1.kbpack", cache_dir=cache)
+    db = sqlite3.connect(cache / "cache.sqlite3")
+    db.execute("UPDATE vectors SET value = x'00'")  # wrong length: must be ignored
+    db.execute("UPDATE extracted SET value = x'00'")
+    db.commit()
+    db.close()
+    report = kbc.build([src], tmp_path / "2.kbpack", cache_dir=cache)
+    assert report.cache["chunks_cached"] == 0 and report.cache["files_cached"] == 0
+    with Bundle(tmp_path / "1.kbpack") as a, Bundle(tmp_path / "2.kbpack") as b:
+        assert np.array_equal(a.vectors, b.vectors)
