@@ -302,6 +302,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     except BaseException:
         writer.abort()
         raise
+    finally:
+        # An onnxruntime session still being created when the interpreter exits aborts the process.
+        warm.join()
     seconds["total"] = time.perf_counter() - t_start
     return BuildReport(
         output=str(output), files=len(sources_manifest), pages=stats["pages"], chunks=stats["chunks"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,16 @@ def test_damaged_cache_entry_is_rebuilt_not_trusted(tmp_path):
     assert report.cache["chunks_cached"] == 0 and report.cache["files_cached"] == 0
     with Bundle(tmp_path / "1.kbpack") as a, Bundle(tmp_path / "2.kbpack") as b:
         assert np.array_equal(a.vectors, b.vectors)
+
+
+def test_fully_cached_cli_rebuild_exits_cleanly(tmp_path):
+    """Regression: a rebuild that embeds nothing used to exit while a session was still being created."""
+    from conftest import run_kbc
+
+    src = corpus(tmp_path / "docs")
+    args = ["build", str(src), "-o", str(tmp_path / "k.kbpack"), "--cache-dir", str(tmp_path / "c"), "--json"]
+    run_kbc(*args, check=True)
+    for _ in range(3):
+        proc = run_kbc(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["cache"]["chunks_embedded"] == 0
