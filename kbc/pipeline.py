@@ -120,6 +120,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     opts = ExtractOptions(passwords=tuple(passwords), clean=clean, workers=workers, timeout_s=file_timeout)
     settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords)]).encode()).hexdigest()[:16]
     extract_wall = {}
+    need_work, misses_found, stop = threading.Event(), [], threading.Event()
 
     def run_extraction() -> None:
         t = time.perf_counter()
@@ -139,12 +140,17 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                         except (KeyError, TypeError, ValueError):
                             pass  # a stale or damaged entry: extract again
                 misses.append(i)
+            misses_found.extend(misses)
+            need_work.set()
             fresh = extract_all([sources[i] for i in misses], opts)
             for i in range(len(sources)):
                 if i in hits:
                     cache_stats["files_cached"] += 1
                     results.put(hits[i])
                     continue
+                if stop.is_set():
+                    fresh.close()  # kills the worker processes
+                    break
                 ex = next(fresh)
                 cache_stats["files_extracted"] += 1
                 if cache is not None and keys.get(i) and cacheable(ex):
@@ -152,11 +158,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                 results.put(ex)
         except BaseException as e:  # surfaced in the main thread
             results.put(e)
+        need_work.set()
         extract_wall["s"] = time.perf_counter() - t
         results.put(None)
 
-    extractor = threading.Thread(target=run_extraction, name="kbc-extract", daemon=True)
-    extractor.start()
 
     t = time.perf_counter()
     from .cache import cached_file_hasher
@@ -173,7 +178,19 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     spec = embedder.spec
     identity = embedder_identity(spec)
     # While extraction runs, get the expensive first-use costs out of the way on the idle core.
-    warm = threading.Thread(target=lambda: (getattr(embedder, "warm", lambda: None)(), chunker.splitter), daemon=True)
+    # Everything that can reject the options has run: now start extracting. (ONNX sessions are
+    # created lazily, so model setup above is cheap and extraction loses nothing by starting here.)
+    extractor = threading.Thread(target=run_extraction, name="kbc-extract", daemon=True)
+    extractor.start()
+
+    # Only when some file missed the cache: a rebuild with nothing new must not pay for it.
+    def warm_up() -> None:
+        need_work.wait()
+        if misses_found:
+            getattr(embedder, "warm", lambda: None)()
+            chunker.splitter  # noqa: B018 - imports langchain ahead of need
+
+    warm = threading.Thread(target=warm_up, daemon=True)
     warm.start()
     for old in reuse:
         n = _seed_cache_from_bundle(cache, old, identity, spec) if cache is not None else 0
@@ -303,8 +320,16 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         writer.abort()
         raise
     finally:
-        # An onnxruntime session still being created when the interpreter exits aborts the process.
+        # Stop and wait for helpers: an onnxruntime session still being created, or a worker still
+        # starting, when the interpreter exits aborts the process or prints tracebacks.
+        stop.set()
+        need_work.set()
         warm.join()
+        while extractor.is_alive():
+            try:
+                results.get(timeout=0.1)
+            except queue.Empty:
+                pass
     seconds["total"] = time.perf_counter() - t_start
     return BuildReport(
         output=str(output), files=len(sources_manifest), pages=stats["pages"], chunks=stats["chunks"],
