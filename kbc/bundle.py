@@ -108,6 +108,9 @@ class BundleWriter:
         self._cctx = zstandard.ZstdCompressor(level=zstd_level, write_content_size=True, write_checksum=False)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
         self._tmp_path = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a bundle is meant to be shared like any file
         self._f = os.fdopen(fd, "w+b")
         self._spool = tempfile.TemporaryFile(dir=parent)
         self._f.write(b"\x00" * HEADER_SIZE)
