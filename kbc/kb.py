@@ -8,7 +8,6 @@ runs: vectors from one model and queries from another fail loudly instead of ret
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -148,8 +147,3 @@ def device_prompt(question: str, hits: Sequence[Hit]) -> str:
     """The prompt in the form the edge-slm device app builds: context lines, then the question."""
     lines = [f"context_{i}: {' '.join(h.text.split())}" for i, h in enumerate(hits)]
     return "\n".join(lines + [f"question: {question}"])
-
-
-def _debug(msg: str) -> None:
-    if os.environ.get("KBC_DEBUG"):
-        print(msg, file=sys.stderr)

@@ -1,7 +1,7 @@
 """The build pipeline: sources -> extract -> chunk -> embed -> index -> bundle.
 
-Extraction runs in worker processes, fed from a background thread, while the embedder loads;
-chunks are embedded in windows and streamed into the bundle writer, so memory stays flat as the
+Extraction runs in worker processes, fed from a background thread, while the main thread chunks
+and embeds what has arrived; chunks are embedded in windows and streamed into the bundle writer, so memory stays flat as the
 corpus grows. Every problem met on the way is collected and reported at the end.
 """
 
@@ -114,8 +114,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     cache = _open_cache(cache_dir) if use_cache else None
     cache_stats = {"files_cached": 0, "files_extracted": 0, "chunks_cached": 0, "chunks_embedded": 0}
 
-    # Extraction starts first, in worker processes, so it overlaps loading the model. Files whose
-    # content was extracted before with the same settings come from the cache instead.
+    # Extraction runs in worker processes, fed from a thread started once the options are validated.
+    # Files whose content was extracted before with the same settings come from the cache instead.
     results: queue.Queue = queue.Queue()
     opts = ExtractOptions(passwords=tuple(passwords), clean=clean, workers=workers, timeout_s=file_timeout)
     settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords)]).encode()).hexdigest()[:16]
@@ -164,10 +164,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
 
 
     t = time.perf_counter()
-    from .cache import cached_file_hasher
-
     spec = read_spec(ref, query_prompt=query_prompt, document_prompt=document_prompt,
-                     file_hasher=cache.file_sha256 if cache is not None else cached_file_hasher())
+                     file_hasher=cache.file_sha256 if cache is not None else None)
     counter = TokenCounter(ref.path, do_lower_case=spec.do_lower_case)
     budget = token_budget(counter, spec.max_seq_length, spec.document_prompt)
     whole_docs = chunk_unit == "document"
@@ -177,13 +175,13 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     embedder = load_embedder(spec, ref, backend=backend, device=device, sessions=os.cpu_count() or 1)
     spec = embedder.spec
     identity = embedder_identity(spec)
-    # While extraction runs, get the expensive first-use costs out of the way on the idle core.
     # Everything that can reject the options has run: now start extracting. (ONNX sessions are
     # created lazily, so model setup above is cheap and extraction loses nothing by starting here.)
     extractor = threading.Thread(target=run_extraction, name="kbc-extract", daemon=True)
     extractor.start()
 
-    # Only when some file missed the cache: a rebuild with nothing new must not pay for it.
+    # While extraction runs, get first-use costs (ONNX session, langchain import) out of the way on
+    # the idle core; only when some file missed the cache: a rebuild with nothing new must not pay.
     def warm_up() -> None:
         need_work.wait()
         if misses_found:
@@ -204,10 +202,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     sources_manifest: list[dict] = []
     skipped: list[Problem] = []
     degraded: list[Problem] = []
-    pending: list[tuple[dict, str]] = []  # (chunk record, text to embed) awaiting a batch
+    pending: list[dict] = []  # chunk records awaiting embedding
     stats = {"pages": 0, "chunks": 0, "truncated": 0, "max_tokens": 0}
     t_chunk = t_embed = 0.0
-    window = max(batch_size * 8, 256)  # sorted by length inside the embedder: big windows pad less
+    window = max(batch_size * 8, 256)  # torch sorts each window by length: big windows pad less
 
     writer = BundleWriter(output, dim=spec.dim, dtype=vector_dtype)
     try:
@@ -216,7 +214,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             if not pending:
                 return
             te = time.perf_counter()
-            texts = [p[1] for p in pending]
+            texts = [p["text"] for p in pending]
             vecs = np.zeros((len(texts), spec.dim), dtype=np.float32)
             todo = list(range(len(texts)))
             if cache is not None:
@@ -233,7 +231,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                     cache.put_vectors((keys[i], fresh[j]) for j, i in enumerate(todo))
             cache_stats["chunks_cached"] += len(texts) - len(todo)
             cache_stats["chunks_embedded"] += len(todo)
-            writer.add([p[0] for p in pending], vecs)
+            writer.add(pending, vecs)
             t_embed += time.perf_counter() - te
             progress("embed", len(pending), None)
             pending = []
@@ -270,7 +268,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                 if record["tokens"] > spec.max_seq_length:
                     stats["truncated"] += 1
                 if not doomed:
-                    pending.append((record, record["text"]))
+                    pending.append(record)
             t_chunk += time.perf_counter() - tc
             stats["pages"] += ex.page_count
             stats["chunks"] += n_chunks
