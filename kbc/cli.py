@@ -242,6 +242,57 @@ def inspect(
             raise typer.Exit(3)
 
 
+@app.command("eval")
+@handle_errors
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A .kbpack file built from the corpus the qrels judge."),
+    queries: Path = typer.Option(..., "--queries", "-q", help="BEIR queries.jsonl ({\"_id\", \"text\"} per line) or 'id<TAB>text' lines."),
+    qrels: Path = typer.Option(..., "--qrels", "-r", help="BEIR qrels TSV (query-id, corpus-id, score; header optional) or TREC qrels."),
+    model: Optional[str] = typer.Option(None, help="Model directory to embed the queries with (default: the one the bundle records)."),
+    allow_model_mismatch: bool = typer.Option(False, help="Evaluate even if the local model's files differ from the recorded ones."),
+    backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
+    per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
+    as_json: bool = typer.Option(False, "--json", help="Metrics (and --per-query results) as JSON."),
+):
+    """Score retrieval: nDCG@10, recall@1/5/10/100 and MRR@10 over documents (a document scores as its best chunk).
+
+    Queries go through the same path as `kbc query`. Documents are JSONL record ids, or source paths for
+    files. Metrics follow trec_eval, as BEIR and MTEB report them; queries without a relevant document
+    are counted, not scored."""
+    from .evaluate import evaluate as run_eval, read_qrels, read_queries
+    from .kb import KnowledgeBase
+
+    q = read_queries(queries)
+    r = read_qrels(qrels)
+    with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
+                       sessions=os.cpu_count() or 1) as kb:
+        with _Progress(enabled=not as_json and sys.stderr.isatty()) as progress:
+            report = run_eval(kb, q, r, progress=progress)
+        for w in kb.warnings:
+            print(f"kbc: warning: {w}", file=sys.stderr)
+    if as_json:
+        _emit_json(report.to_dict(per_query=per_query))
+        return
+    m = report.metrics
+    lines = [f"{report.bundle}: {report.queries} queries over {report.documents} documents ({report.chunks} chunks)",
+             "  " + "  ".join(f"{name} {m[name]:.4f}" for name in m)]
+    if report.skipped_no_relevant or report.skipped_no_text:
+        lines.append(f"  not scored: {report.skipped_no_relevant} queries with no relevant document, "
+                     f"{report.skipped_no_text} judged queries missing from {queries}")
+    if report.unknown_documents:
+        lines.append(f"  warning: {report.unknown_documents} relevant documents are not in the bundle "
+                     f"(built from a different corpus?)")
+    s = report.seconds
+    lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    if per_query:
+        lines.append("per query (worst nDCG@10 first): id  ndcg@10  recall@10  first relevant rank  text")
+        for pq in sorted(report.per_query, key=lambda x: (x.metrics["ndcg@10"], x.id)):
+            rank = pq.first_relevant_rank if pq.first_relevant_rank is not None else ">100"
+            lines.append(f"  {pq.id}  {pq.metrics['ndcg@10']:.3f}  {pq.metrics['recall@10']:.3f}  {rank}  "
+                         f"{' '.join(pq.text.split())[:100]}")
+    print("\n".join(lines))
+
+
 def _print_inspect(info: dict, shown: list, sources: list) -> None:
     e, c, v = info["embedder"], info["counts"] or {}, info["vectors"] or {}
     lines = [f"{info['path']}: kbpack {info['format']['major']}.{info['format']['minor']}, {_human_bytes(info['size'])}, "

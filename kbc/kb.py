@@ -46,13 +46,14 @@ class Hit:
 
 class KnowledgeBase:
     def __init__(self, path: str | os.PathLike, *, model: str | None = None, allow_model_mismatch: bool = False,
-                 backend: str = "auto", device: str | None = None):
+                 backend: str = "auto", device: str | None = None, sessions: int = 1):
         self.bundle = Bundle(path)
         self.manifest = self.bundle.manifest
         self._model_arg = model
         self._allow_mismatch = allow_model_mismatch
         self._backend = backend
         self._device = device
+        self._sessions = sessions  # onnxruntime sessions: one per core pays off for many queries (eval)
         self._embedder = None
         self._searcher = None
         self.warnings: list[str] = []
@@ -93,7 +94,7 @@ class KnowledgeBase:
         backend = self._backend
         if backend == "auto":
             backend = "onnx-int8" if recorded.precision == "int8" else "onnx"
-        return load_embedder(spec, ref, backend=backend, device=self._device)
+        return load_embedder(spec, ref, backend=backend, device=self._device, sessions=self._sessions)
 
     @property
     def searcher(self):
