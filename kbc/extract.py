@@ -18,7 +18,7 @@ from typing import Sequence
 
 from .sources import SourceFile
 
-EXTRACTOR_VERSION = "1"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "2"  # bump when output for the same input changes (it keys the build cache)
 
 
 @dataclass
@@ -64,7 +64,8 @@ _LIGATURES = str.maketrans({
     "\u00a0": " ", "\u2002": " ", "\u2003": " ", "\u2009": " ", "\u200a": " ", "\u202f": " ",
     "\u200b": "", "\ufeff": "",
 })
-_HYPHEN_BREAK = re.compile(r"(?<=[a-zà-ÿ])-\n(?=[a-zà-ÿ])")
+_HYPHEN_BREAK = re.compile(r"([^\W\d_]+)-([ \t]*)\n[ \t]*(?=([^\W\d_]+))")
+_HYPHENATED = re.compile(r"[^\W\d_]+-[^\W\d_]+")
 _SPACES = re.compile(r"[ \t\f\v]+")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _PAGE_NUMBER = re.compile(r"^(?:page\s+)?[\divxlc]{1,6}(?:\s*(?:/|of)\s*\d{1,6})?$|^[-–—]\s*\d{1,6}\s*[-–—]$", re.I)
@@ -74,9 +75,29 @@ def clean_text(text: str) -> str:
     """Letters from ligatures, rejoined hyphenated line breaks, tidy whitespace; line breaks kept."""
     text = unicodedata.normalize("NFC", text.translate(_LIGATURES))
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _HYPHEN_BREAK.sub("", text)
+    text = _rejoin_hyphen_breaks(text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _rejoin_hyphen_breaks(text: str) -> str:
+    """`exam-\nple` -> `example`; `non- \nnormal` and `well-\nknown` (when the document also has
+    `well-known`) -> keep the hyphen. A space before the line break means the generator wrote a
+    real hyphen; a typesetter's break has none."""
+    if "-" not in text:
+        return text
+    hyphenated: set[str] | None = None
+
+    def join(m: re.Match) -> str:
+        nonlocal hyphenated
+        first, space, second = m.group(1), m.group(2), m.group(3)
+        if space or not second[0].islower():
+            return f"{first}-"
+        if hyphenated is None:
+            hyphenated = {w.lower() for w in _HYPHENATED.findall(text)}
+        return f"{first}-" if f"{first}-{second}".lower() in hyphenated else first
+
+    return _HYPHEN_BREAK.sub(join, text)
 
 
 def _line_key(line: str) -> str:

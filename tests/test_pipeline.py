@@ -51,6 +51,12 @@ def test_clean_text_ligatures_hyphens_whitespace():
     assert "x²" in out  # no NFKC flattening of superscripts
 
 
+def test_hyphen_breaks_keep_real_hyphens():
+    out = clean_text("a non- \nnormal check, an exam-\nple, a well-\nknown and well-known term, E-\nMail")
+    assert "non-normal" in out and "example" in out and "well-known and well-known" in out
+    assert "E-Mail" in out  # no join before a capital: a name or a compound, not a typeset break
+
+
 def test_running_headers_and_page_numbers_removed():
     pages = [f"ACME Manual v2\nBody text of page {i} is unique {i * 7}.\n{i}" for i in range(1, 7)]
     out = strip_running_lines(pages)

@@ -1,0 +1,200 @@
+"""Extraction on hostile and real-world PDFs: generated files always, ../shared/pdfs when present."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, run_kbc
+from kbc.extract import ExtractOptions, extract_all, extract_file
+from kbc.sources import discover
+from pdfgen import encrypt_pdf, make_pdf
+
+PDFS = SHARED / "pdfs"
+needs_shared = pytest.mark.skipif(not (PDFS / "MANIFEST.md").exists(), reason="../shared/pdfs not present")
+
+
+def one(path: Path, **kw):
+    [src] = discover([path])
+    return extract_file(src, **kw)
+
+
+def reasons(ex) -> list[str]:
+    return [f"{p.severity}: {p.reason}" for p in ex.problems]
+
+
+# --------------------------------------------------------------------------- generated files
+
+
+def test_generated_text_pdf_has_pages_and_spans(tmp_path):
+    p = tmp_path / "two.pdf"
+    p.write_bytes(make_pdf(["First page about owls.", "Second page about bats."]))
+    ex = one(p)
+    assert ex.problems == [] and ex.page_count == 2
+    [doc] = ex.documents
+    assert [doc.text[pg.start:pg.end] for pg in doc.pages] == ["First page about owls.", "Second page about bats."]
+
+
+def test_encrypted_with_empty_user_password_opens(tmp_path):
+    p = tmp_path / "aes.pdf"
+    p.write_bytes(encrypt_pdf(make_pdf(["Filed under seal, readable by all."]), user_password=""))
+    ex = one(p)
+    assert ex.problems == []
+    assert "readable by all" in ex.documents[0].text
+
+
+@pytest.mark.parametrize("algorithm", ["AES-256", "RC4-128"])
+def test_encrypted_with_a_password_is_skipped_or_opened_with_it(tmp_path, algorithm):
+    p = tmp_path / "locked.pdf"
+    p.write_bytes(encrypt_pdf(make_pdf(["The vault code."]), user_password="s3cret", algorithm=algorithm))
+    assert reasons(one(p)) == ["skipped: encrypted: needs a password (use --password)"]
+    opened = one(p, passwords=["wrong", "s3cret"])
+    assert opened.problems == [] and "vault code" in opened.documents[0].text
+
+
+@pytest.mark.parametrize("damage, expect", [
+    (lambda d: b"", "file is empty"),
+    (lambda d: b"%PDF-1.7\nthis is not a pdf at all\n", "unreadable PDF"),
+    (lambda d: d[:20] + bytes(len(d) - 20), "unreadable PDF"),  # header, then zeros
+])
+def test_corrupt_files_are_skipped_with_a_one_line_reason(tmp_path, damage, expect):
+    p = tmp_path / "bad.pdf"
+    p.write_bytes(damage(make_pdf(["text"])))
+    [r] = reasons(one(p))
+    assert r.startswith("skipped: ") and expect in r and "\n" not in r
+
+
+def test_truncated_download_recovers_or_says_why(tmp_path):
+    data = make_pdf(["Page one survives the cut.", "Page two is lost."])
+    p = tmp_path / "cut.pdf"
+    p.write_bytes(data[: int(len(data) * 0.6)])
+    ex = one(p)
+    # pypdf rebuilds the object table when it can; either the first page comes back or the file
+    # is skipped with the parser's reason, never an exception
+    if ex.documents:
+        assert "Page one survives" in ex.documents[0].text
+    else:
+        assert reasons(ex)[0].startswith("skipped: unreadable PDF")
+
+
+def test_pages_without_text_are_named(tmp_path):
+    p = tmp_path / "partly-scanned.pdf"
+    p.write_bytes(make_pdf(["Typed page.", "", "", "Typed again.", ""]))
+    ex = one(p)
+    assert reasons(ex) == ["degraded: no text on pages 2-3, 5 (scanned or image-only?)"]
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(make_pdf(["", ""]))
+    assert reasons(one(scan)) == ["skipped: no text layer on any of its 2 pages (scanned? OCR is not done)"]
+
+
+def test_a_file_that_makes_the_parser_spin_is_stopped(tmp_path):
+    (tmp_path / "slow.pdf").write_bytes(make_pdf(["spin"], repeat_ops=600_000))
+    (tmp_path / "fine.md").write_text("# Fine\n\nThis file is fine.\n")
+    out = list(extract_all(discover([tmp_path]), ExtractOptions(workers=2, timeout_s=1.0)))
+    by_name = {e.source.rel: e for e in out}
+    assert reasons(by_name["slow.pdf"]) == ["skipped: extraction took longer than 1 s; stopped"]
+    assert by_name["fine.md"].problems == [] and "fine" in by_name["fine.md"].documents[0].text
+
+
+def test_a_file_that_balloons_hits_the_memory_limit(tmp_path):
+    big = tmp_path / "huge.txt"
+    with open(big, "wb") as f:
+        f.truncate(600 << 20)  # sparse: costs no disk, but reading it needs 600 MB
+    out = list(extract_all(discover([tmp_path]), ExtractOptions(workers=1, memory_mb=400)))
+    [r] = reasons(out[0])
+    assert r.startswith("skipped: ") and ("memory limit" in r or "process died" in r)
+
+
+def test_parallel_extraction_equals_serial(tmp_path):
+    for i in range(6):
+        (tmp_path / f"doc{i}.pdf").write_bytes(make_pdf([f"Document {i} page {j} about topic {i * j}." for j in range(3)]))
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 nope")
+    (tmp_path / "notes.md").write_text("# Notes\n\nplain text\n")
+    sources = discover([tmp_path])
+    serial = list(extract_all(sources, ExtractOptions(workers=0)))
+    parallel = list(extract_all(sources, ExtractOptions(workers=3)))
+    assert [e.source.rel for e in parallel] == [s.rel for s in sources]
+    for a, b in zip(serial, parallel):
+        assert (a.sha256, a.page_count, a.documents, a.problems) == (b.sha256, b.page_count, b.documents, b.problems)
+
+
+def test_build_lists_every_problem_and_strict_writes_nothing(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.pdf").write_bytes(make_pdf(["Useful text about gardening and tomatoes."]))
+    (docs / "locked.pdf").write_bytes(encrypt_pdf(make_pdf(["secret"]), user_password="pw"))
+    (docs / "scan.pdf").write_bytes(make_pdf([""]))
+    (docs / "half.pdf").write_bytes(make_pdf(["Typed.", ""]))
+    (docs / "junk.pdf").write_bytes(b"not a pdf")
+    out = tmp_path / "kb.kbpack"
+    proc = run_kbc("build", str(docs), "-o", str(out), "--json", check=True)
+    rep = json.loads(proc.stdout)
+    skipped = {p["source"]: p["reason"] for p in rep["skipped"]}
+    degraded = {p["source"]: p["reason"] for p in rep["degraded"]}
+    assert set(skipped) == {"locked.pdf", "scan.pdf", "junk.pdf"} and set(degraded) == {"half.pdf"}
+    assert "needs a password" in skipped["locked.pdf"] and "no text layer" in skipped["scan.pdf"]
+    human = run_kbc("build", str(docs), "-o", str(out), check=True).stdout
+    assert "skipped (3):" in human and "degraded (1):" in human and "junk.pdf: unreadable PDF" in human
+    assert run_kbc("inspect", str(out), "--verify").returncode == 0
+
+    strict_out = tmp_path / "strict.kbpack"
+    proc = run_kbc("build", str(docs), "-o", str(strict_out), "--strict")
+    assert proc.returncode == 5 and not strict_out.exists()
+    assert "locked.pdf" in proc.stderr
+    assert not list(tmp_path.glob("strict.kbpack*"))  # no temp file left behind either
+
+    with_pw = run_kbc("build", str(docs), "-o", str(out), "--password", "pw", "--json", check=True)
+    assert "locked.pdf" not in {p["source"] for p in json.loads(with_pw.stdout)["skipped"]}
+
+
+# --------------------------------------------------------------------------- ../shared/pdfs
+
+
+@needs_shared
+@pytest.mark.parametrize("name, expect", [
+    ("empty.pdf", "skipped: unreadable PDF: file is empty"),
+    ("libreoffice-writer-password.pdf", "skipped: encrypted: needs a password"),
+    ("grayscale-image.pdf", "skipped: no text layer on any of its 1 pages"),
+    ("imagemagick-CCITTFaxDecode.pdf", "skipped: no text layer on any of its 1 pages"),
+])
+def test_shared_hostile_files_are_reported_with_the_right_reason(name, expect):
+    [r] = reasons(one(PDFS / name))
+    assert r.startswith(expect)
+
+
+@needs_shared
+def test_shared_files_that_must_open():
+    polish = one(PDFS / "issue-625-identity-cmap.pdf")  # AES/RC4 with an empty user password
+    assert polish.problems == [] and any(c in polish.documents[0].text for c in "ąęłńóśźż")
+    locked = one(PDFS / "libreoffice-writer-password.pdf", passwords=["openpassword"])
+    assert locked.problems == [] and len(locked.documents[0].text) > 400
+    corrupt = one(PDFS / "zen_of_python_corrupted.pdf")  # recoverable structure damage
+    assert corrupt.documents and "Beautiful is better than ugly" in " ".join(corrupt.documents[0].text.split())
+    french = one(PDFS / "2023-06-20-PV.pdf")
+    assert "é" in french.documents[0].text
+
+
+@needs_shared
+def test_shared_ligatures_become_letters():
+    for name, word in (("crazyones-pdfa.pdf", "misfits"), ("GeoTopo-komprimiert.pdf", "Auflage")):
+        text = one(PDFS / name).documents[0].text
+        assert not any("\ufb00" <= c <= "\ufb06" for c in text), name
+        assert word in text, name
+
+
+@needs_shared
+def test_shared_folder_builds_and_strict_fails(tmp_path):
+    out = tmp_path / "pdfs.kbpack"
+    proc = run_kbc("build", str(PDFS), "-o", str(out), "--json", check=True)
+    rep = json.loads(proc.stdout)
+    skipped = {p["source"]: p["reason"] for p in rep["skipped"]}
+    assert set(skipped) == {"empty.pdf", "libreoffice-writer-password.pdf", "grayscale-image.pdf",
+                            "imagemagick-CCITTFaxDecode.pdf"}
+    assert "issue-625-identity-cmap.pdf" not in skipped
+    assert run_kbc("inspect", str(out), "--verify").returncode == 0
+    strict = tmp_path / "strict.kbpack"
+    assert run_kbc("build", str(PDFS), "-o", str(strict), "--strict").returncode == 5
+    assert not strict.exists()
