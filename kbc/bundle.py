@@ -32,7 +32,7 @@ from .errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1 added the optional probes + probe_vectors sections
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64
@@ -473,6 +473,25 @@ class Bundle:
             raise self._err(name, f"unexpected encoding {self.sections[name].encoding!r}")
         return self._load_json(name)
 
+    def probes(self):
+        """The embedder probes (format 1.1): a ProbeSet, or None for bundles without them."""
+        if "probes" not in self.sections:
+            return None
+        from .probe import ProbeSet
+
+        meta = self.section_json("probes")
+        if not isinstance(meta, dict) or not isinstance(meta.get("probes"), list) or not all(
+                isinstance(p, dict) and isinstance(p.get("text"), str) for p in meta["probes"]):
+            raise self._err("probes", "malformed: expected an object with a list of {text} probes")
+        n = len(meta["probes"])
+        info = self.sections.get("probe_vectors")
+        if info is None:
+            raise self._err("probe_vectors", "missing although a probes section is present")
+        if info.encoding != "f32le" or info.length != n * self.dim * 4:
+            raise self._err("probe_vectors", f"expected {n} x {self.dim} f32le, found {info.length} bytes ({info.encoding})")
+        vectors = np.frombuffer(self._section("probe_vectors"), dtype="<f4").reshape(n, self.dim)
+        return ProbeSet(meta, vectors)
+
     def _offsets(self) -> np.ndarray:
         offsets = np.frombuffer(self._section("chunk_offsets"), dtype="<u8")
         if "chunk_offsets:ok" not in self._checked:
@@ -535,6 +554,7 @@ class Bundle:
             raise self._err("file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)")
         mm.release()
         self.vectors  # noqa: B018 - shape check happens on access
+        self.probes()
 
     def describe_sections(self) -> list[dict]:
         return [{"name": s.name, "encoding": s.encoding, "offset": s.offset, "length": s.length,

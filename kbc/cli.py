@@ -17,7 +17,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
     help="kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 invalid bundle, 4 model problem, "
-         "5 --strict build found problems.")
+         "5 --strict build found problems, 6 probe vectors disagree with the bundle.")
 
 
 def _fail(message: str, code: int) -> None:
@@ -291,6 +291,83 @@ def evaluate(
             lines.append(f"  {pq.id}  {pq.metrics['ndcg@10']:.3f}  {pq.metrics['recall@10']:.3f}  {rank}  "
                          f"{' '.join(pq.text.split())[:100]}")
     print("\n".join(lines))
+
+
+@app.command()
+@handle_errors
+def export(
+    bundle: Path = typer.Argument(..., help="A .kbpack file."),
+    out: Path = typer.Argument(..., help="File to write (atomically). For npy, ids go to OUT's name with .ids.jsonl."),
+    to: str = typer.Option(..., "--to", help="edge-slm-json (the edge-slm Android app's embeddings file), "
+                           "jsonl (one chunk per line: provenance, text, embedding) or npy (vectors + ids sidecar)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
+):
+    """Write a bundle's chunks and vectors in a format another runtime loads. Streams: memory stays flat."""
+    from .bundle import Bundle
+    from .export import export as run_export
+
+    with Bundle(bundle) as b:
+        total = b.count
+    with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
+        written = run_export(bundle, to, out, progress=lambda n: progress("export", n, total))
+    if not quiet:
+        print(", ".join(f"{p} ({_human_bytes(p.stat().st_size)})" for p in written) + f": {total} chunks as {to}")
+
+
+@app.command()
+@handle_errors
+def probe(
+    bundle: Path = typer.Argument(..., help="A .kbpack file built with probes (kbc 0.1+, format 1.1)."),
+    texts: bool = typer.Option(False, "--texts", help="Print the inputs to embed, one per line, prompt already "
+                               "prepended: embed each exactly as the device embeds a question."),
+    vectors: Optional[Path] = typer.Option(None, "--vectors", help="The other engine's vectors for those inputs, "
+                                           "in order: .npy, or JSON (list of lists, {\"vectors\": ...}, or [{\"embedding\": ...}])."),
+    threshold: Optional[float] = typer.Option(None, help="Minimum cosine every probe must reach (default: the "
+                                              "bundle's, 0.99)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+):
+    """Check that another engine (llama.cpp, onnxruntime, Core ML, ...) embeds queries as this bundle expects.
+
+    Step 1: `kbc probe KB --texts > probes.txt`, embed every line on the device's engine. Step 2:
+    `kbc probe KB --vectors theirs.npy` prints each probe's cosine to the reference, the minimum and
+    mean, and exits 0 if every cosine >= the threshold, 6 if not."""
+    from .bundle import Bundle
+    from .probe import compare, read_vectors
+
+    if texts == (vectors is not None):
+        _fail("give exactly one of --texts or --vectors FILE", 2)
+    with Bundle(bundle) as b:
+        ps = b.probes()
+        if ps is None:
+            _fail(f"{bundle}: has no probes (built by an older kbc, format {b.major}.{b.minor}); rebuild it", 2)
+        emb = b.manifest.get("embedder", {})
+        if texts:
+            if as_json:
+                _emit_json({"role": ps.meta.get("role"), "prompt": ps.prompt, "prompt_prepended": True,
+                            "model": emb.get("name"), "max_seq_length": emb.get("max_seq_length"),
+                            "pooling": emb.get("pooling"), "normalize": emb.get("normalize"),
+                            "probes": [{**p, "input": ps.prompt + p["text"]} for p in ps.meta["probes"]]})
+            else:
+                print(f"kbc: {len(ps.texts)} probe inputs, query prompt {ps.prompt!r} already prepended; truncate at "
+                      f"{emb.get('max_seq_length')} tokens, {emb.get('pooling')} pooling, "
+                      f"{'L2-normalised' if emb.get('normalize') else 'not normalised'}", file=sys.stderr)
+                print("\n".join(ps.inputs()))
+            return
+        other = read_vectors(vectors)
+        limit = threshold if threshold is not None else float(ps.meta.get("threshold", 0.99))
+        result = compare(ps.vectors, other, threshold=limit, source=str(vectors))
+    kinds = [p.get("kind", "?") for p in ps.meta["probes"]]
+    if as_json:
+        _emit_json({**result.to_dict(), "prompt": ps.prompt, "role": ps.meta.get("role"),
+                    "probes": [{"kind": k, "cosine": c} for k, c in zip(kinds, result.cosines)]})
+    else:
+        lines = [f"{k:<18} {c:.6f}{'' if c >= limit else '  < threshold'}" for k, c in zip(kinds, result.cosines)]
+        lines.append(f"min {result.min:.6f} ({kinds[result.worst]}), mean {result.mean:.6f}, threshold {limit}: "
+                     f"{'PASS' if result.passed else 'FAIL'}")
+        lines.append(f"(reference: the bundle's embedder on query inputs, prompt {ps.prompt!r} prepended)")
+        print("\n".join(lines))
+    if not result.passed:
+        raise typer.Exit(6)
 
 
 def _print_inspect(info: dict, shown: list, sources: list) -> None:

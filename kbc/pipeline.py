@@ -85,6 +85,24 @@ def load_embedder(spec: EmbedderSpec, ref, *, backend: str, device: str | None, 
     return SentenceTransformerEmbedder(ref, spec, device=device)
 
 
+def _embed_probes(embedder, spec: EmbedderSpec, counter: TokenCounter, cache,
+                  identity: str) -> tuple[dict, np.ndarray]:
+    """Reference vectors for the probe set, embedded as queries (see kbc.probe); cached like chunks."""
+    from .probe import make_probe_meta, probe_texts
+
+    probes = probe_texts(counter, max_seq_length=spec.max_seq_length, prompt=spec.query_prompt)
+    texts = [p["text"] for p in probes]
+    keys = [vector_key(identity, "query:" + spec.query_prompt, t) for t in texts]
+    found = cache.get_vectors(keys, spec.dim) if cache is not None else [None] * len(texts)
+    if any(v is None for v in found):
+        vectors = np.asarray(embedder.embed_queries(texts), dtype=np.float32)
+        if cache is not None:
+            cache.put_vectors(zip(keys, vectors))
+    else:
+        vectors = np.stack(found).astype(np.float32)
+    return make_probe_meta(probes, prompt=spec.query_prompt, max_seq_length=spec.max_seq_length), vectors
+
+
 def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, model: str | None = None,
           chunk_unit: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
           batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "onnx",
@@ -294,6 +312,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                              f"({len(skipped)} file(s) skipped); nothing to build")
 
         t = time.perf_counter()
+        probe_meta, probe_vectors = _embed_probes(embedder, spec, counter, cache, identity)
+        seconds["probes"] = time.perf_counter() - t
+
+        t = time.perf_counter()
         idx = build_index(writer.vectors_view(), index)
         seconds["index"] = time.perf_counter() - t
 
@@ -312,7 +334,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             "counts": {"files": len(sources_manifest), "pages": stats["pages"], "chunks": writer.count,
                        "truncated_chunks": stats["truncated"], "skipped_files": len(skipped)},
         }
-        writer.finish(manifest, index=idx.data)
+        writer.finish(manifest, index=idx.data, extra_sections=[
+            ("probes", "json", json.dumps(probe_meta, ensure_ascii=False, sort_keys=True).encode()),
+            ("probe_vectors", "f32le", np.ascontiguousarray(probe_vectors, dtype="<f4").tobytes())])
         seconds["write"] = time.perf_counter() - t
     except BaseException:
         writer.abort()

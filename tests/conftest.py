@@ -41,24 +41,21 @@ def sample_bundle(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def make_tiny_model(d: Path, *, seed: int = 0) -> Path:
     """A small random BERT saved as a sentence-transformers directory: exercises the any-model path.
 
     CLS pooling, 32-d, 64 tokens, e5-style prompts in its config: everything differs from the default.
     """
+    import torch
     from transformers import BertConfig, BertModel
 
     from kbc.embed import resolve_model
 
     default = resolve_model(None).path
-    d = tmp_path_factory.mktemp("tiny-model")
     vocab_size = sum(1 for _ in open(default / "vocab.txt", encoding="utf-8"))
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
-    import torch
-
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     BertModel(cfg).save_pretrained(d, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(default / name, d / name)
@@ -75,3 +72,8 @@ def tiny_model(tmp_path_factory) -> Path:
         {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None,
          "similarity_fn_name": "cosine"}))
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
