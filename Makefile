@@ -27,8 +27,11 @@ test: install
 bench: install
 	$(BIN)/python bench/run_bench.py
 
+# llama.cpp (the edge-slm app's engine) against the probes: compiles llama-cpp-python, so not in `make test`.
 conformance: install
-	$(BIN)/python -m pytest -q -m conformance -p no:cacheprovider -o addopts=""
+	bash bench/conformance_setup.sh .conformance
+	KBC_LLAMA_PYTHON=.conformance/venv/bin/python KBC_GGUF_DIR=.conformance \
+	  $(BIN)/python -m pytest -q -s -m conformance -p no:cacheprovider -o addopts="" tests/test_conformance.py
 
 clean:
-	rm -rf $(VENV) sample.kbpack .pytest_cache
+	rm -rf $(VENV) sample.kbpack .pytest_cache .conformance

@@ -29,8 +29,10 @@ CONFIGS: dict[str, list[str]] = {
     "default-no-clean": ["--no-clean"],
     "tokens-128/16": ["--chunk-unit", "tokens", "--chunk-size", "128", "--chunk-overlap", "16"],
     "tokens-192/32": ["--chunk-unit", "tokens", "--chunk-size", "192", "--chunk-overlap", "32"],
-    "tokens-256/0": ["--chunk-unit", "tokens", "--chunk-size", "256", "--chunk-overlap", "0"],
-    "tokens-256/64": ["--chunk-unit", "tokens", "--chunk-size", "256", "--chunk-overlap", "64"],
+    "tokens-max/0": ["--chunk-unit", "tokens", "--chunk-overlap", "0"],  # max: the model's budget (254 for MiniLM)
+    "tokens-max/64": ["--chunk-unit", "tokens", "--chunk-overlap", "64"],
+    "tokens-96/16": ["--chunk-unit", "tokens", "--chunk-size", "96", "--chunk-overlap", "16"],
+    "tokens-64/8": ["--chunk-unit", "tokens", "--chunk-size", "64", "--chunk-overlap", "8"],
     "chars-1000/200": ["--chunk-unit", "chars", "--chunk-size", "1000", "--chunk-overlap", "200"],
     "chars-500/100": ["--chunk-unit", "chars", "--chunk-size", "500", "--chunk-overlap", "100"],
 }
