@@ -3,8 +3,8 @@
 # venv, and the default model converted to GGUF (f32, q8_0) with the converter the sdist vendors.
 # Idempotent; everything lives under $1 (default .conformance).
 set -euo pipefail
-DIR=${1:-.conformance}
-KBC_PYTHON=${KBC_PYTHON:-.venv/bin/python}
+DIR=$(realpath -m "${1:-.conformance}")
+KBC_PYTHON=$(realpath -s "${KBC_PYTHON:-.venv/bin/python}")
 VERSION=0.3.36
 mkdir -p "$DIR"
 if [ ! -x "$DIR/venv/bin/python" ] || ! "$DIR/venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
@@ -22,8 +22,8 @@ MODEL=$("$KBC_PYTHON" -c "from kbc.embed import resolve_model; print(resolve_mod
 for q in f32 q8_0; do
   if [ ! -f "$DIR/minilm-$q.gguf" ]; then
     # the converter needs torch, transformers and numpy: kbc's venv has them
-    (cd "$SRC" && PYTHONPATH=gguf-py "$OLDPWD/$KBC_PYTHON" convert_hf_to_gguf.py "$MODEL" --outtype "$q" \
-       --outfile "$OLDPWD/$DIR/minilm-$q.gguf" >/dev/null 2>&1) || { echo "GGUF conversion ($q) failed"; exit 1; }
+    (cd "$SRC" && PYTHONPATH=gguf-py "$KBC_PYTHON" convert_hf_to_gguf.py "$MODEL" --outtype "$q" \
+       --outfile "$DIR/minilm-$q.gguf" >"$DIR/convert-$q.log" 2>&1) || { echo "GGUF conversion ($q) failed: see $DIR/convert-$q.log"; exit 1; }
   fi
 done
 echo "llama.cpp ready in $DIR"
