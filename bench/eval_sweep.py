@@ -29,7 +29,8 @@ CONFIGS: dict[str, list[str]] = {
     "default-no-clean": ["--no-clean"],
     "tokens-128/16": ["--chunk-unit", "tokens", "--chunk-size", "128", "--chunk-overlap", "16"],
     "tokens-192/32": ["--chunk-unit", "tokens", "--chunk-size", "192", "--chunk-overlap", "32"],
-    "tokens-max/0": ["--chunk-unit", "tokens", "--chunk-overlap", "0"],  # max: the model's budget (254 for MiniLM)
+    "tokens-max/0": ["--chunk-unit", "tokens", "--chunk-overlap", "0"],
+    "tokens-max/32": ["--chunk-unit", "tokens", "--chunk-overlap", "32"],  # max: the model's budget (254 for MiniLM)
     "tokens-max/64": ["--chunk-unit", "tokens", "--chunk-overlap", "64"],
     "tokens-96/16": ["--chunk-unit", "tokens", "--chunk-size", "96", "--chunk-overlap", "16"],
     "tokens-64/8": ["--chunk-unit", "tokens", "--chunk-size", "64", "--chunk-overlap", "8"],

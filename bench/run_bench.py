@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--baseline-python", default="/tmp/lc/bin/python")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--extra-file", default=str(SHARED / "pdfs" / "pdflatex-4-pages.pdf"))
+    ap.add_argument("--scale", type=int, default=0, help="also build a corpus of N copies of every file "
+                    "(no cache) and rebuild it with one file added: peak memory and incremental ratio at scale")
     a = ap.parse_args()
     kbc = [sys.executable, "-m", "kbc"]
     work = Path(tempfile.mkdtemp(prefix="kbc-bench-"))
@@ -87,6 +89,22 @@ def main() -> None:
             timed(kbc + ["query", str(work / "kb.kbpack"), "How do I handle errors with Result?"], env_export)[:2])
         rows.setdefault("kbc inspect --verify", []).append(
             timed(kbc + ["inspect", str(work / "kb.kbpack"), "--verify"], env_export)[:2])
+
+    if a.scale > 1:
+        big = work / f"corpus-x{a.scale}"
+        big.mkdir()
+        for n in range(a.scale):
+            for f in sorted(corpus.iterdir()):
+                shutil.copy(f, big / f"copy{n:02d}-{f.name}")
+        env = {"KBC_CACHE_DIR": str(model_cache), "XDG_CACHE_HOME": str(work / "xdg-scale")}
+        cache = ["--cache-dir", str(work / "cache-scale")]
+        w, r, out = timed(kbc + ["build", str(big), "-o", str(work / "big.kbpack"), "--json", "--no-cache"], env_export)
+        rows.setdefault(f"kbc build x{a.scale} (no cache)", []).append((w, r))
+        timed(kbc + ["build", str(big), "-o", str(work / "big.kbpack"), "-q"] + cache, env)
+        shutil.copy(a.extra_file, big / "zz-added.pdf")
+        w2, r2, _ = timed(kbc + ["build", str(big), "-o", str(work / "big.kbpack"), "-q"] + cache, env)
+        rows.setdefault(f"kbc rebuild x{a.scale}, one file added", []).append((w2, r2))
+        print(f"x{a.scale}: {json.loads(out)['chunks']} chunks; incremental / full at this scale: {w2 / w:.3f}")
 
     med = {k: (statistics.median(x[0] for x in v), max(x[1] for x in v)) for k, v in rows.items()}
     print(f"corpus: {a.corpus} ({sum(1 for _ in corpus.iterdir())} files); runs: {a.runs}; cpus: {os.cpu_count()}")

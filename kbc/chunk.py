@@ -19,7 +19,7 @@ from .extract import Document
 SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
 DEFAULT_UNIT = "tokens"
 DEFAULT_TOKEN_SIZE = 256  # capped at what the model accepts
-DEFAULT_TOKEN_OVERLAP = 32
+DEFAULT_TOKEN_OVERLAP = 64  # bench/eval_sweep.py: SciFact nDCG@10 0.6841 vs 0.6731 at 32, 0.6713 at 0
 DEFAULT_CHAR_SIZE = 1000
 DEFAULT_CHAR_OVERLAP = 200
 

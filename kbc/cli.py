@@ -98,7 +98,7 @@ def build(
                                    "document, truncated by the model)."),
     chunk_size: Optional[int] = typer.Option(None, help="Chunk size in --chunk-unit. Default: 256 tokens, capped at "
                                              "what the model embeds; 1000 chars."),
-    chunk_overlap: Optional[int] = typer.Option(None, help="Overlap between neighbouring chunks. Default: 32 tokens / 200 chars."),
+    chunk_overlap: Optional[int] = typer.Option(None, help="Overlap between neighbouring chunks. Default: 64 tokens (a quarter of the chunk at most) / 200 chars."),
     batch_size: int = typer.Option(32, help="Texts per embedding batch."),
     device: Optional[str] = typer.Option(None, help="torch device for --backend torch (cpu, cuda, mps)."),
     backend: str = typer.Option("onnx", help="onnx (onnxruntime, fp32: same vectors as torch, faster), onnx-int8, "
