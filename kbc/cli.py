@@ -354,7 +354,9 @@ def probe(
                 print("\n".join(ps.inputs()))
             return
         other = read_vectors(vectors)
-        limit = threshold if threshold is not None else float(ps.meta.get("threshold", 0.99))
+        stored = ps.meta.get("threshold")
+        limit = threshold if threshold is not None else (
+            float(stored) if isinstance(stored, (int, float)) and not isinstance(stored, bool) else 0.99)
         result = compare(ps.vectors, other, threshold=limit, source=str(vectors))
     kinds = [p.get("kind", "?") for p in ps.meta["probes"]]
     if as_json:
