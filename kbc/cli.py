@@ -229,6 +229,13 @@ def inspect(
         }
         if error:
             info["error"] = error
+        try:
+            ps = b.probes() if not error else None
+            info["probes"] = None if ps is None else {
+                "count": len(ps.texts), "role": ps.meta.get("role"), "prompt": ps.prompt,
+                "max_seq_length": ps.meta.get("max_seq_length"), "threshold": ps.meta.get("threshold")}
+        except BundleError as e:
+            info["probes"] = {"error": e.detail}
         shown = [b.chunk(i) for i in range(min(chunks, b.count))] if chunks and not error else []
         if as_json:
             if shown:
@@ -386,6 +393,10 @@ def _print_inspect(info: dict, shown: list, sources: list) -> None:
              f"chunking: {info['chunking'].get('unit')} size {info['chunking'].get('size')} overlap {info['chunking'].get('overlap')}; "
              f"index: {info['index'].get('factory')}",
              "sections:"]
+    p = info.get("probes")
+    if p:
+        lines.insert(-1, f"probes: {p['count']} ({p['role']} inputs, prompt {p['prompt']!r} prepended, pass at cosine "
+                         f">= {p['threshold']}; `kbc probe`)" if "error" not in p else f"probes: unreadable ({p['error']})")
     lines += [f"  {s['name']:<14} {s['encoding']:<13} {_human_bytes(s['length']):>10}  sha256 {s['sha256'][:16]}..."
               for s in info["sections"]]
     lines.append(f"sources ({len(info['sources'])}):")

@@ -87,6 +87,8 @@ def test_probe_set_covers_the_token_limit(sample_bundle):
     assert not any("\n" in t for t in ps.texts)  # --texts prints one per line
     assert ps.vectors.shape == (len(kinds), 384)
     assert np.allclose(np.linalg.norm(ps.vectors, axis=1), 1.0, atol=1e-5)
+    shown = json.loads(run_kbc("inspect", str(sample_bundle), "--json", check=True).stdout)["probes"]
+    assert shown == {"count": len(kinds), "role": "query", "prompt": "", "max_seq_length": limit, "threshold": 0.99}
 
 
 def test_damaged_probe_vectors_fail_verify(sample_bundle, tmp_path):
