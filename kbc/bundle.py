@@ -462,6 +462,11 @@ class Bundle:
     def sources(self) -> list[dict]:
         return self.manifest.get("sources", [])
 
+    def source_path(self, chunk: Mapping[str, Any]) -> str:
+        """The relative path of the file a chunk came from ("?" if its source index is out of range)."""
+        src, sources = chunk.get("source"), self.sources
+        return sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
+
     def index_bytes(self) -> memoryview | None:
         return self._section("index") if "index" in self.sections else None
 

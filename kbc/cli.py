@@ -242,7 +242,7 @@ def inspect(
                 info["chunks"] = shown
             _emit_json(info)
         else:
-            _print_inspect(info, shown, b.sources)
+            _print_inspect(info, shown, b.source_path)
         if error:
             if not as_json:
                 print(f"kbc: error: {bundle}: {error['section']}: {error['message']}", file=sys.stderr)
@@ -379,7 +379,7 @@ def probe(
         raise typer.Exit(6)
 
 
-def _print_inspect(info: dict, shown: list, sources: list) -> None:
+def _print_inspect(info: dict, shown: list, source_path) -> None:
     e, c, v = info["embedder"], info["counts"] or {}, info["vectors"] or {}
     lines = [f"{info['path']}: kbpack {info['format']['major']}.{info['format']['minor']}, {_human_bytes(info['size'])}, "
              f"built by kbc {info['kbc_version']} at {info['created']}",
@@ -409,8 +409,7 @@ def _print_inspect(info: dict, shown: list, sources: list) -> None:
     if info["verified"] is True:
         lines.append("verify: intact (header, table, every section and whole-file sha256 match)")
     for ch in shown:
-        src = ch.get("source")
-        name = sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
+        name = source_path(ch)
         text = " ".join(ch["text"].split())
         lines.append(f"[{ch['id']}] {name} p.{ch.get('page_start')}-{ch.get('page_end')} "
                      f"chars {ch.get('char_start')}-{ch.get('char_end')}: {text[:160]}{'...' if len(text) > 160 else ''}")

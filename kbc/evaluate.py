@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .sources import read_text_file
 
 RECALL_KS = (1, 5, 10, 100)
 NDCG_K = 10
@@ -35,7 +36,7 @@ DEPTH = max(RECALL_KS)
 def read_queries(path: str | os.PathLike) -> dict[str, str]:
     """BEIR queries.jsonl ({"_id", "text"}); also TSV lines `id<TAB>text`."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text_file(path)
     out: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -66,7 +67,7 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """BEIR qrels (query-id, corpus-id, score; tab- or space-separated, header optional) or TREC
     qrels (query-id, iteration, doc-id, relevance)."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text_file(path)
     out: dict[str, dict[str, int]] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -90,21 +91,6 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     if not out:
         raise InputError(f"{path}: no relevance judgements")
     return out
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 (byte {e.start})") from None
 
 
 def rank_documents(scores: Mapping[str, float]) -> list[str]:
@@ -166,14 +152,12 @@ class EvalReport:
 
 def chunk_documents(bundle) -> tuple[np.ndarray, list[str]]:
     """For every chunk, the index of its document; and the document ids."""
-    sources = bundle.sources
     ids: dict[str, int] = {}
     owner = np.empty(bundle.count, dtype=np.int64)
     for i, ch in enumerate(bundle.iter_chunks()):
-        src = ch.get("source")
         doc = ch.get("record")
         if doc is None:
-            doc = sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
+            doc = bundle.source_path(ch)
         owner[i] = ids.setdefault(str(doc), len(ids))
     return owner, list(ids)
 
@@ -241,9 +225,9 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
         order = rank_documents(scores)
         m = query_metrics(order, qrels[qid])
         assert m is not None
-        rel = sorted(d for d, g in qrels[qid].items() if g > 0)
-        first = next((i + 1 for i, d in enumerate(order) if d in set(rel)), None)
-        per_query.append(QueryResult(qid, queries[qid], m, rel, order[:10], first))
+        relevant = {d for d, g in qrels[qid].items() if g > 0}
+        first = next((i + 1 for i, d in enumerate(order) if d in relevant), None)
+        per_query.append(QueryResult(qid, queries[qid], m, sorted(relevant), order[:10], first))
     t3 = time.perf_counter()
     return EvalReport(
         bundle=str(kb.bundle.path), metrics=mean_metrics([q.metrics for q in per_query]),

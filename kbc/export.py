@@ -59,11 +59,6 @@ def _rows(bundle: Bundle) -> Iterator[tuple[int, dict, np.ndarray]]:
             yield start + j, next(chunks), block[j]
 
 
-def _source_name(bundle: Bundle, chunk: dict) -> str:
-    src, sources = chunk.get("source"), bundle.sources
-    return sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
-
-
 def _floats(vec: np.ndarray) -> str:
     return json.dumps(vec.tolist())
 
@@ -80,7 +75,7 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
             with _atomic(out) as f:
                 f.write('{"chunks": [')
                 for i, ch, vec in _rows(b):
-                    item = {"metadata": {"source": _source_name(b, ch), "chunk_id": i}, "content": ch["text"]}
+                    item = {"metadata": {"source": b.source_path(ch), "chunk_id": i}, "content": ch["text"]}
                     f.write(("\n" if i == 0 else ",\n") + json.dumps(item, ensure_ascii=False)[:-1]
                             + ', "embedding": ' + _floats(vec) + "}")
                     tick(1)
@@ -109,7 +104,7 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
 
 
 def _provenance(b: Bundle, i: int, ch: dict) -> dict:
-    d = {"chunk_id": i, "source": _source_name(b, ch)}
+    d = {"chunk_id": i, "source": b.source_path(ch)}
     for key in ("record", "page_start", "page_end", "label_start", "label_end", "char_start", "char_end"):
         if ch.get(key) is not None:
             d[key] = ch[key]

@@ -109,7 +109,6 @@ class KnowledgeBase:
 
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
         scores, ids = self.searcher.search(vectors, k)
-        sources = self.bundle.sources
         out = []
         for row_scores, row_ids in zip(scores, ids):
             hits = []
@@ -117,9 +116,7 @@ class KnowledgeBase:
                 if cid < 0:
                     continue
                 c = self.bundle.chunk(int(cid))
-                src = c.get("source")
-                name = sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
-                hits.append(Hit(rank=rank, score=float(score), chunk_id=int(cid), source=name,
+                hits.append(Hit(rank=rank, score=float(score), chunk_id=int(cid), source=self.bundle.source_path(c),
                                 page_start=c.get("page_start", 0), page_end=c.get("page_end", 0),
                                 char_start=c.get("char_start", 0), char_end=c.get("char_end", 0),
                                 text=c["text"], record=c.get("record"),

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
+from .sources import read_text_file
 
 PROBE_SET_VERSION = 1
 # Pass when every probe's cosine to its reference is at least this. fp32 engines of the same model
@@ -122,8 +123,8 @@ def read_vectors(path: str | os.PathLike) -> np.ndarray:
             raise InputError(f"{path}: not a readable .npy array ({e})") from None
     else:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+            data = json.loads(read_text_file(path))
+        except ValueError as e:
             raise InputError(f"{path}: not JSON ({e})") from None
         if isinstance(data, dict):
             data = data.get("vectors", data.get("embeddings", data.get("data")))

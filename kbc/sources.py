@@ -67,3 +67,19 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
         raise InputError(f"{where}: no supported files ({', '.join(sorted(KINDS))})"
                          + (" match the include/exclude patterns" if include or exclude else ""))
     return [found[k] for k in sorted(found)]
+
+
+def read_text_file(path: Path) -> str:
+    """A user-named UTF-8 file (queries, qrels, vectors); every failure is a one-line InputError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 (byte {e.start})") from None
