@@ -32,7 +32,7 @@ from .errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1 added the optional probes + probe_vectors sections
+FORMAT_MINOR = 2  # 1.1 added the optional probes + probe_vectors sections; 1.2 the lexical index
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64
@@ -497,6 +497,39 @@ class Bundle:
         vectors = np.frombuffer(self._section("probe_vectors"), dtype="<f4").reshape(n, self.dim)
         return ProbeSet(meta, vectors)
 
+    def lexical(self):
+        """The BM25 index over the chunks (format 1.2): a LexicalIndex, or None when absent."""
+        from .lexical import ENCODINGS, SECTIONS, LexicalFormatError, LexicalIndex
+
+        meta = self.manifest.get("lexical")
+        present = [n for n in SECTIONS if n in self.sections]
+        if meta is None and not present:
+            return None
+        if meta is None or len(present) != len(SECTIONS):
+            missing = [n for n in SECTIONS if n not in self.sections] or ["manifest.lexical"]
+            raise self._err(missing[0], "lexical index is incomplete: missing " + ", ".join(missing))
+        for name in SECTIONS:
+            if self.sections[name].encoding != ENCODINGS[name]:
+                raise self._err(name, f"encoding {self.sections[name].encoding!r}, expected {ENCODINGS[name]!r}")
+        if not isinstance(meta, dict):
+            raise self._err("manifest", "lexical: not an object")
+        try:
+            return LexicalIndex(meta, {n: self._section(n) for n in SECTIONS}, count=self.count)
+        except LexicalFormatError as e:
+            raise self._err(e.section, str(e)) from None
+
+    def retrieval_settings(self):
+        """Search settings the bundle was built with (format 1.2); defaults for older bundles."""
+        from .retrieval import RetrievalSettings
+
+        raw = self.manifest.get("retrieval")
+        if raw is None:
+            return RetrievalSettings(default_mode="dense")
+        try:
+            return RetrievalSettings.from_manifest(raw)
+        except (TypeError, ValueError) as e:
+            raise self._err("manifest", f"retrieval: {e}") from None
+
     def _offsets(self) -> np.ndarray:
         offsets = np.frombuffer(self._section("chunk_offsets"), dtype="<u8")
         if "chunk_offsets:ok" not in self._checked:
@@ -560,6 +593,15 @@ class Bundle:
         mm.release()
         self.vectors  # noqa: B018 - shape check happens on access
         self.probes()
+        lexical = self.lexical()
+        if lexical is not None:
+            from .lexical import LexicalFormatError
+
+            try:
+                lexical.check_all()
+            except LexicalFormatError as e:
+                raise self._err(e.section, str(e)) from None
+        self.retrieval_settings()
 
     def describe_sections(self) -> list[dict]:
         return [{"name": s.name, "encoding": s.encoding, "offset": s.offset, "length": s.length,

@@ -9,6 +9,7 @@ cut again at token boundaries. So the default build truncates nothing, and says 
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +23,10 @@ DEFAULT_TOKEN_SIZE = 256  # capped at what the model accepts
 DEFAULT_TOKEN_OVERLAP = 64  # bench/eval_sweep.py: SciFact nDCG@10 0.6841 vs 0.6731 at 32, 0.6713 at 0
 DEFAULT_CHAR_SIZE = 1000
 DEFAULT_CHAR_OVERLAP = 200
+# A chunk's context (its document's title or path) is embedded as `context + CONTEXT_SEPARATOR + text`.
+CONTEXT_SEPARATOR = "\n"
+CONTEXT_MAX_TOKENS = 32  # longer titles are cut: the chunk's own text keeps most of the budget
+CONTEXT_MARGIN = 2  # tokens kept spare for merges where context and text meet
 
 
 @dataclass(frozen=True)
@@ -83,19 +88,30 @@ class Chunker:
 
     @property
     def splitter(self):
-        if self._splitter is None:  # langchain costs ~0.16 s to import; a fully cached build never needs it
+        return self._splitter_for(self.spec.size)
+
+    def _splitter_for(self, size: int):
+        if self._splitter is None:
+            self._splitter = {}
+        if size not in self._splitter:  # langchain costs ~0.16 s to import; a fully cached build never needs it
             from langchain_text_splitters import RecursiveCharacterTextSplitter
 
             length = self.counter.count if self.spec.unit == "tokens" else len
-            self._splitter = RecursiveCharacterTextSplitter(
-                chunk_size=self.spec.size, chunk_overlap=self.spec.overlap, length_function=length,
-                separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
-        return self._splitter
+            self._splitter[size] = RecursiveCharacterTextSplitter(
+                chunk_size=size, chunk_overlap=min(self.spec.overlap, size // 4 if size < self.spec.size else size - 1),
+                length_function=length, separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
+        return self._splitter[size]
 
-    def split(self, doc: Document) -> list[Chunk]:
-        pieces = [p for p in self.splitter.split_text(doc.text) if p.strip()]
+    def split(self, doc: Document, *, context: str = "") -> list[Chunk]:
+        """Chunks of doc; with a context (embedded before each chunk) the chunks shrink by its tokens."""
+        prefix = self.prompt + (context + CONTEXT_SEPARATOR if context else "")
+        size = self.spec.size
+        if context and self.spec.unit == "tokens":
+            size = max(16, min(size, self.budget - self.counter.count_batch([context], add_special_tokens=False)[0]
+                               - CONTEXT_MARGIN))
+        pieces = [p for p in self._splitter_for(size).split_text(doc.text) if p.strip()]
         if self.spec.unit == "tokens":
-            pieces = self._enforce_budget(pieces)
+            pieces = self._enforce_budget(pieces, prefix)
         starts = [p.start for p in doc.pages]
         chunks: list[Chunk] = []
         cursor = 0
@@ -109,20 +125,21 @@ class Chunker:
             chunks.append(Chunk(piece, at, end, doc.pages[first].number, doc.pages[last].number))
             cursor = at + 1
         if chunks:
-            counts = self.counter.count_batch([self.prompt + c.text for c in chunks])
+            counts = self.counter.count_batch([prefix + c.text for c in chunks])
             for c, n in zip(chunks, counts):
                 c.n_tokens = n
         return chunks
 
-    def _enforce_budget(self, pieces: Sequence[str]) -> list[str]:
-        counts = self.counter.count_batch([self.prompt + p for p in pieces])
+    def _enforce_budget(self, pieces: Sequence[str], prefix: str) -> list[str]:
+        counts = self.counter.count_batch([prefix + p for p in pieces])
         out: list[str] = []
+        room = self.max_seq_length - self.counter.special - (self.counter.count(prefix) if prefix else 0)
         for piece, n in zip(pieces, counts):
             if n <= self.max_seq_length:
                 out.append(piece)
                 continue
             offsets = self.counter.offsets(piece)
-            step = max(1, self.budget - 2)  # a margin for tokens merging differently at cut points
+            step = max(1, room - 2)  # a margin for tokens merging differently at cut points
             for i in range(0, len(offsets), step):
                 window = offsets[i:i + step]
                 sub = piece[window[0][0]:window[-1][1]].strip()
@@ -131,7 +148,24 @@ class Chunker:
         return out
 
 
-def whole_document_chunks(doc: Document, counter: TokenCounter, prompt: str) -> list[Chunk]:
+def whole_document_chunks(doc: Document, counter: TokenCounter, prompt: str, *, context: str = "") -> list[Chunk]:
     """One chunk per document (the embedder truncates at max_seq_length), as MTEB embeds corpora."""
-    n = counter.count_batch([prompt + doc.text])[0]
+    n = counter.count_batch([prompt + (context + CONTEXT_SEPARATOR if context else "") + doc.text])[0]
     return [Chunk(doc.text, 0, len(doc.text), doc.pages[0].number, doc.pages[-1].number, n)]
+
+
+_PATH_SEPARATORS = re.compile(r"[\\/_.\-\s]+")
+
+
+def document_context(path: str, title: str | None, counter: TokenCounter) -> str:
+    """What a chunk cannot say about itself: which document it is from. The file's path words
+    (directories, then the name without its extension: `3M_2018_10K.pdf` -> `3M 2018 10K`) and
+    the document's own title when it has one, cut to CONTEXT_MAX_TOKENS tokens."""
+    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+    words = " ".join(_PATH_SEPARATORS.split(stem)).strip()
+    context = f"{title} ({words})" if title and words and words.lower() not in title.lower() else (title or words)
+    context = " ".join(context.split())
+    offsets = counter.offsets(context)
+    if len(offsets) > CONTEXT_MAX_TOKENS:
+        context = context[:offsets[CONTEXT_MAX_TOKENS - 1][1]].rstrip()
+    return context

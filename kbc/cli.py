@@ -12,12 +12,22 @@ from typing import List, Optional
 import typer
 
 from .errors import KbcError
+from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
     help="kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 invalid bundle, 4 model problem, "
          "5 --strict build found problems, 6 probe vectors disagree with the bundle.")
+
+
+_CONTROL = {c: "\ufffd" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0))}
+
+
+def _safe(text: str) -> str:
+    """Text from a bundle or a document for a terminal: control characters (escape sequences that
+    clear the screen or retitle the window) shown as U+FFFD."""
+    return text.translate(_CONTROL)
 
 
 def _fail(message: str, code: int) -> None:
@@ -111,6 +121,9 @@ def build(
     document_prompt: Optional[str] = typer.Option(None, help="Prefix for documents (default: the model's own)."),
     float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (half the size)."),
     no_clean: bool = typer.Option(False, "--no-clean", help="Keep extracted text as the parser gave it."),
+    context: ContextMode = typer.Option(ContextMode.auto, help="auto: embed and index each chunk with its document's "
+                                        "title and path words (not for JSONL records, whose title is in the text); none: the chunk alone."),
+    no_lexical: bool = typer.Option(False, "--no-lexical", help="Leave out the BM25 index (dense search only; a smaller file)."),
     workers: Optional[int] = typer.Option(None, help="Extraction processes (default: one per core; 0: in-process)."),
     file_timeout: float = typer.Option(120.0, help="Seconds one file may take to extract before it is skipped."),
     strict: bool = typer.Option(False, help="Fail (exit 5, nothing written) if any file is skipped or degraded."),
@@ -130,7 +143,7 @@ def build(
                            clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
                            vector_dtype="float16" if float16 else "float32", workers=workers,
                            file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
-                           progress=progress)
+                           context=context.value, lexical=not no_lexical, progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return
@@ -163,6 +176,7 @@ def query(
     model: Optional[str] = typer.Option(None, help="Model directory to embed the question with (default: the one the bundle records)."),
     allow_model_mismatch: bool = typer.Option(False, help="Query even if the local model's files differ from the recorded ones (warns)."),
     backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
+    mode: Optional[SearchMode] = typer.Option(None, "--mode", help="dense (vectors), lexical (BM25) or hybrid (both, fused as the bundle records); default: the bundle's."),
     prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
     as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
 ):
@@ -172,7 +186,7 @@ def query(
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend) as kb:
-        hits = kb.search(question, k=k)
+        hits = kb.search(question, k=k, mode=mode.value if mode else None)
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
         if as_json:
@@ -183,8 +197,10 @@ def query(
             for h in hits:
                 where = f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
                 snippet = " ".join(h.text.split())
-                print(f"{h.rank}. {h.score:.3f}  {where}  [chunk {h.chunk_id}]")
-                print(f"   {snippet[:300]}{'...' if len(snippet) > 300 else ''}")
+                print(f"{h.rank}. {h.score:.3f}  {_safe(where)}  [chunk {h.chunk_id}]")
+                if h.context:
+                    print(f"   [{_safe(' '.join(h.context.split()))}]")
+                print(f"   {_safe(snippet[:300])}{'...' if len(snippet) > 300 else ''}")
 
 
 @app.command()
@@ -258,31 +274,44 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="Model directory to embed the queries with (default: the one the bundle records)."),
     allow_model_mismatch: bool = typer.Option(False, help="Evaluate even if the local model's files differ from the recorded ones."),
     backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
+    mode: Optional[List[SearchMode]] = typer.Option(None, "--mode", help="Search mode(s) to score (repeatable; default: every mode the bundle supports, its default first)."),
+    fusion: Optional[FusionMethod] = typer.Option(None, help="Override the bundle's fusion method for hybrid mode (to compare)."),
+    weight: Optional[float] = typer.Option(None, help="Override the lexical weight of hybrid fusion (0..1)."),
+    depth: Optional[int] = typer.Option(None, help="Override the candidates taken from each list in hybrid mode."),
     per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
     as_json: bool = typer.Option(False, "--json", help="Metrics (and --per-query results) as JSON."),
 ):
-    """Score retrieval: nDCG@10, recall@1/5/10/100 and MRR@10 over documents (a document scores as its best chunk).
+    """Score retrieval in dense, lexical and hybrid mode, side by side.
 
-    Queries go through the same path as `kbc query`. Documents are JSONL record ids, or source paths for
-    files. Metrics follow trec_eval, as BEIR and MTEB report them; queries without a relevant document
-    are counted, not scored."""
+    Document-level judgements (JSONL record ids or source paths): nDCG@10, recall@1/5/10/100, MRR@10
+    and hit@1/5/10/20, a document scoring as its best chunk, as trec_eval / BEIR / MTEB compute them.
+    Page-level judgements (`<file stem>:p<N>`, 1-based physical page): hit@1/5/10/20 and MRR@10 over
+    chunks, a chunk counting when its page span holds a judged page. Queries go through the same path
+    as `kbc query`; queries without a relevant document are counted, not scored."""
     from .evaluate import evaluate as run_eval, read_qrels, read_queries
     from .kb import KnowledgeBase
 
     q = read_queries(queries)
     r = read_qrels(qrels)
+    overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth}
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
-                       sessions=os.cpu_count() or 1) as kb:
+                       sessions=os.cpu_count() or 1, fusion=overrides) as kb:
         with _Progress(enabled=not as_json and sys.stderr.isatty()) as progress:
-            report = run_eval(kb, q, r, progress=progress)
+            report = run_eval(kb, q, r, modes=[m.value for m in mode] if mode else None, progress=progress)
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
     if as_json:
         _emit_json(report.to_dict(per_query=per_query))
         return
-    m = report.metrics
-    lines = [f"{report.bundle}: {report.queries} queries over {report.documents} documents ({report.chunks} chunks)",
-             "  " + "  ".join(f"{name} {m[name]:.4f}" for name in m)]
+    names = list(report.metrics)
+    level = "pages (hits by chunk page span)" if report.level == "page" else "documents"
+    lines = [f"{report.bundle}: {report.queries} queries, judged by {level}; {report.documents} documents, "
+             f"{report.chunks} chunks",
+             "  " + f"{'mode':<10}" + "".join(f"{n:>11}" for n in names)]
+    for mode_name, m in report.modes.items():
+        tag = mode_name + ("*" if mode_name == report.mode else "")
+        lines.append("  " + f"{tag:<10}" + "".join(f"{m[n]:>11.4f}" for n in names))
+    lines.append(f"  (* the mode --per-query and JSON `metrics` report: {report.mode})")
     if report.skipped_no_relevant or report.skipped_no_text:
         lines.append(f"  not scored: {report.skipped_no_relevant} queries with no relevant document, "
                      f"{report.skipped_no_text} judged queries missing from {queries}")
@@ -292,11 +321,13 @@ def evaluate(
     s = report.seconds
     lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
     if per_query:
-        lines.append("per query (worst nDCG@10 first): id  ndcg@10  recall@10  first relevant rank  text")
-        for pq in sorted(report.per_query, key=lambda x: (x.metrics["ndcg@10"], x.id)):
-            rank = pq.first_relevant_rank if pq.first_relevant_rank is not None else ">100"
-            lines.append(f"  {pq.id}  {pq.metrics['ndcg@10']:.3f}  {pq.metrics['recall@10']:.3f}  {rank}  "
-                         f"{' '.join(pq.text.split())[:100]}")
+        key, second = ("ndcg@10", "recall@10") if report.level == "document" else ("mrr@10", "hit@5")
+        depth_shown = ">100" if report.level == "document" else ">20"
+        lines.append(f"per query, {report.mode} (worst {key} first): id  {key}  {second}  first relevant rank  text")
+        for pq in sorted(report.per_query, key=lambda x: (x.metrics[key], x.id)):
+            rank = pq.first_relevant_rank if pq.first_relevant_rank is not None else depth_shown
+            lines.append(f"  {pq.id}  {pq.metrics[key]:.3f}  {pq.metrics[second]:.3f}  {rank}  "
+                         f"{_safe(' '.join(pq.text.split())[:100])}")
     print("\n".join(lines))
 
 

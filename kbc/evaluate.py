@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,15 @@ from .errors import InputError
 from .sources import read_text_file
 
 RECALL_KS = (1, 5, 10, 100)
+HIT_KS = (1, 5, 10, 20)
 NDCG_K = 10
 MRR_K = 10
-METRICS = ("ndcg@10", *(f"recall@{k}" for k in RECALL_KS), "mrr@10")
+DOC_METRICS = ("ndcg@10", *(f"recall@{k}" for k in RECALL_KS), "mrr@10", *(f"hit@{k}" for k in HIT_KS))
+PAGE_METRICS = (*(f"hit@{k}" for k in HIT_KS), "mrr@10")
+METRICS = DOC_METRICS
 DEPTH = max(RECALL_KS)
+# Page-level judgements: `<file stem>:p<N>`, N the 1-based physical page.
+PAGE_ID = re.compile(r"^(?P<doc>.+):p(?P<page>[1-9][0-9]{0,6})$")
 
 
 def read_queries(path: str | os.PathLike) -> dict[str, str]:
@@ -111,13 +117,28 @@ def query_metrics(ranked: Sequence[str], judged: Mapping[str, int]) -> dict[str,
     for k in RECALL_KS:
         out[f"recall@{k}"] = len(relevant.intersection(ranked[:k])) / len(relevant)
     out["mrr@10"] = next((1.0 / (i + 1) for i, d in enumerate(ranked[:MRR_K]) if d in relevant), 0.0)
+    out.update(hit_metrics([d in relevant for d in ranked[:max(HIT_KS)]]))
     return out
 
 
-def mean_metrics(per_query: Sequence[Mapping[str, float]]) -> dict[str, float]:
+def hit_metrics(is_relevant: Sequence[bool]) -> dict[str, float]:
+    """hit@k (1 if anything relevant is in the top k) and MRR@10 from a ranked relevance list."""
+    first = next((i for i, r in enumerate(is_relevant) if r), None)
+    out = {f"hit@{k}": float(first is not None and first < k) for k in HIT_KS}
+    out["mrr@10"] = 1.0 / (first + 1) if first is not None and first < MRR_K else 0.0
+    return out
+
+
+def mean_metrics(per_query: Sequence[Mapping[str, float]], names: Sequence[str] = DOC_METRICS) -> dict[str, float]:
     if not per_query:
-        return {m: 0.0 for m in METRICS}
-    return {m: float(sum(q[m] for q in per_query) / len(per_query)) for m in METRICS}
+        return {m: 0.0 for m in names}
+    return {m: float(sum(q[m] for q in per_query) / len(per_query)) for m in names}
+
+
+def page_judgements(qrels: Mapping[str, Mapping[str, int]], doc_ids: set[str]) -> bool:
+    """True when the relevant ids are all `<doc>:p<N>` and none is a document of the bundle."""
+    relevant = [d for judged in qrels.values() for d, g in judged.items() if g > 0]
+    return bool(relevant) and all(PAGE_ID.match(d) and d not in doc_ids for d in relevant)
 
 
 @dataclass
@@ -142,6 +163,9 @@ class EvalReport:
     chunks: int
     seconds: dict[str, float]
     per_query: list[QueryResult] = field(default_factory=list)
+    level: str = "document"  # or "page": judgements name <file stem>:p<N>
+    mode: str = "dense"  # the mode `metrics` and `per_query` are for (the bundle's default unless chosen)
+    modes: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics of every mode evaluated
 
     def to_dict(self, *, per_query: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "per_query"}
@@ -195,12 +219,33 @@ def rank_all(kb, query_vectors: np.ndarray, owner: np.ndarray, doc_ids: list[str
     return results  # type: ignore[return-value]
 
 
+def _chunk_pages(bundle) -> list[tuple[set[str], int, int]]:
+    """For each chunk: the names its file answers to (stem and relative path without suffix) and
+    its page span."""
+    out = []
+    for ch in bundle.iter_chunks():
+        path = bundle.source_path(ch)
+        names = {Path(path).stem, str(Path(path).with_suffix(""))}
+        out.append((names, int(ch.get("page_start", 0) or 0), int(ch.get("page_end", 0) or 0)))
+    return out
+
+
+def _page_relevant(chunk: tuple[set[str], int, int], relevant: Mapping[str, set[int]]) -> bool:
+    names, a, b = chunk
+    return any(p in relevant.get(n, ()) for n in names for p in range(a, b + 1)) if relevant else False
+
+
 def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
-             batch_size: int = 64, progress=None) -> EvalReport:
-    """Score a KnowledgeBase on queries + qrels with the metrics above."""
+             modes: Sequence[str] | None = None, batch_size: int = 64, progress=None) -> EvalReport:
+    """Score a KnowledgeBase on queries + qrels in each search mode (default: every mode the
+    bundle supports; `metrics`/`per_query` are for the first listed, the bundle's default)."""
     t0 = time.perf_counter()
     owner, doc_ids = chunk_documents(kb.bundle)
     known = set(doc_ids)
+    page_level = page_judgements(qrels, known)
+    chunk_pages = _chunk_pages(kb.bundle) if page_level else []
+    if page_level:
+        known = {f"{n}:p{p}" for names, a, b in chunk_pages for n in names for p in range(a, b + 1)}
     evaluated = [q for q in qrels if q in queries and any(g > 0 for g in qrels[q].values())]
     no_text = sum(1 for q in qrels if q not in queries)
     no_relevant = sum(1 for q in qrels if q in queries and not any(g > 0 for g in qrels[q].values()))
@@ -208,31 +253,84 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
     if not evaluated:
         raise InputError("no query has both a text and a relevant document: do the query ids in the queries "
                          "and qrels files match?")
-    t_model = time.perf_counter()
-    kb.embedder  # load the model here so its cost is reported apart from the queries'
-    t1 = time.perf_counter()
+    default = kb.default_mode
+    if modes is None:
+        modes = [default] + [m for m in ("dense", "lexical", "hybrid") if m != default and
+                             (m == "dense" or kb.bundle.lexical() is not None)]
+    modes = [kb.retriever.resolve(m) for m in modes]
     texts = [queries[q] for q in evaluated]
-    vectors = []
-    for start in range(0, len(texts), 256):
-        vectors.append(kb.embed_queries(texts[start:start + 256], batch_size=batch_size))
-        if progress:
-            progress("queries", min(256, len(texts) - start), len(texts))
-    qv = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
+    t_model = time.perf_counter()
+    qv = None
+    if any(m != "lexical" for m in modes):
+        kb.embedder  # load the model here so its cost is reported apart from the queries'
+    t1 = time.perf_counter()
+    if any(m != "lexical" for m in modes):
+        vectors = []
+        for start in range(0, len(texts), 256):
+            vectors.append(kb.embed_queries(texts[start:start + 256], batch_size=batch_size))
+            if progress:
+                progress("queries", min(256, len(texts) - start), len(texts))
+        qv = np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float32)
     t2 = time.perf_counter()
-    ranked = rank_all(kb, qv, owner, doc_ids)
-    per_query = []
+    results: dict[str, list[QueryResult]] = {}
+    for mode in modes:
+        if page_level:
+            results[mode] = _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages)
+        else:
+            results[mode] = _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids)
+    t3 = time.perf_counter()
+    names = PAGE_METRICS if page_level else DOC_METRICS
+    all_modes = {m: mean_metrics([q.metrics for q in results[m]], names) for m in modes}
+    return EvalReport(
+        bundle=str(kb.bundle.path), metrics=all_modes[modes[0]],
+        queries=len(evaluated), skipped_no_relevant=no_relevant, skipped_no_text=no_text,
+        unknown_documents=unknown, documents=len(doc_ids), chunks=kb.bundle.count,
+        seconds={"load_bundle": round(t_model - t0, 3), "load_model": round(t1 - t_model, 3),
+                 "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3), "total": round(t3 - t0, 3)},
+        per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes)
+
+
+def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids) -> list[QueryResult]:
+    if mode == "dense":
+        ranked = rank_all(kb, qv, owner, doc_ids)
+    else:  # fused or lexical chunk lists; a document scores as its best chunk in them
+        k = min(kb.bundle.count, DEPTH * 4)
+        ranked = []
+        for scores, ids in kb.rank([queries[q] for q in evaluated], k, mode=mode, vectors=qv):
+            best: dict[str, float] = {}
+            for sc, c in zip(scores, ids):
+                best.setdefault(doc_ids[owner[c]], float(sc))
+            ranked.append({d: best[d] for d in rank_documents(best)[:DEPTH]})
+    out = []
     for qid, scores in zip(evaluated, ranked):
         order = rank_documents(scores)
         m = query_metrics(order, qrels[qid])
         assert m is not None
         relevant = {d for d, g in qrels[qid].items() if g > 0}
         first = next((i + 1 for i, d in enumerate(order) if d in relevant), None)
-        per_query.append(QueryResult(qid, queries[qid], m, sorted(relevant), order[:10], first))
-    t3 = time.perf_counter()
-    return EvalReport(
-        bundle=str(kb.bundle.path), metrics=mean_metrics([q.metrics for q in per_query]),
-        queries=len(per_query), skipped_no_relevant=no_relevant, skipped_no_text=no_text,
-        unknown_documents=unknown, documents=len(doc_ids), chunks=kb.bundle.count,
-        seconds={"load_bundle": round(t_model - t0, 3), "load_model": round(t1 - t_model, 3), "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3),
-                 "total": round(t3 - t0, 3)},
-        per_query=per_query)
+        out.append(QueryResult(qid, queries[qid], m, sorted(relevant), order[:10], first))
+    return out
+
+
+def _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages) -> list[QueryResult]:
+    """hit@k and MRR@10 over chunks: a chunk is relevant when its file and any page of its span
+    are judged relevant."""
+    k = max(HIT_KS)
+    out = []
+    ranked = kb.rank([queries[q] for q in evaluated], k, mode=mode, vectors=qv)
+    for qid, (scores, ids) in zip(evaluated, ranked):
+        relevant: dict[str, set[int]] = {}
+        for d, g in qrels[qid].items():
+            m = PAGE_ID.match(d)
+            if g > 0 and m:
+                relevant.setdefault(m["doc"], set()).add(int(m["page"]))
+        flags = [_page_relevant(chunk_pages[int(c)], relevant) for c in ids]
+        first = next((i + 1 for i, f in enumerate(flags) if f), None)
+        shown = []
+        for c in ids[:10]:
+            names, a, b = chunk_pages[int(c)]
+            stem = min(names, key=len)
+            shown.append(f"{stem}:p{a}" if a == b else f"{stem}:p{a}-{b}")
+        out.append(QueryResult(qid, queries[qid], hit_metrics(flags),
+                               sorted(d for d, g in qrels[qid].items() if g > 0), shown, first))
+    return out

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from .sources import SourceFile
 
-EXTRACTOR_VERSION = "2"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "3"  # bump when output for the same input changes (it keys the build cache)
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Document:
     text: str
     pages: list[Page]
     record_id: str | None = None  # for JSONL corpora: the record's id
+    title: str | None = None  # the document's own title: PDF metadata, a Markdown file's first heading
 
 
 @dataclass
@@ -64,6 +65,9 @@ _LIGATURES = str.maketrans({
     "\u00ad": "",  # soft hyphen: invisible unless a line breaks there
     "\u00a0": " ", "\u2002": " ", "\u2003": " ", "\u2009": " ", "\u200a": " ", "\u202f": " ",
     "\u200b": "", "\ufeff": "",
+    # control characters (NULs and the like from broken text layers) carry no text; tabs, line
+    # and page breaks are whitespace and handled below
+    **{c: " " for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0), 0xFFFE, 0xFFFF)},
 })
 _HYPHEN_BREAK = re.compile(r"([^\W\d_]+)-([ \t]*)\n[ \t]*(?=([^\W\d_]+))")
 _HYPHENATED = re.compile(r"[^\W\d_]+-[^\W\d_]+")
@@ -174,6 +178,7 @@ def _read_pdf(src: SourceFile, data: bytes, out: Extracted, *, passwords: Sequen
                 return
         n = len(reader.pages)
         out.page_count = n
+        title = _pdf_title(reader)
         try:
             raw_labels = list(reader.page_labels)
         except Exception:
@@ -214,7 +219,34 @@ def _read_pdf(src: SourceFile, data: bytes, out: Extracted, *, passwords: Sequen
         blank = [p for p in empty if p not in failed]
         if blank:
             out.problems.append(Problem(src.rel, "degraded", f"no text on pages {_ranges(blank)} (scanned or image-only?)"))
-    out.documents.append(_join_pages(src.rel, texts, labels))
+    doc = _join_pages(src.rel, texts, labels)
+    doc.title = title
+    out.documents.append(doc)
+
+
+_WORDS = re.compile(r"[^\W\d_]{3,}")
+_GENERATOR_PREFIX = re.compile(r"^(?:microsoft (?:word|powerpoint|excel) - |untitled\b)", re.I)
+
+
+def meaningful_title(raw) -> str | None:
+    """A metadata title worth showing: words, not an accession number, a file name or 'Untitled'."""
+    if not isinstance(raw, str):
+        return None
+    title = " ".join(clean_text(raw).split())[:200]
+    title = _GENERATOR_PREFIX.sub("", title).strip()
+    title = re.sub(r"\.(?:docx?|pptx?|xlsx?|pdf|indd|tex)$", "", title, flags=re.I)
+    return title if _WORDS.search(title) else None
+
+
+def _pdf_title(reader) -> str | None:
+    try:
+        meta = reader.metadata
+        return meaningful_title(meta.get("/Title")) if meta else None
+    except Exception:  # damaged info dictionaries are common and never fatal
+        return None
+
+
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
 
 
 def _decode_text(src: SourceFile, data: bytes, out: Extracted) -> str | None:
@@ -234,7 +266,11 @@ def _read_text(src: SourceFile, data: bytes, out: Extracted, *, clean: bool) -> 
     if not text:
         out.problems.append(Problem(src.rel, "skipped", "file is empty"))
         return
-    out.documents.append(_join_pages(src.rel, [text], [None]))
+    doc = _join_pages(src.rel, [text], [None])
+    if src.kind == "markdown":
+        first = _MD_HEADING.search(text)
+        doc.title = meaningful_title(first.group(1)) if first else None
+    out.documents.append(doc)
 
 
 def _read_records(src: SourceFile, data: bytes, out: Extracted, *, clean: bool) -> None:
@@ -485,14 +521,14 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
 
 def to_cache(ex: Extracted) -> dict:
     return {"sha256": ex.sha256, "size": ex.size, "page_count": ex.page_count,
-            "documents": [{"text": d.text, "record_id": d.record_id,
+            "documents": [{"text": d.text, "record_id": d.record_id, "title": d.title,
                            "pages": [[p.number, p.label, p.start, p.end] for p in d.pages]} for d in ex.documents],
             "problems": [[p.severity, p.reason] for p in ex.problems]}
 
 
 def from_cache(src: SourceFile, data: dict) -> Extracted:
     ex = Extracted(src, data["sha256"], data["size"], data["page_count"])
-    ex.documents = [Document(src.rel, d["text"], [Page(*p) for p in d["pages"]], d.get("record_id"))
+    ex.documents = [Document(src.rel, d["text"], [Page(*p) for p in d["pages"]], d.get("record_id"), d.get("title"))
                     for d in data["documents"]]
     ex.problems = [Problem(src.rel, sev, reason) for sev, reason in data["problems"]]
     return ex

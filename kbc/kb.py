@@ -8,13 +8,13 @@ runs: vectors from one model and queries from another fail loudly instead of ret
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
 from .bundle import Bundle
-from .errors import ModelError
+from .errors import InputError, ModelError
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Hit:
     char_end: int
     text: str
     record: str | None = None
+    context: str | None = None  # the document/section context embedded with the text (not part of it)
     label_start: str | None = None
     label_end: str | None = None
 
@@ -46,7 +47,8 @@ class Hit:
 
 class KnowledgeBase:
     def __init__(self, path: str | os.PathLike, *, model: str | None = None, allow_model_mismatch: bool = False,
-                 backend: str = "auto", device: str | None = None, sessions: int = 1):
+                 backend: str = "auto", device: str | None = None, sessions: int = 1,
+                 fusion: dict | None = None):
         self.bundle = Bundle(path)
         self.manifest = self.bundle.manifest
         self._model_arg = model
@@ -56,6 +58,9 @@ class KnowledgeBase:
         self._sessions = sessions  # onnxruntime sessions: one per core pays off for many queries (eval)
         self._embedder = None
         self._searcher = None
+        self._retriever = None
+        # overrides of the recorded fusion settings (eval sweeps): {"fusion", "weight", "depth", "rrf_k"}
+        self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
 
     @property
@@ -104,31 +109,60 @@ class KnowledgeBase:
             self._searcher = Searcher(self.bundle.vectors, self.bundle.index_bytes(), self.manifest.get("index", {}))
         return self._searcher
 
+    @property
+    def retriever(self):
+        """Dense, lexical and hybrid search with the bundle's recorded fusion settings."""
+        if self._retriever is None:
+            from .retrieval import Retriever
+
+            settings = self.bundle.retrieval_settings()
+            if self._settings_override:
+                settings = replace(settings, **self._settings_override)
+                try:
+                    settings.check()
+                except ValueError as e:
+                    raise InputError(str(e)) from None
+            self._retriever = Retriever(searcher=self.searcher, vectors=self.bundle.vectors,
+                                        lexical=self.bundle.lexical(), settings=settings)
+        return self._retriever
+
+    @property
+    def default_mode(self) -> str:
+        return self.retriever.resolve(None)
+
     def embed_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         return self.embedder.embed_queries(list(texts), batch_size=batch_size)
 
+    def rank(self, texts: Sequence[str], k: int, *, mode: str | None = None,
+             vectors: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per question (scores, chunk ids), best first. Lexical mode never loads the model."""
+        texts = list(texts)
+        mode = self.retriever.resolve(mode)
+        if vectors is None and mode != "lexical":
+            vectors = self.embed_queries(texts)
+        return self.retriever.search(vectors, texts, k, mode=mode)
+
+    def hits(self, ranked: tuple[np.ndarray, np.ndarray]) -> list[Hit]:
+        hits = []
+        for rank, (score, cid) in enumerate(zip(*ranked), 1):
+            c = self.bundle.chunk(int(cid))
+            hits.append(Hit(rank=rank, score=float(score), chunk_id=int(cid), source=self.bundle.source_path(c),
+                            page_start=c.get("page_start", 0), page_end=c.get("page_end", 0),
+                            char_start=c.get("char_start", 0), char_end=c.get("char_end", 0),
+                            text=c["text"], record=c.get("record"), context=c.get("context") or None,
+                            label_start=c.get("label_start"), label_end=c.get("label_end")))
+        return hits
+
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
-        scores, ids = self.searcher.search(vectors, k)
-        out = []
-        for row_scores, row_ids in zip(scores, ids):
-            hits = []
-            for rank, (score, cid) in enumerate(zip(row_scores, row_ids), 1):
-                if cid < 0:
-                    continue
-                c = self.bundle.chunk(int(cid))
-                hits.append(Hit(rank=rank, score=float(score), chunk_id=int(cid), source=self.bundle.source_path(c),
-                                page_start=c.get("page_start", 0), page_end=c.get("page_end", 0),
-                                char_start=c.get("char_start", 0), char_end=c.get("char_end", 0),
-                                text=c["text"], record=c.get("record"),
-                                label_start=c.get("label_start"), label_end=c.get("label_end")))
-            out.append(hits)
-        return out
+        """Dense search for precomputed query vectors."""
+        return [self.hits(r) for r in self.retriever.search(vectors, [""] * len(vectors), k, mode="dense")]
 
-    def search(self, text: str, k: int = 5) -> list[Hit]:
-        return self.search_vectors(self.embed_queries([text]), k)[0]
+    def search(self, text: str, k: int = 5, *, mode: str | None = None) -> list[Hit]:
+        """The k best chunks for a question; mode dense, lexical or hybrid (default: the bundle's)."""
+        return self.hits(self.rank([text], k, mode=mode)[0])
 
-    def search_many(self, texts: Sequence[str], k: int = 5) -> list[list[Hit]]:
-        return self.search_vectors(self.embed_queries(texts), k)
+    def search_many(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None) -> list[list[Hit]]:
+        return [self.hits(r) for r in self.rank(texts, k, mode=mode)]
 
     def close(self) -> None:
         self._searcher = None
@@ -143,5 +177,6 @@ class KnowledgeBase:
 
 def device_prompt(question: str, hits: Sequence[Hit]) -> str:
     """The prompt in the form the edge-slm device app builds: context lines, then the question."""
-    lines = [f"context_{i}: {' '.join(h.text.split())}" for i, h in enumerate(hits)]
+    lines = [f"context_{i}: " + (f"[{' '.join(h.context.split())}] " if h.context else "") + " ".join(h.text.split())
+             for i, h in enumerate(hits)]
     return "\n".join(lines + [f"question: {question}"])

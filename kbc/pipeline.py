@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import sqlite3
 import sys
 import threading
@@ -25,14 +26,19 @@ import numpy as np
 from . import __version__
 from .bundle import BundleWriter
 from .cache import vector_key
-from .chunk import Chunk, Chunker, resolve_spec, token_budget, whole_document_chunks
+from .chunk import (CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker, document_context, resolve_spec,
+                    token_budget, whole_document_chunks)
 from .embed import Embedder, EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .errors import InputError, KbcError, StrictError
 from .extract import EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cacheable, extract_all, from_cache, to_cache
 from .index import DEFAULT_INDEX, build_index
+from .lexical import LexicalBuilder
+from .retrieval import RetrievalSettings
 from .sources import discover
 
 # progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
+_WORD = re.compile(r"[^\W\d_]{3}")
+
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 
@@ -110,7 +116,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
           document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
-          reuse: Sequence[str | os.PathLike] = (), progress: ProgressFn | None = None) -> BuildReport:
+          reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
+          progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -189,7 +196,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     whole_docs = chunk_unit == "document"
     cspec = resolve_spec(unit="tokens" if whole_docs else chunk_unit, size=chunk_size, overlap=chunk_overlap,
                          budget=budget)
+    if context not in ("auto", "none"):
+        raise InputError(f"--context must be auto or none, not {context!r}")
     chunker = Chunker(cspec, counter, max_seq_length=spec.max_seq_length, document_prompt=spec.document_prompt)
+    lexicon = LexicalBuilder() if lexical else None
     embedder = load_embedder(spec, ref, backend=backend, device=device, sessions=os.cpu_count() or 1)
     spec = embedder.spec
     identity = embedder_identity(spec)
@@ -216,7 +226,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
 
     chunk_settings = hashlib.sha256(json.dumps(
         [cspec.to_manifest(), whole_docs, spec.weights_sha256, spec.document_prompt, spec.max_seq_length,
-         spec.do_lower_case, settings]).encode()).hexdigest()[:24]
+         spec.do_lower_case, settings, context, CONTEXT_SEPARATOR, CONTEXT_MAX_TOKENS]).encode()).hexdigest()[:24]
     sources_manifest: list[dict] = []
     skipped: list[Problem] = []
     degraded: list[Problem] = []
@@ -232,7 +242,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             if not pending:
                 return
             te = time.perf_counter()
-            texts = [p["text"] for p in pending]
+            texts = [embedded_text(p) for p in pending]
+            if lexicon is not None:
+                lexicon.add_many(texts)
             vecs = np.zeros((len(texts), spec.dim), dtype=np.float32)
             todo = list(range(len(texts)))
             if cache is not None:
@@ -276,7 +288,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                 if not isinstance(records, list):
                     records = None
             if records is None:
-                records = _chunk_records(ex, chunker, counter, spec.document_prompt, whole_docs)
+                records = _chunk_records(ex, chunker, counter, spec.document_prompt, whole_docs, context)
                 if ckey:
                     cache.put_extracted(ckey, records)
             n_chunks = len(records)
@@ -325,7 +337,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             "created": created_timestamp(),
             "embedder": spec.to_manifest(),
             "chunking": {**cspec.to_manifest(), "unit": "document" if whole_docs else cspec.unit,
-                         "token_budget": budget},
+                         "token_budget": budget,
+                         "context": {"mode": context, "separator": CONTEXT_SEPARATOR,
+                                     "max_tokens": CONTEXT_MAX_TOKENS}},
             "extraction": {"extractor": "pypdf", "clean": clean},
             "index": idx.manifest,
             "sources": sources_manifest,
@@ -334,9 +348,18 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             "counts": {"files": len(sources_manifest), "pages": stats["pages"], "chunks": writer.count,
                        "truncated_chunks": stats["truncated"], "skipped_files": len(skipped)},
         }
-        writer.finish(manifest, index=idx.data, extra_sections=[
-            ("probes", "json", json.dumps(probe_meta, ensure_ascii=False, sort_keys=True).encode()),
-            ("probe_vectors", "f32le", np.ascontiguousarray(probe_vectors, dtype="<f4").tobytes())])
+        extra = [("probes", "json", json.dumps(probe_meta, ensure_ascii=False, sort_keys=True).encode()),
+                 ("probe_vectors", "f32le", np.ascontiguousarray(probe_vectors, dtype="<f4").tobytes())]
+        if lexicon is not None:
+            t_lex = time.perf_counter()
+            manifest["lexical"], sections = lexicon.finish()
+            manifest["lexical"]["fields"] = "context+text"
+            manifest["retrieval"] = RetrievalSettings().to_manifest()
+            extra += sections
+            seconds["lexical"] = time.perf_counter() - t_lex + lexicon.seconds
+        else:
+            manifest["retrieval"] = RetrievalSettings(default_mode="dense").to_manifest()
+        writer.finish(manifest, index=idx.data, extra_sections=extra)
         seconds["write"] = time.perf_counter() - t
     except BaseException:
         writer.abort()
@@ -362,16 +385,34 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         chunking=manifest["chunking"], index=idx.manifest, max_chunk_tokens=stats["max_tokens"], cache=cache_stats)
 
 
+def embedded_text(record: dict) -> str:
+    """What the embedder and the lexical index see of a chunk: its context, then its text."""
+    ctx = record.get("context")
+    return f"{ctx}{CONTEXT_SEPARATOR}{record['text']}" if ctx else record["text"]
+
+
+def _has_words(text: str) -> bool:
+    """Chunks with no word of three letters are page furniture ("70 4.1."), not retrievable text."""
+    return _WORD.search(text) is not None
+
+
 def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, prompt: str,
-                   whole_docs: bool) -> list[dict]:
+                   whole_docs: bool, context: str = "auto") -> list[dict]:
     """Chunk records of one file, in bundle form (the caller sets "source")."""
     records: list[dict] = []
     for doc in ex.documents:
-        chunks: list[Chunk] = whole_document_chunks(doc, counter, prompt) if whole_docs else chunker.split(doc)
+        # JSONL records already carry their title in the text; files get their path and title
+        ctx = document_context(doc.source, doc.title, counter) if context == "auto" and doc.record_id is None else ""
+        chunks: list[Chunk] = (whole_document_chunks(doc, counter, prompt, context=ctx) if whole_docs
+                               else chunker.split(doc, context=ctx))
         labels = {p.number: p.label for p in doc.pages if p.label}
         for c in chunks:
+            if not whole_docs and not _has_words(c.text):
+                continue
             record = {"text": c.text, "seq": len(records), "page_start": c.page_start, "page_end": c.page_end,
                       "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
+            if ctx:
+                record["context"] = ctx
             if doc.record_id is not None:
                 record["record"] = doc.record_id
             if c.page_start in labels or c.page_end in labels:
@@ -414,7 +455,7 @@ def _seed_cache_from_bundle(cache, path, identity: str, spec: EmbedderSpec) -> i
         vectors = old.vectors
         batch = []
         for i, chunk in enumerate(old.iter_chunks()):
-            batch.append((vector_key(identity, spec.document_prompt, chunk["text"]),
+            batch.append((vector_key(identity, spec.document_prompt, embedded_text(chunk)),
                           np.asarray(vectors[i], dtype=np.float32)))
             if len(batch) == 2048:
                 cache.put_vectors(batch)

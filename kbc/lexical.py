@@ -1,0 +1,380 @@
+"""Lexical retrieval: the kbc-lex-1 tokeniser, BM25, and the bundle's lexical sections.
+
+Small embedders miss exact words (a line item, a product code, a year) that BM25 finds, so a
+bundle can carry an inverted index over its chunks. Everything here is specified in
+schemas/FORMAT.md §2.4 precisely enough for a C, Kotlin or Swift runtime to tokenise a question
+and score it to the same top-k; readers/c does it, and the tests compare the two.
+
+Stored form (all little-endian; T terms, N chunks):
+  lex_vocab            utf8     the terms' UTF-8 bytes, concatenated in ascending byte order
+  lex_vocab_offsets    u32le    T + 1 offsets into lex_vocab
+  lex_postings         uleb128  per term, its postings as (chunk-id gap, term frequency) pairs
+  lex_postings_offsets u64le    T + 1 offsets into lex_postings
+  lex_doc_lengths      u32le    N chunk lengths in tokens
+The manifest's `lexical` object records the tokeniser, k1, b, N, T and the average length.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+TOKENIZER = "kbc-lex-1"
+LEXICAL_VERSION = 1
+DEFAULT_K1 = 0.9  # Anserini's BEIR defaults; bench/retrieval_sweep.py compared 1.2 / 0.75
+DEFAULT_B = 0.4
+MAX_TOKEN_CHARS = 64  # longer runs are extraction garbage (base64, hashes): dropped
+MAX_QUERY_TERMS = 1024  # a question longer than this is cut: bounded work per query
+
+SECTIONS = ("lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths")
+ENCODINGS = {"lex_vocab": "utf8", "lex_vocab_offsets": "u32le", "lex_postings": "uleb128",
+             "lex_postings_offsets": "u64le", "lex_doc_lengths": "u32le"}
+
+# Lucene's English stop set, plus "s" (what is left of a possessive "'s").
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or s such that the their then there "
+    "these they this to was will with".split())
+
+
+# --------------------------------------------------------------------------- tokeniser
+
+def _fold_table() -> dict[int, int]:
+    """Case folding, deliberately small so every runtime implements it identically: ASCII, Latin-1,
+    Greek and Cyrillic capitals to their small letters. Nothing else changes."""
+    table = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+    table.update({c: c + 32 for c in range(0xC0, 0xDF) if c != 0xD7})
+    table.update({c: c + 32 for c in range(0x391, 0x3AA) if c != 0x3A2})
+    table.update({c: c + 32 for c in range(0x410, 0x430)})
+    table.update({c: c + 80 for c in range(0x400, 0x410)})
+    return table
+
+
+FOLD = _fold_table()
+
+# Code points that separate tokens, besides ASCII other than [0-9A-Za-z]: Latin-1 punctuation and
+# symbols, general punctuation, arrows, maths, box drawing, CJK punctuation, private use (PDF glyph
+# garbage) and full-width punctuation. Everything else from U+00C0 up is a letter.
+SEPARATOR_RANGES = ((0x80, 0xBF), (0xD7, 0xD7), (0xF7, 0xF7), (0x2000, 0x2BFF), (0x3000, 0x303F),
+                    (0xE000, 0xF8FF), (0xFE30, 0xFE4F), (0xFF00, 0xFF0F), (0xFF1A, 0xFF20),
+                    (0xFF3B, 0xFF40), (0xFF5B, 0xFF65), (0xFFF0, 0xFFFF))
+# Scripts written without spaces: every character is a token of its own.
+CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF))
+
+
+def _class(ranges) -> str:
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+def _letters_class() -> str:
+    """[a-z] and U+00C0..U+10FFFF minus the separator and CJK ranges, as a regex class body."""
+    holes = sorted(SEPARATOR_RANGES + CJK_RANGES + ((0xD800, 0xDFFF),))
+    spans, start = [], 0xC0
+    for a, b in holes:
+        if a > start:
+            spans.append((start, a - 1))
+        start = max(start, b + 1)
+    spans.append((start, 0x10FFFF))
+    return "a-z" + _class([(a, b) for a, b in spans if a >= 0xC0])
+
+
+# A comma between digits that is followed by exactly three digits groups thousands: 1,577 -> 1577.
+_THOUSANDS = re.compile(r"(?<=[0-9]),(?=[0-9]{3}(?![0-9]))")
+# Digits and letters form separate tokens (FY2018 -> fy 2018, 10-K -> 10 k): questions write
+# "FY2018" where filings write "2018", and "10-K" where they write "10-K" or "Form 10K".
+_TOKEN = re.compile(f"[0-9]+|[{_letters_class()}]+|[{_class(CJK_RANGES)}]")
+
+
+@dataclass(frozen=True)
+class TokenizerOptions:
+    stop_words: bool = True
+    stem: bool = False  # the S-stemmer (Harman 1991): plurals -> singular
+
+    def to_manifest(self) -> dict:
+        return {"name": TOKENIZER, "stop_words": self.stop_words, "stem": "s-stemmer" if self.stem else None}
+
+    @classmethod
+    def from_manifest(cls, d: Mapping) -> "TokenizerOptions":
+        if not isinstance(d, Mapping) or d.get("name") != TOKENIZER:
+            raise ValueError(f"unknown tokenizer {d.get('name') if isinstance(d, Mapping) else d!r}")
+        stem = d.get("stem")
+        if stem not in (None, "s-stemmer") or not isinstance(d.get("stop_words"), bool):
+            raise ValueError("malformed tokenizer options")
+        return cls(stop_words=d["stop_words"], stem=stem == "s-stemmer")
+
+
+def s_stem(token: str) -> str:
+    """Harman's S-stemmer: -ies -> -y (not -eies/-aies), -es -> -e (not -aes/-ees/-oes), -s -> ''
+    (not -us/-ss); words of three characters or fewer are left alone."""
+    if len(token) <= 3 or not token.endswith("s"):
+        return token
+    if token.endswith("ies") and not token.endswith(("eies", "aies")):
+        return token[:-3] + "y"
+    if token.endswith("es") and not token.endswith(("aes", "ees", "oes")):
+        return token[:-1]
+    if not token.endswith(("us", "ss")):
+        return token[:-1]
+    return token
+
+
+def tokenize(text: str, options: TokenizerOptions = TokenizerOptions()) -> list[str]:
+    """kbc-lex-1 tokens of `text`, in order (FORMAT.md §2.4)."""
+    # str.lower() maps ASCII exactly as FOLD does and is ten times faster than translate()
+    folded = _THOUSANDS.sub("", text.lower() if text.isascii() else text.translate(FOLD))
+    tokens = [t for t in _TOKEN.findall(folded) if len(t) <= MAX_TOKEN_CHARS]
+    if options.stop_words:
+        tokens = [t for t in tokens if t not in STOP_WORDS]
+    if options.stem:
+        tokens = [s_stem(t) for t in tokens]
+    return tokens
+
+
+# --------------------------------------------------------------------------- building
+
+def uleb128_encode(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LEB128 bytes of non-negative integers < 2**35, and where each value starts."""
+    v = np.asarray(values, dtype=np.uint64)
+    nbytes = np.ones(len(v), dtype=np.int64)
+    for k in range(1, 5):
+        nbytes += v >= (1 << (7 * k))
+    starts = np.zeros(len(v) + 1, dtype=np.int64)
+    np.cumsum(nbytes, out=starts[1:])
+    out = np.zeros(int(starts[-1]), dtype=np.uint8)
+    for k in range(5):
+        has = nbytes > k
+        byte = ((v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+        byte |= np.where(nbytes[has] > k + 1, 0x80, 0).astype(np.uint8)
+        out[starts[:-1][has] + k] = byte
+    return out, starts
+
+
+def uleb128_decode(data: np.ndarray) -> np.ndarray:
+    """Values of a complete LEB128 byte string; ValueError on a truncated or over-long value."""
+    b = np.asarray(data, dtype=np.uint8)
+    if len(b) == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = (b & 0x80) == 0
+    if not ends[-1]:
+        raise ValueError("truncated varint")
+    last = np.flatnonzero(ends)
+    first = np.empty_like(last)
+    first[0] = 0
+    first[1:] = last[:-1] + 1
+    if np.any(last - first >= 5):
+        raise ValueError("varint longer than 5 bytes")
+    pos = np.arange(len(b)) - np.repeat(first, last - first + 1)
+    contrib = (b & 0x7F).astype(np.int64) << (7 * pos)
+    return np.add.reduceat(contrib, first)
+
+
+@dataclass
+class LexicalBuilder:
+    """Collects chunk texts in chunk order and produces the lexical sections."""
+
+    options: TokenizerOptions = field(default_factory=TokenizerOptions)
+    k1: float = DEFAULT_K1
+    b: float = DEFAULT_B
+
+    def __post_init__(self):
+        self._vocab: dict[str, int] = {}
+        self._term = array("I")
+        self._chunk = array("I")
+        self._tf = array("I")
+        self._lengths = array("I")
+        self.seconds = 0.0  # time spent tokenising, reported by the build
+
+    @property
+    def count(self) -> int:
+        return len(self._lengths)
+
+    def add(self, text: str) -> None:
+        t0 = time.perf_counter()
+        tokens = tokenize(text, self.options)
+        chunk_id = len(self._lengths)
+        self._lengths.append(len(tokens))
+        vocab = self._vocab
+        for term, tf in Counter(tokens).items():
+            self._term.append(vocab.setdefault(term, len(vocab)))
+            self._chunk.append(chunk_id)
+            self._tf.append(tf)
+        self.seconds += time.perf_counter() - t0
+
+    def add_many(self, texts: Iterable[str]) -> None:
+        for t in texts:
+            self.add(t)
+
+    def finish(self) -> tuple[dict, list[tuple[str, str, bytes]]]:
+        """(manifest `lexical` object, [(section name, encoding, bytes)])."""
+        terms = sorted(self._vocab, key=lambda t: t.encode("utf-8"))
+        rank = np.empty(len(terms), dtype=np.int64)
+        for r, t in enumerate(terms):
+            rank[self._vocab[t]] = r
+        term = rank[np.frombuffer(self._term, dtype=np.uint32).astype(np.int64)]
+        chunk = np.frombuffer(self._chunk, dtype=np.uint32).astype(np.int64)
+        tf = np.frombuffer(self._tf, dtype=np.uint32).astype(np.int64)
+        order = np.argsort(term, kind="stable")  # chunk ids stay ascending within a term
+        term, chunk, tf = term[order], chunk[order], tf[order]
+        first_of_term = np.ones(len(term), dtype=bool)
+        first_of_term[1:] = term[1:] != term[:-1]
+        gaps = chunk.copy()
+        gaps[1:] -= np.where(first_of_term[1:], 0, chunk[:-1])
+        pairs = np.empty(2 * len(term), dtype=np.int64)
+        pairs[0::2], pairs[1::2] = gaps, tf
+        postings, starts = uleb128_encode(pairs)
+        df = np.bincount(term, minlength=len(terms))
+        posting_start = np.zeros(len(terms) + 1, dtype=np.int64)
+        np.cumsum(df, out=posting_start[1:])
+        postings_offsets = starts[2 * posting_start]
+        encoded = [t.encode("utf-8") for t in terms]
+        vocab_offsets = np.zeros(len(terms) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=vocab_offsets[1:])
+        if vocab_offsets[-1] >= 2 ** 32:
+            raise ValueError("vocabulary over 4 GiB")
+        lengths = np.frombuffer(self._lengths, dtype=np.uint32)
+        n = len(lengths)
+        meta = {"version": LEXICAL_VERSION, "tokenizer": self.options.to_manifest(), "scoring": "bm25",
+                "k1": self.k1, "b": self.b, "doc_count": n, "terms": len(terms), "postings": int(len(term)),
+                "avg_doc_length": float(lengths.sum() / n) if n else 0.0}
+        sections = [
+            ("lex_vocab", "utf8", b"".join(encoded)),
+            ("lex_vocab_offsets", "u32le", vocab_offsets.astype("<u4").tobytes()),
+            ("lex_postings", "uleb128", postings.tobytes()),
+            ("lex_postings_offsets", "u64le", postings_offsets.astype("<u8").tobytes()),
+            ("lex_doc_lengths", "u32le", lengths.astype("<u4").tobytes()),
+        ]
+        return meta, sections
+
+
+# --------------------------------------------------------------------------- reading and scoring
+
+class LexicalFormatError(ValueError):
+    """The lexical sections disagree with each other or with the manifest (names the section)."""
+
+    def __init__(self, section: str, message: str):
+        super().__init__(message)
+        self.section = section
+
+
+class LexicalIndex:
+    """BM25 over the lexical sections, read in place (the arrays may be views of a mapped file)."""
+
+    def __init__(self, meta: Mapping, sections: Mapping[str, memoryview | bytes], *, count: int):
+        self.meta = meta
+        try:
+            self.options = TokenizerOptions.from_manifest(meta.get("tokenizer"))
+            k1, b, n, t = meta["k1"], meta["b"], meta["doc_count"], meta["terms"]
+            avg = meta["avg_doc_length"]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LexicalFormatError("manifest", f"lexical: missing or malformed field ({e})") from None
+        numbers_ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                         for x in (k1, b, avg))
+        if not numbers_ok or not (0 <= k1 <= 100 and 0 <= b <= 1 and avg >= 0):
+            raise LexicalFormatError("manifest", "lexical: k1, b or avg_doc_length out of range")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (n, t)) or n != count:
+            raise LexicalFormatError("manifest", f"lexical: doc_count {n!r} disagrees with {count} chunks")
+        self.k1, self.b, self.n, self.terms, self.avg = float(k1), float(b), n, t, float(avg)
+        self.vocab = sections["lex_vocab"]
+        self.vocab_offsets = self._array(sections, "lex_vocab_offsets", "<u4", t + 1, len(self.vocab))
+        self.postings = np.frombuffer(sections["lex_postings"], dtype=np.uint8)
+        self.postings_offsets = self._array(sections, "lex_postings_offsets", "<u8", t + 1, len(self.postings))
+        self.lengths = self._array(sections, "lex_doc_lengths", "<u4", n, None)
+        self._norm = None
+
+    @staticmethod
+    def _array(sections, name, dtype, n, end):
+        raw = sections[name]
+        if len(raw) != n * np.dtype(dtype).itemsize:
+            raise LexicalFormatError(name, f"expected {n} {dtype[1:]} entries, found {len(raw)} bytes")
+        a = np.frombuffer(raw, dtype=dtype)
+        if end is not None and (a[0] != 0 or a[-1] != end or np.any(a[1:] < a[:-1])):
+            raise LexicalFormatError(name, f"offsets do not rise from 0 to {end}")
+        return a
+
+    def _term(self, i: int) -> bytes:
+        return bytes(self.vocab[int(self.vocab_offsets[i]):int(self.vocab_offsets[i + 1])])
+
+    def lookup(self, term: str) -> int:
+        """The term's number, or -1: binary search over the sorted vocabulary, nothing loaded."""
+        key = term.encode("utf-8")
+        lo, hi = 0, self.terms
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._term(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < self.terms and self._term(lo) == key else -1
+
+    def postings_of(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, term frequencies) of term t, validated."""
+        a, b = int(self.postings_offsets[t]), int(self.postings_offsets[t + 1])
+        try:
+            values = uleb128_decode(self.postings[a:b])
+        except ValueError as e:
+            raise LexicalFormatError("lex_postings", f"term {t}: {e}") from None
+        if len(values) == 0 or len(values) % 2:
+            raise LexicalFormatError("lex_postings", f"term {t}: postings are not (gap, tf) pairs")
+        ids, tf = np.cumsum(values[0::2]), values[1::2]
+        if ids[-1] >= self.n or np.any(tf <= 0) or np.any(values[2::2] <= 0):
+            raise LexicalFormatError("lex_postings", f"term {t}: chunk ids out of range or not increasing")
+        return ids, tf
+
+    def query_terms(self, text: str) -> list[str]:
+        """Distinct query terms in first-seen order: a repeated word counts once."""
+        return list(dict.fromkeys(tokenize(text, self.options)))[:MAX_QUERY_TERMS]
+
+    def scores(self, text: str) -> np.ndarray:
+        """BM25 score of every chunk (float64; 0 where no query term occurs)."""
+        out = np.zeros(self.n, dtype=np.float64)
+        if self.n == 0:
+            return out
+        if self._norm is None:
+            avg = self.avg if self.avg > 0 else 1.0
+            self._norm = self.k1 * (1.0 - self.b + self.b * self.lengths.astype(np.float64) / avg)
+        for term in self.query_terms(text):
+            t = self.lookup(term)
+            if t < 0:
+                continue
+            ids, tf = self.postings_of(t)
+            df = len(ids)
+            idf = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
+            tf = tf.astype(np.float64)
+            out[ids] += idf * tf * (self.k1 + 1.0) / (tf + self._norm[ids])
+        return out
+
+    def search(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, chunk ids) by BM25, best first, lower id first on ties; only chunks that
+        share a term with the question."""
+        return top_k(self.scores(text), k)
+
+    def check_all(self) -> None:
+        """Decode every posting list (inspect --verify)."""
+        prev = b""
+        for t in range(self.terms):
+            term = self._term(t)
+            if t and term <= prev:
+                raise LexicalFormatError("lex_vocab", f"term {t} is not in ascending order")
+            prev = term
+            self.postings_of(t)
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    hits = np.flatnonzero(scores > 0)
+    k = min(k, len(hits))
+    if k <= 0:
+        return np.zeros(0, np.float64), np.zeros(0, np.int64)
+    s = scores[hits]
+    if k < len(hits):  # ties at the cut go to the lower chunk ids, as a device's reader does it
+        kth = -np.partition(-s, k - 1)[k - 1]
+        above = s > kth
+        tied = np.flatnonzero(s == kth)[:k - int(above.sum())]
+        keep = np.concatenate([np.flatnonzero(above), tied])
+        hits, s = hits[keep], s[keep]
+    order = np.lexsort((hits, -s))
+    return s[order], hits[order]

@@ -1,0 +1,140 @@
+"""Search modes and fusion: dense, lexical (BM25) and hybrid, the same on every runtime.
+
+Hybrid search takes the `depth` best chunks of each list (at least k), scores every candidate
+exactly in both (the inner product with its stored vector; its BM25 score), normalises each list
+and fuses (FORMAT.md §2.5, settings in the manifest's `retrieval` object, chosen by
+bench/retrieval_sweep.py on two evaluation sets):
+
+- `tmm` (Bruch et al., arXiv:2210.11934, "theoretical min-max"): dense' = max(cos, 0) / best cos,
+  lexical' = bm25 / best bm25; fused = (1 - w) dense' + w lexical';
+- `minmax`: each score min-max scaled over its own list's top `depth`; fused as above;
+- `rrf`: (1 - w) / (rrf_k + dense rank) + w / (rrf_k + lexical rank), a list's rank counting only
+  within its top `depth` (no term for a candidate outside it).
+Ties go to the lower chunk id. A question with no word in the lexical index falls back to dense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .lexical import LexicalIndex, top_k
+from .modes import Fusion, Mode
+
+
+MAX_DEPTH = 10_000
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    default_mode: str = Mode.hybrid.value
+    fusion: str = Fusion.tmm.value
+    weight: float = 0.3  # share of the lexical list in the fused score
+    depth: int = 100  # candidates taken from each list
+    rrf_k: int = 60
+
+    def to_manifest(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, d) -> "RetrievalSettings":
+        """The bundle's settings; ValueError naming what is wrong."""
+        if not isinstance(d, Mapping):
+            raise ValueError("retrieval settings are not an object")
+        s = cls(**{k: d[k] for k in asdict(cls()) if k in d})
+        s.check()
+        return s
+
+    def check(self) -> None:
+        if self.default_mode not in {m.value for m in Mode}:
+            raise ValueError(f"unknown mode {self.default_mode!r}")
+        if self.fusion not in {f.value for f in Fusion}:
+            raise ValueError(f"unknown fusion {self.fusion!r}")
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or not 0 <= self.weight <= 1:
+            raise ValueError(f"fusion weight must be within [0, 1], not {self.weight!r}")
+        for name, v, hi in (("depth", self.depth, MAX_DEPTH), ("rrf_k", self.rrf_k, 10_000)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValueError(f"{name} must be an integer within [1, {hi}], not {v!r}")
+
+
+def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -> np.ndarray:
+    if len(ref) == 0:
+        return np.zeros_like(scores)
+    hi = float(ref.max())
+    if method == Fusion.tmm.value:
+        return np.maximum(scores, floor) / hi if hi > floor else np.zeros_like(scores)
+    lo = float(ref.min())
+    return (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+
+
+def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.ndarray,
+         lexical_scores: np.ndarray, candidate_dense: np.ndarray, candidate_lexical: np.ndarray,
+         candidates: np.ndarray, settings: RetrievalSettings, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse one query's lists. `dense_*`/`lexical_*` are each list's top `depth` (best first);
+    `candidate_*` are the exact scores of `candidates` (their sorted union) in each list."""
+    w = float(settings.weight)
+    if settings.fusion == Fusion.rrf.value:
+        fused = np.zeros(len(candidates), dtype=np.float64)
+        for ids, share in ((dense_ids, 1.0 - w), (lexical_ids, w)):
+            pos = np.searchsorted(candidates, ids)
+            fused[pos] += share / (settings.rrf_k + np.arange(1, len(ids) + 1))
+    else:
+        d = _normalise(candidate_dense, dense_scores, settings.fusion, 0.0)
+        lx = _normalise(candidate_lexical, lexical_scores, settings.fusion, 0.0)
+        fused = (1.0 - w) * d + w * lx
+    order = np.lexsort((candidates, -fused))[:k]
+    return fused[order], candidates[order]
+
+
+class Retriever:
+    """Runs a mode over a bundle's dense searcher, its vectors and (when present) its lexical index."""
+
+    def __init__(self, *, searcher, vectors: np.ndarray, lexical: LexicalIndex | None,
+                 settings: RetrievalSettings):
+        self.searcher = searcher
+        self.vectors = vectors
+        self.lexical = lexical
+        self.settings = settings
+
+    def resolve(self, mode: str | None) -> str:
+        mode = mode or (self.settings.default_mode if self.lexical is not None else Mode.dense.value)
+        if mode not in {m.value for m in Mode}:
+            raise InputError(f"--mode must be dense, lexical or hybrid, not {mode!r}")
+        if mode != Mode.dense.value and self.lexical is None:
+            raise InputError(f"--mode {mode}: this bundle has no lexical index (built before format 1.2, or with "
+                             "--no-lexical); use --mode dense or rebuild it")
+        return mode
+
+    def search(self, query_vectors: np.ndarray | None, texts: list[str], k: int, *,
+               mode: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query (scores, chunk ids), best first."""
+        mode = self.resolve(mode)
+        n = len(texts)
+        if mode == Mode.lexical.value:
+            return [self.lexical.search(t, k) for t in texts]
+        depth = max(k, self.settings.depth)
+        d_scores, d_ids = self.searcher.search(query_vectors, depth if mode == Mode.hybrid.value else k)
+        dense = []
+        for i in range(n):
+            keep = d_ids[i] >= 0
+            dense.append((d_scores[i][keep].astype(np.float64), d_ids[i][keep].astype(np.int64)))
+        if mode == Mode.dense.value:
+            return [(s[:k], ids[:k]) for s, ids in dense]
+        out = []
+        for i, text in enumerate(texts):
+            all_lex = self.lexical.scores(text)
+            l_scores, l_ids = top_k(all_lex, depth)
+            ds, di = dense[i]
+            if len(l_ids) == 0:
+                out.append((ds[:k], di[:k]))
+                continue
+            cand = np.union1d(di, l_ids)
+            q = np.asarray(query_vectors[i], dtype=np.float32)
+            cand_dense = np.asarray(self.vectors[cand], dtype=np.float32) @ q
+            out.append(fuse(dense_ids=di, dense_scores=ds, lexical_ids=l_ids, lexical_scores=l_scores,
+                            candidate_dense=cand_dense.astype(np.float64), candidate_lexical=all_lex[cand],
+                            candidates=cand, settings=self.settings, k=k))
+        return out
