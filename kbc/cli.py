@@ -241,6 +241,7 @@ def inspect(
             "vectors": m.get("vectors"), "chunking": m.get("chunking"), "index": m.get("index"),
             "counts": m.get("counts"), "sections": b.describe_sections(), "sources": m.get("sources", []),
             "skipped": m.get("skipped", []), "degraded": m.get("degraded", []),
+            "lexical": m.get("lexical"), "retrieval": m.get("retrieval"),
             "verified": verified, "intact": verified if verify else None,
         }
         if error:
@@ -424,6 +425,15 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
              f"chunking: {info['chunking'].get('unit')} size {info['chunking'].get('size')} overlap {info['chunking'].get('overlap')}; "
              f"index: {info['index'].get('factory')}",
              "sections:"]
+    lx, r = info.get("lexical"), info.get("retrieval")
+    if isinstance(lx, dict):
+        tok = lx.get("tokenizer") or {}
+        lines.insert(-1, f"lexical: bm25 k1 {lx.get('k1')} b {lx.get('b')}, {lx.get('terms')} terms, "
+                         f"{lx.get('postings')} postings, tokenizer {tok.get('name')} (stop words "
+                         f"{'on' if tok.get('stop_words') else 'off'}, stem {tok.get('stem') or 'off'})")
+    if isinstance(r, dict):
+        lines.insert(-1, f"search: default mode {r.get('default_mode')}; hybrid fuses by {r.get('fusion')}, "
+                         f"lexical weight {r.get('weight')}, {r.get('depth')} candidates per list")
     p = info.get("probes")
     if p:
         lines.insert(-1, f"probes: {p['count']} ({p['role']} inputs, prompt {p['prompt']!r} prepended, pass at cosine "
@@ -442,8 +452,9 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
     for ch in shown:
         name = source_path(ch)
         text = " ".join(ch["text"].split())
-        lines.append(f"[{ch['id']}] {name} p.{ch.get('page_start')}-{ch.get('page_end')} "
-                     f"chars {ch.get('char_start')}-{ch.get('char_end')}: {text[:160]}{'...' if len(text) > 160 else ''}")
+        ctx = f" [{_safe(' '.join(str(ch['context']).split()))}]" if ch.get("context") else ""
+        lines.append(f"[{ch['id']}] {_safe(name)} p.{ch.get('page_start')}-{ch.get('page_end')} "
+                     f"chars {ch.get('char_start')}-{ch.get('char_end')}:{ctx} {_safe(text[:160])}{'...' if len(text) > 160 else ''}")
     print("\n".join(lines))
 
 

@@ -9,7 +9,7 @@ Stored form (all little-endian; T terms, N chunks):
   lex_vocab            utf8     the terms' UTF-8 bytes, concatenated in ascending byte order
   lex_vocab_offsets    u32le    T + 1 offsets into lex_vocab
   lex_postings         uleb128  per term, its postings as (chunk-id gap, term frequency) pairs
-  lex_postings_offsets u64le    T + 1 offsets into lex_postings
+  lex_postings_offsets u32le    T + 1 offsets into lex_postings
   lex_doc_lengths      u32le    N chunk lengths in tokens
 The manifest's `lexical` object records the tokeniser, k1, b, N, T and the average length.
 """
@@ -35,7 +35,7 @@ MAX_QUERY_TERMS = 1024  # a question longer than this is cut: bounded work per q
 
 SECTIONS = ("lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths")
 ENCODINGS = {"lex_vocab": "utf8", "lex_vocab_offsets": "u32le", "lex_postings": "uleb128",
-             "lex_postings_offsets": "u64le", "lex_doc_lengths": "u32le"}
+             "lex_postings_offsets": "u32le", "lex_doc_lengths": "u32le"}
 
 # Lucene's English stop set, plus "s" (what is left of a possessive "'s").
 STOP_WORDS = frozenset(
@@ -94,7 +94,7 @@ _TOKEN = re.compile(f"[0-9]+|[{_letters_class()}]+|[{_class(CJK_RANGES)}]")
 @dataclass(frozen=True)
 class TokenizerOptions:
     stop_words: bool = True
-    stem: bool = False  # the S-stemmer (Harman 1991): plurals -> singular
+    stem: bool = False  # plurals -> singular (s_stem)
 
     def to_manifest(self) -> dict:
         return {"name": TOKENIZER, "stop_words": self.stop_words, "stem": "s-stemmer" if self.stem else None}
@@ -110,17 +110,21 @@ class TokenizerOptions:
 
 
 def s_stem(token: str) -> str:
-    """Harman's S-stemmer: -ies -> -y (not -eies/-aies), -es -> -e (not -aes/-ees/-oes), -s -> ''
-    (not -us/-ss); words of three characters or fewer are left alone."""
-    if len(token) <= 3 or not token.endswith("s"):
+    """Plural to singular, as Lucene's EnglishMinimalStemmer (after Harman 1991's S-stemmer) does it:
+    words shorter than 3 or not ending in s are kept; -us, -ss kept; -ies -> -y unless -aies/-eies;
+    -ies/-aes/-oes/-ees otherwise kept; any other -s dropped."""
+    n = len(token)
+    if n < 3 or token[-1] != "s":
         return token
-    if token.endswith("ies") and not token.endswith(("eies", "aies")):
-        return token[:-3] + "y"
-    if token.endswith("es") and not token.endswith(("aes", "ees", "oes")):
-        return token[:-1]
-    if not token.endswith(("us", "ss")):
-        return token[:-1]
-    return token
+    before = token[-2]
+    if before in "us":
+        return token
+    if before == "e":
+        if n > 3 and token[-3] == "i" and token[-4] not in "ae":
+            return token[:-3] + "y"
+        if token[-3] in "iaoe":
+            return token
+    return token[:-1]
 
 
 def tokenize(text: str, options: TokenizerOptions = TokenizerOptions()) -> list[str]:
@@ -156,9 +160,14 @@ def uleb128_encode(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def uleb128_decode(data: np.ndarray) -> np.ndarray:
     """Values of a complete LEB128 byte string; ValueError on a truncated or over-long value."""
+    return _uleb128_values(data)[0]
+
+
+def _uleb128_values(data) -> tuple[np.ndarray, np.ndarray]:
+    """(values, the byte where each starts)."""
     b = np.asarray(data, dtype=np.uint8)
     if len(b) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     ends = (b & 0x80) == 0
     if not ends[-1]:
         raise ValueError("truncated varint")
@@ -170,7 +179,7 @@ def uleb128_decode(data: np.ndarray) -> np.ndarray:
         raise ValueError("varint longer than 5 bytes")
     pos = np.arange(len(b)) - np.repeat(first, last - first + 1)
     contrib = (b & 0x7F).astype(np.int64) << (7 * pos)
-    return np.add.reduceat(contrib, first)
+    return np.add.reduceat(contrib, first), first
 
 
 @dataclass
@@ -234,8 +243,8 @@ class LexicalBuilder:
         encoded = [t.encode("utf-8") for t in terms]
         vocab_offsets = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=vocab_offsets[1:])
-        if vocab_offsets[-1] >= 2 ** 32:
-            raise ValueError("vocabulary over 4 GiB")
+        if vocab_offsets[-1] >= 2 ** 32 or len(postings) >= 2 ** 32:
+            raise ValueError("lexical index over 4 GiB (u32 offsets): build with --no-lexical")
         lengths = np.frombuffer(self._lengths, dtype=np.uint32)
         n = len(lengths)
         meta = {"version": LEXICAL_VERSION, "tokenizer": self.options.to_manifest(), "scoring": "bm25",
@@ -245,7 +254,7 @@ class LexicalBuilder:
             ("lex_vocab", "utf8", b"".join(encoded)),
             ("lex_vocab_offsets", "u32le", vocab_offsets.astype("<u4").tobytes()),
             ("lex_postings", "uleb128", postings.tobytes()),
-            ("lex_postings_offsets", "u64le", postings_offsets.astype("<u8").tobytes()),
+            ("lex_postings_offsets", "u32le", postings_offsets.astype("<u4").tobytes()),
             ("lex_doc_lengths", "u32le", lengths.astype("<u4").tobytes()),
         ]
         return meta, sections
@@ -282,7 +291,7 @@ class LexicalIndex:
         self.vocab = sections["lex_vocab"]
         self.vocab_offsets = self._array(sections, "lex_vocab_offsets", "<u4", t + 1, len(self.vocab))
         self.postings = np.frombuffer(sections["lex_postings"], dtype=np.uint8)
-        self.postings_offsets = self._array(sections, "lex_postings_offsets", "<u8", t + 1, len(self.postings))
+        self.postings_offsets = self._array(sections, "lex_postings_offsets", "<u4", t + 1, len(self.postings))
         self.lengths = self._array(sections, "lex_doc_lengths", "<u4", n, None)
         self._norm = None
 
@@ -354,14 +363,35 @@ class LexicalIndex:
         return top_k(self.scores(text), k)
 
     def check_all(self) -> None:
-        """Decode every posting list (inspect --verify)."""
-        prev = b""
-        for t in range(self.terms):
-            term = self._term(t)
-            if t and term <= prev:
-                raise LexicalFormatError("lex_vocab", f"term {t} is not in ascending order")
-            prev = term
-            self.postings_of(t)
+        """Every rule of FORMAT.md §2.4 over the whole index at once (inspect --verify)."""
+        for t in range(1, self.terms):
+            if self._term(t) <= self._term(t - 1):
+                raise LexicalFormatError("lex_vocab", f"term {t} is not in ascending byte order")
+        if np.any(self.vocab_offsets[1:] == self.vocab_offsets[:-1]):
+            raise LexicalFormatError("lex_vocab_offsets", "an empty term")
+        try:
+            values, starts = _uleb128_values(self.postings)
+        except ValueError as e:
+            raise LexicalFormatError("lex_postings", str(e)) from None
+        bounds = np.append(starts, len(self.postings))
+        at = np.searchsorted(bounds, self.postings_offsets)
+        if np.any(bounds[np.minimum(at, len(bounds) - 1)] != self.postings_offsets):
+            raise LexicalFormatError("lex_postings_offsets", "an offset falls inside a varint")
+        per_term = np.diff(at)
+        if np.any(per_term <= 0) or np.any(per_term % 2):
+            raise LexicalFormatError("lex_postings", "a term without postings, or not (gap, tf) pairs")
+        gaps, tf = values[0::2], values[1::2]
+        pairs = per_term // 2
+        first = np.zeros(len(pairs), dtype=np.int64)
+        np.cumsum(pairs[:-1], out=first[1:])
+        later = np.ones(len(gaps), dtype=bool)
+        later[first] = False
+        if np.any(tf <= 0) or np.any(gaps[later] <= 0):
+            raise LexicalFormatError("lex_postings", "a term frequency of 0 or chunk ids not increasing")
+        running = np.cumsum(gaps)
+        ids = running - np.repeat(running[first] - gaps[first], pairs)
+        if len(ids) and ids.max() >= self.n:
+            raise LexicalFormatError("lex_postings", f"a chunk id beyond the {self.n} chunks")
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import SHARED, run_kbc
 from kbc.errors import InputError
-from kbc.evaluate import (mean_metrics, query_metrics, rank_all, rank_documents, read_qrels,
+from kbc.evaluate import (PAGE_METRICS, _score_pages, hit_metrics, mean_metrics, page_judgements, query_metrics,
+                          rank_all, rank_documents, read_qrels,
                           read_queries)
 from kbc.index import Searcher
 
@@ -156,7 +157,9 @@ def test_kbc_eval_end_to_end(tiny_eval_set):
 
     human = run_kbc("eval", str(bundle), "-q", str(d / "queries.jsonl"), "-r", str(d / "qrels.tsv"), "--per-query",
                     check=True).stdout
-    assert "ndcg@10 1.0000" in human and "1 queries with no relevant document" in human
+    assert "ndcg@10" in human and "1 queries with no relevant document" in human
+    dense_row = next(line for line in human.splitlines() if line.strip().startswith("dense"))
+    assert dense_row.split()[1] == "1.0000"  # nDCG@10 is the first column
 
 
 def test_kbc_eval_reports_a_wrong_corpus_and_bad_input(tiny_eval_set, tmp_path):
@@ -172,6 +175,32 @@ def test_kbc_eval_reports_a_wrong_corpus_and_bad_input(tiny_eval_set, tmp_path):
     mismatch.write_text("zz\tbees\t1\n")
     proc = run_kbc("eval", str(bundle), "-q", str(d / "queries.jsonl"), "-r", str(mismatch))
     assert proc.returncode == 2 and "query ids" in proc.stderr
+
+
+def test_page_level_metrics_by_hand():
+    """Chunks span pages; a chunk counts when its file and any page of its span are judged."""
+    chunk_pages = [({"a"}, 1, 1), ({"a"}, 2, 3), ({"b"}, 1, 1), ({"b"}, 4, 4)]
+    qrels = {"q1": {"a:p3": 1}, "q2": {"b:p4": 1, "a:p1": 1}, "q3": {"b:p9": 1}, "q4": {"a:p2": 0}}
+    queries = {q: q for q in qrels}
+    lists = {"q1": [2, 0, 1], "q2": [3, 0], "q3": [0, 1, 2, 3]}
+    kb = SimpleNamespace(rank=lambda texts, k, mode, vectors: [
+        (np.ones(len(lists[t])), np.array(lists[t])) for t in texts])
+    got = {r.id: r for r in _score_pages(kb, ["q1", "q2", "q3"], queries, qrels, None, "dense", chunk_pages)}
+    assert got["q1"].metrics == {"hit@1": 0.0, "hit@5": 1.0, "hit@10": 1.0, "hit@20": 1.0, "mrr@10": pytest.approx(1 / 3)}
+    assert got["q1"].retrieved == ["b:p1", "a:p1", "a:p2-3"] and got["q1"].first_relevant_rank == 3
+    assert got["q2"].metrics["hit@1"] == 1.0 and got["q2"].metrics["mrr@10"] == 1.0
+    assert got["q3"].metrics["hit@20"] == 0.0 and got["q3"].first_relevant_rank is None
+    mean = mean_metrics([r.metrics for r in got.values()], PAGE_METRICS)
+    assert mean["hit@1"] == pytest.approx(1 / 3) and mean["hit@5"] == pytest.approx(2 / 3)
+    assert mean["mrr@10"] == pytest.approx((1 / 3 + 1) / 3)
+    assert page_judgements(qrels, {"a", "b"}) and not page_judgements({"q": {"a": 1}}, {"a"})
+    assert not page_judgements({"q": {"x:p3": 1}}, {"x:p3"})  # a document really named like a page stays a document
+
+
+def test_hit_metrics_cut_offs():
+    m = hit_metrics([False] * 7 + [True])
+    assert m == {"hit@1": 0.0, "hit@5": 0.0, "hit@10": 1.0, "hit@20": 1.0, "mrr@10": pytest.approx(1 / 8)}
+    assert hit_metrics([False] * 12 + [True])["mrr@10"] == 0.0 and hit_metrics([])["hit@20"] == 0.0
 
 
 SCIFACT = SHARED / "eval" / "scifact-train"
