@@ -56,7 +56,8 @@ def main() -> None:
     if not a.quick:
         lex_variants += [
             ("context+text" if has_context else "text", TokenizerOptions(stop_words=False), 0.9, 0.4),
-            ("context+text" if has_context else "text", TokenizerOptions(stem=True), 0.9, 0.4),
+            ("context+text" if has_context else "text", TokenizerOptions(stem="s-stemmer"), 0.9, 0.4),
+            ("context+text" if has_context else "text", TokenizerOptions(stem="snowball-english"), 0.9, 0.4),
             ("context+text" if has_context else "text", TokenizerOptions(), 1.2, 0.75),
         ]
         if has_context:
@@ -82,7 +83,7 @@ def main() -> None:
     for fields, opts, k1, b in lex_variants:
         t = time.perf_counter()
         lex = lexical_index(kb.bundle, fields=fields, options=opts, k1=k1, b=b)
-        tag = (f"[{fields}; stop={'on' if opts.stop_words else 'off'}; stem={'s' if opts.stem else 'off'}; "
+        tag = (f"[{fields}; stop={'on' if opts.stop_words else 'off'}; stem={opts.stem or 'off'}; "
                f"k1={k1} b={b}]")
         print(f"indexed {tag} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         run(tag, lex, RetrievalSettings(), ["dense", "lexical"] if first else ["lexical"])

@@ -449,6 +449,8 @@ class Bundle:
             return json.loads(bytes(self._section(name)).decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise self._err(name, f"invalid JSON: {e}") from None
+        except RecursionError:
+            raise self._err(name, "invalid JSON: nested too deeply") from None
 
     # -- public access
 

@@ -16,6 +16,7 @@ The manifest's `lexical` object records the tokeniser, k1, b, N, T and the avera
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -91,22 +92,30 @@ _THOUSANDS = re.compile(r"(?<=[0-9]),(?=[0-9]{3}(?![0-9]))")
 _TOKEN = re.compile(f"[0-9]+|[{_letters_class()}]+|[{_class(CJK_RANGES)}]")
 
 
+# None; "s-stemmer": plurals to singular (s_stem); "snowball-english": Porter2, as libstemmer_c and
+# PyStemmer implement it (a device links libstemmer; Snowball also generates Java, Go, Rust, JS).
+STEMMERS = (None, "s-stemmer", "snowball-english")
+
+
 @dataclass(frozen=True)
 class TokenizerOptions:
     stop_words: bool = True
-    stem: bool = False  # plurals -> singular (s_stem)
+    stem: str | None = None
+
+    def __post_init__(self):
+        if self.stem not in STEMMERS:
+            raise ValueError(f"unknown stemmer {self.stem!r}")
 
     def to_manifest(self) -> dict:
-        return {"name": TOKENIZER, "stop_words": self.stop_words, "stem": "s-stemmer" if self.stem else None}
+        return {"name": TOKENIZER, "stop_words": self.stop_words, "stem": self.stem}
 
     @classmethod
     def from_manifest(cls, d: Mapping) -> "TokenizerOptions":
         if not isinstance(d, Mapping) or d.get("name") != TOKENIZER:
             raise ValueError(f"unknown tokenizer {d.get('name') if isinstance(d, Mapping) else d!r}")
-        stem = d.get("stem")
-        if stem not in (None, "s-stemmer") or not isinstance(d.get("stop_words"), bool):
+        if d.get("stem") not in STEMMERS or not isinstance(d.get("stop_words"), bool):
             raise ValueError("malformed tokenizer options")
-        return cls(stop_words=d["stop_words"], stem=stem == "s-stemmer")
+        return cls(stop_words=d["stop_words"], stem=d.get("stem"))
 
 
 def s_stem(token: str) -> str:
@@ -134,9 +143,20 @@ def tokenize(text: str, options: TokenizerOptions = TokenizerOptions()) -> list[
     tokens = [t for t in _TOKEN.findall(folded) if len(t) <= MAX_TOKEN_CHARS]
     if options.stop_words:
         tokens = [t for t in tokens if t not in STOP_WORDS]
-    if options.stem:
+    if options.stem == "s-stemmer":
         tokens = [s_stem(t) for t in tokens]
+    elif options.stem == "snowball-english":
+        tokens = _snowball().stemWords(tokens)
     return tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _snowball():
+    try:
+        import Stemmer
+    except ImportError:
+        raise ValueError("the snowball-english stemmer needs PyStemmer (pip install PyStemmer)") from None
+    return Stemmer.Stemmer("english")
 
 
 # --------------------------------------------------------------------------- building
@@ -279,6 +299,8 @@ class LexicalIndex:
             self.options = TokenizerOptions.from_manifest(meta.get("tokenizer"))
             k1, b, n, t = meta["k1"], meta["b"], meta["doc_count"], meta["terms"]
             avg = meta["avg_doc_length"]
+            if meta.get("version") != LEXICAL_VERSION or meta.get("scoring") != "bm25":
+                raise ValueError(f"version {meta.get('version')!r} / scoring {meta.get('scoring')!r} not supported")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LexicalFormatError("manifest", f"lexical: missing or malformed field ({e})") from None
         numbers_ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -20,7 +20,7 @@ def c_reader(tmp_path_factory) -> Path:
     if CC is None:
         pytest.skip("no C compiler on this machine")
     exe = tmp_path_factory.mktemp("c") / "kbpack_read"
-    subprocess.run([CC, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(exe), str(SRC)], check=True)
+    subprocess.run([CC, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(exe), str(SRC), "-lm"], check=True)
     return exe
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import SAMPLE_DOCS, run_kbc
 from kbc.bundle import Bundle
-from kbc.chunk import Chunker, resolve_spec, token_budget
+from kbc.chunk import (CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunker, document_context, resolve_spec,
+                       token_budget)
 from kbc.embed import TokenCounter, read_spec, resolve_model
 from kbc.errors import InputError
 from kbc.extract import Document, Page, clean_text, strip_running_lines
@@ -97,6 +98,32 @@ def test_token_chunks_fit_the_model_and_keep_provenance(minilm):
         assert 1 <= c.page_start <= c.page_end <= 3
     assert any(c.page_start == 2 or c.page_end == 2 for c in chunks)
     assert chunks[-1].page_end == 3
+
+
+def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
+    """A long title shrinks the chunks so that context + separator + text still fits the model."""
+    ref, spec, counter = minilm
+    para = "Segment revenue and operating income are reported for each fiscal year in the filing. "
+    doc = Document("filings/ACME_2018_10K.pdf", para * 60, [Page(1, None, 0, len(para * 60))],
+                   title="Annual report of the ACME Corporation " * 8)
+    ctx = document_context(doc.source, doc.title, counter)
+    assert len(counter.offsets(ctx)) <= CONTEXT_MAX_TOKENS
+    budget = token_budget(counter, spec.max_seq_length, "")
+    chunker = Chunker(resolve_spec(unit=None, size=None, overlap=None, budget=budget), counter,
+                      max_seq_length=spec.max_seq_length)
+    plain, with_ctx = chunker.split(doc), chunker.split(doc, context=ctx)
+    assert len(with_ctx) > len(plain)
+    full = counter.count_batch([ctx + CONTEXT_SEPARATOR + c.text for c in with_ctx])
+    assert max(full) <= spec.max_seq_length and all(c.n_tokens == n for c, n in zip(with_ctx, full))
+    assert document_context("a/b/report-final_v2.md", None, counter) == "a b report final v2"
+    assert document_context("3M_2018_10K.pdf", "Annual Report", counter) == "Annual Report (3M 2018 10K)"
+
+
+def test_furniture_only_chunks_are_not_emitted():
+    from kbc.pipeline import _has_words
+
+    assert not _has_words("70 4.1.") and not _has_words("— 12 —\n\n(3) 1,577")
+    assert _has_words("Net income 1,577") and _has_words("Übersicht 2018")
 
 
 def test_prompt_reduces_the_token_budget(minilm):
@@ -316,6 +343,44 @@ def test_char_chunks_report_truncation(tmp_path, tiny_model):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["truncated_chunks"] == report["chunks"] > 0  # 1000 chars >> 64 tokens
+
+
+def test_sample_bundle_searches_in_every_mode(sample_bundle):
+    """Default build: lexical sections, a recorded default mode, chunk contexts; the three modes agree on
+    an easy question and each returns its own kind of score."""
+    with Bundle(sample_bundle) as b:
+        assert b.manifest["retrieval"]["default_mode"] in ("dense", "lexical", "hybrid")
+        assert b.lexical() is not None and b.manifest["lexical"]["doc_count"] == b.count
+        pdf_chunk = next(c for c in b.iter_chunks() if b.source_path(c).endswith("ch08-03-hash-maps.pdf"))
+        assert pdf_chunk["context"].endswith("ch08 03 hash maps") and "ch08" not in pdf_chunk["text"][:20]
+    question = "How do I run only the tests whose names match a filter?"
+    firsts = {}
+    for mode in ("dense", "lexical", "hybrid"):
+        proc = run_kbc("query", str(sample_bundle), question, "-k", "3", "--mode", mode, "--json", check=True)
+        hits = json.loads(proc.stdout)["hits"]
+        assert len(hits) == 3 and all("context" in h for h in hits)
+        firsts[mode] = hits[0]["source"]
+        if mode == "lexical":
+            assert hits[0]["score"] > 1.0  # BM25, not a cosine
+        if mode == "hybrid":
+            assert 0 < hits[0]["score"] <= 1.0 + 1e-9
+    assert set(firsts.values()) == {"ch11-02-running-tests.pdf"}
+    prompt = run_kbc("query", str(sample_bundle), question, "-k", "1", "--prompt", check=True).stdout
+    assert prompt.startswith("context_0: [") and "running tests]" in prompt
+
+
+def test_no_lexical_build_is_dense_only(tmp_path, tiny_model):
+    src = tmp_path / "docs"
+    write(src / "a.md", "# Pumps\n\nThe pump moves water uphill.")
+    out = tmp_path / "d.kbpack"
+    run_kbc("build", str(src), "-o", str(out), "--model", str(tiny_model), "--no-lexical", "--context", "none",
+            "-q", check=True)
+    with Bundle(out) as b:
+        assert b.lexical() is None and not any(n.startswith("lex_") for n in b.sections)
+        assert b.manifest["retrieval"]["default_mode"] == "dense" and "context" not in b.chunk(0)
+    proc = run_kbc("query", str(out), "pump", "--mode", "hybrid", "--model", str(tiny_model))
+    assert proc.returncode == 2 and "no lexical index" in proc.stderr and proc.stderr.count("\n") == 1
+    assert run_kbc("query", str(out), "pump", "--model", str(tiny_model), check=True).stdout.startswith("1. ")
 
 
 def test_manifest_matches_json_schema(sample_bundle):

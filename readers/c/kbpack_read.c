@@ -124,7 +124,7 @@ static size_t utf8_put(uint32_t c, uint8_t *o) {
 /* ---- JSON: a validating recursive-descent parser (RFC 8259), then lookups on the valid text ----
  * A value is referred to by a pointer to its first byte inside the manifest. json_check() must
  * have accepted the whole document before any lookup: lookups re-scan the text and rely on it. */
-#define JSON_MAX_DEPTH 64
+#define JSON_MAX_DEPTH 512  /* Python's json recurses to about 1000 */
 typedef struct { const char *p, *end; } jcur;
 static void jws(jcur *c) { while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++; }
 static int jhex(char h) { return h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1; }
@@ -460,18 +460,15 @@ static int is_stop_word(const uint32_t *t, size_t n) {
   }
   return 0;
 }
-static int ends_with(const uint32_t *t, size_t n, const char *suf) {
-  size_t l = strlen(suf);
-  if (l > n) return 0;
-  for (size_t i = 0; i < l; i++) if (t[n - l + i] != (uint32_t)(unsigned char)suf[i]) return 0;
-  return 1;
-}
-static size_t s_stem(uint32_t *t, size_t n) {  /* Harman 1991; lengths in code points */
-  if (n <= 3 || t[n - 1] != 's') return n;
-  if (ends_with(t, n, "ies") && !ends_with(t, n, "eies") && !ends_with(t, n, "aies")) { t[n - 3] = 'y'; return n - 2; }
-  if (ends_with(t, n, "es") && !ends_with(t, n, "aes") && !ends_with(t, n, "ees") && !ends_with(t, n, "oes")) return n - 1;
-  if (!ends_with(t, n, "us") && !ends_with(t, n, "ss")) return n - 1;
-  return n;
+/* "s-stemmer": Lucene's EnglishMinimalStemmer (after Harman 1991); lengths in code points. */
+static size_t s_stem(uint32_t *t, size_t n) {
+  if (n < 3 || t[n - 1] != 's') return n;
+  if (t[n - 2] == 'u' || t[n - 2] == 's') return n;                      /* -us, -ss */
+  if (t[n - 2] == 'e') {
+    if (n > 3 && t[n - 3] == 'i' && t[n - 4] != 'a' && t[n - 4] != 'e') { t[n - 3] = 'y'; return n - 2; }  /* -ies -> -y */
+    if (t[n - 3] == 'i' || t[n - 3] == 'a' || t[n - 3] == 'o' || t[n - 3] == 'e') return n;  /* -ies -aes -oes -ees */
+  }
+  return n - 1;
 }
 
 typedef struct { uint8_t bytes[MAX_TERM_BYTES]; size_t len; } term;
@@ -527,7 +524,7 @@ typedef struct {
 } lexical;
 
 static const char *const LEX_NAMES[5] = {"lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths"};
-static const char *const LEX_ENCODINGS[5] = {"utf8", "u32le", "uleb128", "u64le", "u32le"};
+static const char *const LEX_ENCODINGS[5] = {"utf8", "u32le", "uleb128", "u32le", "u32le"};
 
 /* One unsigned LEB128 value of at most 5 bytes from p[*i..end). */
 static int uleb(const uint8_t *p, uint64_t end, uint64_t *i, uint64_t *v) {
@@ -542,7 +539,7 @@ static int uleb(const uint8_t *p, uint64_t end, uint64_t *i, uint64_t *v) {
 }
 /* Checks term t's postings (pairs, gaps > 0 after the first, ids < N, tf >= 1); sets *df. */
 static int check_postings(const lexical *x, uint64_t t, uint64_t *df) {
-  uint64_t a = le(x->poff.p + 8 * t, 8), end = le(x->poff.p + 8 * (t + 1), 8), id = 0, gap, tf, n = 0;
+  uint64_t a = le(x->poff.p + 4 * t, 4), end = le(x->poff.p + 4 * (t + 1), 4), id = 0, gap, tf, n = 0;
   if (a == end) return fail("lex_postings", "a term has no postings");
   while (a < end) {
     if (uleb(x->post.p, end, &a, &gap) || uleb(x->post.p, end, &a, &tf)) return 3;
@@ -594,8 +591,9 @@ static int open_lexical(const bundle *b, const manifest *m, lexical *x) {
   const char *tok = jget(meta, end, "tokenizer");
   if (!tok || *tok != '{' || !jstreq(jget(tok, end, "name"), end, "kbc-lex-1")) return fail("manifest", "lexical: unknown tokenizer (not kbc-lex-1)");
   const char *stem = jget(tok, end, "stem");
-  if (jbool(jget(tok, end, "stop_words"), &x->stop_words) || !(jnull(stem) || jstreq(stem, end, "s-stemmer")))
-    return fail("manifest", "lexical: malformed tokenizer options");
+  if (jbool(jget(tok, end, "stop_words"), &x->stop_words)) return fail("manifest", "lexical: malformed tokenizer options");
+  if (jstreq(stem, end, "snowball-english")) return fail("manifest", "lexical: stemmer snowball-english is not supported by this reader");
+  if (!(jnull(stem) || jstreq(stem, end, "s-stemmer"))) return fail("manifest", "lexical: malformed tokenizer options");
   x->stem = !jnull(stem);
   if (jdouble(jget(meta, end, "k1"), end, &x->k1) || jdouble(jget(meta, end, "b"), end, &x->b) ||
       jdouble(jget(meta, end, "avg_doc_length"), end, &x->avgdl) ||
@@ -608,26 +606,27 @@ static int open_lexical(const bundle *b, const manifest *m, lexical *x) {
   if (x->t >= x->voff.len) return fail("lex_vocab_offsets", "length disagrees with the manifest's term count");
   if (check_offsets(&x->voff, 4, x->t + 1, x->vocab.len, "lex_vocab_offsets")) return 3;
   if (x->t >= x->poff.len) return fail("lex_postings_offsets", "length disagrees with the manifest's term count");
-  if (check_offsets(&x->poff, 8, x->t + 1, x->post.len, "lex_postings_offsets")) return 3;
+  if (check_offsets(&x->poff, 4, x->t + 1, x->post.len, "lex_postings_offsets")) return 3;
   if (x->lens.len % 4 || x->lens.len / 4 != x->n) return fail("lex_doc_lengths", "length disagrees with doc_count");
   /* the vocabulary is strictly ascending (binary search relies on it), every posting list valid */
   for (uint64_t t = 0; t < x->t; t++) {
     size_t la, lb; uint64_t df;
     const uint8_t *tb = vocab_term(x, t, &lb);
+    if (lb == 0) return fail("lex_vocab_offsets", "an empty term");
     if (t) { const uint8_t *ta = vocab_term(x, t - 1, &la); if (cmp_bytes(ta, la, tb, lb) >= 0) return fail("lex_vocab", "terms not in ascending order"); }
     if (check_postings(x, t, &df)) return 3;
   }
   return 0;
 }
 
-static long lookup(const lexical *x, const term *q) {  /* binary search on bytes; -1 if absent */
+static int64_t lookup(const lexical *x, const term *q) {  /* binary search on bytes; -1 if absent */
   uint64_t lo = 0, hi = x->t; size_t l;
   while (lo < hi) {
     uint64_t mid = lo + (hi - lo) / 2;
     const uint8_t *tb = vocab_term(x, mid, &l);
     if (cmp_bytes(tb, l, q->bytes, q->len) < 0) lo = mid + 1; else hi = mid;
   }
-  if (lo < x->t) { const uint8_t *tb = vocab_term(x, lo, &l); if (cmp_bytes(tb, l, q->bytes, q->len) == 0) return (long)lo; }
+  if (lo < x->t) { const uint8_t *tb = vocab_term(x, lo, &l); if (cmp_bytes(tb, l, q->bytes, q->len) == 0) return (int64_t)lo; }
   return -1;
 }
 
@@ -650,9 +649,9 @@ static int search_lexical(const bundle *b, const char *question, uint64_t k) {
   if (nt < 0) { fprintf(stderr, "kbpack_read: out of memory\n"); return 2; }
   const double N = (double)x.n, avgdl = x.avgdl > 0 ? x.avgdl : 1.0, k1p1 = x.k1 + 1.0;
   for (long i = 0; i < nt && x.n; i++) {
-    long t = lookup(&x, &terms[i]);
+    int64_t t = lookup(&x, &terms[i]);
     if (t < 0) continue;
-    uint64_t df, a = le(x.poff.p + 8 * (uint64_t)t, 8), end = le(x.poff.p + 8 * ((uint64_t)t + 1), 8), id = 0, gap, tfi;
+    uint64_t df, a = le(x.poff.p + 4 * (uint64_t)t, 4), end = le(x.poff.p + 4 * ((uint64_t)t + 1), 4), id = 0, gap, tfi;
     if (check_postings(&x, (uint64_t)t, &df)) return 3;
     /* idf = ln(1 + (N - df + 0.5) / (df + 0.5)); every step its own statement, nothing fused */
     double num = (N - (double)df) + 0.5;
