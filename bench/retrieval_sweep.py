@@ -56,7 +56,7 @@ def main() -> None:
     if not a.quick:
         lex_variants += [
             ("context+text" if has_context else "text", TokenizerOptions(stop_words=False), 0.9, 0.4),
-            ("context+text" if has_context else "text", TokenizerOptions(stem="s-stemmer"), 0.9, 0.4),
+            ("context+text" if has_context else "text", TokenizerOptions(stem=None), 0.9, 0.4),
             ("context+text" if has_context else "text", TokenizerOptions(stem="snowball-english"), 0.9, 0.4),
             ("context+text" if has_context else "text", TokenizerOptions(), 1.2, 0.75),
         ]

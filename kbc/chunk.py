@@ -25,7 +25,8 @@ DEFAULT_CHAR_SIZE = 1000
 DEFAULT_CHAR_OVERLAP = 200
 # A chunk's context (its document's title or path) is embedded as `context + CONTEXT_SEPARATOR + text`.
 CONTEXT_SEPARATOR = "\n"
-CONTEXT_MAX_TOKENS = 32  # longer titles are cut: the chunk's own text keeps most of the budget
+CONTEXT_MAX_TOKENS = 48  # longer contexts are cut: the chunk's own text keeps most of the budget
+CONTEXT_HEADING_SEPARATOR = " | "  # between the document's identity and the section heading
 CONTEXT_MARGIN = 2  # tokens kept spare for merges where context and text meet
 
 
@@ -164,7 +165,15 @@ def document_context(path: str, title: str | None, counter: TokenCounter) -> str
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     words = " ".join(_PATH_SEPARATORS.split(stem)).strip()
     context = f"{title} ({words})" if title and words and words.lower() not in title.lower() else (title or words)
-    context = " ".join(context.split())
+    return _cap(" ".join(context.split()), counter)
+
+
+def section_context(document: str, heading: str, counter: TokenCounter) -> str:
+    """The document's context, then the section heading that covers the chunk, within the cap."""
+    return _cap(f"{document}{CONTEXT_HEADING_SEPARATOR}{heading}" if heading else document, counter)
+
+
+def _cap(context: str, counter: TokenCounter) -> str:
     offsets = counter.offsets(context)
     if len(offsets) > CONTEXT_MAX_TOKENS:
         context = context[:offsets[CONTEXT_MAX_TOKENS - 1][1]].rstrip()

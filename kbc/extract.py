@@ -19,7 +19,7 @@ from typing import Sequence
 
 from .sources import SourceFile
 
-EXTRACTOR_VERSION = "3"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "4"  # bump when output for the same input changes (it keys the build cache)
 
 
 @dataclass
@@ -37,6 +37,15 @@ class Document:
     pages: list[Page]
     record_id: str | None = None  # for JSONL corpora: the record's id
     title: str | None = None  # the document's own title: PDF metadata, a Markdown file's first heading
+    # section headings as (start, end, text): the character span of Document.text each one covers
+    headings: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def heading_at(self, pos: int) -> str:
+        """The heading that covers character `pos` ("" if none)."""
+        for start, end, text in self.headings:  # few per document; chunks ask once each
+            if start <= pos < end:
+                return text
+        return ""
 
 
 @dataclass
@@ -221,6 +230,8 @@ def _read_pdf(src: SourceFile, data: bytes, out: Extracted, *, passwords: Sequen
             out.problems.append(Problem(src.rel, "degraded", f"no text on pages {_ranges(blank)} (scanned or image-only?)"))
     doc = _join_pages(src.rel, texts, labels)
     doc.title = title
+    if clean:
+        doc.headings = [(p.start, p.end, h) for p in doc.pages if (h := page_heading(doc.text[p.start:p.end]))]
     out.documents.append(doc)
 
 
@@ -246,7 +257,45 @@ def _pdf_title(reader) -> str | None:
         return None
 
 
-_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+_LETTER_WORD = re.compile(r"[^\W\d_]{3,}")
+MAX_HEADING_CHARS = 80
+
+
+def heading_like(line: str) -> bool:
+    """A short line whose words mostly start with a capital: "CONSOLIDATED BALANCE SHEETS",
+    "Note 5 - Acquisitions and Divestitures". Prose lines are longer or mostly lower case."""
+    line = line.strip()
+    if not 3 <= len(line) <= MAX_HEADING_CHARS:
+        return False
+    words = _LETTER_WORD.findall(line)
+    return bool(words) and sum(w[0].isupper() for w in words) * 2 >= len(words)
+
+
+def page_heading(page_text: str, *, max_lines: int = 3) -> str:
+    """What a page says it is about: its first heading-like lines (up to three, joined by " — "),
+    e.g. "NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS". Running headers were already removed; a
+    page that starts mid-sentence has none. Chunks from the middle of a statement page carry it."""
+    lines = []
+    for line in page_text.split("\n"):
+        if not line.strip():
+            continue
+        if len(lines) == max_lines or not heading_like(line):
+            break
+        lines.append(" ".join(line.split()))
+    return " — ".join(lines)
+
+
+def markdown_headings(text: str) -> list[tuple[int, int, str]]:
+    """Each Markdown heading covers the text up to the next heading; its text is the heading path
+    ("Install > On Linux")."""
+    marks = [(m.start(), len(m.group(1)), " ".join(m.group(2).split())) for m in _MD_HEADING.finditer(text)]
+    out, path = [], []
+    for i, (start, level, title) in enumerate(marks):
+        path = [p for p in path if p[0] < level] + [(level, title)]
+        end = marks[i + 1][0] if i + 1 < len(marks) else len(text)
+        out.append((start, end, " > ".join(t for _, t in path)))
+    return out
 
 
 def _decode_text(src: SourceFile, data: bytes, out: Extracted) -> str | None:
@@ -269,7 +318,8 @@ def _read_text(src: SourceFile, data: bytes, out: Extracted, *, clean: bool) -> 
     doc = _join_pages(src.rel, [text], [None])
     if src.kind == "markdown":
         first = _MD_HEADING.search(text)
-        doc.title = meaningful_title(first.group(1)) if first else None
+        doc.title = meaningful_title(first.group(2)) if first else None
+        doc.headings = markdown_headings(text)
     out.documents.append(doc)
 
 
@@ -522,13 +572,15 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
 def to_cache(ex: Extracted) -> dict:
     return {"sha256": ex.sha256, "size": ex.size, "page_count": ex.page_count,
             "documents": [{"text": d.text, "record_id": d.record_id, "title": d.title,
+                           "headings": [list(h) for h in d.headings],
                            "pages": [[p.number, p.label, p.start, p.end] for p in d.pages]} for d in ex.documents],
             "problems": [[p.severity, p.reason] for p in ex.problems]}
 
 
 def from_cache(src: SourceFile, data: dict) -> Extracted:
     ex = Extracted(src, data["sha256"], data["size"], data["page_count"])
-    ex.documents = [Document(src.rel, d["text"], [Page(*p) for p in d["pages"]], d.get("record_id"), d.get("title"))
+    ex.documents = [Document(src.rel, d["text"], [Page(*p) for p in d["pages"]], d.get("record_id"), d.get("title"),
+                             [(int(a), int(b), str(t)) for a, b, t in d.get("headings", [])])
                     for d in data["documents"]]
     ex.problems = [Problem(src.rel, sev, reason) for sev, reason in data["problems"]]
     return ex

@@ -26,8 +26,8 @@ import numpy as np
 from . import __version__
 from .bundle import BundleWriter
 from .cache import vector_key
-from .chunk import (CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker, document_context, resolve_spec,
-                    token_budget, whole_document_chunks)
+from .chunk import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker,
+                    document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
 from .embed import Embedder, EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .errors import InputError, KbcError, StrictError
 from .extract import EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cacheable, extract_all, from_cache, to_cache
@@ -226,7 +226,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
 
     chunk_settings = hashlib.sha256(json.dumps(
         [cspec.to_manifest(), whole_docs, spec.weights_sha256, spec.document_prompt, spec.max_seq_length,
-         spec.do_lower_case, settings, context, CONTEXT_SEPARATOR, CONTEXT_MAX_TOKENS]).encode()).hexdigest()[:24]
+         spec.do_lower_case, settings, context, CONTEXT_SEPARATOR, CONTEXT_HEADING_SEPARATOR,
+         CONTEXT_MAX_TOKENS]).encode()).hexdigest()[:24]
     sources_manifest: list[dict] = []
     skipped: list[Problem] = []
     degraded: list[Problem] = []
@@ -339,6 +340,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             "chunking": {**cspec.to_manifest(), "unit": "document" if whole_docs else cspec.unit,
                          "token_budget": budget,
                          "context": {"mode": context, "separator": CONTEXT_SEPARATOR,
+                                     "heading_separator": CONTEXT_HEADING_SEPARATOR,
                                      "max_tokens": CONTEXT_MAX_TOKENS}},
             "extraction": {"extractor": "pypdf", "clean": clean},
             "index": idx.manifest,
@@ -401,12 +403,22 @@ def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, promp
     """Chunk records of one file, in bundle form (the caller sets "source")."""
     records: list[dict] = []
     for doc in ex.documents:
-        # JSONL records already carry their title in the text; files get their path and title
-        ctx = document_context(doc.source, doc.title, counter) if context == "auto" and doc.record_id is None else ""
-        chunks: list[Chunk] = (whole_document_chunks(doc, counter, prompt, context=ctx) if whole_docs
-                               else chunker.split(doc, context=ctx))
+        # Files get their identity (path words, title) and, per chunk, the section heading that
+        # covers its start; JSONL records already carry their title in the text.
+        base = document_context(doc.source, doc.title, counter) if context == "auto" and doc.record_id is None else ""
+        by_heading = {h: section_context(base, h, counter) for _, _, h in doc.headings} if base else {}
+        # chunks are sized for the longest context of the document, so none overflows the model
+        longest = max([base, *by_heading.values()], key=lambda c: counter.count(c)) if base else ""
+        chunks: list[Chunk] = (whole_document_chunks(doc, counter, prompt, context=longest) if whole_docs
+                               else chunker.split(doc, context=longest))
+        contexts = [by_heading.get(doc.heading_at(c.char_start), base) if base else "" for c in chunks]
+        if any(ctx != longest for ctx in contexts):
+            counts = counter.count_batch([prompt + (ctx + CONTEXT_SEPARATOR if ctx else "") + c.text
+                                          for ctx, c in zip(contexts, chunks)])
+            for c, n in zip(chunks, counts):
+                c.n_tokens = n
         labels = {p.number: p.label for p in doc.pages if p.label}
-        for c in chunks:
+        for c, ctx in zip(chunks, contexts):
             if not whole_docs and not _has_words(c.text):
                 continue
             record = {"text": c.text, "seq": len(records), "page_start": c.page_start, "page_end": c.page_end,
