@@ -28,7 +28,10 @@ from kbc.retrieval import Retriever, RetrievalSettings  # noqa: E402
 def lexical_index(bundle, *, fields: str, options: TokenizerOptions, k1: float, b: float) -> LexicalIndex:
     builder = LexicalBuilder(options=options, k1=k1, b=b)
     for ch in bundle.iter_chunks():
-        builder.add(embedded_text(ch) if fields == "context+text" else ch["text"])
+        if fields == "context x2 + text":  # the product's way (LexicalBuilder.add_chunks)
+            builder.add(ch["text"], context=ch.get("context") or "")
+        else:
+            builder.add(embedded_text(ch) if fields == "context+text" else ch["text"])
     meta, sections = builder.finish()
     return LexicalIndex(meta, {name: data for name, _, data in sections}, count=bundle.count)
 
@@ -52,22 +55,23 @@ def main() -> None:
     _id_of = {queries[q]: q for q in texts}
 
     has_context = any("context" in ch for ch in kb.bundle.iter_chunks(0, min(kb.bundle.count, 200)))
-    lex_variants = [("context+text" if has_context else "text", TokenizerOptions(), 0.9, 0.4)]
+    main = "context x2 + text" if has_context else "text"
+    lex_variants = [(main, TokenizerOptions(), 0.9, 0.4)]
     if not a.quick:
         lex_variants += [
-            ("context+text" if has_context else "text", TokenizerOptions(stop_words=False), 0.9, 0.4),
-            ("context+text" if has_context else "text", TokenizerOptions(stem=None), 0.9, 0.4),
-            ("context+text" if has_context else "text", TokenizerOptions(stem="snowball-english"), 0.9, 0.4),
-            ("context+text" if has_context else "text", TokenizerOptions(), 1.2, 0.75),
+            (main, TokenizerOptions(stop_words=False), 0.9, 0.4),
+            (main, TokenizerOptions(stem=None), 0.9, 0.4),
+            (main, TokenizerOptions(stem="snowball-english"), 0.9, 0.4),
+            (main, TokenizerOptions(), 1.2, 0.75),
         ]
         if has_context:
-            lex_variants.append(("text", TokenizerOptions(), 0.9, 0.4))
+            lex_variants += [("context+text", TokenizerOptions(), 0.9, 0.4), ("text", TokenizerOptions(), 0.9, 0.4)]
     fusions = [RetrievalSettings(fusion=f, weight=w, depth=d)
                for f, ws in (("tmm", (0.1, 0.2, 0.3, 0.4, 0.5)), ("minmax", (0.2, 0.3, 0.5)), ("rrf", (0.3, 0.5)))
                for w in ws for d in (100,)]
-    fusions += [RetrievalSettings(fusion="tmm", weight=0.3, depth=d) for d in (20, 50, 200)]
+    fusions += [RetrievalSettings(fusion="tmm", weight=0.4, depth=d) for d in (20, 50, 200)]
     if a.quick:
-        fusions = [RetrievalSettings(fusion="tmm", weight=w) for w in (0.2, 0.3, 0.4)] + [
+        fusions = [RetrievalSettings(fusion="tmm", weight=w) for w in (0.3, 0.4)] + [
             RetrievalSettings(fusion="rrf", weight=0.5)]
     rows = []
 
@@ -87,7 +91,7 @@ def main() -> None:
                f"k1={k1} b={b}]")
         print(f"indexed {tag} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         run(tag, lex, RetrievalSettings(), ["dense", "lexical"] if first else ["lexical"])
-        settings = fusions if first else [RetrievalSettings(fusion="tmm", weight=0.3)]
+        settings = fusions if first else [RetrievalSettings()]
         for s in settings:
             run(f"{s.fusion} w={s.weight} depth={s.depth} {tag if not first else ''}".strip(), lex, s, ["hybrid"])
         first = False

@@ -33,15 +33,25 @@ DEFAULT_K1 = 0.9  # Anserini's BEIR defaults; bench/retrieval_sweep.py compared 
 DEFAULT_B = 0.4
 MAX_TOKEN_CHARS = 64  # longer runs are extraction garbage (base64, hashes): dropped
 MAX_QUERY_TERMS = 1024  # a question longer than this is cut: bounded work per query
+# A chunk's context (its document's identity and section heading) is indexed twice: a field weight,
+# as BM25F gives a title field, so that "Netflix 2017" outweighs boilerplate words in the text.
+CONTEXT_WEIGHT = 2
 
 SECTIONS = ("lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths")
 ENCODINGS = {"lex_vocab": "utf8", "lex_vocab_offsets": "u32le", "lex_postings": "uleb128",
              "lex_postings_offsets": "u32le", "lex_doc_lengths": "u32le"}
 
-# Lucene's English stop set, plus "s" (what is left of a possessive "'s").
-STOP_WORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or s such that the their then there "
-    "these they this to was will with".split())
+# English function words (NLTK's list without contractions, plus the "s" and "t" that "'s" and
+# "n't" leave): bench/retrieval_sweep.py found Lucene's 33 words leave question boilerplate
+# ("what", "your", "how") to outscore the words that matter.
+STOP_WORDS = frozenset((
+    "a about above after again against all am an and any are as at be because been before being below "
+    "between both but by can could did do does doing down during each few for from further had has "
+    "have having he her here hers herself him himself his how i if in into is it its itself just me "
+    "more most my myself no nor not now of off on once only or other our ours ourselves out over own "
+    "s same she should so some such t than that the their theirs them themselves then there these "
+    "they this those through to too under until up very was we were what when where which while who "
+    "whom why will with would you your yours yourself yourselves").split())
 
 
 # --------------------------------------------------------------------------- tokeniser
@@ -223,9 +233,12 @@ class LexicalBuilder:
     def count(self) -> int:
         return len(self._lengths)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, *, context: str = "") -> None:
+        """Index the next chunk: its text and its context (counted CONTEXT_WEIGHT times)."""
         t0 = time.perf_counter()
         tokens = tokenize(text, self.options)
+        if context:
+            tokens = tokenize(context, self.options) * CONTEXT_WEIGHT + tokens
         chunk_id = len(self._lengths)
         self._lengths.append(len(tokens))
         vocab = self._vocab
@@ -238,6 +251,11 @@ class LexicalBuilder:
     def add_many(self, texts: Iterable[str]) -> None:
         for t in texts:
             self.add(t)
+
+    def add_chunks(self, chunks: Iterable[Mapping]) -> None:
+        """Index chunk records (`text`, optional `context`) in order."""
+        for c in chunks:
+            self.add(c["text"], context=c.get("context") or "")
 
     def finish(self) -> tuple[dict, list[tuple[str, str, bytes]]]:
         """(manifest `lexical` object, [(section name, encoding, bytes)])."""
@@ -269,7 +287,8 @@ class LexicalBuilder:
         lengths = np.frombuffer(self._lengths, dtype=np.uint32)
         n = len(lengths)
         meta = {"version": LEXICAL_VERSION, "tokenizer": self.options.to_manifest(), "scoring": "bm25",
-                "k1": self.k1, "b": self.b, "doc_count": n, "terms": len(terms), "postings": int(len(term)),
+                "k1": self.k1, "b": self.b, "fields": {"context": CONTEXT_WEIGHT, "text": 1},
+                "doc_count": n, "terms": len(terms), "postings": int(len(term)),
                 "avg_doc_length": float(lengths.sum() / n) if n else 0.0}
         sections = [
             ("lex_vocab", "utf8", b"".join(encoded)),

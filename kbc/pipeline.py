@@ -245,7 +245,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             te = time.perf_counter()
             texts = [embedded_text(p) for p in pending]
             if lexicon is not None:
-                lexicon.add_many(texts)
+                lexicon.add_chunks(pending)
             vecs = np.zeros((len(texts), spec.dim), dtype=np.float32)
             todo = list(range(len(texts)))
             if cache is not None:
@@ -355,7 +355,6 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         if lexicon is not None:
             t_lex = time.perf_counter()
             manifest["lexical"], sections = lexicon.finish()
-            manifest["lexical"]["fields"] = "context+text"
             manifest["retrieval"] = RetrievalSettings().to_manifest()
             extra += sections
             seconds["lexical"] = time.perf_counter() - t_lex + lexicon.seconds

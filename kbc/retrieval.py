@@ -30,9 +30,10 @@ MAX_DEPTH = 10_000
 
 @dataclass(frozen=True)
 class RetrievalSettings:
+    # defaults chosen by bench/retrieval_sweep.py on scifact-train and financebench-dev (README)
     default_mode: str = Mode.hybrid.value
     fusion: str = Fusion.tmm.value
-    weight: float = 0.3  # share of the lexical list in the fused score
+    weight: float = 0.4  # share of the lexical list in the fused score
     depth: int = 100  # candidates taken from each list
     rrf_k: int = 60
 

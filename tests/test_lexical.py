@@ -212,3 +212,15 @@ def test_a_1_1_bundle_opens_and_searches_dense(tmp_path, monkeypatch):
         from kbc.errors import InputError
         with pytest.raises(InputError, match="no lexical index"):
             r.search(vecs[1:2], ["b"], 2, mode="hybrid")
+
+
+def test_context_counts_twice_in_tf_and_length():
+    b = LexicalBuilder()
+    b.add("Revenue grew in the quarter", context="ACME 2018 10K | Income Statement")
+    b.add("Revenue fell", context="")
+    meta, sections = b.finish()
+    ix = LexicalIndex(meta, {name: data for name, _, data in sections}, count=2)
+    assert meta["fields"] == {"context": 2, "text": 1}
+    assert list(ix.lengths) == [2 * 6 + 3, 2]  # acme 2018 10 k income statement, twice; revenue grew quarter
+    ids, tf = ix.postings_of(ix.lookup("acme"))
+    assert list(ids) == [0] and list(tf) == [2]

@@ -449,9 +449,16 @@ static int char_class(uint32_t c) {
   for (size_t i = 0; i < sizeof cjk / sizeof cjk[0]; i++) if (c >= cjk[i][0] && c <= cjk[i][1]) return CJK;
   return LETTER;  /* every other code point from U+00C0 up */
 }
-static const char *const STOP_WORDS[] = {"a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in",
-  "into", "is", "it", "no", "not", "of", "on", "or", "s", "such", "that", "the", "their", "then", "there", "these",
-  "they", "this", "to", "was", "will", "with"};
+static const char *const STOP_WORDS[] = {"a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be",
+  "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do",
+  "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having",
+  "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it",
+  "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on",
+  "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "s", "same", "she", "should",
+  "so", "some", "such", "t", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there",
+  "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were",
+  "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+  "yours", "yourself", "yourselves"};
 static int is_stop_word(const uint32_t *t, size_t n) {
   for (size_t w = 0; w < sizeof STOP_WORDS / sizeof STOP_WORDS[0]; w++) {
     const char *s = STOP_WORDS[w]; size_t i = 0;
