@@ -19,7 +19,7 @@ from typing import Sequence
 
 from .sources import SourceFile
 
-EXTRACTOR_VERSION = "4"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "5"  # bump when output for the same input changes (it keys the build cache)
 
 
 @dataclass
@@ -236,6 +236,7 @@ def _read_pdf(src: SourceFile, data: bytes, out: Extracted, *, passwords: Sequen
 
 
 _WORDS = re.compile(r"[^\W\d_]{3,}")
+_FILE_NAME = re.compile(r"^\S+\.[A-Za-z0-9]{1,5}$")
 _GENERATOR_PREFIX = re.compile(r"^(?:microsoft (?:word|powerpoint|excel) - |untitled\b)", re.I)
 
 
@@ -246,6 +247,8 @@ def meaningful_title(raw) -> str | None:
     title = " ".join(clean_text(raw).split())[:200]
     title = _GENERATOR_PREFIX.sub("", title).strip()
     title = re.sub(r"\.(?:docx?|pptx?|xlsx?|pdf|indd|tex)$", "", title, flags=re.I)
+    if _FILE_NAME.match(title):  # "10811.exe", "zen_of_python.txt": the generator's input file
+        return None
     return title if _WORDS.search(title) else None
 
 
@@ -263,13 +266,13 @@ MAX_HEADING_CHARS = 80
 
 
 def heading_like(line: str) -> bool:
-    """A short line whose words mostly start with a capital: "CONSOLIDATED BALANCE SHEETS",
+    """A short line most of whose words (of three letters or more) start with a capital: "CONSOLIDATED BALANCE SHEETS",
     "Note 5 - Acquisitions and Divestitures". Prose lines are longer or mostly lower case."""
     line = line.strip()
     if not 3 <= len(line) <= MAX_HEADING_CHARS:
         return False
     words = _LETTER_WORD.findall(line)
-    return bool(words) and sum(w[0].isupper() for w in words) * 2 >= len(words)
+    return bool(words) and sum(w[0].isupper() for w in words) * 2 > len(words)
 
 
 def page_heading(page_text: str, *, max_lines: int = 3) -> str:

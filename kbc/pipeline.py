@@ -36,9 +36,9 @@ from .lexical import LexicalBuilder
 from .retrieval import RetrievalSettings
 from .sources import discover
 
-# progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
 _WORD = re.compile(r"[^\W\d_]{3}")
 
+# progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 
@@ -361,14 +361,13 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         }
         extra = [("probes", "json", json.dumps(probe_meta, ensure_ascii=False, sort_keys=True).encode()),
                  ("probe_vectors", "f32le", np.ascontiguousarray(probe_vectors, dtype="<f4").tobytes())]
+        manifest["retrieval"] = retrieval.to_manifest()
         if lexicon is not None:
             t_lex = time.perf_counter()
             manifest["lexical"], sections = lexicon.finish()
-            manifest["retrieval"] = retrieval.to_manifest()
             extra += sections
+            # tokenising happened chunk by chunk during embedding (and is inside "embed" too)
             seconds["lexical"] = time.perf_counter() - t_lex + lexicon.seconds
-        else:
-            manifest["retrieval"] = retrieval.to_manifest()
         writer.finish(manifest, index=idx.data, extra_sections=extra)
         seconds["write"] = time.perf_counter() - t
     except BaseException:
@@ -396,7 +395,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
 
 
 def embedded_text(record: dict) -> str:
-    """What the embedder and the lexical index see of a chunk: its context, then its text."""
+    """What the embedder sees of a chunk: its context, then its text (the lexical index weighs the
+    two fields itself: LexicalBuilder.add_chunks)."""
     ctx = record.get("context")
     return f"{ctx}{CONTEXT_SEPARATOR}{record['text']}" if ctx else record["text"]
 

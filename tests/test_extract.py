@@ -198,3 +198,43 @@ def test_shared_folder_builds_and_strict_fails(tmp_path):
     strict = tmp_path / "strict.kbpack"
     assert run_kbc("build", str(PDFS), "-o", str(strict), "--strict").returncode == 5
     assert not strict.exists()
+
+
+# ------------------------------------------------------------ titles and headings (chunk context)
+
+def test_meaningful_titles_only():
+    from kbc.extract import meaningful_title
+
+    assert meaningful_title("Form 10-K for Microsoft Corp") == "Form 10-K for Microsoft Corp"
+    assert meaningful_title("Microsoft Word - annual report.docx") == "annual report"
+    for junk in ("0000764478-17-000008", "Untitled", "", None, 42, "10811.exe", "zen_of_python.txt"):
+        assert meaningful_title(junk) is None
+
+
+def test_page_headings_are_short_capitalised_lines_at_the_top():
+    from kbc.extract import page_heading
+
+    assert page_heading("NETFLIX, INC.\nCONSOLIDATED BALANCE SHEETS\n(in thousands, except share data)\n2017 2016") == \
+        "NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS"
+    assert page_heading("continued from the previous page, where the sentence began and goes on at length\nMore") == ""
+    assert page_heading("Note 5 - Acquisitions and Divestitures\nOn August 1, 2022, the Company completed") == \
+        "Note 5 - Acquisitions and Divestitures"
+    assert page_heading("A\nB\nC\nD") == ""  # no word of three letters
+    assert page_heading("") == ""
+
+
+def test_markdown_heading_paths_cover_their_sections():
+    from kbc.extract import markdown_headings
+
+    text = "# Guide\n\nintro\n\n## Install\n\ntext\n\n### Linux\n\nmore\n\n## Use\n\nend"
+    spans = markdown_headings(text)
+    assert [h for _, _, h in spans] == ["Guide", "Guide > Install", "Guide > Install > Linux", "Guide > Use"]
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a < b for a, b, _ in spans) and all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    assert text[spans[2][0]:spans[2][1]].startswith("### Linux")
+
+
+def test_control_characters_are_cleaned():
+    from kbc.extract import clean_text
+
+    assert clean_text("net\x00income\x07 1,577\x1b[2J") == "net income 1,577 [2J"
