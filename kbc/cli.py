@@ -122,7 +122,9 @@ def build(
     float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (half the size)."),
     no_clean: bool = typer.Option(False, "--no-clean", help="Keep extracted text as the parser gave it."),
     context: ContextMode = typer.Option(ContextMode.auto, help="auto: embed and index each chunk with its document's "
-                                        "title and path words (not for JSONL records, whose title is in the text); none: the chunk alone."),
+                                        "path words and title and the section heading that covers it (a PDF page's "
+                                        "heading lines, a Markdown heading path); not for JSONL records, whose title "
+                                        "is in the text. none: the chunk alone."),
     no_lexical: bool = typer.Option(False, "--no-lexical", help="Leave out the BM25 index (dense search only; a smaller file)."),
     default_mode: Optional[SearchMode] = typer.Option(None, help="The search mode recorded as the bundle's default "
                                                       "(query, eval and devices use it): hybrid, or dense with --no-lexical."),
@@ -189,11 +191,14 @@ def query(
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend) as kb:
-        hits = kb.search(question, k=k, mode=mode.value if mode else None)
+        used = kb.retriever.resolve(mode.value if mode else None)
+        hits = kb.search(question, k=k, mode=used)
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
+        if not hits and not as_json:
+            print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
         if as_json:
-            _emit_json({"question": question, "hits": [h.to_dict() for h in hits]})
+            _emit_json({"question": question, "mode": used, "hits": [h.to_dict() for h in hits]})
         elif prompt:
             print(device_prompt(question, hits))
         else:
@@ -316,6 +321,13 @@ def evaluate(
         tag = mode_name + ("*" if mode_name == report.mode else "")
         lines.append("  " + f"{tag:<10}" + "".join(f"{m[n]:>11.4f}" for n in names))
     lines.append(f"  (* the mode --per-query and JSON `metrics` report: {report.mode})")
+    if "hybrid" in report.modes:
+        f = report.fusion
+        lines.append(f"  hybrid: {f['fusion']} fusion, lexical weight {f['weight']}, {f['depth']} candidates per list"
+                     + (" (overridden on the command line)" if any(v is not None for v in overrides.values()) else
+                        " (as the bundle records)"))
+    elif any(v is not None for v in overrides.values()):
+        lines.append("  note: --fusion/--weight/--depth apply to hybrid mode, which this evaluation did not run")
     if report.skipped_no_relevant or report.skipped_no_text:
         lines.append(f"  not scored: {report.skipped_no_relevant} queries with no relevant document, "
                      f"{report.skipped_no_text} judged queries missing from {queries}")
@@ -434,9 +446,11 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
         lines.insert(-1, f"lexical: bm25 k1 {lx.get('k1')} b {lx.get('b')}, {lx.get('terms')} terms, "
                          f"{lx.get('postings')} postings, tokenizer {tok.get('name')} (stop words "
                          f"{'on' if tok.get('stop_words') else 'off'}, stem {tok.get('stem') or 'off'})")
-    if isinstance(r, dict):
+    if isinstance(r, dict) and isinstance(lx, dict):
         lines.insert(-1, f"search: default mode {r.get('default_mode')}; hybrid fuses by {r.get('fusion')}, "
                          f"lexical weight {r.get('weight')}, {r.get('depth')} candidates per list")
+    else:
+        lines.insert(-1, "search: dense only (no lexical index)")
     p = info.get("probes")
     if p:
         lines.insert(-1, f"probes: {p['count']} ({p['role']} inputs, prompt {p['prompt']!r} prepended, pass at cosine "

@@ -166,6 +166,7 @@ class EvalReport:
     level: str = "document"  # or "page": judgements name <file stem>:p<N>
     mode: str = "dense"  # the mode `metrics` and `per_query` are for (the bundle's default unless chosen)
     modes: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics of every mode evaluated
+    fusion: dict = field(default_factory=dict)  # the hybrid settings used (the bundle's, or overridden)
 
     def to_dict(self, *, per_query: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "per_query"}
@@ -287,7 +288,8 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
         unknown_documents=unknown, documents=len(doc_ids), chunks=kb.bundle.count,
         seconds={"load_bundle": round(t_model - t0, 3), "load_model": round(t1 - t_model, 3),
                  "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3), "total": round(t3 - t0, 3)},
-        per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes)
+        per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes,
+        fusion=kb.retriever.settings.to_manifest())
 
 
 def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids) -> list[QueryResult]:

@@ -401,6 +401,13 @@ def embedded_text(record: dict) -> str:
     return f"{ctx}{CONTEXT_SEPARATOR}{record['text']}" if ctx else record["text"]
 
 
+def _without_title(heading: str, title: str | None) -> str:
+    """A heading path without the document title the context already starts with."""
+    if title and (heading == title or heading.startswith(title + " > ")):
+        return heading[len(title) + 3:]
+    return heading
+
+
 def _has_words(text: str) -> bool:
     """Chunks with no word of three letters are page furniture ("70 4.1."), not retrievable text."""
     return _WORD.search(text) is not None
@@ -414,7 +421,8 @@ def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, promp
         # Files get their identity (path words, title) and, per chunk, the section heading that
         # covers its start; JSONL records already carry their title in the text.
         base = document_context(doc.source, doc.title, counter) if context == "auto" and doc.record_id is None else ""
-        by_heading = {h: section_context(base, h, counter) for _, _, h in doc.headings} if base else {}
+        by_heading = {h: section_context(base, _without_title(h, doc.title), counter)
+                      for _, _, h in doc.headings} if base else {}
         # chunks are sized for the longest context of the document, so none overflows the model
         longest = max([base, *by_heading.values()], key=lambda c: counter.count(c)) if base else ""
         chunks: list[Chunk] = (whole_document_chunks(doc, counter, prompt, context=longest) if whole_docs
