@@ -37,6 +37,8 @@ from .retrieval import RetrievalSettings
 from .sources import discover
 
 _WORD = re.compile(r"[^\W\d_]{3}")
+# Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
+CHUNK_RECORDS_VERSION = "2"  # 2: contexts, furniture-only chunks dropped
 
 # progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -236,7 +238,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     chunk_settings = hashlib.sha256(json.dumps(
         [cspec.to_manifest(), whole_docs, spec.weights_sha256, spec.document_prompt, spec.max_seq_length,
          spec.do_lower_case, settings, context, CONTEXT_SEPARATOR, CONTEXT_HEADING_SEPARATOR,
-         CONTEXT_MAX_TOKENS]).encode()).hexdigest()[:24]
+         CONTEXT_MAX_TOKENS, CHUNK_RECORDS_VERSION]).encode()).hexdigest()[:24]
     sources_manifest: list[dict] = []
     skipped: list[Problem] = []
     degraded: list[Problem] = []
