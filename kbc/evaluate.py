@@ -257,7 +257,7 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
     default = kb.default_mode
     if modes is None:
         modes = [default] + [m for m in ("dense", "lexical", "hybrid") if m != default and
-                             (m == "dense" or kb.bundle.lexical() is not None)]
+                             (m == "dense" or kb.retriever.lexical is not None)]
     modes = [kb.retriever.resolve(m) for m in modes]
     texts = [queries[q] for q in evaluated]
     t_model = time.perf_counter()

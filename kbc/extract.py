@@ -6,6 +6,7 @@ spin or balloon is stopped by a time and memory limit instead of sinking the bui
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -41,11 +42,9 @@ class Document:
     headings: list[tuple[int, int, str]] = field(default_factory=list)
 
     def heading_at(self, pos: int) -> str:
-        """The heading that covers character `pos` ("" if none)."""
-        for start, end, text in self.headings:  # few per document; chunks ask once each
-            if start <= pos < end:
-                return text
-        return ""
+        """The heading that covers character `pos` ("" if none); headings are in text order."""
+        i = bisect.bisect_right(self.headings, pos, key=lambda h: h[0]) - 1
+        return self.headings[i][2] if i >= 0 and pos < self.headings[i][1] else ""
 
 
 @dataclass
@@ -235,7 +234,8 @@ def _read_pdf(src: SourceFile, data: bytes, out: Extracted, *, passwords: Sequen
     out.documents.append(doc)
 
 
-_WORDS = re.compile(r"[^\W\d_]{3,}")
+# a word of three letters or more: what separates text from page furniture, titles from numbers
+_LETTER_WORD = re.compile(r"[^\W\d_]{3,}")
 _FILE_NAME = re.compile(r"^\S+\.[A-Za-z0-9]{1,5}$")
 _GENERATOR_PREFIX = re.compile(r"^(?:microsoft (?:word|powerpoint|excel) - |untitled\b)", re.I)
 
@@ -249,7 +249,12 @@ def meaningful_title(raw) -> str | None:
     title = re.sub(r"\.(?:docx?|pptx?|xlsx?|pdf|indd|tex)$", "", title, flags=re.I)
     if _FILE_NAME.match(title):  # "10811.exe", "zen_of_python.txt": the generator's input file
         return None
-    return title if _WORDS.search(title) else None
+    return title if has_words(title) else None
+
+
+def has_words(text: str) -> bool:
+    """True when text holds a word of three letters; "70 4.1." (page furniture) does not."""
+    return _LETTER_WORD.search(text) is not None
 
 
 def _pdf_title(reader) -> str | None:
@@ -261,7 +266,6 @@ def _pdf_title(reader) -> str | None:
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
-_LETTER_WORD = re.compile(r"[^\W\d_]{3,}")
 MAX_HEADING_CHARS = 80
 
 

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import sqlite3
 import sys
 import threading
@@ -30,13 +29,13 @@ from .chunk import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPAR
                     document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
 from .embed import Embedder, EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .errors import InputError, KbcError, StrictError
-from .extract import EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cacheable, extract_all, from_cache, to_cache
+from .extract import (EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cacheable, extract_all, from_cache,
+                      has_words, to_cache)
 from .index import DEFAULT_INDEX, build_index
 from .lexical import LexicalBuilder
 from .retrieval import RetrievalSettings
 from .sources import discover
 
-_WORD = re.compile(r"[^\W\d_]{3}")
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
 CHUNK_RECORDS_VERSION = "2"  # 2: contexts, furniture-only chunks dropped
 
@@ -410,11 +409,6 @@ def _without_title(heading: str, title: str | None) -> str:
     return heading
 
 
-def _has_words(text: str) -> bool:
-    """Chunks with no word of three letters are page furniture ("70 4.1."), not retrievable text."""
-    return _WORD.search(text) is not None
-
-
 def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, prompt: str,
                    whole_docs: bool, context: str = "auto") -> list[dict]:
     """Chunk records of one file, in bundle form (the caller sets "source")."""
@@ -437,7 +431,7 @@ def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, promp
                 c.n_tokens = n
         labels = {p.number: p.label for p in doc.pages if p.label}
         for c, ctx in zip(chunks, contexts):
-            if not whole_docs and not _has_words(c.text):
+            if not whole_docs and not has_words(c.text):  # page furniture, not retrievable text
                 continue
             record = {"text": c.text, "seq": len(records), "page_start": c.page_start, "page_end": c.page_end,
                       "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
