@@ -116,6 +116,8 @@ def build(
     index: str = typer.Option("Flat", help="Flat (exact, no index stored) or a FAISS factory string: HNSW32, IVF256,Flat, IVF256,PQ32."),
     include: List[str] = typer.Option([], help="Only files matching this glob (repeatable)."),
     exclude: List[str] = typer.Option([], help="Skip files matching this glob (repeatable)."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Also read files that symbolic links "
+                                         "inside a folder point to outside it (skipped, and listed, by default)."),
     password: List[str] = typer.Option([], help="Password to try on encrypted PDFs (repeatable)."),
     query_prompt: Optional[str] = typer.Option(None, help="Prefix for queries (default: the model's own, e.g. e5's 'query: ')."),
     document_prompt: Optional[str] = typer.Option(None, help="Prefix for documents (default: the model's own)."),
@@ -148,7 +150,8 @@ def build(
                            vector_dtype="float16" if float16 else "float32", workers=workers,
                            file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
                            context=context.value, lexical=not no_lexical,
-                           default_mode=default_mode.value if default_mode else None, progress=progress)
+                           default_mode=default_mode.value if default_mode else None,
+                           follow_symlinks=follow_symlinks, progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return

@@ -21,10 +21,16 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .bundle import Bundle
+from .sources import check_output_path
 from .errors import InputError
 
 FORMATS = ("edge-slm-json", "jsonl", "npy")
 _ROWS = 4096  # vectors converted per step: bounds memory whatever the bundle size
+
+
+def _ids_path(out: Path) -> Path:
+    """The npy export's sidecar: `x.npy` -> `x.ids.jsonl`."""
+    return out.with_name(out.name[:-4] + ".ids.jsonl" if out.name.endswith(".npy") else out.name + ".ids.jsonl")
 
 
 @contextmanager
@@ -69,6 +75,9 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
     if fmt not in FORMATS:
         raise InputError(f"--to must be one of {', '.join(FORMATS)}, not {fmt!r}")
     out = Path(out)
+    check_output_path(out, inputs=[Path(bundle_path)])
+    if fmt == "npy":
+        check_output_path(_ids_path(out), inputs=[Path(bundle_path)])
     tick = progress or (lambda n: None)
     with Bundle(bundle_path) as b:
         if fmt == "edge-slm-json":
@@ -90,7 +99,7 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
                     tick(1)
             return [out]
         # npy: header, then the stored rows as they are; ids beside it
-        ids_path = out.with_name(out.name[:-4] + ".ids.jsonl" if out.name.endswith(".npy") else out.name + ".ids.jsonl")
+        ids_path = _ids_path(out)
         with _atomic(out, "wb") as f, _atomic(ids_path) as ids:
             np.lib.format.write_array_header_1_0(
                 f, {"descr": np.lib.format.dtype_to_descr(b.dtype), "fortran_order": False, "shape": (b.count, b.dim)})

@@ -34,7 +34,7 @@ from .extract import (EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cac
 from .index import DEFAULT_INDEX, build_index
 from .lexical import LexicalBuilder
 from .retrieval import RetrievalSettings
-from .sources import discover
+from .sources import check_output_path, discover
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
 CHUNK_RECORDS_VERSION = "2"  # 2: contexts, furniture-only chunks dropped
@@ -118,7 +118,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
-          default_mode: str | None = None, progress: ProgressFn | None = None) -> BuildReport:
+          default_mode: str | None = None, follow_symlinks: bool = False,
+          progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -129,7 +130,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"{output}: output directory {output.parent} does not exist")
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
-    sources = discover(paths, include=include, exclude=exclude)
+    walk_skipped: list[tuple[str, str]] = []
+    sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+                       skipped=walk_skipped)
+    check_output_path(output, inputs=[s.path for s in sources])
     progress = progress or (lambda stage, n, total: None)
     ref = resolve_model(model)  # fail fast, before any worker starts
 
@@ -239,7 +243,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
          spec.do_lower_case, settings, context, CONTEXT_SEPARATOR, CONTEXT_HEADING_SEPARATOR,
          CONTEXT_MAX_TOKENS, CHUNK_RECORDS_VERSION]).encode()).hexdigest()[:24]
     sources_manifest: list[dict] = []
-    skipped: list[Problem] = []
+    skipped: list[Problem] = [Problem(rel, "skipped", why) for rel, why in walk_skipped]
     degraded: list[Problem] = []
     pending: list[dict] = []  # chunk records awaiting embedding
     stats = {"pages": 0, "chunks": 0, "truncated": 0, "max_tokens": 0}

@@ -1,0 +1,92 @@
+"""A docs folder is untrusted input: special files, links and names must not hang, leak or abort a
+build, and outputs must never destroy an input or a special file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import run_kbc
+from kbc.errors import InputError
+from kbc.sources import check_output_path, discover
+
+
+def _tree(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Pumps\n\nThe pump moves water uphill.\n")
+    return docs
+
+
+def test_walk_skips_fifos_devices_outside_links_and_loops_with_reasons(tmp_path):
+    docs = _tree(tmp_path)
+    os.mkfifo(docs / "pipe.md")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the folder")
+    (docs / "leak.txt").symlink_to(secret)
+    (docs / "inside.md").symlink_to(docs / "good.md")
+    (docs / "loop.md").symlink_to(docs / "loop.md")
+    (docs / "dangling.md").symlink_to(docs / "missing.md")
+    (docs / "linked-dir").symlink_to(tmp_path)
+    skipped: list = []
+    found = {s.rel for s in discover([docs], skipped=skipped)}
+    reasons = dict(skipped)
+    assert found == {"good.md", "inside.md"}
+    assert "not a regular file" in reasons["pipe.md"] and "outside the input folder" in reasons["zero.txt"]
+    assert "outside the input folder" in reasons["leak.txt"]
+    assert "looping" in reasons["loop.md"] and "broken" in reasons["dangling.md"]
+    assert "not followed" in reasons["linked-dir"]
+    followed: list = []
+    assert "leak.txt" in {s.rel for s in discover([docs], follow_symlinks=True, skipped=followed)}
+    assert "not a regular file" in dict(followed)["zero.txt"]  # followed, /dev/zero is still refused
+
+
+def test_non_utf8_file_names_are_kept_losslessly_and_printable(tmp_path):
+    docs = _tree(tmp_path)
+    raw = os.fsencode(str(docs)) + b"/caf\xe9.md"
+    with open(raw, "wb") as f:
+        f.write(b"Latin-1 named file about espresso machines.\n")
+    rels = {s.rel for s in discover([docs])}
+    assert "caf\\xe9.md" in rels
+    json.dumps(sorted(rels)).encode("utf-8")  # storable
+
+
+def test_build_over_a_hostile_tree_finishes_and_lists_what_it_skipped(tmp_path, tiny_model):
+    docs = _tree(tmp_path)
+    os.mkfifo(docs / "pipe.md")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    (docs / "leak.txt").symlink_to("/etc/hostname")
+    out = tmp_path / "kb.kbpack"
+    proc = run_kbc("build", str(docs), "-o", str(out), "--model", str(tiny_model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {p["source"] for p in report["skipped"]} == {"pipe.md", "zero.txt", "leak.txt"}
+    strict = run_kbc("build", str(docs), "-o", str(tmp_path / "s.kbpack"), "--model", str(tiny_model), "--strict")
+    assert strict.returncode == 5 and not (tmp_path / "s.kbpack").exists()
+
+
+def test_outputs_never_destroy_inputs_or_special_files(tmp_path, tiny_model):
+    docs = _tree(tmp_path)
+    before = (docs / "good.md").read_bytes()
+    proc = run_kbc("build", str(docs), "-o", str(docs / "good.md"), "--model", str(tiny_model))
+    assert proc.returncode == 2 and "is one of the inputs" in proc.stderr and proc.stderr.count("\n") == 1
+    assert (docs / "good.md").read_bytes() == before
+    bundle = tmp_path / "kb.kbpack"
+    run_kbc("build", str(docs), "-o", str(bundle), "--model", str(tiny_model), "-q", check=True)
+    original = bundle.read_bytes()
+    proc = run_kbc("export", str(bundle), str(bundle), "--to", "jsonl")
+    assert proc.returncode == 2 and "is one of the inputs" in proc.stderr and bundle.read_bytes() == original
+    link = tmp_path / "link.kbpack"
+    link.symlink_to(tmp_path / "elsewhere.kbpack")
+    proc = run_kbc("build", str(docs), "-o", str(link), "--model", str(tiny_model))
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr and link.is_symlink()
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    proc = run_kbc("export", str(bundle), str(fifo), "--to", "jsonl")
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    with pytest.raises(InputError, match="not a regular file"):
+        check_output_path(Path("/dev/null"))
