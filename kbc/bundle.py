@@ -593,8 +593,15 @@ class Bundle:
         if not body_ok:
             raise self._err("file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)")
         mm.release()
-        self.vectors  # noqa: B018 - shape check happens on access
-        self.probes()
+        vectors = self.vectors
+        for start in range(0, self.count, 1 << 16):  # bounded memory: a block of rows at a time
+            block = np.asarray(vectors[start:start + (1 << 16)], dtype=np.float32)
+            if not np.isfinite(block).all():
+                row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                raise self._err("vectors", f"row {row} holds NaN or infinity")
+        probes = self.probes()
+        if probes is not None and not np.isfinite(probes.vectors).all():
+            raise self._err("probe_vectors", "holds NaN or infinity")
         lexical = self.lexical()
         if lexical is not None:
             from .lexical import LexicalFormatError

@@ -243,7 +243,7 @@ def inspect(
             except BundleError as e:
                 verified, error = False, {"section": e.section, "message": e.detail}
         m = b.manifest
-        emb = m.get("embedder", {})
+        emb = m.get("embedder") if isinstance(m.get("embedder"), dict) else {}
         info = {
             "path": str(bundle), "size": b.size, "format": {"major": b.major, "minor": b.minor},
             "kbc_version": m.get("kbc_version"), "created": m.get("created"),
@@ -430,7 +430,11 @@ def probe(
 
 
 def _print_inspect(info: dict, shown: list, source_path) -> None:
-    e, c, v = info["embedder"], info["counts"] or {}, info["vectors"] or {}
+    def obj(x) -> dict:  # a manifest from anywhere may lack an object or hold another type there
+        return x if isinstance(x, dict) else {}
+
+    e, c, v = obj(info["embedder"]), obj(info["counts"]), obj(info["vectors"])
+    chunking, index = obj(info["chunking"]), obj(info["index"])
     lines = [f"{info['path']}: kbpack {info['format']['major']}.{info['format']['minor']}, {_human_bytes(info['size'])}, "
              f"built by kbc {info['kbc_version']} at {info['created']}",
              f"embedder: {e.get('name')} ({v.get('dim')}-d {v.get('dtype')}, {e.get('backend')} {e.get('precision')}), "
@@ -440,8 +444,8 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
              f"weights sha256 {str(e.get('weights_sha256'))[:16]}...",
              f"counts: {c.get('files')} files, {c.get('pages')} pages, {c.get('chunks')} chunks, "
              f"{c.get('truncated_chunks')} truncated, {c.get('skipped_files')} skipped",
-             f"chunking: {info['chunking'].get('unit')} size {info['chunking'].get('size')} overlap {info['chunking'].get('overlap')}; "
-             f"index: {info['index'].get('factory')}",
+             f"chunking: {chunking.get('unit')} size {chunking.get('size')} overlap {chunking.get('overlap')}; "
+             f"index: {index.get('factory')}",
              "sections:"]
     lx, r = info.get("lexical"), info.get("retrieval")
     if isinstance(lx, dict):
@@ -460,13 +464,15 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
                          f">= {p['threshold']}; `kbc probe`)" if "error" not in p else f"probes: unreadable ({p['error']})")
     lines += [f"  {s['name']:<14} {s['encoding']:<13} {_human_bytes(s['length']):>10}  sha256 {s['sha256'][:16]}..."
               for s in info["sections"]]
-    lines.append(f"sources ({len(info['sources'])}):")
-    lines += [f"  {s['path']}  {s.get('pages')} pages, {s.get('chunks')} chunks"
-              + (f" [{s['status']}]" if s.get("status") != "ok" else "") for s in info["sources"]]
+    sources = [x for x in info["sources"] if isinstance(x, dict)] if isinstance(info["sources"], list) else []
+    lines.append(f"sources ({len(sources)}):")
+    lines += [f"  {_safe(str(s.get('path')))}  {s.get('pages')} pages, {s.get('chunks')} chunks"
+              + (f" [{s.get('status')}]" if s.get("status") != "ok" else "") for s in sources]
     for label in ("skipped", "degraded"):
-        if info[label]:
-            lines.append(f"{label} ({len(info[label])}):")
-            lines += [f"  {p['path']}: {p['reason']}" for p in info[label]]
+        items = [x for x in info[label] if isinstance(x, dict)] if isinstance(info[label], list) else []
+        if items:
+            lines.append(f"{label} ({len(items)}):")
+            lines += [f"  {_safe(str(p.get('path')))}: {_safe(str(p.get('reason')))}" for p in items]
     if info["verified"] is True:
         lines.append("verify: intact (header, table, every section and whole-file sha256 match)")
     for ch in shown:

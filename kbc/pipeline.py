@@ -137,10 +137,6 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     progress = progress or (lambda stage, n, total: None)
     ref = resolve_model(model)  # fail fast, before any worker starts
 
-    if not use_cache and reuse:  # --reuse still works without the shared cache: a private one
-        import tempfile
-
-        cache_dir, use_cache = tempfile.mkdtemp(prefix="kbc-reuse-"), True
     cache = _open_cache(cache_dir) if use_cache else None
     cache_stats = {"files_cached": 0, "files_extracted": 0, "chunks_cached": 0, "chunks_embedded": 0}
 
@@ -232,10 +228,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
 
     warm = threading.Thread(target=warm_up, daemon=True)
     warm.start()
+    reused = ReusedVectors(identity, spec) if reuse else None
     for old in reuse:
-        n = _seed_cache_from_bundle(cache, old, identity, spec) if cache is not None else 0
         cache_stats.setdefault("reused_from_bundles", 0)
-        cache_stats["reused_from_bundles"] += n
+        cache_stats["reused_from_bundles"] += reused.add_bundle(old)
     seconds["model_load"] = time.perf_counter() - t
 
     chunk_settings = hashlib.sha256(json.dumps(
@@ -262,20 +258,32 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                 lexicon.add_chunks(pending)
             vecs = np.zeros((len(texts), spec.dim), dtype=np.float32)
             todo = list(range(len(texts)))
+            keys = [vector_key(identity, spec.document_prompt, t) for t in texts]
             if cache is not None:
-                keys = [vector_key(identity, spec.document_prompt, t) for t in texts]
                 found = cache.get_vectors(keys, spec.dim)
                 todo = [i for i, v in enumerate(found) if v is None]
                 for i, v in enumerate(found):
                     if v is not None:
                         vecs[i] = v
+            n_reused = 0
+            if reused is not None and todo:
+                still = []
+                for i in todo:
+                    v = reused.get(keys[i])
+                    if v is None:
+                        still.append(i)
+                    else:
+                        vecs[i] = v
+                n_reused, todo = len(todo) - len(still), still
             if todo:
                 fresh = embedder.embed_documents([texts[i] for i in todo], batch_size=batch_size)
                 vecs[todo] = fresh
                 if cache is not None:
                     cache.put_vectors((keys[i], fresh[j]) for j, i in enumerate(todo))
-            cache_stats["chunks_cached"] += len(texts) - len(todo)
+            cache_stats["chunks_cached"] += len(texts) - len(todo) - n_reused
             cache_stats["chunks_embedded"] += len(todo)
+            if reused is not None:
+                cache_stats["chunks_reused"] = cache_stats.get("chunks_reused", 0) + n_reused
             writer.add(pending, vecs)
             t_embed += time.perf_counter() - te
             progress("embed", len(pending), None)
@@ -379,6 +387,10 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         writer.abort()
         raise
     finally:
+        if reused is not None:
+            if reused.rejected:
+                cache_stats["reuse_rejected"] = reused.rejected  # non-finite or not unit length: re-embedded
+            reused.close()
         # Stop and wait for helpers: an onnxruntime session still being created, or a worker still
         # starting, when the interpreter exits aborts the process or prints tracebacks.
         stop.set()
@@ -467,26 +479,52 @@ def _open_cache(cache_dir):
         return None
 
 
-def _seed_cache_from_bundle(cache, path, identity: str, spec: EmbedderSpec) -> int:
-    """--reuse: vectors of a previous bundle made by the identical embedder become cache entries."""
-    from .bundle import Bundle
+class ReusedVectors:
+    """--reuse: vectors of earlier bundles made by the identical embedder, offered chunk by chunk.
 
-    with Bundle(path) as old:
+    A bundle is untrusted input (its checksums prove nothing about who wrote it), so its vectors
+    never enter the shared cache, where later builds without --reuse would ship them: they serve
+    this build only, and only when finite (and of unit length for a normalising embedder).
+    """
+
+    def __init__(self, identity: str, spec: EmbedderSpec):
+        self.identity, self.spec = identity, spec
+        self._rows: dict[bytes, tuple[np.ndarray, int]] = {}
+        self._bundles: list = []
+        self.rejected = 0
+
+    def add_bundle(self, path) -> int:
+        """Index one bundle's chunks; returns how many it offers (0 for another embedder)."""
+        from .bundle import Bundle
+
+        old = Bundle(path)
         rec = old.manifest.get("embedder", {})
         try:
-            old_identity = embedder_identity(EmbedderSpec(**rec))
-        except TypeError:
+            same = (embedder_identity(EmbedderSpec(**rec)) == self.identity
+                    and rec.get("document_prompt") == self.spec.document_prompt
+                    and old.manifest["vectors"]["dtype"] == "float32" and old.dim == self.spec.dim)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            same = False
+        if not same:  # another model, precision or prompt: its vectors are not ours
+            old.close()
             return 0
-        if (old_identity != identity or rec.get("document_prompt") != spec.document_prompt
-                or old.manifest["vectors"]["dtype"] != "float32"):
-            return 0  # another model, precision or prompt: its vectors are not ours
+        self._bundles.append(old)
         vectors = old.vectors
-        batch = []
         for i, chunk in enumerate(old.iter_chunks()):
-            batch.append((vector_key(identity, spec.document_prompt, embedded_text(chunk)),
-                          np.asarray(vectors[i], dtype=np.float32)))
-            if len(batch) == 2048:
-                cache.put_vectors(batch)
-                batch = []
-        cache.put_vectors(batch)
+            self._rows[vector_key(self.identity, self.spec.document_prompt, embedded_text(chunk))] = (vectors, i)
         return old.count
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        hit = self._rows.get(key)
+        if hit is None:
+            return None
+        v = np.asarray(hit[0][hit[1]], dtype=np.float32)
+        if not np.isfinite(v).all() or (self.spec.normalize and abs(float(np.linalg.norm(v)) - 1.0) > 1e-3):
+            self.rejected += 1
+            return None
+        return v
+
+    def close(self) -> None:
+        self._rows.clear()
+        for b in self._bundles:
+            b.close()

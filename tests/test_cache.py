@@ -64,8 +64,30 @@ def test_reuse_previous_bundle_as_cache(tmp_path):
     src = corpus(tmp_path / "docs")
     kbc.build([src], tmp_path / "old.kbpack", use_cache=False)
     report = kbc.build([src], tmp_path / "new.kbpack", use_cache=False, reuse=[tmp_path / "old.kbpack"])
-    assert report.cache["chunks_cached"] == report.chunks and report.cache["chunks_embedded"] == 0
+    assert report.cache["chunks_reused"] == report.chunks and report.cache["chunks_embedded"] == 0
     assert (tmp_path / "old.kbpack").read_bytes() == (tmp_path / "new.kbpack").read_bytes()
+
+
+def test_reused_vectors_never_enter_the_shared_cache_and_bad_ones_are_refused(tmp_path):
+    """A bundle with recomputed checksums can carry any vectors: they serve one --reuse build
+    (when finite and unit length) and are never stored where later builds would ship them."""
+    from kbc.bundle import Bundle, write_bundle
+
+    src = corpus(tmp_path / "docs")
+    kbc.build([src], tmp_path / "old.kbpack", use_cache=False)
+    with Bundle(tmp_path / "old.kbpack") as old:
+        manifest = {k: v for k, v in old.manifest.items() if k not in ("format", "vectors", "chunks")}
+        chunks = [{k: v for k, v in c.items() if k != "id"} for c in old.iter_chunks()]
+        vectors = np.array(old.vectors)
+    vectors[0] *= 10  # not unit length (the writer itself refuses NaN; the reader checks both)
+    vectors[1:] = -vectors[1:]  # unit length, finite: wrong but undetectable, must stay out of the cache
+    write_bundle(tmp_path / "evil.kbpack", manifest=manifest, vectors=vectors, chunks=chunks)
+    cache = tmp_path / "cache"
+    report = kbc.build([src], tmp_path / "a.kbpack", cache_dir=cache, reuse=[tmp_path / "evil.kbpack"])
+    assert report.cache["reuse_rejected"] == 1 and report.cache["chunks_reused"] == report.chunks - 1
+    clean = kbc.build([src], tmp_path / "b.kbpack", cache_dir=cache)
+    assert clean.cache["chunks_cached"] == 1 and clean.cache["chunks_embedded"] == clean.chunks - 1
+    assert (tmp_path / "b.kbpack").read_bytes() == (tmp_path / "old.kbpack").read_bytes()
 
 
 def test_reuse_ignores_bundle_from_another_model(tmp_path, tiny_model):
