@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import sqlite3
 import threading
 from pathlib import Path
@@ -52,6 +53,40 @@ class Cache:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
 
+    # A cache is only a cache: a page damaged while a build runs, a full disk or a directory made
+    # read-only costs one warning and the rest of the build runs without it, never a failed build.
+    broken = False
+
+    def _query(self, sql: str, args=(), *, many: bool = False, fetch: str | None = None):
+        if self.broken:
+            return None
+        try:
+            with self._lock:
+                if many:
+                    self.db.execute("BEGIN")
+                    self.db.executemany(sql, args)
+                    self.db.execute("COMMIT")
+                    return None
+                cur = self.db.execute(sql, args)
+                return cur.fetchone() if fetch == "one" else cur.fetchall() if fetch == "all" else None
+        except sqlite3.Error as e:
+            self.broken = True
+            healed = ""
+            if not isinstance(e, sqlite3.OperationalError):  # a damaged file, not a locked or read-only one
+                try:
+                    (self.dir / "cache.sqlite3").rename(self.dir / "cache.sqlite3.damaged")
+                    healed = "; moved aside, the next build starts a fresh cache"
+                except OSError:
+                    pass
+            print(f"kbc: warning: build cache {self.dir} failed ({e}); continuing without it{healed}",
+                  file=sys.stderr)
+            try:
+                with self._lock:
+                    self.db.rollback()
+            except sqlite3.Error:
+                pass
+            return None
+
     # -- file hashes keyed by stat, so unchanged multi-GB weights are not re-read every query
 
     def file_sha256(self, path: Path) -> str:
@@ -60,20 +95,17 @@ class Cache:
         real = str(Path(path).resolve())
         st = os.stat(real)
         stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
-        with self._lock:
-            row = self.db.execute("SELECT stat, sha256 FROM file_hash WHERE path=?", (real,)).fetchone()
+        row = self._query("SELECT stat, sha256 FROM file_hash WHERE path=?", (real,), fetch="one")
         if row and row[0] == stamp:
             return row[1]
         digest = sha256_file(Path(real))
-        with self._lock:
-            self.db.execute("INSERT OR REPLACE INTO file_hash VALUES (?,?,?)", (real, stamp, digest))
+        self._query("INSERT OR REPLACE INTO file_hash VALUES (?,?,?)", (real, stamp, digest))
         return digest
 
     # -- extracted documents
 
     def get_extracted(self, key: str) -> dict | None:
-        with self._lock:
-            row = self.db.execute("SELECT value FROM extracted WHERE key=?", (key,)).fetchone()
+        row = self._query("SELECT value FROM extracted WHERE key=?", (key,), fetch="one")
         if not row:
             return None
         try:
@@ -87,8 +119,7 @@ class Cache:
         import zstandard
 
         blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(value, ensure_ascii=False).encode())
-        with self._lock:
-            self.db.execute("INSERT OR REPLACE INTO extracted VALUES (?,?)", (key, blob))
+        self._query("INSERT OR REPLACE INTO extracted VALUES (?,?)", (key, blob))
 
     # -- chunk vectors keyed by (embedder identity, prompt, text)
 
@@ -96,22 +127,20 @@ class Cache:
         out: list[np.ndarray | None] = [None] * len(keys)
         want = {k: i for i, k in enumerate(keys)}
         items = list(want)
-        with self._lock:
-            for start in range(0, len(items), 500):
-                part = items[start:start + 500]
-                rows = self.db.execute(f"SELECT key, value FROM vectors WHERE key IN ({','.join('?' * len(part))})",
-                                       part).fetchall()
-                for k, v in rows:
-                    if len(v) == dim * 4:
-                        out[want[bytes(k)]] = np.frombuffer(v, dtype="<f4")
+        for start in range(0, len(items), 500):
+            part = items[start:start + 500]
+            rows = self._query(f"SELECT key, value FROM vectors WHERE key IN ({','.join('?' * len(part))})",
+                               part, fetch="all") or []
+            for k, v in rows:
+                vec = np.frombuffer(v, dtype="<f4") if len(v) == dim * 4 else None
+                if vec is not None and np.isfinite(vec).all():  # anything else is a miss: embed again
+                    out[want[bytes(k)]] = vec
         return [out[want[k]] for k in keys]
 
     def put_vectors(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
         rows = [(k, np.ascontiguousarray(v, dtype="<f4").tobytes()) for k, v in items]
-        with self._lock:
-            self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?)", rows)
-            self.db.execute("COMMIT")
+        if rows:
+            self._query("INSERT OR REPLACE INTO vectors VALUES (?,?)", rows, many=True)
 
     def close(self) -> None:
         self.db.close()

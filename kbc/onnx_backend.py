@@ -91,7 +91,18 @@ def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path
     want = int8 if quantized else fp32
     if want.is_file():
         return want
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=d):
+            pass
+    except OSError as e:  # a read-only or full cache directory must not fail the build
+        import sys
+
+        print(f"kbc: warning: cannot write the ONNX export to {d} ({e.strerror}); exporting to a "
+              "temporary folder for this run only", file=sys.stderr)
+        d = Path(tempfile.mkdtemp(prefix="kbc-onnx-"))
+        fp32, int8 = d / "model.onnx", d / "model.int8.onnx"
+        want = int8 if quantized else fp32
     # Build under a temporary name and rename: concurrent builds never see half a graph.
     if not fp32.is_file():
         with tempfile.TemporaryDirectory(dir=d) as tmp:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import kbc
 from kbc.bundle import Bundle
@@ -125,3 +126,37 @@ def test_fully_cached_cli_rebuild_exits_cleanly(tmp_path):
         proc = run_kbc(*args)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["cache"]["chunks_embedded"] == 0
+
+
+def test_a_cache_damaged_or_read_only_mid_build_costs_a_warning_not_the_build(tmp_path):
+    """A damaged page is found by the first query that touches it: the build goes on without the
+    cache, the file is moved aside, and the next build starts a fresh one."""
+    import sqlite3
+
+    src = corpus(tmp_path / "docs")
+    cache = tmp_path / "cache"
+    kbc.build([src], tmp_path / "a.kbpack", cache_dir=cache)
+    db = cache / "cache.sqlite3"
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for at in range(page, len(data), page):  # every page but the header: tables and indexes
+        data[at:at + 64] = b"\xff" * 64
+    db.write_bytes(bytes(data))
+    for wal in cache.glob("cache.sqlite3-*"):
+        wal.unlink()
+    report = kbc.build([src], tmp_path / "b.kbpack", cache_dir=cache)
+    assert report.chunks > 0 and (tmp_path / "b.kbpack").read_bytes() == (tmp_path / "a.kbpack").read_bytes()
+    assert (cache / "cache.sqlite3.damaged").exists()  # found and moved aside
+    again = kbc.build([src], tmp_path / "c.kbpack", cache_dir=cache)
+    assert again.chunks == report.chunks
+
+
+def test_non_finite_cached_vectors_are_misses(tmp_path):
+    from kbc.cache import Cache
+
+    c = Cache(tmp_path / "c")
+    c.put_vectors([(b"k1", np.array([np.nan, 1.0], dtype=np.float32)), (b"k2", np.array([0.6, 0.8], dtype=np.float32))])
+    got = c.get_vectors([b"k1", b"k2"], 2)
+    assert got[0] is None and list(got[1]) == pytest.approx([0.6, 0.8])
