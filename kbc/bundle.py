@@ -470,7 +470,13 @@ class Bundle:
         return sources[src]["path"] if isinstance(src, int) and 0 <= src < len(sources) else "?"
 
     def index_bytes(self) -> memoryview | None:
-        return self._section("index") if "index" in self.sections else None
+        """The stored FAISS index, only when declared as one: bytes are never handed to FAISS on the
+        strength of the section's name alone."""
+        if "index" not in self.sections:
+            return None
+        if self.sections["index"].encoding != "faiss":
+            raise self._err("index", f"unknown encoding {self.sections['index'].encoding!r}, expected 'faiss'")
+        return self._section("index")
 
     def section_json(self, name: str) -> Any:
         """Decode an optional JSON section (None when absent)."""
@@ -552,7 +558,7 @@ class Bundle:
             if size < 0 or size > MAX_BLOCK_BYTES:
                 raise self._err("chunks", f"block {b} declares {size} decompressed bytes (limit {MAX_BLOCK_BYTES})")
             raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_BLOCK_BYTES)
-            records = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True)
+            records = _unpack_block(raw, expected)
         except BundleError:
             raise
         except Exception as e:  # zstd/msgpack raise assorted types on garbage; all mean "damaged"
@@ -636,6 +642,35 @@ def _read_fixed_ascii(raw: bytes) -> str | None:
     if not text or rest.strip(b"\x00") or not all(32 < c < 127 for c in text):
         return None
     return text.decode("ascii")
+
+
+MAX_KEYS_PER_CHUNK = 64
+
+
+def _unpack_block(raw: bytes, expected: int) -> Any:
+    """Decode one chunk block, bounding the objects it may create, not only its bytes: one array
+    of `expected` maps of at most MAX_KEYS_PER_CHUNK scalar entries. Millions of tiny nested
+    objects inside the 64 MiB cap (about 70 bytes of Python per byte of msgpack) are refused
+    while decoding, before they exist."""
+    arrays = maps = 0
+
+    def on_list(items):
+        nonlocal arrays
+        arrays += 1
+        if arrays > 1:
+            raise ValueError("a chunk field holds an array")
+        return items
+
+    def on_map(pairs):
+        nonlocal maps
+        maps += 1
+        if maps > expected:
+            raise ValueError("more maps than chunks (nested objects)")
+        return dict(pairs)
+
+    return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
+                           list_hook=on_list, object_pairs_hook=on_map, max_array_len=max(expected, 1),
+                           max_map_len=MAX_KEYS_PER_CHUNK)
 
 
 def _no_ext(code: int, data: bytes) -> Any:

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import BundleError, InputError
 
 DEFAULT_INDEX = "Flat"
 DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
+# Search parameters a bundle may set, and their bounds: an absurd efSearch or nprobe from a
+# bundle of unknown origin would make every query allocate and scan without end.
+SEARCH_PARAM_LIMITS = {"nprobe": 65536, "efSearch": 4096}
 
 
 @dataclass
@@ -88,8 +91,21 @@ class Searcher:
             try:
                 self.faiss_index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
             except Exception as e:
-                raise InputError(f"stored index cannot be loaded by this FAISS: {str(e).splitlines()[0][:160]}") from None
-            for key, value in (index_manifest.get("search_params") or {}).items():
+                raise BundleError(f"stored index cannot be loaded by this FAISS: {str(e).splitlines()[0][:160]}",
+                                  section="index") from None
+            n, dim = vectors.shape
+            if self.faiss_index.ntotal != n or self.faiss_index.d != dim:
+                raise BundleError(f"stored index holds {self.faiss_index.ntotal} x {self.faiss_index.d}-d vectors, "
+                                  f"the bundle {n} x {dim}", section="index")
+            params = index_manifest.get("search_params") or {}
+            if not isinstance(params, dict):
+                raise BundleError("index.search_params is not an object", section="manifest")
+            for key, value in params.items():
+                if key not in SEARCH_PARAM_LIMITS or not isinstance(value, int) or isinstance(value, bool) \
+                        or not 1 <= value <= SEARCH_PARAM_LIMITS[key]:
+                    raise BundleError(f"index.search_params: {key}={value!r} is not allowed (known: "
+                                      f"{', '.join(f'{k} 1..{v}' for k, v in SEARCH_PARAM_LIMITS.items())})",
+                                      section="manifest")
                 faiss.ParameterSpace().set_index_parameter(self.faiss_index, key, value)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +116,8 @@ class Searcher:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if self.faiss_index is not None:
             scores, ids = self.faiss_index.search(q, k)
+            if np.any(ids >= n):  # a forged index may name rows the bundle does not have
+                raise BundleError(f"stored index returned chunk ids beyond the {n} chunks", section="index")
             return scores, ids
         scores_all = q @ np.asarray(self.vectors, dtype=np.float32).T
         top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]

@@ -17,6 +17,11 @@ from .bundle import Bundle
 from .errors import InputError, ModelError
 
 
+# The embedder keeps max_seq_length tokens and the lexical search 1024 distinct terms: a question
+# is cut here first, so a 30 MB one is never tokenised whole (the tokenizer aborts the process).
+MAX_QUESTION_CHARS = 1_000_000
+
+
 @dataclass
 class Hit:
     rank: int
@@ -131,12 +136,12 @@ class KnowledgeBase:
         return self.retriever.resolve(None)
 
     def embed_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        return self.embedder.embed_queries(list(texts), batch_size=batch_size)
+        return self.embedder.embed_queries([t[:MAX_QUESTION_CHARS] for t in texts], batch_size=batch_size)
 
     def rank(self, texts: Sequence[str], k: int, *, mode: str | None = None,
              vectors: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per question (scores, chunk ids), best first. Lexical mode never loads the model."""
-        texts = list(texts)
+        texts = [t[:MAX_QUESTION_CHARS] for t in texts]
         mode = self.retriever.resolve(mode)
         if vectors is None and mode != "lexical":
             vectors = self.embed_queries(texts)

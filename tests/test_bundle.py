@@ -372,3 +372,24 @@ def test_non_finite_vectors_with_valid_checksums_fail_verify(tmp_path, bad):
     assert e.value.section == "vectors"
     proc = run_kbc("inspect", str(forged), "--verify")
     assert proc.returncode == 3 and "row 2" in proc.stderr
+
+
+def test_a_block_of_millions_of_tiny_objects_is_refused_while_decoding(tmp_path):
+    """Inside the decompressed-size cap, tiny msgpack objects would cost ~70x their bytes in memory:
+    the reader refuses nested arrays and more maps than chunks before building them. The writer
+    checksums the forged block, as an attacker's would."""
+    import msgpack
+    import zstandard
+
+    for payload in ([{"text": "a", "junk": [0] * 5_000_000}], [{"text": "a", "m": {"k": {}}}]):
+        frame = zstandard.ZstdCompressor().compress(msgpack.packb(payload))
+        path = tmp_path / "bomb.kbpack"
+        with BundleWriter(path, dim=2) as w:
+            w.add([{"text": "a"}], np.ones((1, 2), np.float32))
+            w._pending = []
+            w._spool.write(frame)
+            w._block_offsets.append(len(frame))
+            w.finish({})
+        with Bundle(path) as b:
+            with pytest.raises(BundleError, match="block 0 cannot be decoded"):
+                b.chunk(0)

@@ -400,3 +400,24 @@ def test_manifest_matches_json_schema(sample_bundle):
         broken = dict(b.manifest, embedder={**b.manifest["embedder"], "pooling": "median"})
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_forged_index_search_params_and_shape_are_refused(tmp_path, tiny_model):
+    """A bundle from anywhere may declare an absurd efSearch or an index that does not match its
+    vectors: invalid bundle (exit 3), never a hang or a crash."""
+    from kbc.index import Searcher
+    from kbc.errors import BundleError
+
+    src = tmp_path / "docs"
+    for i in range(40):
+        write(src / f"d{i}.md", f"Document {i} about pumps, valves and pipes number {i}.")
+    out = tmp_path / "hnsw.kbpack"
+    run_kbc("build", str(src), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
+    with Bundle(out) as b:
+        vectors, raw, manifest = np.array(b.vectors), bytes(b.index_bytes()), b.manifest["index"]
+    Searcher(vectors, raw, manifest)  # as built: fine
+    for params in ({"efSearch": 10 ** 9}, {"efSearch": "64"}, {"bogus": 1}):
+        with pytest.raises(BundleError, match="search_params"):
+            Searcher(vectors, raw, {**manifest, "search_params": params})
+    with pytest.raises(BundleError, match="holds 40 x"):
+        Searcher(vectors[:30], raw, manifest)
