@@ -18,6 +18,7 @@ import json
 import math
 import mmap
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -106,7 +107,10 @@ class BundleWriter:
         self._encoding, self._dtype = DTYPES[dtype]
         self.chunks_per_block = chunks_per_block
         self._cctx = zstandard.ZstdCompressor(level=zstd_level, write_content_size=True, write_checksum=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot write there ({e.strerror})") from None
         self._tmp_path = Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
@@ -304,7 +308,8 @@ class Bundle:
         self._checked: set[str] = set()
         self._block_cache: tuple[int, list] | None = None
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            # non-blocking: a FIFO named as a bundle must not hang the open; refused just below
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise InputError(f"{self.path}: no such file") from None
         except IsADirectoryError:
@@ -312,7 +317,12 @@ class Bundle:
         except OSError as e:
             raise InputError(f"{self.path}: cannot open: {e.strerror}") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise InputError(f"{self.path}: is a directory, not a bundle")
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"{self.path}: not a regular file (a FIFO or device), not a bundle")
+            size = st.st_size
             if size < HEADER_SIZE:
                 raise self._err("header", f"file is {size} bytes, shorter than the {HEADER_SIZE}-byte header (truncated or not a bundle)")
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
@@ -426,6 +436,16 @@ class Bundle:
             raise self._err("chunk_offsets", f"expected {n_blocks + 1} u64le entries, found {oinfo.length} bytes ({oinfo.encoding})")
         if self.sections["chunks"].encoding != "zstd-msgpack":
             raise self._err("chunks", f"unknown encoding {self.sections['chunks'].encoding!r}")
+        for key, want in _MANIFEST_TYPES.items():
+            if key in manifest and not isinstance(manifest[key], want):
+                raise self._err("manifest", f"{key!r} is {type(manifest[key]).__name__}, expected "
+                                            f"{'an object' if want is dict else 'an array'}")
+        for entry in manifest.get("sources", []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise self._err("manifest", "every entry of 'sources' must be an object with a 'path' string")
+        recorded_dim = manifest.get("embedder", {}).get("dim", dim)
+        if recorded_dim != dim:
+            raise self._err("manifest", f"embedder.dim {recorded_dim!r} disagrees with the {dim}-d vectors")
         self.manifest = manifest
         self.count, self.dim, self.dtype = count, dim, dtype
         self.block_size, self.n_blocks = block_size, n_blocks
@@ -566,6 +586,12 @@ class Bundle:
         if not isinstance(records, list) or len(records) != expected or not all(
                 isinstance(r, dict) and isinstance(r.get("text"), str) for r in records):
             raise self._err("chunks", f"block {b} does not hold {expected} chunk records")
+        for r in records:
+            for key, value in r.items():
+                want = _CHUNK_FIELD_TYPES.get(key)
+                if want is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                    raise self._err("chunks", f"block {b}: chunk field {key!r} is {type(value).__name__}, "
+                                              f"expected {want.__name__}")
         self._block_cache = (b, records)
         return records
 
@@ -645,6 +671,13 @@ def _read_fixed_ascii(raw: bytes) -> str | None:
 
 
 MAX_KEYS_PER_CHUNK = 64
+# FORMAT.md §2.1: the types of the chunk fields kbc reads (unknown keys are ignored)
+_CHUNK_FIELD_TYPES = {"text": str, "source": int, "seq": int, "page_start": int, "page_end": int,
+                      "label_start": str, "label_end": str, "char_start": int, "char_end": int,
+                      "tokens": int, "record": str, "context": str}
+# manifest objects kbc reads, and their JSON types (a bundle from anywhere may put anything there)
+_MANIFEST_TYPES = {"embedder": dict, "chunking": dict, "index": dict, "counts": dict, "sources": list,
+                   "skipped": list, "degraded": list, "lexical": dict, "retrieval": dict, "extraction": dict}
 
 
 def _unpack_block(raw: bytes, expected: int) -> Any:

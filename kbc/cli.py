@@ -30,6 +30,12 @@ def _safe(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def _term(signum, frame) -> None:
+    """SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so a half-written bundle's temporary
+    file is removed instead of left behind."""
+    raise KeyboardInterrupt
+
+
 def _fail(message: str, code: int) -> None:
     print(f"kbc: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -49,6 +55,11 @@ def handle_errors(fn):
             raise
         except BrokenPipeError:
             raise typer.Exit(0)
+        except OSError as e:  # disk full, read-only or vanished output: the system's words, one line
+            if os.environ.get("KBC_DEBUG"):
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _fail(f"{where}{e.strerror or e}", 2)
         except Exception as e:  # a bug: say so in one line; KBC_DEBUG=1 shows the traceback
             if os.environ.get("KBC_DEBUG"):
                 raise
@@ -485,6 +496,9 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _term)
     app()
 
 

@@ -393,3 +393,27 @@ def test_a_block_of_millions_of_tiny_objects_is_refused_while_decoding(tmp_path)
         with Bundle(path) as b:
             with pytest.raises(BundleError, match="block 0 cannot be decoded"):
                 b.chunk(0)
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"sources": {"path": "x"}}, "'sources' is dict"),
+    ({"sources": [{"path": 3}]}, "'path' string"),
+    ({"embedder": {"dim": 9}}, "embedder.dim 9 disagrees"),
+    ({"chunking": "tokens"}, "'chunking' is str"),
+    ({"index": []}, "'index' is list"),
+])
+def test_mistyped_manifest_objects_are_invalid_bundles(tmp_path, manifest, message):
+    p = B.write_bundle(tmp_path / "m.kbpack", manifest=manifest, vectors=np.eye(2, 4, dtype=np.float32),
+                       chunks=[{"text": "a"}, {"text": "b"}])
+    with pytest.raises(BundleError, match=message):
+        B.Bundle(p)
+    proc = run_kbc("inspect", str(p))
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1
+
+
+def test_mistyped_chunk_fields_are_invalid_bundles(tmp_path):
+    p = B.write_bundle(tmp_path / "c.kbpack", manifest={}, vectors=np.eye(2, 4, dtype=np.float32),
+                       chunks=[{"text": "a", "page_start": "1"}, {"text": "b", "source": True}])
+    with B.Bundle(p) as b:
+        with pytest.raises(BundleError, match="'page_start' is str"):
+            b.chunk(0)

@@ -90,3 +90,28 @@ def test_outputs_never_destroy_inputs_or_special_files(tmp_path, tiny_model):
     assert proc.returncode == 2 and "not a regular file" in proc.stderr
     with pytest.raises(InputError, match="not a regular file"):
         check_output_path(Path("/dev/null"))
+
+
+def test_sigterm_leaves_no_temporary_bundle_behind(tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, SAMPLE_DOCS
+
+    docs = tmp_path / "docs"
+    for i in range(4):
+        shutil.copytree(SAMPLE_DOCS, docs / f"copy{i}")
+    out = tmp_path / "out" / "kb.kbpack"
+    out.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "kbc", "build", str(docs), "-o", str(out), "-q", "--no-cache"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.parent.glob(".kb.kbpack.*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # wait until the bundle is being written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert list(out.parent.iterdir()) == []  # neither a bundle nor a temporary file
