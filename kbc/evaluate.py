@@ -88,8 +88,8 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
             raise InputError(f"{path}: line {lineno}: expected 'query-id corpus-id score' or TREC's 4 columns, "
                              f"got {len(parts)} columns")
         try:
-            g = int(float(grade))
-        except ValueError:
+            g = int(float(grade))  # inf and nan raise too: a grade is a finite number
+        except (ValueError, OverflowError):
             if lineno == 1 or not out:  # a header line
                 continue
             raise InputError(f"{path}: line {lineno}: relevance {grade!r} is not a number") from None

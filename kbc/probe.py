@@ -118,9 +118,13 @@ def read_vectors(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if path.suffix.lower() == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise InputError(f"{path}: not a readable .npy array ({e})") from None
+            # the header's shape must fit the file before anything is allocated for it
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+            if arr.nbytes > path.stat().st_size:
+                raise ValueError(f"header declares {arr.nbytes} bytes, the file has {path.stat().st_size}")
+            arr = np.array(arr)
+        except (ValueError, OSError, MemoryError) as e:
+            raise InputError(f"{path}: not a readable .npy array ({str(e)[:200]})") from None
     else:
         try:
             data = json.loads(read_text_file(path))
