@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .bundle import Bundle
-from .errors import InputError, ModelError
+from .errors import BundleError, InputError, ModelError
 
 
 # The embedder keeps max_seq_length tokens and the lexical search 1024 distinct terms: a question
@@ -111,7 +111,11 @@ class KnowledgeBase:
         if self._searcher is None:
             from .index import Searcher
 
-            self._searcher = Searcher(self.bundle.vectors, self.bundle.index_bytes(), self.manifest.get("index", {}))
+            try:
+                self._searcher = Searcher(self.bundle.vectors, self.bundle.index_bytes(),
+                                          self.manifest.get("index", {}))
+            except BundleError as e:  # name the file: the index module does not know it
+                raise BundleError(e.detail, section=e.section, path=self.bundle.path) from None
         return self._searcher
 
     @property
