@@ -13,6 +13,7 @@ Importing this module must stay cheap: numpy, msgpack and zstandard only. Never 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -107,10 +108,12 @@ class BundleWriter:
         self._encoding, self._dtype = DTYPES[dtype]
         self.chunks_per_block = chunks_per_block
         self._cctx = zstandard.ZstdCompressor(level=zstd_level, write_content_size=True, write_checksum=False)
+        _remove_stale_temporaries(parent, self.path.name)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
         except OSError as e:
             raise InputError(f"{self.path}: cannot write there ({e.strerror})") from None
+        _lock(fd)  # held until this writer ends: a later build can tell a live temporary from a dead one
         self._tmp_path = Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
@@ -265,6 +268,36 @@ class BundleWriter:
         self._spool.write(frame)
         self._block_offsets.append(self._block_offsets[-1] + len(frame))
         self._pending = []
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive advisory lock without waiting; False if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here: never treat a temporary file as stale
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _remove_stale_temporaries(parent: Path, name: str) -> None:
+    """Temporary bundles of killed writers (SIGKILL, power loss) hold megabytes of vectors: remove
+    those whose writer is gone (their lock is free); a running build keeps its own."""
+    for stale in parent.glob(f".{glob.escape(name)}.*.tmp"):
+        try:
+            fd = os.open(stale, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd):
+                stale.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -115,3 +115,27 @@ def test_sigterm_leaves_no_temporary_bundle_behind(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
     assert list(out.parent.iterdir()) == []  # neither a bundle nor a temporary file
+
+
+def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
+    """A SIGKILLed build leaves `.NAME.kbpack.*.tmp`; the next writer to NAME removes it unless a
+    live writer still holds its lock."""
+    import fcntl
+
+    import numpy as np
+
+    from kbc.bundle import write_bundle
+
+    dead = tmp_path / ".kb.kbpack.dead1234.tmp"
+    dead.write_bytes(b"\x00" * 4096)
+    live = tmp_path / ".kb.kbpack.live5678.tmp"
+    live.write_bytes(b"\x00" * 4096)
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    other = tmp_path / ".other.kbpack.x.tmp"
+    other.write_bytes(b"")
+    try:
+        write_bundle(tmp_path / "kb.kbpack", manifest={}, vectors=np.eye(1, 4, dtype=np.float32), chunks=[{"text": "a"}])
+        assert not dead.exists() and live.exists() and other.exists()
+    finally:
+        os.close(holder)
