@@ -20,7 +20,7 @@ from typing import Sequence
 
 from .sources import SourceFile
 
-EXTRACTOR_VERSION = "5"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "6"  # bump when output for the same input changes (it keys the build cache)
 
 
 @dataclass
@@ -388,7 +388,27 @@ def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool 
         _read_records(src, data, out, clean=clean)
     else:
         _read_text(src, data, out, clean=clean)
+    del data
+    for doc in out.documents:
+        if len(doc.text) > MAX_DOCUMENT_CHARS:
+            _cut(doc, MAX_DOCUMENT_CHARS)
+            out.problems.append(Problem(src.rel, "degraded", f"text cut at {MAX_DOCUMENT_CHARS:,} characters "
+                                        f"(page {doc.pages[-1].number}): split the document to keep the rest"))
     return out
+
+
+# One document's text is chunked and tokenised in the build process, outside the extraction
+# workers' memory limit: this bound keeps that step's memory and time finite (~4,000 dense pages).
+MAX_DOCUMENT_CHARS = 20_000_000
+
+
+def _cut(doc: Document, limit: int) -> None:
+    """Keep the first `limit` characters and the pages and headings inside them."""
+    doc.text = doc.text[:limit]
+    doc.pages = [p for p in doc.pages if p.start < limit] or doc.pages[:1]
+    last = doc.pages[-1]
+    doc.pages[-1] = Page(last.number, last.label, min(last.start, limit), min(last.end, limit))
+    doc.headings = [(a, min(b, limit), h) for a, b, h in doc.headings if a < limit]
 
 
 def _one_line(e: BaseException) -> str:

@@ -238,3 +238,16 @@ def test_control_characters_are_cleaned():
     from kbc.extract import clean_text
 
     assert clean_text("net\x00income\x07 1,577\x1b[2J") == "net income 1,577 [2J"
+
+
+def test_a_huge_text_file_is_cut_and_reported_not_chunked_without_bound(tmp_path, monkeypatch):
+    import kbc.extract as X
+
+    monkeypatch.setattr(X, "MAX_DOCUMENT_CHARS", 1000)
+    p = tmp_path / "big.md"
+    p.write_text("# Title\n\n" + "word " * 5000)
+    src = discover([p])[0]
+    ex = extract_file(src)
+    doc = ex.documents[0]
+    assert len(doc.text) == 1000 and doc.pages[-1].end <= 1000 and all(b <= 1000 for _, b, _ in doc.headings)
+    assert any(pr.severity == "degraded" and "cut at 1,000 characters" in pr.reason for pr in ex.problems)
