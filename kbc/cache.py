@@ -47,7 +47,10 @@ class Cache:
         except sqlite3.DatabaseError:
             # A damaged cache is only a cache: start a fresh one beside it.
             self.db.close()
-            (self.dir / "cache.sqlite3").rename(self.dir / "cache.sqlite3.damaged")
+            for suffix in ("", "-wal", "-shm"):
+                part = self.dir / f"cache.sqlite3{suffix}"
+                if part.exists():
+                    part.rename(self.dir / f"cache.sqlite3.damaged{suffix}")
             self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=60, check_same_thread=False,
                                       isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -58,10 +61,10 @@ class Cache:
     broken = False
 
     def _query(self, sql: str, args=(), *, many: bool = False, fetch: str | None = None):
-        if self.broken:
-            return None
-        try:
-            with self._lock:
+        with self._lock:
+            if self.broken:
+                return None
+            try:
                 if many:
                     self.db.execute("BEGIN")
                     self.db.executemany(sql, args)
@@ -69,23 +72,31 @@ class Cache:
                     return None
                 cur = self.db.execute(sql, args)
                 return cur.fetchone() if fetch == "one" else cur.fetchall() if fetch == "all" else None
-        except sqlite3.Error as e:
-            self.broken = True
-            healed = ""
-            if not isinstance(e, sqlite3.OperationalError):  # a damaged file, not a locked or read-only one
-                try:
-                    (self.dir / "cache.sqlite3").rename(self.dir / "cache.sqlite3.damaged")
-                    healed = "; moved aside, the next build starts a fresh cache"
-                except OSError:
-                    pass
-            print(f"kbc: warning: build cache {self.dir} failed ({e}); continuing without it{healed}",
-                  file=sys.stderr)
+            except sqlite3.Error as e:
+                self._give_up(e)
+                return None
+
+    def _give_up(self, e: sqlite3.Error) -> None:
+        """Stop using the cache (the caller holds the lock). Only a file SQLite calls damaged
+        ("malformed", "not a database") is moved aside, with its WAL files, once the connection
+        is closed; a locked, read-only or full cache is left as it is."""
+        self.broken = True
+        try:
+            self.db.rollback()
+        except sqlite3.Error:
+            pass
+        healed = ""
+        if type(e) is sqlite3.DatabaseError:
             try:
-                with self._lock:
-                    self.db.rollback()
-            except sqlite3.Error:
+                self.db.close()
+                for suffix in ("", "-wal", "-shm"):
+                    part = self.dir / f"cache.sqlite3{suffix}"
+                    if part.exists():
+                        part.rename(self.dir / f"cache.sqlite3.damaged{suffix}")
+                healed = "; moved aside, the next build starts a fresh cache"
+            except (OSError, sqlite3.Error):
                 pass
-            return None
+        print(f"kbc: warning: build cache {self.dir} failed ({e}); continuing without it{healed}", file=sys.stderr)
 
     # -- file hashes keyed by stat, so unchanged multi-GB weights are not re-read every query
 

@@ -36,6 +36,7 @@ PAGE_METRICS = (*(f"hit@{k}" for k in HIT_KS), "mrr@10")
 METRICS = DOC_METRICS
 DEPTH = max(RECALL_KS)
 # Page-level judgements: `<file stem>:p<N>`, N the 1-based physical page.
+MAX_CHUNK_PAGES = 1000  # no real chunk spans more pages than this
 PAGE_ID = re.compile(r"^(?P<doc>.+):p(?P<page>[1-9][0-9]{0,6})$")
 
 
@@ -226,8 +227,13 @@ def _chunk_pages(bundle) -> list[tuple[set[str], int, int]]:
     out = []
     for ch in bundle.iter_chunks():
         path = bundle.source_path(ch)
-        names = {Path(path).stem, str(Path(path).with_suffix(""))}
-        out.append((names, int(ch.get("page_start", 0) or 0), int(ch.get("page_end", 0) or 0)))
+        try:
+            names = {Path(path).stem, str(Path(path).with_suffix(""))}
+        except ValueError:  # "" or "/" from a bundle of unknown origin
+            names = {path}
+        a = int(ch.get("page_start", 0) or 0)
+        b = min(int(ch.get("page_end", 0) or 0), a + MAX_CHUNK_PAGES)  # a forged span must not cost 10^12 pages
+        out.append((names, a, b))
     return out
 
 

@@ -325,8 +325,11 @@ class LexicalIndex:
                 raise ValueError(f"version {meta.get('version')!r} / scoring {meta.get('scoring')!r} not supported")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LexicalFormatError("manifest", f"lexical: missing or malformed field ({e})") from None
-        numbers_ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                         for x in (k1, b, avg))
+        try:  # a JSON integer of 400 digits does not fit a float: a bad bundle, not a crash
+            numbers_ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                             for x in (k1, b, avg))
+        except OverflowError:
+            numbers_ok = False
         if not numbers_ok or not (0 <= k1 <= 100 and 0 <= b <= 1 and avg >= 0):
             raise LexicalFormatError("manifest", "lexical: k1, b or avg_doc_length out of range")
         if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (n, t)) or n != count:

@@ -37,7 +37,7 @@ from .retrieval import RetrievalSettings
 from .sources import check_output_path, discover
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
-CHUNK_RECORDS_VERSION = "2"  # 2: contexts, furniture-only chunks dropped
+CHUNK_RECORDS_VERSION = "3"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only
 
 # progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -447,7 +447,7 @@ def _chunk_records(ex: Extracted, chunker: Chunker, counter: TokenCounter, promp
                 c.n_tokens = n
         labels = {p.number: p.label for p in doc.pages if p.label}
         for c, ctx in zip(chunks, contexts):
-            if not whole_docs and not has_words(c.text):  # page furniture, not retrievable text
+            if ex.source.kind == "pdf" and not whole_docs and not has_words(c.text):  # page furniture
                 continue
             record = {"text": c.text, "seq": len(records), "page_start": c.page_start, "page_end": c.page_end,
                       "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
@@ -508,7 +508,7 @@ class ReusedVectors:
         if not same:  # another model, precision or prompt: its vectors are not ours
             old.close()
             return 0
-        self._bundles.append(old)
+        self._bundles.append(old)  # closed by close(), also when reading it fails below
         vectors = old.vectors
         for i, chunk in enumerate(old.iter_chunks()):
             self._rows[vector_key(self.identity, self.spec.document_prompt, embedded_text(chunk))] = (vectors, i)

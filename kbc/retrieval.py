@@ -68,7 +68,9 @@ def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -
     if method == Fusion.tmm.value:
         return np.maximum(scores, floor) / hi if hi > floor else np.zeros_like(scores)
     lo = float(ref.min())
-    return (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+    if hi > lo:
+        return (scores - lo) / (hi - lo)
+    return (scores >= hi).astype(np.float64)  # one distinct score: the list's members 1, the rest 0
 
 
 def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.ndarray,

@@ -224,3 +224,21 @@ def test_context_counts_twice_in_tf_and_length():
     assert list(ix.lengths) == [2 * 6 + 3, 2]  # acme 2018 10 k income statement, twice; revenue grew quarter
     ids, tf = ix.postings_of(ix.lookup("acme"))
     assert list(ids) == [0] and list(tf) == [2]
+
+
+def test_minmax_with_one_lexical_hit_keeps_its_signal():
+    cand = np.array([0, 1, 2])
+    s, ids = fuse(dense_ids=np.array([0, 1, 2]), dense_scores=np.array([0.9, 0.8, 0.7]),
+                  lexical_ids=np.array([2]), lexical_scores=np.array([3.0]),
+                  candidate_dense=np.array([0.9, 0.8, 0.7]), candidate_lexical=np.array([0.0, 0.0, 3.0]),
+                  candidates=cand, settings=RetrievalSettings(fusion="minmax", weight=0.6), k=3)
+    assert list(ids) == [2, 0, 1]  # before: every candidate scored 1 lexically, pure dense order [0, 1, 2]
+
+
+def test_overflowing_numbers_in_the_lexical_manifest_are_format_errors():
+    b = LexicalBuilder()
+    b.add_many(["one two"])
+    meta, sections = b.finish()
+    for key in ("k1", "avg_doc_length"):
+        with pytest.raises(LexicalFormatError):
+            LexicalIndex({**meta, key: 10 ** 400}, {n: d for n, _, d in sections}, count=1)
