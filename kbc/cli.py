@@ -473,7 +473,7 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
     if p:
         lines.insert(-1, f"probes: {p['count']} ({p['role']} inputs, prompt {p['prompt']!r} prepended, pass at cosine "
                          f">= {p['threshold']}; `kbc probe`)" if "error" not in p else f"probes: unreadable ({p['error']})")
-    lines += [f"  {s['name']:<14} {s['encoding']:<13} {_human_bytes(s['length']):>10}  sha256 {s['sha256'][:16]}..."
+    lines += [f"  {s['name']:<20} {s['encoding']:<13} {_human_bytes(s['length']):>10}  sha256 {s['sha256'][:16]}..."
               for s in info["sections"]]
     sources = [x for x in info["sources"] if isinstance(x, dict)] if isinstance(info["sources"], list) else []
     lines.append(f"sources ({len(sources)}):")
