@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kbc.evaluate import evaluate, read_qrels, read_queries  # noqa: E402
@@ -50,9 +52,8 @@ def main() -> None:
     t = time.perf_counter()
     vectors = kb.embed_queries([queries[q] for q in texts])
     print(f"embedded {len(texts)} queries in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    cached = dict(zip(texts, vectors))
-    kb.embed_queries = lambda batch, **_: __import__("numpy").stack([cached[_id_of[t]] for t in batch])
-    _id_of = {queries[q]: q for q in texts}
+    by_text = {queries[q]: v for q, v in zip(texts, vectors)}
+    kb.embed_queries = lambda batch, **_: np.stack([by_text[t] for t in batch])  # every row reuses them
 
     has_context = any("context" in ch for ch in kb.bundle.iter_chunks(0, min(kb.bundle.count, 200)))
     main = "context x2 + text" if has_context else "text"

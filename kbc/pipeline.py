@@ -258,7 +258,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                 lexicon.add_chunks(pending)
             vecs = np.zeros((len(texts), spec.dim), dtype=np.float32)
             todo = list(range(len(texts)))
-            keys = [vector_key(identity, spec.document_prompt, t) for t in texts]
+            keys = ([vector_key(identity, spec.document_prompt, t) for t in texts]
+                    if cache is not None or reused is not None else [])
             if cache is not None:
                 found = cache.get_vectors(keys, spec.dim)
                 todo = [i for i, v in enumerate(found) if v is None]

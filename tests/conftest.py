@@ -77,3 +77,17 @@ def make_tiny_model(d: Path, *, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+C_READER_SRC = ROOT / "readers" / "c" / "kbpack_read.c"
+
+
+@pytest.fixture(scope="session")
+def c_reader(tmp_path_factory) -> Path:
+    """readers/c/kbpack_read.c compiled once per test session (skipped without a C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    exe = tmp_path_factory.mktemp("c") / "kbpack_read"
+    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(exe), str(C_READER_SRC), "-lm"], check=True)
+    return exe

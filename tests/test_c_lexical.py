@@ -3,10 +3,8 @@ with BM25 to the same top-k chunk ids, and the same score bits, as kbc's Python 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -14,21 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from forge import resign
 from kbc.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
 from kbc.lexical import LexicalBuilder, LexicalFormatError, TokenizerOptions, tokenize
 
-SRC = Path(__file__).resolve().parent.parent / "readers" / "c" / "kbpack_read.c"
-CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-
-
-@pytest.fixture(scope="module")
-def c_reader(tmp_path_factory) -> Path:
-    if CC is None:
-        pytest.skip("no C compiler on this machine")
-    exe = tmp_path_factory.mktemp("c-lex") / "kbpack_read"
-    subprocess.run([CC, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(exe), str(SRC), "-lm"], check=True)
-    return exe
 
 
 # --------------------------------------------------------------------------- helpers
@@ -392,8 +380,8 @@ def test_c_lexical_refuses_incomplete_index(c_reader, tmp_path):
 # --------------------------------------------------------------------------- the manifest's JSON
 
 def with_manifest(src: Path, dst: Path, text: bytes) -> Path:
-    """A copy of bundle `src` whose manifest (the last section kbc writes) is `text`, with the table,
-    header and body checksums made right again."""
+    """A copy of bundle `src` whose manifest (the last section kbc writes) is `text`, laid out again
+    and with every checksum made right (forge.resign)."""
     data = bytearray(src.read_bytes())
     count, toff = struct.unpack_from("<IQ", data, 12)
     table = bytearray(data[toff:toff + 128 * count])
@@ -402,18 +390,13 @@ def with_manifest(src: Path, dst: Path, text: bytes) -> Path:
     moff = struct.unpack_from("<Q", entries[mi], 48)[0]
     assert all(struct.unpack_from("<Q", e, 48)[0] <= moff for e in entries), "manifest is not the last section"
     struct.pack_into("<Q", entries[mi], 56, len(text))
-    entries[mi][64:96] = hashlib.sha256(text).digest()
     body = bytes(data[128:moff]) + text
     body += b"\0" * (-(128 + len(body)) % 64)
-    table = b"".join(entries)
     new_toff = 128 + len(body)
-    body += table
+    body += b"".join(entries)
     head = bytearray(data[:128])
     struct.pack_into("<QQ", head, 16, new_toff, 128 + len(body))
-    head[32:64] = hashlib.sha256(table).digest()
-    head[64:96] = hashlib.sha256(body).digest()
-    head[96:128] = hashlib.sha256(bytes(head[:96])).digest()
-    dst.write_bytes(bytes(head) + body)
+    dst.write_bytes(resign(bytes(head) + body))
     return dst
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,17 +10,6 @@ import pytest
 
 from kbc.bundle import Bundle, write_bundle
 
-SRC = Path(__file__).resolve().parent.parent / "readers" / "c" / "kbpack_read.c"
-CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-
-
-@pytest.fixture(scope="module")
-def c_reader(tmp_path_factory) -> Path:
-    if CC is None:
-        pytest.skip("no C compiler on this machine")
-    exe = tmp_path_factory.mktemp("c") / "kbpack_read"
-    subprocess.run([CC, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(exe), str(SRC), "-lm"], check=True)
-    return exe
 
 
 def python_printout(path: Path) -> str:
