@@ -49,6 +49,7 @@ MAX_SECTIONS = 1024
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_BLOCK_BYTES = 64 << 20  # decompressed size of one chunk block
 MAX_JSON_SECTION_BYTES = 64 << 20
+MAX_PROMPT_CHARS = 4096  # embedder.query_prompt / document_prompt
 
 DTYPES = {"float32": ("f32le", np.dtype("<f4")), "float16": ("f16le", np.dtype("<f2"))}
 _ENCODING_TO_DTYPE = {enc: (name, dt) for name, (enc, dt) in DTYPES.items()}
@@ -476,7 +477,13 @@ class Bundle:
         for entry in manifest.get("sources", []):
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise self._err("manifest", "every entry of 'sources' must be an object with a 'path' string")
-        recorded_dim = manifest.get("embedder", {}).get("dim", dim)
+        embedder = manifest.get("embedder", {})
+        for key in ("query_prompt", "document_prompt"):
+            prompt = embedder.get(key, "")
+            if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+                # every query is tokenised with the prompt: a 30 MB one aborts the tokenizer
+                raise self._err("manifest", f"embedder.{key} must be a string of at most {MAX_PROMPT_CHARS} characters")
+        recorded_dim = embedder.get("dim", dim)
         if recorded_dim != dim:
             raise self._err("manifest", f"embedder.dim {recorded_dim!r} disagrees with the {dim}-d vectors")
         self.manifest = manifest
@@ -658,12 +665,7 @@ class Bundle:
         if not body_ok:
             raise self._err("file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)")
         mm.release()
-        vectors = self.vectors
-        for start in range(0, self.count, 1 << 16):  # bounded memory: a block of rows at a time
-            block = np.asarray(vectors[start:start + (1 << 16)], dtype=np.float32)
-            if not np.isfinite(block).all():
-                row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-                raise self._err("vectors", f"row {row} holds NaN or infinity")
+        self.check_vectors_finite()
         probes = self.probes()
         if probes is not None and not np.isfinite(probes.vectors).all():
             raise self._err("probe_vectors", "holds NaN or infinity")
@@ -675,7 +677,21 @@ class Bundle:
                 lexical.check_all()
             except LexicalFormatError as e:
                 raise self._err(e.section, str(e)) from None
+        if "index" in self.sections:  # loaded as a search would: encoding, size, dim, parameters
+            from .index import Searcher
+
+            Searcher(self.vectors, self.index_bytes(), self.manifest.get("index") or {})
         self.retrieval_settings()
+
+    def check_vectors_finite(self) -> None:
+        """NaN or infinity in a vector poisons every score it meets and makes JSON exports that
+        standard parsers reject: refused, a block of rows at a time (bounded memory)."""
+        vectors = self.vectors
+        for start in range(0, self.count, 1 << 16):
+            block = np.asarray(vectors[start:start + (1 << 16)], dtype=np.float32)
+            if not np.isfinite(block).all():
+                row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                raise self._err("vectors", f"row {row} holds NaN or infinity")
 
     def describe_sections(self) -> list[dict]:
         return [{"name": s.name, "encoding": s.encoding, "offset": s.offset, "length": s.length,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -143,6 +144,7 @@ def build(
                                                       "(query, eval and devices use it): hybrid, or dense with --no-lexical."),
     workers: Optional[int] = typer.Option(None, help="Extraction processes (default: one per core; 0: in-process)."),
     file_timeout: float = typer.Option(120.0, help="Seconds one file may take to extract before it is skipped."),
+    max_file_mb: float = typer.Option(1024, help="Files larger than this (MiB) are skipped, and listed, without being read."),
     strict: bool = typer.Option(False, help="Fail (exit 5, nothing written) if any file is skipped or degraded."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor fill the build cache."),
     cache_dir: Optional[Path] = typer.Option(None, help="Build cache location (default: $KBC_CACHE_DIR, else ~/.cache/kbc)."),
@@ -153,6 +155,8 @@ def build(
     """Compile documents into one .kbpack: extract -> chunk -> embed -> index -> write."""
     from .pipeline import build as run_build
 
+    if not math.isfinite(max_file_mb) or max_file_mb <= 0:
+        raise InputError(f"--max-file-mb must be a positive number, not {max_file_mb}")
     with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
         report = run_build(paths, output, model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,
                            chunk_overlap=chunk_overlap, batch_size=batch_size, device=device, index=index,
@@ -162,7 +166,8 @@ def build(
                            file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
                            context=context.value, lexical=not no_lexical,
                            default_mode=default_mode.value if default_mode else None,
-                           follow_symlinks=follow_symlinks, progress=progress)
+                           follow_symlinks=follow_symlinks, max_file_bytes=int(max_file_mb * 2**20),
+                           progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return
@@ -365,7 +370,8 @@ def evaluate(
 @handle_errors
 def export(
     bundle: Path = typer.Argument(..., help="A .kbpack file."),
-    out: Path = typer.Argument(..., help="File to write (atomically). For npy, ids go to OUT's name with .ids.jsonl."),
+    out: Path = typer.Argument(..., help="File to write (atomically), or - for stdout (jsonl, edge-slm-json). "
+                               "For npy, ids go to OUT's name with .ids.jsonl."),
     to: str = typer.Option(..., "--to", help="edge-slm-json (the edge-slm Android app's embeddings file), "
                            "jsonl (one chunk per line: provenance, text, embedding) or npy (vectors + ids sidecar)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
@@ -376,9 +382,10 @@ def export(
 
     with Bundle(bundle) as b:
         total = b.count
+    to_stdout = str(out) == "-"
     with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
         written = run_export(bundle, to, out, progress=lambda n: progress("export", n, total))
-    if not quiet:
+    if not quiet and not to_stdout:
         print(", ".join(f"{p} ({_human_bytes(p.stat().st_size)})" for p in written) + f": {total} chunks as {to}")
 
 

@@ -35,7 +35,13 @@ def _ids_path(out: Path) -> Path:
 
 @contextmanager
 def _atomic(path: Path, mode: str = "w"):
-    """A temp file next to `path`, renamed over it only when the block succeeds."""
+    """A temp file next to `path`, renamed over it only when the block succeeds; `-` is stdout."""
+    if str(path) == "-":
+        import sys
+
+        yield sys.stdout
+        sys.stdout.flush()
+        return
     if path.is_dir():
         raise InputError(f"{path}: output path is a directory")
     if not path.parent.is_dir():
@@ -75,11 +81,16 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
     if fmt not in FORMATS:
         raise InputError(f"--to must be one of {', '.join(FORMATS)}, not {fmt!r}")
     out = Path(out)
-    check_output_path(out, inputs=[Path(bundle_path)])
+    if str(out) == "-":
+        if fmt == "npy":
+            raise InputError("-: npy writes two files (vectors and ids); name a file instead of stdout")
+    else:
+        check_output_path(out, inputs=[Path(bundle_path)])
     if fmt == "npy":
         check_output_path(_ids_path(out), inputs=[Path(bundle_path)])
     tick = progress or (lambda n: None)
     with Bundle(bundle_path) as b:
+        b.check_vectors_finite()  # before the first byte goes out, stdout included
         if fmt == "edge-slm-json":
             with _atomic(out) as f:
                 f.write('{"chunks": [')

@@ -34,7 +34,7 @@ from .extract import (EXTRACTOR_VERSION, Extracted, ExtractOptions, Problem, cac
 from .index import DEFAULT_INDEX, build_index
 from .lexical import LexicalBuilder
 from .retrieval import RetrievalSettings
-from .sources import check_output_path, discover
+from .sources import DEFAULT_MAX_FILE_BYTES, check_output_path, discover
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
 CHUNK_RECORDS_VERSION = "3"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only
@@ -119,6 +119,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
           default_mode: str | None = None, follow_symlinks: bool = False,
+          max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
           progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
     t_start = time.perf_counter()
@@ -130,9 +131,11 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"{output}: output directory {output.parent} does not exist")
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, not {batch_size}")
+    if max_file_bytes is not None and max_file_bytes <= 0:
+        raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}")
     walk_skipped: list[tuple[str, str]] = []
     sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-                       skipped=walk_skipped)
+                       max_file_bytes=max_file_bytes, skipped=walk_skipped)
     check_output_path(output, inputs=[s.path for s in sources])
     progress = progress or (lambda stage, n, total: None)
     ref = resolve_model(model)  # fail fast, before any worker starts

@@ -12,6 +12,9 @@ from typing import Sequence
 from .errors import InputError
 
 KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "records"}
+# Bigger files are skipped with a reason before a byte is read: the walk hashes every file for the
+# cache in the build process, so a 1 TB sparse file must not be read at all.
+DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ def display_name(rel: str) -> str:
         return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _why_not_regular(p: Path, root: Path | None, follow_symlinks: bool) -> str | None:
+def _why_not_regular(p: Path, root: Path | None, follow_symlinks: bool,
+                     max_bytes: int | None = None) -> str | None:
     """None for a regular file we may read; else why it is skipped. A docs tree is untrusted:
     FIFOs and devices would hang or never end, links may point anywhere."""
     try:
@@ -56,18 +60,22 @@ def _why_not_regular(p: Path, root: Path | None, follow_symlinks: bool) -> str |
             return f"cannot stat link target: {e.strerror}"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file (FIFO, device or socket)"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return (f"{st.st_size / 2**20:,.0f} MiB is over the {max_bytes / 2**20:,.0f} MiB limit per file "
+                "(--max-file-mb)")
     return None
 
 
 def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
              exclude: Sequence[str] = (), follow_symlinks: bool = False,
+             max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
              skipped: list[tuple[str, str]] | None = None) -> list[SourceFile]:
     """Files to build from, sorted by relative path. Hidden files and folders are skipped.
 
     With one directory argument, paths are relative to it; with several arguments, each
     directory's files are prefixed by the directory's name so that names stay unique. Only
     regular files are read; links that leave their input folder (unless `follow_symlinks`),
-    broken links, FIFOs, devices and linked directories are listed in `skipped` as (name, reason).
+    broken links, FIFOs, devices, files over `max_file_bytes` and linked directories are listed in `skipped` as (name, reason).
     """
     if not paths:
         raise InputError("no input paths given")
@@ -78,7 +86,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
         if not root.exists():
             raise InputError(f"{arg}: no such file or directory")
         if not root.is_dir():
-            why = _why_not_regular(root, None, True)
+            why = _why_not_regular(root, None, True, max_file_bytes)
             if why:
                 raise InputError(f"{arg}: {why}")
             kind = KINDS.get(root.suffix.lower())
@@ -103,7 +111,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                     rel = display_name(prefix + p.relative_to(root).as_posix())
                     if KINDS.get(p.suffix.lower()) is None:
                         continue
-                    why = _why_not_regular(p, real_root, follow_symlinks)
+                    why = _why_not_regular(p, real_root, follow_symlinks, max_file_bytes)
                     if why:
                         skipped.append((rel, why))
                         continue

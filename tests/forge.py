@@ -21,3 +21,37 @@ def resign(data: bytes) -> bytes:
                           hashlib.sha256(bytes(data[128:])).digest(), b"\x00" * 32)
     data[:128] = head[:96] + hashlib.sha256(head[:96]).digest()
     return bytes(data)
+
+
+def sections(data: bytes) -> dict[str, tuple[str, bytes]]:
+    """{name: (encoding, bytes)} of a bundle, in file order."""
+    (_, _, _, count, table_offset, _, _, _, _) = B._HEADER.unpack(data[:128])
+    out = {}
+    for i in range(count):
+        at = table_offset + i * B.ENTRY_SIZE
+        name, enc, offset, size, _, _ = B._ENTRY.unpack(data[at:at + B.ENTRY_SIZE])
+        out[name.rstrip(b"\0").decode()] = (enc.rstrip(b"\0").decode(), data[offset:offset + size])
+    return out
+
+
+def rebuild(data: bytes, replace: dict[str, bytes] | None = None, *, encodings: dict[str, str] | None = None,
+            drop: tuple[str, ...] = ()) -> bytes:
+    """The bundle laid out again with some sections' bytes (or encodings) replaced or dropped, and
+    every checksum recomputed: what an attacker who edits a bundle with the format spec in hand makes."""
+    (magic, major, minor, _, _, _, _, _, _) = B._HEADER.unpack(data[:128])
+    body, entries = bytearray(), []
+    for name, (enc, raw) in sections(data).items():
+        if name in drop:
+            continue
+        raw = (replace or {}).get(name, raw)
+        enc = (encodings or {}).get(name, enc)
+        body += b"\0" * (-(128 + len(body)) % B.ALIGN)
+        entries.append(B._ENTRY.pack(name.encode().ljust(32, b"\0"), enc.encode().ljust(16, b"\0"),
+                                     128 + len(body), len(raw), b"\0" * 32, b"\0" * 32))
+        body += raw
+    body += b"\0" * (-(128 + len(body)) % B.ALIGN)
+    table_offset = 128 + len(body)
+    body += b"".join(entries)
+    head = B._HEADER.pack(magic, major, minor, len(entries), table_offset, 128 + len(body),
+                          b"\0" * 32, b"\0" * 32, b"\0" * 32)
+    return resign(head + bytes(body))

@@ -1,0 +1,181 @@
+"""Crafted bundles, one per class of attack, each with every checksum recomputed (forge.rebuild):
+whatever a bundle holds, every command that reads it ends in bounded time and memory with exit 0
+(the bundle was usable, and nothing it holds reached the terminal unescaped) or exit 3 and one line
+naming what is wrong, and the bundle file is left as it was.
+
+Each command runs in a child process with an address-space limit (`resource.RLIMIT_AS`) and a
+timeout, so a reader that allocates what a manifest asks for, or loops, fails the test instead of
+the machine."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+import zstandard
+
+from conftest import ROOT, run_kbc
+from forge import rebuild, sections
+
+MEMORY_LIMIT = 1536 << 20  # a normal `kbc query` with onnxruntime runs under 1 GiB of address space
+TIME_LIMIT_S = 90
+
+
+def _refuse(literal: str):
+    raise AssertionError(f"exported {literal}, which standard JSON parsers reject")
+
+
+def _bounded(*args: str) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    return subprocess.run([sys.executable, "-m", "kbc", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=TIME_LIMIT_S, preexec_fn=limit)
+
+
+@pytest.fixture(scope="module")
+def genuine(tmp_path_factory, tiny_model):
+    """A real bundle (HNSW index, lexical section, probes) built with the tiny test model."""
+    base = tmp_path_factory.mktemp("genuine")
+    docs = base / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"pumps{i}.md").write_text(f"# Pump {i}\n\nThe pump {i} moves water uphill at {i * 100} litres "
+                                           f"an hour.\n\n## Care\n\nOil the pump {i} every spring.\n")
+    out = base / "genuine.kbpack"
+    run_kbc("build", str(docs), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
+    return out.read_bytes()
+
+
+def _manifest(data: bytes) -> dict:
+    return json.loads(sections(data)["manifest"][1])
+
+
+def _with_manifest(data: bytes, edit) -> bytes:
+    m = _manifest(data)
+    edit(m)
+    return rebuild(data, {"manifest": json.dumps(m).encode()})
+
+
+def _set(path: str, value):
+    def edit(m):
+        *parents, last = path.split(".")
+        obj = m
+        for p in parents:
+            obj = obj[p]
+        obj[last] = value
+    return edit
+
+
+def _chunk_block(data: bytes, chunks: list) -> bytes:
+    frame = zstandard.ZstdCompressor().compress(msgpack.packb(chunks))
+    m = _manifest(data)
+    m["vectors"]["count"] = m["chunks"]["count"] = len(chunks)
+    m.pop("lexical"), m.pop("retrieval"), m.pop("index")  # dense search over the new vectors only
+    dim = m["vectors"]["dim"]
+    vecs = np.zeros((len(chunks), dim), np.float32)
+    vecs[:, 0] = 1
+    return rebuild(data, {"chunks": frame, "chunk_offsets": np.array([0, len(frame)], "<u8").tobytes(),
+                          "vectors": vecs.tobytes(), "manifest": json.dumps(m).encode()},
+                   drop=("index",) + tuple(n for n in sections(data) if n.startswith("lex_")))
+
+
+def _faiss_flat_claiming(ntotal: int, dim: int) -> bytes:
+    import faiss
+
+    raw = bytearray(faiss.serialize_index(faiss.IndexFlatIP(dim)).tobytes())
+    # IndexFlat layout: fourcc, d (i32), ntotal (i64), ...; then the codes vector's u64 length
+    raw[8:16] = ntotal.to_bytes(8, "little")
+    raw[-8:] = (ntotal * dim * 4).to_bytes(8, "little")
+    return bytes(raw)
+
+
+def _deeply_nested(data: bytes) -> bytes:
+    text = sections(data)["manifest"][1]
+    return rebuild(data, {"manifest": text[:-1] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
+
+
+# name -> (forge(genuine bytes) -> bytes, the exit code of `inspect --verify`; other commands give it or 0)
+CASES = {
+    "manifest nested 100k deep": (_deeply_nested, 3),
+    "400-digit integer for the vector count": (
+        lambda d: rebuild(d, {"manifest": sections(d)["manifest"][1].replace(
+            b'"count":', b'"count":' + b"9" * 400 + b',"was":', 1)}), 3),
+    "embedder dim disagrees with the vectors": (lambda d: _with_manifest(d, _set("embedder.dim", 7)), 3),
+    "sources is a string": (lambda d: _with_manifest(d, _set("sources", "everything")), 3),
+    # informative objects a reader does not need: the bundle stays usable, exactly (flat) searched
+    "chunking and index objects missing": (
+        lambda d: _with_manifest(d, lambda m: (m.pop("chunking"), m.pop("index"))), 0),
+    "30 MB query prompt": (lambda d: _with_manifest(d, _set("embedder.query_prompt", "x" * 30_000_000)), 3),
+    "absurd efSearch": (lambda d: _with_manifest(d, _set("index.search_params", {"efSearch": 10**12})), 3),
+    "index handed over as another encoding": (lambda d: rebuild(d, encodings={"index": "pickle"}), 3),
+    "FAISS index declaring 2^40 vectors": (
+        lambda d: rebuild(d, {"index": _faiss_flat_claiming(1 << 40, _manifest(d)["vectors"]["dim"])}), 3),
+    "index of another size": (
+        lambda d: rebuild(d, {"index": _faiss_flat_claiming(0, _manifest(d)["vectors"]["dim"])}), 3),
+    "chunk block of five million tiny objects": (
+        lambda d: _chunk_block(d, [{"text": "a", "junk": [0] * 5_000_000}]), 3),
+    "chunk fields of the wrong type": (
+        lambda d: _chunk_block(d, [{"text": "a", "page_start": "1", "source": True}]), 3),
+    "lexical index claiming a billion documents": (
+        lambda d: _with_manifest(d, _set("lexical.doc_count", 10**9)), 3),
+    "lexical postings past their section": (
+        lambda d: rebuild(d, {"lex_postings_offsets": np.full(
+            len(sections(d)["lex_postings_offsets"][1]) // 4, 2**31, "<u4").tobytes()}), 3),
+    "NaN vectors": (lambda d: rebuild(d, {"vectors": b"\x00\x00\xc0\x7f" * (len(sections(d)["vectors"][1]) // 4)}), 3),
+}
+
+COMMANDS = {
+    "verify": lambda p, model: ["inspect", str(p), "--verify"],
+    "inspect": lambda p, model: ["inspect", str(p), "-n", "3"],
+    "query": lambda p, model: ["query", str(p), "how often is the pump oiled", "-k", "3", "--model", str(model)],
+    "export": lambda p, model: ["export", str(p), "-", "--to", "jsonl"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_forged_bundle_is_refused_in_one_line_within_bounds(case, genuine, tiny_model, tmp_path):
+    forge, expected = CASES[case]
+    path = tmp_path / "forged.kbpack"
+    path.write_bytes(forge(genuine))
+    before = path.read_bytes()
+    outcomes = {}
+    for name, command in COMMANDS.items():
+        proc = _bounded(*command(path, tiny_model))
+        lines = proc.stderr.strip().splitlines()
+        outcomes[name] = proc.returncode
+        if proc.returncode != 0:
+            assert len(lines) == 1 and lines[0].startswith("kbc: error: "), (name, proc.stderr[-2000:])
+            assert "internal error" not in proc.stderr, (name, proc.stderr)
+        elif name == "export":  # what it writes is standard JSON: no NaN or Infinity literals
+            for line in proc.stdout.splitlines():
+                json.loads(line, parse_constant=_refuse)
+    # every command either refuses (exit 3) or, for parts it never reads, works; verify always refuses
+    assert outcomes["verify"] == expected, outcomes
+    assert set(outcomes.values()) <= {0, expected}, outcomes
+    assert path.read_bytes() == before
+
+
+def test_escape_sequences_in_a_bundle_never_reach_the_terminal(genuine, tiny_model, tmp_path):
+    """Chunk text and source paths are the bundle author's: printed, their control characters are
+    replaced, so they cannot clear the screen, retitle the window or hide a hyperlink."""
+    evil = "\x1b]0;pwned\x07\x1b[2J\x1b]8;;http://x\x1b\\"
+    path = tmp_path / "evil.kbpack"
+    chunks = [{"text": f"{evil} the pump is oiled every spring", "source": 0, "seq": 0, "page_start": 1,
+               "page_end": 1, "context": evil}]
+    data = _chunk_block(genuine, chunks)
+    m = _manifest(data)
+    m["sources"] = [{**m["sources"][0], "path": f"{evil}.md"}]
+    path.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
+    for name, command in COMMANDS.items():
+        if name == "export":
+            continue  # JSON output escapes control characters by definition
+        proc = _bounded(*command(path, tiny_model))
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert "\x1b" not in proc.stdout + proc.stderr and "\x07" not in proc.stdout + proc.stderr, name
+    assert "pump" in _bounded(*COMMANDS["query"](path, tiny_model)).stdout
