@@ -104,13 +104,14 @@ class Cache:
         from .embed import sha256_file
 
         real = str(Path(path).resolve())
+        key = os.fsencode(real)  # the name's bytes as a BLOB: names need not be UTF-8
         st = os.stat(real)
         stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
-        row = self._query("SELECT stat, sha256 FROM file_hash WHERE path=?", (real,), fetch="one")
+        row = self._query("SELECT stat, sha256 FROM file_hash WHERE path=?", (key,), fetch="one")
         if row and row[0] == stamp:
             return row[1]
         digest = sha256_file(Path(real))
-        self._query("INSERT OR REPLACE INTO file_hash VALUES (?,?,?)", (real, stamp, digest))
+        self._query("INSERT OR REPLACE INTO file_hash VALUES (?,?,?)", (key, stamp, digest))
         return digest
 
     # -- extracted documents

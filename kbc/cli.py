@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import KbcError
+from .errors import InputError, KbcError
 from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import json
 import os
 import queue
@@ -110,6 +111,10 @@ def _embed_probes(embedder, spec: EmbedderSpec, counter: TokenCounter, cache,
     return make_probe_meta(probes, prompt=spec.query_prompt, max_seq_length=spec.max_seq_length), vectors
 
 
+# Chunks wait for embedding in windows of 8 batches: a bigger batch would hold more records in memory.
+MAX_BATCH_SIZE = 4096
+
+
 def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, model: str | None = None,
           chunk_unit: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
           batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "onnx",
@@ -129,8 +134,12 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"{output}: output path is a directory")
     if not output.parent.is_dir():
         raise InputError(f"{output}: output directory {output.parent} does not exist")
-    if batch_size <= 0:
-        raise InputError(f"--batch-size must be positive, not {batch_size}")
+    if not 0 < batch_size <= MAX_BATCH_SIZE:
+        raise InputError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
+    if not (math.isfinite(file_timeout) and file_timeout > 0):
+        raise InputError(f"--file-timeout must be a positive number of seconds, not {file_timeout}")
+    if workers is not None and workers < 0:
+        raise InputError(f"--workers must be 0 (in-process) or more, not {workers}")
     if max_file_bytes is not None and max_file_bytes <= 0:
         raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}")
     walk_skipped: list[tuple[str, str]] = []

@@ -139,3 +139,77 @@ def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
         assert not dead.exists() and live.exists() and other.exists()
     finally:
         os.close(holder)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every small regular file under `folder`, links not followed: what a build must not change."""
+    import hashlib
+
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = Path(dirpath) / f
+            if p.is_file() and not p.is_symlink():
+                st = p.stat()  # the sparse giant by size and time: reading it would take minutes
+                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest() if st.st_size < 1 << 20
+                               else f"{st.st_size}:{st.st_mtime_ns}")
+    return out
+
+
+def test_a_hostile_tree_builds_within_time_and_memory_bounds(tmp_path, tiny_model):
+    """Every class at once, in a child process with an address-space limit and a timeout: a FIFO,
+    a link to /dev/zero, a link loop, a link out of the folder, a name that is not UTF-8, a 64 GiB
+    sparse file, and a damaged cache; then a cache directory that cannot be created. Each build
+    ends with exit 0, only one-line warnings on stderr, every skipped file listed with its reason,
+    and nothing under the folder changed."""
+    import resource
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    docs = _tree(tmp_path)
+    os.mkfifo(docs / "pipe.md")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    (docs / "loop.md").symlink_to(docs / "loop.md")
+    (docs / "leak.txt").symlink_to("/etc/hostname")
+    with open(os.fsencode(str(docs)) + b"/caf\xe9 \x1b[2J.md", "wb") as f:
+        f.write(b"Espresso machines need descaling every month.\n")
+    with open(docs / "huge.txt", "wb") as f:
+        f.truncate(64 << 30)  # sparse: no disk used, but hashing or reading it would take minutes
+    cache = tmp_path / "cache"
+    run_kbc("build", str(docs), "-o", str(tmp_path / "warm.kbpack"), "--model", str(tiny_model), "-q",
+            "--cache-dir", str(cache), check=True)
+    db = cache / "cache.sqlite3"
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    for at in range(4096, len(data), 4096):
+        data[at:at + 64] = b"\xff" * 64
+    db.write_bytes(bytes(data))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory would go")
+    before = _digests(docs)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    for cache_dir in (cache, blocker / "cache"):
+        out = tmp_path / "kb.kbpack"
+        t = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "kbc", "build", str(docs), "-o", str(out), "--json",
+                               "--model", str(tiny_model), "--cache-dir", str(cache_dir)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=180, preexec_fn=limit)
+        assert proc.returncode == 0, proc.stderr
+        assert time.monotonic() - t < 120
+        assert all(line.startswith("kbc: warning: ") for line in proc.stderr.splitlines()), proc.stderr
+        assert "cache" in proc.stderr  # the damaged or unusable cache was reported, once
+        report = json.loads(proc.stdout)
+        reasons = {p["source"]: p["reason"] for p in report["skipped"]}
+        assert set(reasons) == {"pipe.md", "zero.txt", "loop.md", "leak.txt", "huge.txt"}, reasons
+        assert "limit per file" in reasons["huge.txt"]
+        assert report["files"] == 2 and report["chunks"] >= 2  # good.md and the oddly named file
+        assert _digests(docs) == before
+    assert "\x1b" not in proc.stderr + proc.stdout
