@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from kbc.extract import ExtractOptions, extract_all, extract_file  # noqa: E402
+from kbc.extract import ExtractOptions, extract_file  # noqa: E402
+from kbc.workers import extract_all  # noqa: E402
 from kbc.sources import discover  # noqa: E402
 
 LIGATURES = re.compile("[\ufb00-\ufb06]")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import kbc.extract as X  # noqa: E402
+import kbc.textclean as X  # noqa: E402
+from kbc.readers import register_reader  # noqa: E402
 from kbc.evaluate import evaluate, read_qrels, read_queries  # noqa: E402
 from kbc.kb import KnowledgeBase  # noqa: E402
 from kbc.pipeline import build  # noqa: E402
@@ -42,12 +43,12 @@ def pypdf_pages(data: bytes) -> list[str]:
     return [p.extract_text() or "" for p in reader.pages]
 
 
-def read_pdf_with_pdfium(src, data, out, *, passwords, clean):
+def read_pdf_with_pdfium(src, data, out, opts):
     """kbc's PDF reader with pypdfium2's text in place of pypdf's (same cleaning and headings)."""
     texts = [t.replace("\r\n", "\n").replace("\r", "\n") for t in pdfium_pages(data)]
     out.page_count = len(texts)
-    texts = X.strip_running_lines([X.clean_text(t) for t in texts]) if clean else [t.strip() for t in texts]
-    doc = X._join_pages(src.rel, texts, [None] * len(texts))
+    texts = X.strip_running_lines([X.clean_text(t) for t in texts]) if opts.clean else [t.strip() for t in texts]
+    doc = X.join_pages(src.rel, texts, [None] * len(texts))
     doc.headings = [(p.start, p.end, h) for p in doc.pages if (h := X.page_heading(doc.text[p.start:p.end]))]
     out.documents.append(doc)
 
@@ -70,7 +71,7 @@ def main() -> None:
     queries, qrels = read_queries(root / "queries.jsonl"), read_qrels(root / "qrels.tsv")
     for name in [a.only] if a.only else ["pypdf", "pypdfium2"]:
         if name == "pypdfium2":
-            X._read_pdf = read_pdf_with_pdfium
+            register_reader("pdf", suffixes=(".pdf",), description="pypdfium2")(read_pdf_with_pdfium)
         bundle = out / f"{name}.kbpack"
         rep = build([root / "pdfs"], bundle, workers=0, cache_dir=out / f"cache-{name}")
         with KnowledgeBase(bundle, sessions=2) as kb:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .embed import TokenCounter
 from .errors import InputError
-from .extract import Document
+from .records import Document
 
 SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
 DEFAULT_UNIT = "tokens"

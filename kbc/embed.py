@@ -3,7 +3,7 @@
 The description (`EmbedderSpec`) is read from the model's own files, without importing torch, so
 that chunking, `inspect` and the query-time "is this the same model?" check stay fast. The
 vectors come from sentence-transformers (the reference path, any model) or from an ONNX export
-of the same weights run by onnxruntime (see kbc.onnx_backend), chosen by `backend`.
+of the same weights run by onnxruntime, chosen from the registry in `kbc.backends`.
 """
 
 from __future__ import annotations
@@ -228,37 +228,3 @@ class Embedder(Protocol):
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-class SentenceTransformerEmbedder:
-    """The reference path: sentence-transformers on torch. Heavy import, any model."""
-
-    def __init__(self, ref: ModelRef, spec: EmbedderSpec, *, device: str | None = None):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            self.model = SentenceTransformer(str(ref.path), device=device or "cpu", local_files_only=True)
-        except Exception as e:
-            raise ModelError(f"{ref.path}: sentence-transformers could not load the model: {e}") from None
-        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        got = dim_of()
-        if got != spec.dim:
-            raise ModelError(f"{ref.path}: model produces {got}-d vectors, its config says {spec.dim}")
-        self.model.max_seq_length = spec.max_seq_length
-        self.spec = spec
-
-    def _encode(self, texts: Sequence[str], prompt: str, batch_size: int) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.spec.dim), dtype=np.float32)
-        vecs = self.model.encode(list(texts), prompt=prompt or None, batch_size=batch_size,
-                                 convert_to_numpy=True, show_progress_bar=False,
-                                 normalize_embeddings=self.spec.normalize)
-        return np.asarray(vecs, dtype=np.float32)
-
-    def embed_documents(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
-        return self._encode(texts, self.spec.document_prompt, batch_size)
-
-    def embed_queries(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
-        return self._encode(texts, self.spec.query_prompt, batch_size)

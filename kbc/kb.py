@@ -75,7 +75,7 @@ class KnowledgeBase:
         return self._embedder
 
     def _load_embedder(self):
-        from .pipeline import load_embedder
+        from .backends import load_embedder
         from .embed import EmbedderSpec, read_spec, resolve_model
 
         rec = dict(self.manifest.get("embedder") or {})

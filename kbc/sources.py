@@ -5,23 +5,15 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-
-KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".jsonl": "records"}
+from .readers import kind_for, supported_suffixes
+from .records import SourceFile
 # Bigger files are skipped with a reason before a byte is read: the walk hashes every file for the
 # cache in the build process, so a 1 TB sparse file must not be read at all.
 DEFAULT_MAX_FILE_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    path: Path
-    rel: str  # POSIX path stored in the bundle
-    kind: str
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -89,10 +81,9 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             why = _why_not_regular(root, None, True, max_file_bytes)
             if why:
                 raise InputError(f"{arg}: {why}")
-            kind = KINDS.get(root.suffix.lower())
-            if kind is None:
+            if kind_for(root.suffix) is None:
                 raise InputError(f"{arg}: unsupported file type {root.suffix or '(none)'}; "
-                                 f"supported: {', '.join(sorted(KINDS))}")
+                                 f"supported: {', '.join(supported_suffixes())}")
             candidates = [(root, display_name(root.name))]
         else:
             prefix = "" if len(paths) == 1 else (root.resolve().name + "/")
@@ -109,7 +100,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                         continue
                     p = Path(dirpath) / fname
                     rel = display_name(prefix + p.relative_to(root).as_posix())
-                    if KINDS.get(p.suffix.lower()) is None:
+                    if kind_for(p.suffix) is None:
                         continue
                     why = _why_not_regular(p, real_root, follow_symlinks, max_file_bytes)
                     if why:
@@ -117,7 +108,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                         continue
                     candidates.append((p, rel))
         for p, rel in candidates:
-            kind = KINDS.get(p.suffix.lower())
+            kind = kind_for(p.suffix)
             if kind is None or (include and not _matches(rel, include)) or _matches(rel, exclude):
                 continue
             if rel in found and found[rel].path.resolve() != p.resolve():
@@ -125,7 +116,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             found[rel] = SourceFile(p, rel, kind)
     if not found:
         where = ", ".join(str(p) for p in paths)
-        raise InputError(f"{where}: no supported files ({', '.join(sorted(KINDS))})"
+        raise InputError(f"{where}: no supported files ({', '.join(supported_suffixes())})"
                          + (" match the include/exclude patterns" if include or exclude else ""))
     return [found[k] for k in sorted(found)]
 

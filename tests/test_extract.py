@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED, run_kbc
-from kbc.extract import ExtractOptions, extract_all, extract_file
+from kbc.extract import ExtractOptions, extract_file
+from kbc.workers import extract_all
 from kbc.sources import discover
 from pdfgen import encrypt_pdf, make_pdf
 
@@ -203,7 +204,7 @@ def test_shared_folder_builds_and_strict_fails(tmp_path):
 # ------------------------------------------------------------ titles and headings (chunk context)
 
 def test_meaningful_titles_only():
-    from kbc.extract import meaningful_title
+    from kbc.textclean import meaningful_title
 
     assert meaningful_title("Form 10-K for Microsoft Corp") == "Form 10-K for Microsoft Corp"
     assert meaningful_title("Microsoft Word - annual report.docx") == "annual report"
@@ -212,7 +213,7 @@ def test_meaningful_titles_only():
 
 
 def test_page_headings_are_short_capitalised_lines_at_the_top():
-    from kbc.extract import page_heading
+    from kbc.textclean import page_heading
 
     assert page_heading("NETFLIX, INC.\nCONSOLIDATED BALANCE SHEETS\n(in thousands, except share data)\n2017 2016") == \
         "NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS"
@@ -224,7 +225,7 @@ def test_page_headings_are_short_capitalised_lines_at_the_top():
 
 
 def test_markdown_heading_paths_cover_their_sections():
-    from kbc.extract import markdown_headings
+    from kbc.textclean import markdown_headings
 
     text = "# Guide\n\nintro\n\n## Install\n\ntext\n\n### Linux\n\nmore\n\n## Use\n\nend"
     spans = markdown_headings(text)
@@ -235,7 +236,7 @@ def test_markdown_heading_paths_cover_their_sections():
 
 
 def test_control_characters_are_cleaned():
-    from kbc.extract import clean_text
+    from kbc.textclean import clean_text
 
     assert clean_text("net\x00income\x07 1,577\x1b[2J") == "net income 1,577 [2J"
 

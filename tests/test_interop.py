@@ -134,7 +134,7 @@ def probe_inputs(bundle) -> list[str]:
 
 def onnx_vectors(model_dir, inputs, *, truncate: bool = True) -> np.ndarray:
     from kbc.embed import read_spec, resolve_model
-    from kbc.onnx_backend import OnnxEmbedder
+    from kbc.backends.onnx import OnnxEmbedder
 
     ref = resolve_model(str(model_dir))
     # an engine that embeds exactly the given strings: the inputs already carry the query prompt

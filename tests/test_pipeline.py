@@ -16,7 +16,8 @@ from kbc.chunk import (CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunker, document_
                        token_budget)
 from kbc.embed import TokenCounter, read_spec, resolve_model
 from kbc.errors import InputError
-from kbc.extract import Document, Page, clean_text, strip_running_lines
+from kbc.records import Document, Page
+from kbc.textclean import clean_text, strip_running_lines
 from kbc.sources import discover
 
 
@@ -120,7 +121,7 @@ def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
 
 
 def test_furniture_only_chunks_are_not_emitted():
-    from kbc.extract import has_words
+    from kbc.textclean import has_words
 
     assert not has_words("70 4.1.") and not has_words("— 12 —\n\n(3) 1,577")
     assert has_words("Net income 1,577") and has_words("Übersicht 2018")
@@ -281,7 +282,7 @@ def test_tiny_model_path_records_its_own_spec(tiny_model, tmp_path):
 
 
 def test_torch_and_onnx_backends_agree(tiny_model):
-    from kbc.pipeline import load_embedder
+    from kbc.backends import load_embedder
 
     ref = resolve_model(str(tiny_model))
     spec = read_spec(ref)

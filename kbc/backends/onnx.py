@@ -17,8 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .embed import EmbedderSpec, ModelRef
-from .errors import ModelError
+from ..embed import EmbedderSpec, ModelRef
+from ..errors import ModelError
+from . import register_backend
 
 EXPORT_VERSION = "1"  # bump when the exported graph changes for the same weights
 OPSET = 17
@@ -26,7 +27,7 @@ _SUPPORTED_POOLING = {"mean", "cls", "max"}
 
 
 def export_dir(spec: EmbedderSpec) -> Path:
-    from .cache import cache_dir
+    from ..cache import cache_dir
 
     return cache_dir() / "onnx" / f"{spec.weights_sha256[:24]}-v{EXPORT_VERSION}"
 
@@ -132,11 +133,12 @@ class OnnxEmbedder:
     to a clean one. Throughput comes from one single-threaded session per core instead.
     """
 
-    def __init__(self, graph: Path, tokenizer_json: Path, spec: EmbedderSpec, *, sessions: int = 1):
+    def __init__(self, graph: Path, tokenizer_json: Path, spec: EmbedderSpec, *, sessions: int = 1,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
         from tokenizers import Tokenizer
 
         self.spec = spec
-        self._graph = graph
+        self._graph, self._tokenizer_json, self._providers = graph, tokenizer_json, providers
         self._n_sessions = max(1, min(sessions, os.cpu_count() or 1))
         self._sessions: list | None = None  # created on first use: a fully cached build never needs them
         self._lock = __import__("threading").Lock()
@@ -165,16 +167,28 @@ class OnnxEmbedder:
 
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.intra_op_num_threads = max(1, (os.cpu_count() or 1) // wanted)
+            # One thread per session, always: a vector must not depend on how many sessions ran
+            # (a small window uses one, a big one one per core) nor on the engine or machine
+            # size that ran it; that is what makes builds byte-identical across engines.
+            opts.intra_op_num_threads = 1
             opts.log_severity_level = 3
             try:
                 self._sessions = [ort.InferenceSession(str(self._graph), sess_options=opts,
-                                                       providers=["CPUExecutionProvider"])
+                                                       providers=list(self._providers))
                                   for _ in range(wanted)]
             except Exception as e:
                 raise ModelError(f"{self._graph}: onnxruntime cannot load the graph: {str(e)[:200]}") from None
             self.inputs = [i.name for i in self._sessions[0].get_inputs()]
         return self._sessions
+
+    def __reduce__(self):
+        """Sent to another process (a Ray actor) as its recipe, not its sessions: the receiver
+        opens the same graph and tokenizer, one session per CPU it was given."""
+        return (_restore, (self._graph, self._tokenizer_json, self.spec, self._providers, self._n_sessions))
+
+    def with_sessions(self, sessions: int) -> "OnnxEmbedder":
+        """The same embedder running `sessions` sessions (a Ray actor uses the CPUs it was given)."""
+        return _restore(self._graph, self._tokenizer_json, self.spec, self._providers, sessions)
 
     @classmethod
     def for_model(cls, ref: ModelRef, spec: EmbedderSpec, *, quantized: bool, sessions: int = 1) -> "OnnxEmbedder":
@@ -231,13 +245,52 @@ class OnnxEmbedder:
         return self._encode(texts, self.spec.query_prompt)
 
 
+def _restore(graph: Path, tokenizer_json: Path, spec: EmbedderSpec, providers: tuple[str, ...],
+             sessions: int) -> "OnnxEmbedder":
+    return OnnxEmbedder(graph, tokenizer_json, spec, sessions=sessions, providers=providers)
+
+
 _GRAPH_SHA: dict[str, str] = {}
 
 
 def _graph_sha(graph: Path) -> str:
     key = str(graph)
     if key not in _GRAPH_SHA:
-        from .cache import cached_file_hasher
+        from ..cache import cached_file_hasher
 
         _GRAPH_SHA[key] = cached_file_hasher()(graph)
     return _GRAPH_SHA[key]
+
+
+def _providers(device: str | None) -> tuple[tuple[str, ...], str]:
+    """onnxruntime providers for --device, and the device actually used."""
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device in (None, "cpu") or (device == "auto" and not cuda):
+        return ("CPUExecutionProvider",), "cpu"
+    if device in ("cuda", "auto"):
+        if not cuda:
+            raise ModelError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu, "
+                             "or use --device cpu)")
+        return ("CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"
+    raise ModelError(f"--device {device}: the onnx backends run on cpu or cuda")
+
+
+def _load(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool, device: str | None, sessions: int) -> OnnxEmbedder:
+    providers, used = _providers(device)
+    embedder = OnnxEmbedder.for_model(ref, spec, quantized=quantized, sessions=sessions if used == "cpu" else 1)
+    if used != "cpu":  # recorded like any engine detail: GPU floats are not the CPU's
+        embedder.spec = replace(embedder.spec, runtime={**embedder.spec.runtime, "device": used})
+        embedder._providers = providers
+    return embedder
+
+
+@register_backend("onnx", description="onnxruntime, fp32: the same vectors as torch, faster (default)")
+def load_onnx(ref: ModelRef, spec: EmbedderSpec, *, device: str | None = None, sessions: int = 1) -> OnnxEmbedder:
+    return _load(ref, spec, quantized=False, device=device, sessions=sessions)
+
+
+@register_backend("onnx-int8", description="onnxruntime, int8 MatMul weights: ~2x faster with VNNI, slightly lower quality")
+def load_onnx_int8(ref: ModelRef, spec: EmbedderSpec, *, device: str | None = None, sessions: int = 1) -> OnnxEmbedder:
+    return _load(ref, spec, quantized=True, device=device, sessions=sessions)

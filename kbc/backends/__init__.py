@@ -1,0 +1,49 @@
+"""The embedding backend registry, used by build and query alike.
+
+A backend is one function `load(ref, spec, *, device, sessions) -> Embedder` (an object with
+`spec`, `embed_documents` and `embed_queries`) that joins the registry with
+
+    @register_backend("openvino", description="...")
+    def load_openvino(ref, spec, *, device=None, sessions=1): ...
+
+in one new file of this package, imported at the bottom of this module. `--backend` choices and
+help come from here; the loaded embedder's `spec` (backend, precision, runtime) is what the
+manifest records and what keys the vector cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..embed import Embedder, EmbedderSpec, ModelRef
+from ..errors import InputError
+
+LoadFn = Callable[..., Embedder]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    load: LoadFn
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, *, description: str) -> Callable[[LoadFn], LoadFn]:
+    def add(fn: LoadFn) -> LoadFn:
+        BACKENDS[name] = Backend(name, description, fn)
+        return fn
+    return add
+
+
+def load_embedder(spec: EmbedderSpec, ref: ModelRef, *, backend: str, device: str | None = None,
+                  sessions: int = 1) -> Embedder:
+    if backend not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    return BACKENDS[backend].load(ref, spec, device=device, sessions=sessions)
+
+
+from . import onnx, torch  # noqa: E402,F401  (the built-in backends register themselves)

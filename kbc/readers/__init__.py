@@ -1,0 +1,70 @@
+"""The reader registry: which kinds of file a build reads, and the function that reads each.
+
+A reader is one function `read(src, data, out, opts)` that appends `Document`s and `Problem`s to
+`out` (an `Extracted`) and never raises for bad content. It joins the registry with
+
+    @register_reader("html", suffixes=(".html", ".htm"), description="HTML main text")
+    def read_html(src, data, out, opts): ...
+
+in one new file of this package, imported at the bottom of this module (or, outside kbc, from any
+module imported before the build). The source walk, `--help` and the manifest take their lists
+from here. Readers run in extraction worker processes, under their time and memory limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..records import Extracted, SourceFile
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    passwords: tuple[str, ...] = ()
+    clean: bool = True
+
+
+ReadFn = Callable[[SourceFile, bytes, Extracted, ReadOptions], None]
+
+
+@dataclass(frozen=True)
+class Reader:
+    kind: str
+    suffixes: tuple[str, ...]  # lower case, with the dot
+    read: ReadFn
+    description: str
+    # pages carry furniture (page numbers, running lines): chunks without a word are dropped
+    furniture: bool = False
+
+
+READERS: dict[str, Reader] = {}
+
+
+def register_reader(kind: str, *, suffixes: tuple[str, ...], description: str,
+                    furniture: bool = False) -> Callable[[ReadFn], ReadFn]:
+    def add(fn: ReadFn) -> ReadFn:
+        taken = {s: r.kind for r in READERS.values() for s in r.suffixes if r.kind != kind}
+        clash = [s for s in suffixes if s.lower() in taken]
+        if clash:
+            raise ValueError(f"reader {kind!r}: suffix {clash[0]} is already read by {taken[clash[0]]!r}")
+        READERS[kind] = Reader(kind, tuple(s.lower() for s in suffixes), fn, description, furniture)
+        return fn
+    return add
+
+
+def kind_for(suffix: str) -> str | None:
+    """The kind of reader for a file suffix ('.PDF' -> 'pdf'), None when no reader takes it."""
+    suffix = suffix.lower()
+    return next((r.kind for r in READERS.values() if suffix in r.suffixes), None)
+
+
+def reader_for(kind: str) -> Reader:
+    return READERS[kind]
+
+
+def supported_suffixes() -> list[str]:
+    return sorted(s for r in READERS.values() for s in r.suffixes)
+
+
+from . import jsonl, markdown, pdf, text  # noqa: E402,F401  (the built-in readers register themselves)

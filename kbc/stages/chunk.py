@@ -1,0 +1,111 @@
+"""Chunk stage: an extracted file's documents as chunk records (the dicts the bundle stores), each
+with the context it is embedded and indexed with; cached by the file's content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ..chunk import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker,
+                     document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
+from ..embed import EmbedderSpec, TokenCounter
+from ..errors import InputError
+from ..readers import READERS
+from ..records import Extracted
+from ..textclean import has_words
+
+# Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
+CHUNK_RECORDS_VERSION = "3"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only
+
+
+def embedded_text(record: dict) -> str:
+    """What the embedder sees of a chunk: its context, then its text (the lexical index weighs the
+    two fields itself: LexicalBuilder.add_chunks)."""
+    ctx = record.get("context")
+    return f"{ctx}{CONTEXT_SEPARATOR}{record['text']}" if ctx else record["text"]
+
+
+class ChunkStage:
+    def __init__(self, *, spec: EmbedderSpec, counter: TokenCounter, unit: str | None, size: int | None,
+                 overlap: int | None, context: str, extract_settings: str, cache=None):
+        if context not in ("auto", "none"):
+            raise InputError(f"--context must be auto or none, not {context!r}")
+        self.counter, self.context, self.cache = counter, context, cache
+        self.prompt = spec.document_prompt
+        self.budget = token_budget(counter, spec.max_seq_length, spec.document_prompt)
+        self.whole_docs = unit == "document"
+        self.spec = resolve_spec(unit="tokens" if self.whole_docs else unit, size=size, overlap=overlap,
+                                 budget=self.budget)
+        self.chunker = Chunker(self.spec, counter, max_seq_length=spec.max_seq_length,
+                               document_prompt=spec.document_prompt)
+        self.settings = hashlib.sha256(json.dumps(
+            [self.spec.to_manifest(), self.whole_docs, spec.weights_sha256, spec.document_prompt,
+             spec.max_seq_length, spec.do_lower_case, extract_settings, context, CONTEXT_SEPARATOR,
+             CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CHUNK_RECORDS_VERSION]).encode()).hexdigest()[:24]
+
+    def warm(self) -> None:
+        self.chunker.splitter  # noqa: B018 - imports langchain ahead of need
+
+    def records(self, ex: Extracted) -> list[dict]:
+        """Chunk records of one file, in bundle form (the caller sets "source")."""
+        key = f"chunks:{ex.sha256}:{self.settings}" if self.cache is not None and ex.sha256 else None
+        if key:
+            got = self.cache.get_extracted(key)
+            if isinstance(got, list):
+                return got
+        records = self._make(ex)
+        if key:
+            self.cache.put_extracted(key, records)
+        return records
+
+    def _make(self, ex: Extracted) -> list[dict]:
+        counter, prompt = self.counter, self.prompt
+        reader = READERS.get(ex.source.kind)
+        drop_furniture = reader is not None and reader.furniture and not self.whole_docs
+        records: list[dict] = []
+        for doc in ex.documents:
+            # Files get their identity (path words, title) and, per chunk, the section heading that
+            # covers its start; JSONL records already carry their title in the text.
+            base = (document_context(doc.source, doc.title, counter)
+                    if self.context == "auto" and doc.record_id is None else "")
+            by_heading = {h: section_context(base, _without_title(h, doc.title), counter)
+                          for _, _, h in doc.headings} if base else {}
+            # chunks are sized for the longest context of the document, so none overflows the model
+            longest = max([base, *by_heading.values()], key=lambda c: counter.count(c)) if base else ""
+            chunks: list[Chunk] = (whole_document_chunks(doc, counter, prompt, context=longest) if self.whole_docs
+                                   else self.chunker.split(doc, context=longest))
+            contexts = [by_heading.get(doc.heading_at(c.char_start), base) if base else "" for c in chunks]
+            if any(ctx != longest for ctx in contexts):
+                counts = counter.count_batch([prompt + (ctx + CONTEXT_SEPARATOR if ctx else "") + c.text
+                                              for ctx, c in zip(contexts, chunks)])
+                for c, n in zip(chunks, counts):
+                    c.n_tokens = n
+            labels = {p.number: p.label for p in doc.pages if p.label}
+            for c, ctx in zip(chunks, contexts):
+                if drop_furniture and not has_words(c.text):
+                    continue
+                record = {"text": c.text, "seq": len(records), "page_start": c.page_start, "page_end": c.page_end,
+                          "char_start": c.char_start, "char_end": c.char_end, "tokens": c.n_tokens}
+                if ctx:
+                    record["context"] = ctx
+                if doc.record_id is not None:
+                    record["record"] = doc.record_id
+                if c.page_start in labels or c.page_end in labels:
+                    record["label_start"] = labels.get(c.page_start, str(c.page_start))
+                    record["label_end"] = labels.get(c.page_end, str(c.page_end))
+                records.append(record)
+        return records
+
+    def manifest(self) -> dict:
+        return {"chunking": {**self.spec.to_manifest(), "unit": "document" if self.whole_docs else self.spec.unit,
+                             "token_budget": self.budget,
+                             "context": {"mode": self.context, "separator": CONTEXT_SEPARATOR,
+                                         "heading_separator": CONTEXT_HEADING_SEPARATOR,
+                                         "max_tokens": CONTEXT_MAX_TOKENS}}}
+
+
+def _without_title(heading: str, title: str | None) -> str:
+    """A heading path without the document title the context already starts with."""
+    if title and (heading == title or heading.startswith(title + " > ")):
+        return heading[len(title) + 3:]
+    return heading

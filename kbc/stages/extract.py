@@ -1,0 +1,82 @@
+"""Extract stage: each source file's documents, from the cache when its bytes were read before with
+the same reader settings, else from the engine's extraction workers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+from ..extract import EXTRACTOR_VERSION, ExtractOptions, cacheable, from_cache, to_cache
+from ..readers import READERS
+from ..records import Extracted, SourceFile
+
+ExtractFiles = Callable[[Sequence[SourceFile], ExtractOptions], Iterator[Extracted]]
+
+
+class ExtractStage:
+    def __init__(self, *, passwords: Sequence[str], clean: bool, workers: int | None, file_timeout: float,
+                 cache=None):
+        self.options = ExtractOptions(passwords=tuple(passwords), clean=clean, workers=workers,
+                                      timeout_s=file_timeout)
+        self.cache = cache
+        # keys the extraction cache and, through the chunk stage, the chunk cache
+        self.settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords)]).encode()).hexdigest()[:16]
+        self.stats = {"files_cached": 0, "files_extracted": 0}
+        self.seconds = 0.0
+        self.kinds: set[str] = set()
+        self.misses_known = threading.Event()  # set once the cache lookups are done
+        self.misses = 0
+
+    def _key(self, src: SourceFile) -> str | None:
+        try:
+            return f"{self.cache.file_sha256(src.path)}:{src.kind}:{self.settings}"
+        except OSError:
+            return None
+
+    def run(self, sources: Sequence[SourceFile], extract_files: ExtractFiles) -> Iterator[Extracted]:
+        """One Extracted per source, in input order: cache hits as they are, the rest extracted by
+        `extract_files` (the engine's), in parallel, and stored for next time."""
+        t = time.perf_counter()
+        hits: dict[int, Extracted] = {}
+        keys: dict[int, str | None] = {}
+        misses: list[int] = []
+        try:
+            for i, src in enumerate(sources):
+                self.kinds.add(src.kind)
+                if self.cache is not None:
+                    keys[i] = self._key(src)
+                    got = self.cache.get_extracted(keys[i]) if keys[i] else None
+                    if got is not None:
+                        try:
+                            hits[i] = from_cache(src, got)
+                            continue
+                        except (KeyError, TypeError, ValueError):
+                            pass  # a stale or damaged entry: extract again
+                misses.append(i)
+        finally:
+            self.misses = len(misses)
+            self.misses_known.set()
+        fresh = extract_files([sources[i] for i in misses], self.options)
+        try:
+            for i in range(len(sources)):
+                if i in hits:
+                    self.stats["files_cached"] += 1
+                    yield hits.pop(i)
+                    continue
+                ex = next(fresh)
+                self.stats["files_extracted"] += 1
+                if self.cache is not None and keys.get(i) and cacheable(ex):
+                    self.cache.put_extracted(keys[i], to_cache(ex))
+                yield ex
+        finally:
+            close = getattr(fresh, "close", None)
+            if close is not None:
+                close()  # stops the engine's workers when the build stops early
+            self.seconds = time.perf_counter() - t
+
+    def manifest(self) -> dict:
+        return {"extraction": {"readers": {k: READERS[k].description for k in sorted(self.kinds) if k in READERS},
+                               "clean": self.options.clean}}

@@ -1,0 +1,53 @@
+"""Write stage: one streaming writer takes each window's records and vectors as they come, the
+lexical index is built alongside, and the FAISS index, probes and manifest close the file."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from ..bundle import BundleWriter
+from ..index import build_index
+from ..lexical import LexicalBuilder
+
+
+class BundleSink:
+    def __init__(self, output, *, dim: int, dtype: str, lexical: bool, index: str):
+        self.writer = BundleWriter(output, dim=dim, dtype=dtype)
+        self.lexicon = LexicalBuilder() if lexical else None
+        self.index_factory = index
+        self.seconds: dict[str, float] = {}
+
+    @property
+    def count(self) -> int:
+        return self.writer.count
+
+    def add(self, records: list[dict], vectors: np.ndarray) -> None:
+        if self.lexicon is not None:
+            self.lexicon.add_chunks(records)
+        self.writer.add(records, vectors)
+
+    def finish(self, manifest: dict, *, probes: tuple[dict, np.ndarray]) -> dict:
+        """Index, lexical sections, probes and `manifest` written; returns the index's manifest part."""
+        t = time.perf_counter()
+        idx = build_index(self.writer.vectors_view(), self.index_factory)
+        self.seconds["index"] = time.perf_counter() - t
+        t = time.perf_counter()
+        probe_meta, probe_vectors = probes
+        manifest = {**manifest, "index": idx.manifest}
+        extra = [("probes", "json", json.dumps(probe_meta, ensure_ascii=False, sort_keys=True).encode()),
+                 ("probe_vectors", "f32le", np.ascontiguousarray(probe_vectors, dtype="<f4").tobytes())]
+        if self.lexicon is not None:
+            t_lex = time.perf_counter()
+            manifest["lexical"], sections = self.lexicon.finish()
+            extra += sections
+            # tokenising happened window by window during embedding (and is inside "embed" too)
+            self.seconds["lexical"] = time.perf_counter() - t_lex + self.lexicon.seconds
+        self.writer.finish(manifest, index=idx.data, extra_sections=extra)
+        self.seconds["write"] = time.perf_counter() - t
+        return idx.manifest
+
+    def abort(self) -> None:
+        self.writer.abort()

@@ -1,0 +1,147 @@
+"""Worker processes for extraction: one file that makes a parser spin or balloon is stopped by a
+time and an address-space limit, and reported, instead of sinking the build."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Sequence
+
+from .extract import ExtractOptions, guarded_extract
+from .records import Extracted, Problem, SourceFile
+
+
+def _worker_main(conn, memory_mb: int) -> None:
+    try:
+        import resource
+
+        limit = memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        idx, src, opts = msg
+        conn.send((idx, guarded_extract(src, opts)))
+
+
+@contextmanager
+def _main_module_hidden():
+    """Spawned workers re-run the parent's main script (the `kbc` entry point imports the CLI,
+    typer and pydantic: ~0.1 s per worker) although `_worker_main` needs none of it. Hiding
+    `__main__`'s file and spec while the worker starts makes the child skip that import."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    try:
+        for k in saved:
+            if k == "__file__":
+                del main.__file__
+            else:
+                main.__spec__ = None
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
+
+
+def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOptions()):
+    """Yield one Extracted per source, in input order, extracting in parallel worker processes.
+
+    A worker that runs past `timeout_s` on one file, or dies, is killed and replaced; that file
+    is reported as skipped. Output is identical to a serial run: each file is extracted by the
+    same pure function, and results are re-ordered before they are yielded.
+    """
+    import os
+
+    if opts.workers == 0 or not sources:
+        for src in sources:
+            yield guarded_extract(src, opts)
+        return
+    import multiprocessing as mp
+    import time
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")  # safe even after torch or other threaded libraries are loaded
+    n_workers = max(1, min(opts.workers or os.cpu_count() or 1, len(sources)))
+    todo = list(enumerate(sources))
+    todo.reverse()
+    done: dict[int, Extracted] = {}
+    next_out = 0
+    workers: list[dict] = []
+
+    def start_worker() -> dict:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, opts.memory_mb), daemon=True)
+        with _main_module_hidden():
+            proc.start()
+        child.close()
+        return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
+
+    def assign(w: dict) -> None:
+        if todo:
+            idx, src = todo.pop()
+            w["task"], w["since"] = (idx, src), time.monotonic()
+            w["conn"].send((idx, src, opts))
+
+    def fail(w: dict, reason: str) -> None:
+        idx, src = w["task"]
+        out = Extracted(src, "", 0, 0)
+        out.problems.append(Problem(src.rel, "skipped", reason))
+        done[idx] = out
+        w["proc"].kill()
+        w["proc"].join()
+        w["conn"].close()
+        workers.remove(w)
+
+    try:
+        for _ in range(n_workers):
+            w = start_worker()
+            workers.append(w)
+            assign(w)
+        while next_out < len(sources):
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+            if next_out >= len(sources):
+                break
+            busy = [w for w in workers if w["task"] is not None]
+            now = time.monotonic()
+            wait_for = min((w["since"] + opts.timeout_s - now for w in busy), default=0.1)
+            ready = wait([w["conn"] for w in busy], timeout=max(0.0, wait_for))
+            for w in list(busy):
+                if w["conn"] in ready:
+                    try:
+                        idx, result = w["conn"].recv()
+                        done[idx] = result
+                        w["task"] = None
+                        assign(w)
+                        continue
+                    except (EOFError, OSError):
+                        code = w["proc"].exitcode
+                        fail(w, f"extractor process died (exit code {code}); file may be malformed")
+                elif time.monotonic() - w["since"] > opts.timeout_s:
+                    fail(w, f"extraction took longer than {opts.timeout_s:g} s; stopped")
+                else:
+                    continue
+                if todo:
+                    nw = start_worker()
+                    workers.append(nw)
+                    assign(nw)
+    finally:
+        for w in workers:
+            try:
+                w["conn"].send(None)
+            except (OSError, ValueError):
+                pass
+        for w in workers:
+            w["proc"].join(timeout=1)
+            if w["proc"].is_alive():
+                w["proc"].kill()
+                w["proc"].join()
+
