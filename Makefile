@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]' torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,ray]' torch==2.13.0
 	touch $(STAMP)
 
 sample: install

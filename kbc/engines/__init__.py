@@ -100,3 +100,7 @@ def prefetch(items: Iterator[T], *, depth: int = 64) -> Iterator[T]:
 
 
 from . import local, ray  # noqa: E402,F401  (the built-in engines register themselves)
+
+from ..plugins import load_plugins  # noqa: E402
+
+load_plugins()

@@ -69,6 +69,7 @@ class RayEngine:
         self._started = not ray.is_initialized()
         if self._started:
             os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+            logging.getLogger("ray").setLevel(logging.ERROR)  # no third-party notices on the terminal
             try:
                 ray.init(address=address, num_cpus=None if address else (cpus or os.cpu_count() or 1),
                          include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,

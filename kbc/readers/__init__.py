@@ -68,3 +68,7 @@ def supported_suffixes() -> list[str]:
 
 
 from . import jsonl, markdown, pdf, text  # noqa: E402,F401  (the built-in readers register themselves)
+
+from ..plugins import load_plugins  # noqa: E402
+
+load_plugins()
