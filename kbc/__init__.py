@@ -14,11 +14,13 @@ __version__ = "0.1.0"
 __all__ = ["build", "open", "open_bundle", "__version__"]
 
 
-def build(*args, **kwargs):
-    """Build a bundle; see kbc.pipeline.build for the options."""
-    from .pipeline import build as _build
+def __getattr__(name):
+    """`kbc.build` is kbc.pipeline.build itself (its signature and help), imported on first use."""
+    if name == "build":
+        from .pipeline import build
 
-    return _build(*args, **kwargs)
+        return build
+    raise AttributeError(f"module 'kbc' has no attribute {name!r}")
 
 
 def open(path, **kwargs):  # noqa: A001 - mirrors the builtin on purpose: kbc.open(path)

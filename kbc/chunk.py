@@ -110,7 +110,11 @@ class Chunker:
         if context and self.spec.unit == "tokens":
             size = max(16, min(size, self.budget - self.counter.count_batch([context], add_special_tokens=False)[0]
                                - CONTEXT_MARGIN))
-        pieces = [p for p in self._splitter_for(size).split_text(doc.text) if p.strip()]
+        length = self.counter.count if self.spec.unit == "tokens" else len
+        if length(doc.text) <= size:  # fits whole (a JSONL record, a short note): no splitter needed
+            pieces = [doc.text.strip()] if doc.text.strip() else []
+        else:
+            pieces = [p for p in self._splitter_for(size).split_text(doc.text) if p.strip()]
         if self.spec.unit == "tokens":
             pieces = self._enforce_budget(pieces, prefix)
         starts = [p.start for p in doc.pages]

@@ -215,6 +215,9 @@ def _uleb128_values(data) -> tuple[np.ndarray, np.ndarray]:
     return np.add.reduceat(contrib, first), first
 
 
+_FINISH_SLICE = 1 << 18  # postings encoded per step in LexicalBuilder.finish (~40 MB of temporaries)
+
+
 @dataclass
 class LexicalBuilder:
     """Collects chunk texts in chunk order and produces the lexical sections."""
@@ -265,22 +268,33 @@ class LexicalBuilder:
         rank = np.empty(len(terms), dtype=np.int64)
         for r, t in enumerate(terms):
             rank[self._vocab[t]] = r
-        term = rank[np.frombuffer(self._term, dtype=np.uint32).astype(np.int64)]
-        chunk = np.frombuffer(self._chunk, dtype=np.uint32).astype(np.int64)
-        tf = np.frombuffer(self._tf, dtype=np.uint32).astype(np.int64)
+        term = rank.astype(np.uint32)[np.frombuffer(self._term, dtype=np.uint32)]
+        chunk = np.frombuffer(self._chunk, dtype=np.uint32)
+        tf = np.frombuffer(self._tf, dtype=np.uint32)
         order = np.argsort(term, kind="stable")  # chunk ids stay ascending within a term
-        term, chunk, tf = term[order], chunk[order], tf[order]
-        first_of_term = np.ones(len(term), dtype=bool)
-        first_of_term[1:] = term[1:] != term[:-1]
-        gaps = chunk.copy()
-        gaps[1:] -= np.where(first_of_term[1:], 0, chunk[:-1])
-        pairs = np.empty(2 * len(term), dtype=np.int64)
-        pairs[0::2], pairs[1::2] = gaps, tf
-        postings, starts = uleb128_encode(pairs)
         df = np.bincount(term, minlength=len(terms))
-        posting_start = np.zeros(len(terms) + 1, dtype=np.int64)
-        np.cumsum(df, out=posting_start[1:])
-        postings_offsets = starts[2 * posting_start]
+        # Encoded a slice of postings at a time: the peak stays near the 12 bytes per posting the
+        # builder already holds plus the sort order, instead of ~100 bytes per posting at 1M chunks.
+        parts, postings_offsets, base = [], np.zeros(len(terms) + 1, dtype=np.int64), 0
+        prev_term, prev_chunk = -1, 0
+        for a in range(0, len(order), _FINISH_SLICE):
+            idx = order[a:a + _FINISH_SLICE]
+            t, c, f = term[idx].astype(np.int64), chunk[idx].astype(np.int64), tf[idx].astype(np.int64)
+            first = np.empty(len(t), dtype=bool)
+            first[0] = t[0] != prev_term
+            first[1:] = t[1:] != t[:-1]
+            before = np.empty(len(c), dtype=np.int64)
+            before[0], before[1:] = prev_chunk, c[:-1]
+            pairs = np.empty(2 * len(t), dtype=np.int64)
+            pairs[0::2], pairs[1::2] = np.where(first, c, c - before), f
+            encoded_part, starts = uleb128_encode(pairs)
+            postings_offsets[t[first]] = base + starts[0:-1:2][first]
+            parts.append(encoded_part)
+            base += len(encoded_part)
+            prev_term, prev_chunk = int(t[-1]), int(c[-1])
+        postings_offsets[len(terms)] = base
+        postings = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+        del order, parts
         encoded = [t.encode("utf-8") for t in terms]
         vocab_offsets = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=vocab_offsets[1:])

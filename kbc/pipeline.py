@@ -9,6 +9,7 @@ problem met on the way is collected and reported at the end.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -142,48 +143,51 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     # The stages, each validating its options before any worker starts.
     t = time.perf_counter()
     cache = _open_cache(cache_dir) if use_cache else None
-    extract = ExtractStage(passwords=passwords, clean=clean, workers=workers, file_timeout=file_timeout, cache=cache)
-    embed = EmbedStage(model=model, backend=backend, device=device, query_prompt=query_prompt,
-                       document_prompt=document_prompt, batch_size=batch_size, sessions=os.cpu_count() or 1,
-                       cache=cache, reuse=reuse)
-    chunk = ChunkStage(spec=embed.spec, counter=embed.counter, unit=chunk_unit, size=chunk_size,
-                       overlap=chunk_overlap, context=context, extract_settings=extract.settings, cache=cache)
-    ledger = Ledger(walk_skipped, strict=strict, total_files=len(sources), progress=progress)
-    ledger.max_seq_length = embed.spec.max_seq_length
-    runner = open_engine(engine, address=ray_address)
-    seconds = {"model_load": time.perf_counter() - t}
+    with contextlib.ExitStack() as cleanup:  # closed in reverse: helpers stop before the stages they use
+        extract = ExtractStage(passwords=passwords, clean=clean, workers=workers, file_timeout=file_timeout,
+                               cache=cache)
+        embed = EmbedStage(model=model, backend=backend, device=device, query_prompt=query_prompt,
+                           document_prompt=document_prompt, batch_size=batch_size, sessions=os.cpu_count() or 1,
+                           cache=cache, reuse=reuse)
+        cleanup.callback(embed.close)
+        chunk = ChunkStage(spec=embed.spec, counter=embed.counter, unit=chunk_unit, size=chunk_size,
+                           overlap=chunk_overlap, context=context, extract_settings=extract.settings, cache=cache)
+        ledger = Ledger(walk_skipped, strict=strict, total_files=len(sources), progress=progress)
+        ledger.max_seq_length = embed.spec.max_seq_length
+        runner = open_engine(engine, address=ray_address, device=embed.spec.runtime.get("device", device))
+        cleanup.callback(runner.close)
+        seconds = {"model_load": time.perf_counter() - t}
 
-    sink = BundleSink(output, dim=embed.spec.dim, dtype=vector_dtype, lexical=lexical, index=index)
-    warm = _warm_up_when_needed(extract, embed, chunk)
-    window = max(batch_size * 8, 256)
-    try:
-        files = prefetch(extract.run(sources, runner.extract_files))
-        windows = (embed.prepare(w) for w in ledger.windows(files, chunk.records, window))
-        t = time.perf_counter()
-        for w, fresh in runner.embed(embed.embedder, ((w, w.todo_texts) for w in windows), batch_size=batch_size):
-            sink.add(w.records, embed.complete(w, fresh))
-            progress("embed", len(w.records), None)
-        # embed: the loop's time less chunking and waiting for extraction (which overlap it)
-        seconds.update(extract=extract.seconds, chunk=ledger.seconds,
-                       embed=time.perf_counter() - t - ledger.seconds - ledger.waited)
-        ledger.check(paths, sink.count)
+        sink = BundleSink(output, dim=embed.spec.dim, dtype=vector_dtype, lexical=lexical, index=index)
+        warm = _warm_up_when_needed(extract, embed, chunk)
+        cleanup.callback(warm.join)
+        cleanup.callback(extract.misses_known.set)  # a build that fails before extracting: the warm-up ends
+        window = max(batch_size * 8, 256)
+        try:
+            files = prefetch(extract.run(sources, runner.extract_files))
+            cleanup.callback(files.close)  # stops extraction (thread, workers) when the build stops early
+            windows = (embed.prepare(w) for w in ledger.windows(files, chunk.records, window))
+            t = time.perf_counter()
+            for w, fresh in runner.embed(embed.embedder, ((w, w.todo_texts) for w in windows),
+                                         batch_size=batch_size):
+                sink.add(w.records, embed.complete(w, fresh))
+                progress("embed", len(w.records), None)
+            # embed: the loop's time less chunking and waiting for extraction (which overlap it)
+            seconds.update(extract=extract.seconds, chunk=ledger.seconds,
+                           embed=time.perf_counter() - t - ledger.seconds - ledger.waited)
+            ledger.check(paths, sink.count)
 
-        t = time.perf_counter()
-        probes = embed.probes()
-        seconds["probes"] = time.perf_counter() - t
-        manifest = {"kbc_version": __version__, "created": created_timestamp(), **embed.manifest(),
-                    **chunk.manifest(), **extract.manifest(), **ledger.manifest(sink.count),
-                    "retrieval": retrieval.to_manifest()}
-        index_manifest = sink.finish(manifest, probes=probes)
-        seconds.update(sink.seconds)
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        embed.close()
-        extract.misses_known.set()  # a build that failed before extracting must not leave the warm-up waiting
-        warm.join()
-        runner.close()
+            t = time.perf_counter()
+            probes = embed.probes()
+            seconds["probes"] = time.perf_counter() - t
+            manifest = {"kbc_version": __version__, "created": created_timestamp(), **embed.manifest(),
+                        **chunk.manifest(), **extract.manifest(), **ledger.manifest(sink.count),
+                        "retrieval": retrieval.to_manifest()}
+            index_manifest = sink.finish(manifest, probes=probes)
+            seconds.update(sink.seconds)
+        except BaseException:
+            sink.abort()
+            raise
     seconds["total"] = time.perf_counter() - t_start
     spec = embed.spec
     return BuildReport(

@@ -55,7 +55,7 @@ def open_engine(name: str, **options) -> Engine:
     return ENGINES[name](**options)
 
 
-def prefetch(items: Iterator[T], *, depth: int = 64) -> Iterator[T]:
+def prefetch(items: Iterator[T], *, depth: int = 4) -> Iterator[T]:
     """Run `items` in a background thread, so that the stages after it overlap with it. Exceptions
     come out where the item would have; closing the result stops the thread. At most `depth`
     items wait: memory stays bounded when the producer is faster."""

@@ -60,7 +60,8 @@ class _EmbedActor:
 @register_engine("ray", description="a Ray cluster (--ray-address), or a local one: extraction tasks, "
                                     "an embedding actor pool")
 class RayEngine:
-    def __init__(self, *, address: str | None = None, cpus: int | None = None, actors: int | None = None, **_):
+    def __init__(self, *, address: str | None = None, cpus: int | None = None, actors: int | None = None,
+                 device: str | None = None, **_):
         try:
             import ray
         except ImportError:
@@ -77,10 +78,13 @@ class RayEngine:
             except Exception as e:  # unreachable address, version mismatch
                 raise InputError(f"--engine ray: cannot start or join a Ray cluster "
                                  f"({str(e).splitlines()[0][:200]})") from None
-        total = int(ray.cluster_resources().get("CPU", 1))
+        resources = ray.cluster_resources()
+        total = int(resources.get("GPU", 0)) if device == "cuda" else int(resources.get("CPU", 1))
         self.n_actors = actors or max(1, total)
         self._extract = ray.remote(num_cpus=TASK_CPUS)(_extract_batch)
-        self._actor_cls = ray.remote(num_cpus=ACTOR_CPUS)(_EmbedActor)
+        # --device cuda: each embedding actor asks Ray for a GPU (the driver, which embeds the
+        # probe set, loads the same backend on its own GPU)
+        self._actor_cls = ray.remote(num_cpus=ACTOR_CPUS, num_gpus=1 if device == "cuda" else 0)(_EmbedActor)
         self._actors: list = []
 
     def extract_files(self, sources: Sequence[SourceFile], options: ExtractOptions) -> Iterator[Extracted]:

@@ -15,7 +15,8 @@ from ..records import Extracted
 from ..textclean import has_words
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
-CHUNK_RECORDS_VERSION = "3"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only
+CHUNK_RECORDS_VERSION = "4"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only; 4: whole fits
+
 
 
 def embedded_text(record: dict) -> str:
