@@ -147,6 +147,8 @@ def build(
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Also read files that symbolic links "
                                          "inside a folder point to outside it (skipped, and listed, by default)."),
     password: List[str] = typer.Option([], help="Password to try on encrypted PDFs (repeatable)."),
+    encoding: Optional[str] = typer.Option(None, help="Read text files (.txt, .md, .rst, .csv, .jsonl, ...) in this "
+                                           "encoding (e.g. latin-1, utf-16) instead of detecting it."),
     query_prompt: Optional[str] = typer.Option(None, help="Prefix for queries (default: the model's own, e.g. e5's 'query: ')."),
     document_prompt: Optional[str] = typer.Option(None, help="Prefix for documents (default: the model's own)."),
     float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (half the size)."),
@@ -177,7 +179,7 @@ def build(
         report = run_build(paths, output, model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,
                            chunk_overlap=chunk_overlap, batch_size=batch_size, device=device, index=index,
                            backend=backend.value, engine=engine.value, ray_address=ray_address, include=include,
-                           exclude=exclude, strict=strict, passwords=password,
+                           exclude=exclude, strict=strict, passwords=password, encoding=encoding,
                            clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
                            vector_dtype="float16" if float16 else "float32", workers=workers,
                            file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
@@ -204,7 +206,13 @@ def build(
     for label, items in (("skipped", report.skipped), ("degraded", report.degraded)):
         if items:
             out.append(f"  {label} ({len(items)}):")
-            out += [f"    {p.source}: {p.reason}" for p in items]
+            out += [f"    {_safe(p.source)}: {p.reason}" for p in items]
+    if report.ignored:
+        shown = report.ignored[:20]
+        out.append(f"  not built ({len(report.ignored)}; all of them in --json and the manifest):")
+        out += [f"    {_safe(i['path'])}: {i['reason']}" for i in shown]
+        if len(report.ignored) > len(shown):
+            out.append(f"    ... and {len(report.ignored) - len(shown)} more")
     print("\n".join(out))
 
 

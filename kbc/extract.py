@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from .readers import ReadOptions, reader_for
 from .records import Document, Extracted, Page, Problem, SourceFile
 
-EXTRACTOR_VERSION = "6"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "9"  # bump when output for the same input changes (it keys the build cache)
 
 
-def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool = True) -> Extracted:
+def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool = True,
+                 encoding: str | None = None) -> Extracted:
     """Read and extract one file. Never raises for bad content: problems are returned."""
     try:
         data = src.path.read_bytes()
@@ -25,7 +26,7 @@ def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool 
         out.problems.append(Problem(src.rel, "skipped", f"cannot read: {e.strerror or e}"))
         return out
     out = Extracted(src, hashlib.sha256(data).hexdigest(), len(data), 0)
-    reader_for(src.kind).read(src, data, out, ReadOptions(passwords=tuple(passwords), clean=clean))
+    reader_for(src.kind).read(src, data, out, ReadOptions(passwords=tuple(passwords), clean=clean, encoding=encoding))
     del data
     for doc in out.documents:
         if len(doc.text) > MAX_DOCUMENT_CHARS:
@@ -53,6 +54,7 @@ def _cut(doc: Document, limit: int) -> None:
 class ExtractOptions:
     passwords: tuple[str, ...] = ()
     clean: bool = True
+    encoding: str | None = None  # text files: forced instead of detected
     workers: int | None = None  # None: one per core; 0: in this process (no limits)
     timeout_s: float = 120.0  # per file
     memory_mb: int = 4096  # per worker address space
@@ -60,11 +62,13 @@ class ExtractOptions:
 
 def guarded_extract(src: SourceFile, opts: ExtractOptions) -> Extracted:
     try:
-        return extract_file(src, passwords=opts.passwords, clean=opts.clean)
+        return extract_file(src, passwords=opts.passwords, clean=opts.clean, encoding=opts.encoding)
     except MemoryError:
         reason = f"exceeded the per-file memory limit ({opts.memory_mb} MB)"
     except RecursionError:
         reason = "parser recursion too deep (malformed structure)"
+    except Exception as e:  # a reader's library failing on bytes it did not expect
+        reason = f"the {src.kind} reader failed: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
     out = Extracted(src, "", 0, 0)
     try:
         out.size = src.path.stat().st_size
@@ -96,5 +100,5 @@ def from_cache(src: SourceFile, data: dict) -> Extracted:
 
 def cacheable(ex: Extracted) -> bool:
     """Outcomes that depend on the machine (time/memory limits, crashed workers) are not cached."""
-    transient = ("took longer", "memory limit", "process died", "cannot read")
+    transient = ("took longer", "memory limit", "process died", "cannot read", "reader failed")
     return bool(ex.sha256) and not any(t in p.reason for p in ex.problems for t in transient)

@@ -57,6 +57,7 @@ class BuildReport:
     index: dict[str, Any]
     max_chunk_tokens: int = 0
     cache: dict[str, int] = field(default_factory=dict)
+    ignored: list[dict[str, str]] = field(default_factory=list)  # not built by choice: {path, reason}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -122,7 +123,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
           default_mode: str | None = None, follow_symlinks: bool = False,
           max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES, engine: str = "local",
-          ray_address: str | None = None, progress: ProgressFn | None = None) -> BuildReport:
+          ray_address: str | None = None, encoding: str | None = None,
+          progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
     t_start = time.perf_counter()
     output = Path(output)
@@ -135,8 +137,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     retrieval = _check_options(batch_size=batch_size, file_timeout=file_timeout, workers=workers,
                                max_file_bytes=max_file_bytes, lexical=lexical, default_mode=default_mode)
     walk_skipped: list[tuple[str, str]] = []
+    walk_ignored: list[tuple[str, str]] = []
     sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-                       max_file_bytes=max_file_bytes, skipped=walk_skipped)
+                       max_file_bytes=max_file_bytes, skipped=walk_skipped, ignored=walk_ignored)
     check_output_path(output, inputs=[s.path for s in sources])
     progress = progress or (lambda stage, n, total: None)
 
@@ -145,14 +148,14 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     cache = _open_cache(cache_dir) if use_cache else None
     with contextlib.ExitStack() as cleanup:  # closed in reverse: helpers stop before the stages they use
         extract = ExtractStage(passwords=passwords, clean=clean, workers=workers, file_timeout=file_timeout,
-                               cache=cache)
+                               encoding=encoding, cache=cache)
         embed = EmbedStage(model=model, backend=backend, device=device, query_prompt=query_prompt,
                            document_prompt=document_prompt, batch_size=batch_size, sessions=os.cpu_count() or 1,
                            cache=cache, reuse=reuse)
         cleanup.callback(embed.close)
         chunk = ChunkStage(spec=embed.spec, counter=embed.counter, unit=chunk_unit, size=chunk_size,
                            overlap=chunk_overlap, context=context, extract_settings=extract.settings, cache=cache)
-        ledger = Ledger(walk_skipped, strict=strict, total_files=len(sources), progress=progress)
+        ledger = Ledger(walk_skipped, walk_ignored, strict=strict, total_files=len(sources), progress=progress)
         ledger.max_seq_length = embed.spec.max_seq_length
         runner = open_engine(engine, address=ray_address, device=embed.spec.runtime.get("device", device))
         cleanup.callback(runner.close)
@@ -197,7 +200,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         embedder={"name": spec.name, "dim": spec.dim, "max_seq_length": spec.max_seq_length,
                   "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
         chunking=manifest["chunking"], index=index_manifest, max_chunk_tokens=ledger.stats["max_tokens"],
-        cache={**extract.stats, **embed.stats})
+        cache={**extract.stats, **embed.stats}, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
 
 
 def _warm_up_when_needed(extract: ExtractStage, embed: EmbedStage, chunk: ChunkStage) -> threading.Thread:

@@ -16,9 +16,31 @@ from .records import SourceFile
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 
-def _matches(rel: str, patterns: Sequence[str]) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+def _matching(rel: str, patterns: Sequence[str], *, fold: bool) -> str | None:
+    """The first pattern that matches the relative path, its file name or any folder above it
+    (`drafts` and `drafts/*` both match `drafts/a/b.md`); case-insensitively when `fold`."""
+    if fold:
+        rel = rel.lower()
+    parts = rel.split("/")
+    candidates = [rel, parts[-1], *("/".join(parts[:i]) for i in range(1, len(parts))), *parts[:-1]]
+    for p in patterns:
+        q = p.lower().rstrip("/") if fold else p.rstrip("/")
+        if any(fnmatch.fnmatchcase(c, q) for c in candidates):
+            return p
+    return None
+
+
+def case_insensitive(folder: Path) -> bool:
+    """Whether the file system holding `folder` ignores case (macOS and Windows by default): the
+    same folder reached with its letters' case swapped."""
+    name = str(folder.resolve())
+    swapped = name.swapcase()
+    if swapped == name:
+        return os.name == "nt" or os.uname().sysname == "Darwin"
+    try:
+        return os.path.samefile(name, swapped)
+    except OSError:
+        return False
 
 
 def display_name(rel: str) -> str:
@@ -61,17 +83,26 @@ def _why_not_regular(p: Path, root: Path | None, follow_symlinks: bool,
 def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
              exclude: Sequence[str] = (), follow_symlinks: bool = False,
              max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
-             skipped: list[tuple[str, str]] | None = None) -> list[SourceFile]:
-    """Files to build from, sorted by relative path. Hidden files and folders are skipped.
+             skipped: list[tuple[str, str]] | None = None,
+             ignored: list[tuple[str, str]] | None = None) -> list[SourceFile]:
+    """Files to build from, sorted by relative path.
 
     With one directory argument, paths are relative to it; with several arguments, each
-    directory's files are prefixed by the directory's name so that names stay unique. Only
-    regular files are read; links that leave their input folder (unless `follow_symlinks`),
-    broken links, FIFOs, devices, files over `max_file_bytes` and linked directories are listed in `skipped` as (name, reason).
+    directory's files are prefixed by the directory's name so that names stay unique.
+
+    Nothing under the inputs is left out without a word. `ignored` gets (name, reason) for what
+    is not built by choice: hidden files and folders, files of a type no reader takes, files and
+    folders excluded by a pattern. `skipped` gets (name, reason) for what cannot be read safely:
+    links that leave their input folder (unless `follow_symlinks`), broken or looping links,
+    FIFOs, devices, files over `max_file_bytes`, linked folders.
+
+    Patterns match the relative path, the file name, or any folder above the file; they ignore
+    case where the file system does.
     """
     if not paths:
         raise InputError("no input paths given")
     skipped = skipped if skipped is not None else []
+    ignored = ignored if ignored is not None else []
     found: dict[str, SourceFile] = {}
     for arg in paths:
         root = Path(arg)
@@ -84,41 +115,66 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             if kind_for(root.suffix) is None:
                 raise InputError(f"{arg}: unsupported file type {root.suffix or '(none)'}; "
                                  f"supported: {', '.join(supported_suffixes())}")
-            candidates = [(root, display_name(root.name))]
-        else:
-            prefix = "" if len(paths) == 1 else (root.resolve().name + "/")
-            real_root = root.resolve()
-            candidates = []
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                for d in sorted(dirnames):
-                    if not d.startswith(".") and (Path(dirpath) / d).is_symlink():
-                        rel = display_name(prefix + (Path(dirpath) / d).relative_to(root).as_posix())
-                        skipped.append((rel, "symbolic link to a folder: not followed"))
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for fname in sorted(filenames):
-                    if fname.startswith("."):
-                        continue
-                    p = Path(dirpath) / fname
-                    rel = display_name(prefix + p.relative_to(root).as_posix())
-                    if kind_for(p.suffix) is None:
-                        continue
-                    why = _why_not_regular(p, real_root, follow_symlinks, max_file_bytes)
-                    if why:
-                        skipped.append((rel, why))
-                        continue
-                    candidates.append((p, rel))
-        for p, rel in candidates:
-            kind = kind_for(p.suffix)
-            if kind is None or (include and not _matches(rel, include)) or _matches(rel, exclude):
-                continue
-            if rel in found and found[rel].path.resolve() != p.resolve():
-                raise InputError(f"{p}: two inputs share the name {rel!r}; pass their common parent instead")
-            found[rel] = SourceFile(p, rel, kind)
+            found[display_name(root.name)] = SourceFile(root, display_name(root.name), kind_for(root.suffix))
+            continue
+        prefix = "" if len(paths) == 1 else (root.resolve().name + "/")
+        real_root = root.resolve()
+        fold = case_insensitive(root)
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            here = Path(dirpath)
+            keep = []
+            for d in sorted(dirnames):
+                rel = display_name(prefix + (here / d).relative_to(root).as_posix())
+                if d.startswith("."):
+                    ignored.append((rel + "/", "hidden folder (name starts with '.')"))
+                elif (here / d).is_symlink():
+                    skipped.append((rel, "symbolic link to a folder: not followed"))
+                elif (pattern := _matching(rel, exclude, fold=fold)) is not None:
+                    ignored.append((rel + "/", f"excluded by --exclude {pattern}"))
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
+            for fname in sorted(filenames):
+                p = here / fname
+                rel = display_name(prefix + p.relative_to(root).as_posix())
+                kind = kind_for(p.suffix)
+                if fname.startswith("."):
+                    why_not = "hidden file (name starts with '.')"
+                elif (pattern := _matching(rel, exclude, fold=fold)) is not None:
+                    why_not = f"excluded by --exclude {pattern}"
+                elif include and _matching(rel, include, fold=fold) is None:
+                    why_not = "not matched by any --include"
+                elif kind is None:
+                    why_not = f"unsupported file type {p.suffix.lower() or '(no extension)'}"
+                else:
+                    why_not = None
+                if why_not:
+                    ignored.append((rel, why_not))
+                    continue
+                why = _why_not_regular(p, real_root, follow_symlinks, max_file_bytes)
+                if why:
+                    skipped.append((rel, why))
+                    continue
+                if rel in found and found[rel].path.resolve() != p.resolve():
+                    raise InputError(f"{p}: two inputs share the name {rel!r}; pass their common parent instead")
+                found[rel] = SourceFile(p, rel, kind)
     if not found:
         where = ", ".join(str(p) for p in paths)
-        raise InputError(f"{where}: no supported files ({', '.join(supported_suffixes())})"
-                         + (" match the include/exclude patterns" if include or exclude else ""))
+        reasons = _summarise(ignored + skipped)
+        raise InputError(f"{where}: nothing to build: no supported files ({', '.join(supported_suffixes())})"
+                         + (f"; left out: {reasons}" if reasons else ""))
     return [found[k] for k in sorted(found)]
+
+
+def _summarise(entries: Sequence[tuple[str, str]], *, limit: int = 4) -> str:
+    """'3 unsupported file type .png, 1 hidden file ...': reasons by count, most common first."""
+    from collections import Counter
+
+    counts = Counter(reason for _, reason in entries)
+    parts = [f"{n} {reason}" for reason, n in counts.most_common(limit)]
+    if len(counts) > limit:
+        parts.append(f"{sum(counts.values()) - sum(n for _, n in counts.most_common(limit))} more")
+    return ", ".join(parts)
 
 
 def check_output_path(output: Path, *, inputs: Sequence[Path] = ()) -> None:

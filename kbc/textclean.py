@@ -161,6 +161,12 @@ def markdown_headings(text: str) -> list[tuple[int, int, str]]:
     """Each Markdown heading covers the text up to the next heading; its text is the heading path
     ("Install > On Linux")."""
     marks = [(m.start(), len(m.group(1)), " ".join(m.group(2).split())) for m in MD_HEADING.finditer(text)]
+    return heading_spans(text, marks)
+
+
+def heading_spans(text: str, marks: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Headings given as (start, level, title) in text order -> (start, end, heading path): each
+    covers the text up to the next heading; its path joins the enclosing headings with " > "."""
     out, path = [], []
     for i, (start, level, title) in enumerate(marks):
         path = [p for p in path if p[0] < level] + [(level, title)]

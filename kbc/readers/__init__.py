@@ -23,6 +23,7 @@ from ..records import Extracted, SourceFile
 class ReadOptions:
     passwords: tuple[str, ...] = ()
     clean: bool = True
+    encoding: str | None = None  # text files: force this encoding instead of detecting it
 
 
 ReadFn = Callable[[SourceFile, bytes, Extracted, ReadOptions], None]
@@ -67,7 +68,8 @@ def supported_suffixes() -> list[str]:
     return sorted(s for r in READERS.values() for s in r.suffixes)
 
 
-from . import jsonl, markdown, pdf, text  # noqa: E402,F401  (the built-in readers register themselves)
+# the built-in readers register themselves
+from . import asciidoc, delimited, docx, epub, html, jsonl, markdown, org, pdf, rst, text  # noqa: E402,F401
 
 from ..plugins import load_plugins  # noqa: E402
 

@@ -7,17 +7,18 @@ import json
 from ..records import Extracted, Problem, SourceFile
 from ..textclean import clean_text, join_pages
 from . import ReadOptions, register_reader
-from .text import decode_utf8
+from .text import decode_text
 
 
 @register_reader("records", suffixes=(".jsonl",), description="JSONL records with an id and a text (BEIR corpus.jsonl)")
 def read_records(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
-    clean = opts.clean
-    """JSONL corpora (BEIR corpus.jsonl or any lines with id/title/text): one document per record."""
-    text = decode_utf8(src, data, out)
+    """One document per record (`_id` or `id`; `text` or `contents`; optional `title`). A bad line
+    is reported and skipped; the file's other records are kept."""
+    text = decode_text(src, data, out, opts)
     if text is None:
         return
     seen: set[str] = set()
+    bad: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -26,28 +27,28 @@ def read_records(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions
             rid = rec.get("_id", rec.get("id"))
             body = rec.get("text", rec.get("contents", ""))
             title = rec.get("title") or ""
-        except (ValueError, AttributeError):
-            out.problems.append(Problem(src.rel, "skipped", f"line {lineno}: not a JSON object"))
-            out.documents.clear()
-            return
-        if rid is None or not isinstance(body, str) or not isinstance(title, str):
-            out.problems.append(Problem(src.rel, "skipped", f"line {lineno}: record needs an id and a text string"))
-            out.documents.clear()
-            return
+        except (ValueError, AttributeError, RecursionError):
+            bad.append(f"line {lineno}: not a JSON object")
+            continue
+        if rid is None or isinstance(rid, (dict, list)) or not isinstance(body, str) or not isinstance(title, str):
+            bad.append(f"line {lineno}: record needs an id and a text string")
+            continue
         rid = str(rid)
         if rid in seen:
-            out.problems.append(Problem(src.rel, "skipped", f"line {lineno}: duplicate record id {rid!r}"))
-            out.documents.clear()
-            return
+            bad.append(f"line {lineno}: duplicate record id {rid[:40]!r}")
+            continue
         seen.add(rid)
         full = f"{title} {body}".strip() if title else body.strip()
-        if clean:
+        if opts.clean:
             full = clean_text(full)
         if full:
             doc = join_pages(src.rel, [full], [None])
             doc.record_id = rid
             out.documents.append(doc)
     out.page_count = len(out.documents)
-    if not out.documents:
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        severity = "degraded" if out.documents else "skipped"
+        out.problems.append(Problem(src.rel, severity, f"{len(bad)} bad line(s) skipped: {shown}"))
+    if not out.documents and not bad:
         out.problems.append(Problem(src.rel, "skipped", "no records with text"))
-

@@ -18,12 +18,21 @@ ExtractFiles = Callable[[Sequence[SourceFile], ExtractOptions], Iterator[Extract
 
 class ExtractStage:
     def __init__(self, *, passwords: Sequence[str], clean: bool, workers: int | None, file_timeout: float,
-                 cache=None):
-        self.options = ExtractOptions(passwords=tuple(passwords), clean=clean, workers=workers,
+                 encoding: str | None = None, cache=None):
+        if encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                from ..errors import InputError
+
+                raise InputError(f"--encoding {encoding}: unknown encoding") from None
+        self.options = ExtractOptions(passwords=tuple(passwords), clean=clean, encoding=encoding, workers=workers,
                                       timeout_s=file_timeout)
         self.cache = cache
         # keys the extraction cache and, through the chunk stage, the chunk cache
-        self.settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords)]).encode()).hexdigest()[:16]
+        self.settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords), encoding]).encode()).hexdigest()[:16]
         self.stats = {"files_cached": 0, "files_extracted": 0}
         self.seconds = 0.0
         self.kinds: set[str] = set()
@@ -60,22 +69,25 @@ class ExtractStage:
             self.misses = len(misses)
             self.misses_known.set()
         fresh = extract_files([sources[i] for i in misses], self.options)
+        # seconds: time spent finding or extracting files, not time waiting for the stages after it
+        self.seconds += time.perf_counter() - t
         try:
             for i in range(len(sources)):
                 if i in hits:
                     self.stats["files_cached"] += 1
                     yield hits.pop(i)
                     continue
+                t = time.perf_counter()
                 ex = next(fresh)
                 self.stats["files_extracted"] += 1
                 if self.cache is not None and keys.get(i) and cacheable(ex):
                     self.cache.put_extracted(keys[i], to_cache(ex))
+                self.seconds += time.perf_counter() - t
                 yield ex
         finally:
             close = getattr(fresh, "close", None)
             if close is not None:
                 close()  # stops the engine's workers when the build stops early
-            self.seconds = time.perf_counter() - t
 
     def manifest(self) -> dict:
         return {"extraction": {"readers": {k: READERS[k].description for k in sorted(self.kinds) if k in READERS},

@@ -10,10 +10,14 @@ from ..errors import InputError, StrictError
 from ..records import Extracted, Problem
 
 
+MAX_IGNORED_LISTED = 1000
+
+
 class Ledger:
-    def __init__(self, walk_skipped: Iterable[tuple[str, str]], *, strict: bool, total_files: int,
-                 progress: Callable[[str, int, "int | None"], None]):
+    def __init__(self, walk_skipped: Iterable[tuple[str, str]], walk_ignored: Iterable[tuple[str, str]] = (), *,
+                 strict: bool, total_files: int, progress: Callable[[str, int, "int | None"], None]):
         self.skipped: list[Problem] = [Problem(rel, "skipped", why) for rel, why in walk_skipped]
+        self.ignored = list(walk_ignored)  # not built by choice (hidden, excluded, unsupported): never an error
         self.degraded: list[Problem] = []
         self.sources: list[dict] = []
         self.strict, self.total_files, self.progress = strict, total_files, progress
@@ -78,5 +82,8 @@ class Ledger:
         return {"sources": self.sources,
                 "skipped": [{"path": p.source, "reason": p.reason} for p in self.skipped],
                 "degraded": [{"path": p.source, "reason": p.reason} for p in self.degraded],
+                # the first MAX_IGNORED_LISTED (a node_modules folder can hold 100,000 files); all are counted
+                "ignored": [{"path": p, "reason": r} for p, r in self.ignored[:MAX_IGNORED_LISTED]],
                 "counts": {"files": len(self.sources), "pages": self.stats["pages"], "chunks": written,
-                           "truncated_chunks": self.stats["truncated"], "skipped_files": len(self.skipped)}}
+                           "truncated_chunks": self.stats["truncated"], "skipped_files": len(self.skipped),
+                           "ignored_files": len(self.ignored)}}

@@ -1,0 +1,54 @@
+"""Word documents (.docx) with python-docx: paragraphs in order, `Heading N` and `Title` styles as
+Markdown headings (so they become section headings), tables as ` | `-separated rows."""
+
+from __future__ import annotations
+
+import io
+
+from ..records import Extracted, Problem, SourceFile
+from ..textclean import one_line
+from . import ReadOptions, register_reader
+from .html import markdown_document
+
+
+def _heading_level(style_name: str) -> int:
+    """Markdown level of a paragraph style: Title 1, Heading N N+1 (Word's Title sits above Heading 1)."""
+    name = (style_name or "").lower()
+    if name == "title":
+        return 1
+    if name.startswith("heading "):
+        try:
+            return max(2, min(6, int(name.split()[1]) + 1))
+        except ValueError:
+            return 0
+    return 0
+
+
+@register_reader("docx", suffixes=(".docx",), description="Word .docx (python-docx), headings kept")
+def read_docx(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
+    from docx import Document as open_docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = open_docx(io.BytesIO(data))
+    except Exception as e:  # not a zip, not a Word package, damaged XML
+        out.problems.append(Problem(src.rel, "skipped", f"unreadable DOCX: {one_line(e)}"))
+        return
+    lines: list[str] = []
+    for block in document.element.body.iterchildren():
+        tag = block.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            p = Paragraph(block, document)
+            text = " ".join(p.text.split())
+            if not text:
+                continue
+            level = _heading_level(p.style.name if p.style is not None else "")
+            lines.append(("#" * level + " " + text) if level else text)
+        elif tag == "tbl":
+            for row in Table(block, document).rows:
+                cells = [" ".join(c.text.split()) for c in row.cells]
+                if any(cells):
+                    lines.append(" | ".join(cells))
+    title = document.core_properties.title or None
+    markdown_document(src, "\n\n".join(lines), title, out, opts)
