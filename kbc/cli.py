@@ -29,7 +29,8 @@ _EXPORT_HELP = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values(
 _ENGINE_HELP = "; ".join(f"{name}: {d}" for name, d in ENGINE_DESCRIPTIONS.items())
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 invalid bundle, 4 model problem, "
          "5 --strict build found problems, 6 probe vectors disagree with the bundle.")
@@ -51,8 +52,27 @@ def _term(signum, frame) -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    """One line on stderr; with --json also an `error` object on stdout, so a machine reading
+    stdout gets an answer whatever happened."""
     print(f"kbc: error: {message}", file=sys.stderr)
+    if "--json" in sys.argv[1:]:
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
     raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .bundle import FORMAT_MAJOR, FORMAT_MINOR
+
+        print(f"kbc {__version__} (writes .kbpack format {FORMAT_MAJOR}.{FORMAT_MINOR})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print kbc's version and the bundle format it writes, then exit.")) -> None:
+    """kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG."""
 
 
 def handle_errors(fn):
@@ -247,7 +267,8 @@ def query(
             print(device_prompt(question, hits))
         else:
             for h in hits:
-                where = f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
+                where = (f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
+                         + (f" (labelled {h.labels})" if h.labels else ""))
                 snippet = " ".join(h.text.split())
                 print(f"{h.rank}. {h.score:.3f}  {_safe(where)}  [chunk {h.chunk_id}]")
                 if h.context:
@@ -322,8 +343,8 @@ def inspect(
 @handle_errors
 def evaluate(
     bundle: Path = typer.Argument(..., help="A .kbpack file built from the corpus the qrels judge."),
-    queries: Path = typer.Option(..., "--queries", "-q", help="BEIR queries.jsonl ({\"_id\", \"text\"} per line) or 'id<TAB>text' lines."),
-    qrels: Path = typer.Option(..., "--qrels", "-r", help="BEIR qrels TSV (query-id, corpus-id, score; header optional) or TREC qrels."),
+    queries: Path = typer.Option(..., "--queries", help="BEIR queries.jsonl ({\"_id\", \"text\"} per line) or 'id<TAB>text' lines."),
+    qrels: Path = typer.Option(..., "--qrels", help="BEIR qrels TSV (query-id, corpus-id, score; header optional) or TREC qrels."),
     model: Optional[str] = typer.Option(None, help="Model directory to embed the queries with (default: the one the bundle records)."),
     allow_model_mismatch: bool = typer.Option(False, help="Evaluate even if the local model's files differ from the recorded ones."),
     backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
@@ -527,11 +548,46 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
     print("\n".join(lines))
 
 
+def _click_types() -> tuple[tuple, tuple, tuple]:
+    """(usage errors, no-args-is-help, exits) from click and from the click that typer >= 0.22 vendors."""
+    usage, no_args, exits = [], [], [typer.Exit]
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = __import__(module, fromlist=["UsageError"])
+        except ImportError:
+            continue
+        usage.append(mod.UsageError)
+        if hasattr(mod, "NoArgsIsHelpError"):
+            no_args.append(mod.NoArgsIsHelpError)
+        if hasattr(mod, "Exit"):
+            exits.append(mod.Exit)
+    return tuple(usage), tuple(no_args), tuple(exits)
+
+
 def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _term)
-    app()
+    usage, no_args, exits = _click_types()
+    try:
+        app(standalone_mode=False)
+    except no_args as e:  # bare `kbc`: the overview, as `kbc -h` prints it
+        print(e.format_message() if hasattr(e, "format_message") else str(e))
+        sys.exit(2)
+    except usage as e:  # unknown option, bad value, missing argument: one line, exit 2
+        ctx = getattr(e, "ctx", None)
+        where = f"kbc {ctx.info_name}" if ctx is not None and ctx.parent is not None else "kbc"
+        try:
+            _fail(" ".join(e.format_message().split()) + f" (see: {where} -h)", 2)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except exits as e:
+        sys.exit(getattr(e, "exit_code", 0))
+    except (typer.Abort, KeyboardInterrupt, EOFError):
+        print("kbc: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception:  # typer's own exceptions bypass handle_errors only on parse paths we handle above
+        raise
 
 
 if __name__ == "__main__":

@@ -40,13 +40,24 @@ class Hit:
 
     @property
     def pages(self) -> str:
-        a = self.label_start or str(self.page_start)
-        b = self.label_end or str(self.page_end)
+        """Physical pages, 1-based: "5" or "5-6" (what a PDF viewer's page box takes)."""
+        a, b = str(self.page_start), str(self.page_end)
         return a if a == b else f"{a}-{b}"
+
+    @property
+    def labels(self) -> str | None:
+        """The document's own page labels ("iv", "A-3") when they differ from the physical pages."""
+        if self.label_start is None and self.label_end is None:
+            return None
+        a, b = self.label_start or str(self.page_start), self.label_end or str(self.page_end)
+        label = a if a == b else f"{a}-{b}"
+        return None if label == self.pages else label
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
         d["pages"] = self.pages
+        if self.labels:
+            d["labels"] = self.labels
         return d
 
 

@@ -155,7 +155,7 @@ def test_kbc_eval_end_to_end(tiny_eval_set):
     assert by_id["q3"]["retrieved"][0] == "rust" and by_id["q3"]["first_relevant_rank"] == 1
     assert len(by_id["q1"]["retrieved"]) == 5  # every document, best first
 
-    human = run_kbc("eval", str(bundle), "-q", str(d / "queries.jsonl"), "-r", str(d / "qrels.tsv"), "--per-query",
+    human = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"), "--per-query",
                     check=True).stdout
     assert "ndcg@10" in human and "1 queries with no relevant document" in human
     dense_row = next(line for line in human.splitlines() if line.strip().startswith("dense"))
@@ -166,14 +166,14 @@ def test_kbc_eval_reports_a_wrong_corpus_and_bad_input(tiny_eval_set, tmp_path):
     d, bundle = tiny_eval_set
     other = tmp_path / "other.tsv"
     other.write_text("q1\tnot-in-bundle\t1\nq2\ttides\t1\n")
-    proc = run_kbc("eval", str(bundle), "-q", str(d / "queries.jsonl"), "-r", str(other), check=True)
+    proc = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(other), check=True)
     assert "1 relevant documents are not in the bundle" in proc.stdout
-    missing = run_kbc("eval", str(bundle), "-q", str(d / "queries.jsonl"), "-r", str(tmp_path / "nope.tsv"))
+    missing = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(tmp_path / "nope.tsv"))
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "nope.tsv: no such file" in missing.stderr
     mismatch = tmp_path / "ids.tsv"
     mismatch.write_text("zz\tbees\t1\n")
-    proc = run_kbc("eval", str(bundle), "-q", str(d / "queries.jsonl"), "-r", str(mismatch))
+    proc = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(mismatch))
     assert proc.returncode == 2 and "query ids" in proc.stderr
 
 

@@ -33,7 +33,22 @@ def export_dir(spec: EmbedderSpec) -> Path:
 
 
 def _export_fp32(ref: ModelRef, spec: EmbedderSpec, target: Path) -> None:
+    """The export prints torch's tracer warnings and transformers' loading bars, which say nothing
+    to a kbc user (the export is checked against torch by the test suite): they are silenced."""
+    import warnings
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        _export_fp32_quietly(ref, spec, target)
+
+
+def _export_fp32_quietly(ref: ModelRef, spec: EmbedderSpec, target: Path) -> None:
     import torch
     from transformers import AutoModel
 
