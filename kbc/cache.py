@@ -158,6 +158,46 @@ class Cache:
         self.db.close()
 
 
+def cache_info(directory: str | os.PathLike | None = None) -> dict:
+    """Where the cache is, how big, and how many entries of each kind (`kbc cache info`)."""
+    d = Path(directory) if directory else cache_dir()
+    files = [p for p in d.rglob("*") if p.is_file()] if d.is_dir() else []
+    info = {"path": str(d), "exists": d.is_dir(), "bytes": sum(p.stat().st_size for p in files),
+            "onnx_exports": sorted({p.parent.name for p in files if p.suffix == ".onnx"}), "entries": {}}
+    db = d / "cache.sqlite3"
+    if db.is_file():
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                for table in ("file_hash", "extracted", "vectors"):
+                    info["entries"][table] = con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            info["error"] = f"cannot read {db}: {e}"
+    return info
+
+
+def clear_cache(directory: str | os.PathLike | None = None) -> int:
+    """Delete the cache's own files (database, WAL, ONNX exports); returns the bytes freed. Only
+    names kbc writes are removed, so a cache directory pointed at the wrong place loses nothing else."""
+    import shutil
+
+    d = Path(directory) if directory else cache_dir()
+    freed = 0
+    for name in ("cache.sqlite3", "cache.sqlite3-wal", "cache.sqlite3-shm", "cache.sqlite3.damaged",
+                 "cache.sqlite3.damaged-wal", "cache.sqlite3.damaged-shm"):
+        p = d / name
+        if p.is_file() and not p.is_symlink():
+            freed += p.stat().st_size
+            p.unlink()
+    onnx = d / "onnx"
+    if onnx.is_dir() and not onnx.is_symlink():
+        freed += sum(p.stat().st_size for p in onnx.rglob("*") if p.is_file())
+        shutil.rmtree(onnx)
+    return freed
+
+
 def vector_key(embedder_identity: str, prompt: str, text: str) -> bytes:
     h = hashlib.sha256()
     for part in (embedder_identity, prompt, text):

@@ -33,7 +33,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 invalid bundle, 4 model problem, "
-         "5 --strict build found problems, 6 probe vectors disagree with the bundle.")
+         "5 --strict build found problems, 6 probe vectors disagree with the bundle, "
+         "7 kbc diff: the bundles differ.")
 
 
 _CONTROL = {c: "\ufffd" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0))}
@@ -548,6 +549,79 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
     print("\n".join(lines))
 
 
+@app.command()
+@handle_errors
+def diff(
+    old: Path = typer.Argument(..., help="The earlier .kbpack."),
+    new: Path = typer.Argument(..., help="The later .kbpack."),
+    as_json: bool = typer.Option(False, "--json", help="The differences as JSON."),
+):
+    """What changed between two bundles: sources added, removed or changed (by content hash), chunks
+    added and removed, embedder, chunking, index and search settings. Exit 0 when nothing changed,
+    7 when something did (for CI: `kbc diff last.kbpack new.kbpack || publish`).
+
+    Example: kbc diff kb-main.kbpack kb-pr.kbpack --json"""
+    from .diff import diff_bundles
+
+    d = diff_bundles(old, new)
+    if as_json:
+        _emit_json(d.to_dict())
+    else:
+        lines = []
+        for label, items in (("added", d.sources_added), ("removed", d.sources_removed), ("changed", d.sources_changed)):
+            lines += [f"{'+-~'[('added', 'removed', 'changed').index(label)]} {_safe(p)}" for p in items]
+        lines.append(f"chunks: {d.chunks_added} added, {d.chunks_removed} removed, {d.chunks_kept} kept")
+        for key, fields in d.settings.items():
+            for f, (a, b) in fields.items():
+                lines.append(f"{key}.{f}: {_safe(json.dumps(a))[:80]} -> {_safe(json.dumps(b))[:80]}")
+        if d.vectors_changed and not d.settings.get("embedder") and not (d.chunks_added or d.chunks_removed):
+            lines.append("vectors: differ (same embedder settings and chunks: another engine or machine?)")
+        lines.append("bundles differ" if d.changed else "no differences")
+        print("\n".join(lines))
+    raise typer.Exit(7 if d.changed else 0)
+
+
+cache_app = typer.Typer(help="See or clear the local build cache (extracted text, chunks, vectors, ONNX exports).",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@handle_errors
+def cache_info_command(
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache location (default: $KBC_CACHE_DIR, else ~/.cache/kbc)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+):
+    """Where the cache is, its size and its entries. Example: kbc cache info --json"""
+    from .cache import cache_info
+
+    info = cache_info(cache_dir)
+    if as_json:
+        _emit_json(info)
+        return
+    e = info["entries"]
+    print(f"{_safe(info['path'])}: {_human_bytes(info['bytes'])}" + ("" if info["exists"] else " (does not exist yet)"))
+    if e:
+        print(f"  {e.get('file_hash', 0)} file hashes, {e.get('extracted', 0)} extracted files and chunk lists, "
+              f"{e.get('vectors', 0)} vectors")
+    if info["onnx_exports"]:
+        print(f"  ONNX exports: {len(info['onnx_exports'])} model(s)")
+    if "error" in info:
+        print(f"  {info['error']}")
+
+
+@cache_app.command("clear")
+@handle_errors
+def cache_clear_command(
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache location (default: $KBC_CACHE_DIR, else ~/.cache/kbc)."),
+):
+    """Delete the cache (the next build extracts, chunks and embeds everything again). Example: kbc cache clear"""
+    from .cache import clear_cache
+
+    freed = clear_cache(cache_dir)
+    print(f"cleared {_human_bytes(freed)}")
+
+
 def _click_types() -> tuple[tuple, tuple, tuple]:
     """(usage errors, no-args-is-help, exits) from click and from the click that typer >= 0.22 vendors."""
     usage, no_args, exits = [], [], [typer.Exit]
@@ -570,7 +644,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _term)
     usage, no_args, exits = _click_types()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the exit code of a typer.Exit instead of raising it
+        sys.exit(code if isinstance(code, int) else 0)
     except no_args as e:  # bare `kbc`: the overview, as `kbc -h` prints it
         print(e.format_message() if hasattr(e, "format_message") else str(e))
         sys.exit(2)

@@ -18,7 +18,12 @@ class SentenceTransformerEmbedder:
     def __init__(self, ref: ModelRef, spec: EmbedderSpec, *, device: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # loading bars and notices say nothing to a kbc user
+        hf_logging.disable_progress_bar()
 
         try:
             self.model = SentenceTransformer(str(ref.path), device=device, local_files_only=True)

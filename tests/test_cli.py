@@ -1,0 +1,114 @@
+"""Everyday CLI habits, `kbc diff` and `kbc cache`; in-process (typer's CliRunner) where the
+command's own process is not what is tested."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import kbc
+from conftest import make_tiny_model, run_kbc
+from kbc.cli import app
+
+runner = CliRunner()
+
+
+def test_version_help_and_completion():
+    out = runner.invoke(app, ["--version"])
+    assert out.exit_code == 0 and out.stdout.startswith(f"kbc {kbc.__version__} (writes .kbpack format 1.")
+    assert runner.invoke(app, ["-V"]).stdout == out.stdout
+    short = runner.invoke(app, ["build", "-h"])
+    assert short.exit_code == 0 and "--engine" in short.stdout and "<local|ray>" in short.stdout
+    assert "--install-completion" in runner.invoke(app, ["-h"]).stdout
+    assert "Example: kbc diff" in runner.invoke(app, ["diff", "-h"]).stdout
+
+
+def test_usage_errors_are_one_line_and_json_callers_get_an_error_object(tmp_path):
+    proc = run_kbc("build", str(tmp_path), "--frobnicate")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("kbc: error: No such option: --frobnicate") and "kbc build -h" in proc.stderr
+    proc = run_kbc("query", str(tmp_path / "missing.kbpack"), "pumps", "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout) == {"error": {"code": 2, "message": f"{tmp_path / 'missing.kbpack'}: no such file"}}
+    bad_choice = run_kbc("build", str(tmp_path), "-o", str(tmp_path / "x.kbpack"), "--engine", "spark", "--json")
+    assert bad_choice.returncode == 2 and json.loads(bad_choice.stdout)["error"]["code"] == 2
+
+
+def test_hits_show_physical_pages_and_labels_where_they_differ():
+    from kbc.kb import Hit
+
+    h = Hit(rank=1, score=0.5, chunk_id=0, source="a.pdf", page_start=5, page_end=6, char_start=0, char_end=1,
+            text="t", label_start="iv", label_end="v")
+    assert h.pages == "5-6" and h.labels == "iv-v" and h.to_dict()["labels"] == "iv-v"
+    same = Hit(rank=1, score=0.5, chunk_id=0, source="a.pdf", page_start=3, page_end=3, char_start=0, char_end=1,
+               text="t", label_start="3", label_end="3")
+    assert same.pages == "3" and same.labels is None and "labels" not in same.to_dict()
+
+
+def test_library_build_takes_a_path_or_str_and_shows_its_signature(tmp_path, tiny_model):
+    params = inspect.signature(kbc.build).parameters
+    assert "paths" in params and params["model"].kind is inspect.Parameter.KEYWORD_ONLY
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Pumps\n\nThe pump moves water uphill.\n")
+    for arg in (str(docs), docs):
+        report = kbc.build(arg, tmp_path / "kb.kbpack", model=str(tiny_model))
+        assert report.files == 1
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory, tiny_model):
+    base = tmp_path_factory.mktemp("diff")
+    one, two = base / "one", base / "two"
+    for d in (one, two):
+        d.mkdir()
+        (d / "same.md").write_text("# Same\n\nThis document does not change between the builds.\n")
+    (one / "changed.md").write_text("# Valves\n\nGate valves are exercised twice a year.\n")
+    (two / "changed.md").write_text("# Valves\n\nGate valves are exercised four times a year.\n")
+    (one / "removed.md").write_text("# Old\n\nA note that the second build no longer has.\n")
+    (two / "added.md").write_text("# New\n\nA note that only the second build has.\n")
+    paths = {}
+    for name, folder, model in (("a", one, tiny_model), ("b", two, tiny_model), ("c", one, None)):
+        out = base / f"{name}.kbpack"
+        if model is None:
+            model = make_tiny_model(base / "other-model", seed=1)
+        run_kbc("build", str(folder), "-o", str(out), "--model", str(model), "-q", check=True)
+        paths[name] = out
+    return paths
+
+
+def test_diff_reports_sources_chunks_and_settings_and_gates_ci(two_builds):
+    same = run_kbc("diff", str(two_builds["a"]), str(two_builds["a"]))
+    assert same.returncode == 0 and same.stdout.strip().endswith("no differences")
+    proc = run_kbc("diff", str(two_builds["a"]), str(two_builds["b"]), "--json")
+    assert proc.returncode == 7, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["sources"] == {"added": ["added.md"], "removed": ["removed.md"], "changed": ["changed.md"]}
+    assert d["chunks"]["added"] == 2 and d["chunks"]["removed"] == 2 and d["chunks"]["kept"] == 1
+    assert d["settings"] == {} and d["changed"] is True
+    model = json.loads(run_kbc("diff", str(two_builds["a"]), str(two_builds["c"]), "--json").stdout)
+    assert model["sources"] == {"added": [], "removed": [], "changed": []} and model["chunks"]["kept"] == 3
+    assert "weights_sha256" in model["settings"]["embedder"] and model["vectors_changed"] is True
+    human = run_kbc("diff", str(two_builds["a"]), str(two_builds["b"])).stdout
+    assert "+ added.md" in human and "- removed.md" in human and "~ changed.md" in human
+
+
+def test_cache_info_and_clear(tmp_path, tiny_model):
+    cache = tmp_path / "cache"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Pumps\n\nThe pump moves water uphill.\n")
+    kbc.build([docs], tmp_path / "kb.kbpack", model=str(tiny_model), cache_dir=cache)
+    keep = cache / "my-notes.txt"
+    keep.write_text("not kbc's")
+    info = json.loads(runner.invoke(app, ["cache", "info", "--cache-dir", str(cache), "--json"]).stdout)
+    assert info["path"] == str(cache) and info["bytes"] > 0 and info["entries"]["vectors"] >= 1
+    assert info["entries"]["extracted"] >= 2  # the file's text and its chunk list
+    out = runner.invoke(app, ["cache", "clear", "--cache-dir", str(cache)])
+    assert out.exit_code == 0 and out.stdout.startswith("cleared ")
+    after = json.loads(runner.invoke(app, ["cache", "info", "--cache-dir", str(cache), "--json"]).stdout)
+    assert after["entries"] == {} and after["onnx_exports"] == [] and keep.read_text() == "not kbc's"
