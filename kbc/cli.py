@@ -146,6 +146,7 @@ class _Progress:
 @app.command()
 @handle_errors
 def build(
+    ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., help=f"Files and folders to compile ({', '.join(supported_suffixes())})."),
     output: Path = typer.Option(..., "-o", "--output", help="The .kbpack file to write (atomically)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="sentence-transformers model: a local directory or a "
@@ -190,24 +191,52 @@ def build(
     reuse: List[Path] = typer.Option([], help="A previous bundle whose vectors may be reused (same model, prompt and precision); repeatable."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the build summary as JSON on stdout."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Options from this TOML file (default: the nearest "
+                                          "kbc.toml, or [tool.kbc] in a pyproject.toml, from the first input up)."),
+    no_config: bool = typer.Option(False, "--no-config", help="Ignore any kbc.toml / [tool.kbc]."),
+    from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Start from the options an earlier "
+                                               "bundle was built with (its manifest's build_options)."),
 ):
-    """Compile documents into one .kbpack: extract -> chunk -> embed -> index -> write."""
+    """Compile documents into one .kbpack: extract -> chunk -> embed -> index -> write.
+
+    Options come from kbc's defaults, then --from-bundle, then the config file, then these flags.
+
+    Example: kbc build docs/ -o kb.kbpack --exclude drafts --chunk-size 200"""
+    from .config import checked_options, find_config, load_config, recorded
     from .pipeline import build as run_build
 
-    if not math.isfinite(max_file_mb) or max_file_mb <= 0:
-        raise InputError(f"--max-file-mb must be a positive number, not {max_file_mb}")
+    opts = {k: (v.value if isinstance(v, Enum) else v) for k, v in ctx.params.items()}
+    given = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+    layers: list[dict] = []
+    if from_bundle is not None:
+        from .bundle import Bundle
+
+        with Bundle(from_bundle) as old:
+            stored = old.manifest.get("build_options")
+        if not isinstance(stored, dict):
+            raise InputError(f"{from_bundle}: records no build options (built before kbc recorded them)")
+        layers.append(checked_options(stored, where=f"{from_bundle} build_options"))
+    config_file = config if config is not None else (None if no_config else find_config(paths))
+    if config_file is not None:
+        layers.append(load_config(config_file))
+    for layer in layers:
+        opts.update({k: v for k, v in layer.items() if k not in given})
+    if not math.isfinite(opts["max_file_mb"]) or opts["max_file_mb"] <= 0:
+        raise InputError(f"--max-file-mb must be a positive number, not {opts['max_file_mb']}")
+    cache_dir = opts["cache_dir"]
     with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
-        report = run_build(paths, output, model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,
-                           chunk_overlap=chunk_overlap, batch_size=batch_size, device=device, index=index,
-                           backend=backend.value, engine=engine.value, ray_address=ray_address, include=include,
-                           exclude=exclude, strict=strict, passwords=password, encoding=encoding,
-                           clean=not no_clean, query_prompt=query_prompt, document_prompt=document_prompt,
-                           vector_dtype="float16" if float16 else "float32", workers=workers,
-                           file_timeout=file_timeout, use_cache=not no_cache, cache_dir=cache_dir, reuse=reuse,
-                           context=context.value, lexical=not no_lexical,
-                           default_mode=default_mode.value if default_mode else None,
-                           follow_symlinks=follow_symlinks, max_file_bytes=int(max_file_mb * 2**20),
-                           progress=progress)
+        report = run_build(
+            paths, output, model=opts["model"], chunk_unit=opts["chunk_unit"], chunk_size=opts["chunk_size"],
+            chunk_overlap=opts["chunk_overlap"], batch_size=opts["batch_size"], device=opts["device"],
+            index=opts["index"], backend=opts["backend"], engine=opts["engine"], ray_address=opts["ray_address"],
+            include=opts["include"], exclude=opts["exclude"], strict=opts["strict"], passwords=password,
+            encoding=opts["encoding"], clean=not opts["no_clean"], query_prompt=opts["query_prompt"],
+            document_prompt=opts["document_prompt"], vector_dtype="float16" if opts["float16"] else "float32",
+            workers=opts["workers"], file_timeout=opts["file_timeout"], use_cache=not opts["no_cache"],
+            cache_dir=Path(cache_dir) if cache_dir else None, reuse=reuse, context=opts["context"],
+            lexical=not opts["no_lexical"], default_mode=opts["default_mode"],
+            follow_symlinks=opts["follow_symlinks"], max_file_bytes=int(opts["max_file_mb"] * 2**20),
+            build_options=recorded(opts), config_file=str(config_file) if config_file else None, progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return
@@ -220,6 +249,8 @@ def build(
            f"(longest {report.max_chunk_tokens}/{e['max_seq_length']} tokens)",
            f"  embedder {e['name']} {e['dim']}-d, {e['backend']} {e['precision']}; index {report.index['factory']}",
            "  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "total")]
+    if report.config_file:
+        out.insert(1, f"  options from {_safe(report.config_file)} (flags override it)")
     if report.cache:
         c = report.cache
         out.append(f"  cache: {c.get('files_cached', 0)} files and {c.get('chunks_cached', 0)} chunks reused, "

@@ -58,6 +58,7 @@ class BuildReport:
     max_chunk_tokens: int = 0
     cache: dict[str, int] = field(default_factory=dict)
     ignored: list[dict[str, str]] = field(default_factory=list)  # not built by choice: {path, reason}
+    config_file: str | None = None  # the kbc.toml / pyproject.toml the options came from
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,8 +125,12 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           default_mode: str | None = None, follow_symlinks: bool = False,
           max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES, engine: str = "local",
           ray_address: str | None = None, encoding: str | None = None,
+          build_options: dict | None = None, config_file: str | None = None,
           progress: ProgressFn | None = None) -> BuildReport:
-    """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure."""
+    """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure.
+
+    `build_options`: the options as `kbc build` spells them, recorded in the manifest so that
+    `kbc build --from-bundle` can rebuild with them (the CLI passes them; see kbc.config)."""
     t_start = time.perf_counter()
     output = Path(output)
     if isinstance(paths, (str, os.PathLike)):
@@ -186,6 +191,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             manifest = {"kbc_version": __version__, "created": created_timestamp(), **embed.manifest(),
                         **chunk.manifest(), **extract.manifest(), **ledger.manifest(sink.count),
                         "retrieval": retrieval.to_manifest()}
+            if build_options is not None:
+                manifest["build_options"] = build_options
             index_manifest = sink.finish(manifest, probes=probes)
             seconds.update(sink.seconds)
         except BaseException:
@@ -200,7 +207,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         embedder={"name": spec.name, "dim": spec.dim, "max_seq_length": spec.max_seq_length,
                   "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
         chunking=manifest["chunking"], index=index_manifest, max_chunk_tokens=ledger.stats["max_tokens"],
-        cache={**extract.stats, **embed.stats}, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
+        cache={**extract.stats, **embed.stats}, config_file=config_file, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
 
 
 def _warm_up_when_needed(extract: ExtractStage, embed: EmbedStage, chunk: ChunkStage) -> threading.Thread:

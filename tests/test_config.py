@@ -1,0 +1,75 @@
+"""Build options from kbc.toml / [tool.kbc], their precedence, and rebuilding from a bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_kbc
+from kbc.bundle import Bundle
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    docs = tmp_path / "docs"
+    (docs / "drafts").mkdir(parents=True)
+    (docs / "pumps.md").write_text("# Pumps\n\n" + "The pump moves water uphill every hour of the day. " * 20)
+    (docs / "drafts" / "wip.md").write_text("# WIP\n\nNot ready.\n")
+    return tmp_path
+
+
+def _manifest(path: Path) -> dict:
+    with Bundle(path) as b:
+        return dict(b.manifest)
+
+
+def test_kbc_toml_is_found_upward_and_flags_override_it(project, tiny_model):
+    (project / "kbc.toml").write_text(f'model = "{tiny_model}"\nchunk-size = 30\nexclude = ["drafts"]\n'
+                                      'no_lexical = true\n')
+    out = project / "kb.kbpack"
+    proc = run_kbc("build", str(project / "docs"), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["config_file"] == str(project / "kbc.toml")
+    m = _manifest(out)
+    assert m["chunking"]["size"] == 30 and "lexical" not in m and {"path": "drafts/", "reason":
+                                                                     "excluded by --exclude drafts"} in m["ignored"]
+    assert m["build_options"]["chunk_size"] == 30 and m["build_options"]["model"] == str(tiny_model)
+    run_kbc("build", str(project / "docs"), "-o", str(out), "--chunk-size", "40", "-q", check=True)
+    assert _manifest(out)["chunking"]["size"] == 40  # the flag wins
+    run_kbc("build", str(project / "docs"), "-o", str(out), "--no-config", "--model", str(tiny_model), "-q",
+            check=True)
+    assert _manifest(out)["chunking"]["size"] != 30 and "lexical" in _manifest(out)
+
+
+def test_pyproject_tool_kbc_is_read(project, tiny_model):
+    (project / "pyproject.toml").write_text(f'[project]\nname = "x"\n\n[tool.kbc]\nmodel = "{tiny_model}"\n'
+                                            'chunk_size = 25\n')
+    out = project / "kb.kbpack"
+    run_kbc("build", str(project / "docs"), "-o", str(out), "-q", check=True)
+    assert _manifest(out)["chunking"]["size"] == 25
+
+
+@pytest.mark.parametrize("text, message", [
+    ("chunk-sise = 3\n", "unknown option 'chunk-sise'"),
+    ("chunk-size = \"big\"\n", "chunk-size must be int, not str"),
+    ("password = [\"x\"]\n", "passwords are not read from files"),
+    ("chunk-size = \n", "not valid TOML"),
+])
+def test_a_bad_config_is_one_line_naming_the_file(project, text, message):
+    (project / "kbc.toml").write_text(text)
+    proc = run_kbc("build", str(project / "docs"), "-o", str(project / "kb.kbpack"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert str(project / "kbc.toml") in proc.stderr and message in proc.stderr
+
+
+def test_a_bundle_can_be_rebuilt_from_its_recorded_options(project, tiny_model):
+    (project / "kbc.toml").write_text(f'model = "{tiny_model}"\nchunk-size = 30\nexclude = ["drafts"]\n')
+    first = project / "a.kbpack"
+    run_kbc("build", str(project / "docs"), "-o", str(first), "-q", check=True)
+    (project / "kbc.toml").unlink()
+    again = project / "b.kbpack"
+    run_kbc("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q", check=True)
+    assert again.read_bytes() == first.read_bytes()
