@@ -281,7 +281,9 @@ def query(
     prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
     as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
 ):
-    """Retrieve the chunks a device would retrieve for QUESTION, embedded exactly as the bundle records."""
+    """Retrieve the chunks a device would retrieve for QUESTION, embedded exactly as the bundle records.
+
+    Example: kbc query kb.kbpack "How do I rotate the logs?" -k 5 --mode hybrid"""
     from .kb import KnowledgeBase, device_prompt
 
     if k <= 0:
@@ -316,7 +318,9 @@ def inspect(
     chunks: int = typer.Option(0, "--chunks", "-n", help="Also show the first N chunks with their provenance."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (keys documented in schemas/FORMAT.md)."),
 ):
-    """Summarise a bundle: format, embedder, counts, sections, sources. Never loads a model."""
+    """Summarise a bundle: format, embedder, counts, sections, sources. Never loads a model.
+
+    Example: kbc inspect kb.kbpack --verify --json"""
     from .bundle import Bundle
     from .errors import BundleError
 
@@ -393,7 +397,9 @@ def evaluate(
     and hit@1/5/10/20, a document scoring as its best chunk, as trec_eval / BEIR / MTEB compute them.
     Page-level judgements (`<file stem>:p<N>`, 1-based physical page): hit@1/5/10/20 and MRR@10 over
     chunks, a chunk counting when its page span holds a judged page. Queries go through the same path
-    as `kbc query`; queries without a relevant document are counted, not scored."""
+    as `kbc query`; queries without a relevant document are counted, not scored.
+
+    Example: kbc eval kb.kbpack --queries queries.jsonl --qrels qrels.tsv --per-query"""
     from .evaluate import evaluate as run_eval, read_qrels, read_queries
     from .kb import KnowledgeBase
 
@@ -453,7 +459,9 @@ def export(
     to: Optional[ExportChoice] = typer.Option(None, "--to", help=_EXPORT_HELP + ". Default: from OUT's extension."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
 ):
-    """Write a bundle's chunks and vectors in a format another runtime loads. Streams: memory stays flat."""
+    """Write a bundle's chunks and vectors in a format another runtime loads. Streams: memory stays flat.
+
+    Example: kbc export kb.kbpack embeddings.json --to edge-slm-json; kbc export kb.kbpack - --to jsonl | head"""
     from .bundle import Bundle
     from .exporters import export as run_export, exporter_for
 
@@ -483,7 +491,9 @@ def probe(
 
     Step 1: `kbc probe KB --texts > probes.txt`, embed every line on the device's engine. Step 2:
     `kbc probe KB --vectors theirs.npy` prints each probe's cosine to the reference, the minimum and
-    mean, and exits 0 if every cosine >= the threshold, 6 if not."""
+    mean, and exits 0 if every cosine >= the threshold, 6 if not.
+
+    Example: kbc probe kb.kbpack --vectors device.npy --json"""
     from .bundle import Bundle
     from .probe import compare, read_vectors
 
