@@ -202,7 +202,7 @@ def build(
     Options come from kbc's defaults, then --from-bundle, then the config file, then these flags.
 
     Example: kbc build docs/ -o kb.kbpack --exclude drafts --chunk-size 200"""
-    from .config import checked_options, find_config, load_config, recorded
+    from .config import RECORDED, checked_options, find_config, load_config, recorded
     from .pipeline import build as run_build
 
     opts = {k: (v.value if isinstance(v, Enum) else v) for k, v in ctx.params.items()}
@@ -215,7 +215,7 @@ def build(
             stored = old.manifest.get("build_options")
         if not isinstance(stored, dict):
             raise InputError(f"{from_bundle}: records no build options (built before kbc recorded them)")
-        layers.append(checked_options(stored, where=f"{from_bundle} build_options"))
+        layers.append(checked_options(stored, where=f"{from_bundle} build_options", allowed=RECORDED))
     config_file = config if config is not None else (None if no_config else find_config(paths))
     if config_file is not None:
         layers.append(load_config(config_file))
@@ -261,7 +261,7 @@ def build(
             out += [f"    {_safe(p.source)}: {p.reason}" for p in items]
     if report.ignored:
         shown = report.ignored[:20]
-        out.append(f"  not built ({len(report.ignored)}; all of them in --json and the manifest):")
+        out.append(f"  not built ({len(report.ignored)}; all in --json, the first 1,000 in the manifest):")
         out += [f"    {_safe(i['path'])}: {i['reason']}" for i in shown]
         if len(report.ignored) > len(shown):
             out.append(f"    ... and {len(report.ignored) - len(shown)} more")

@@ -6,6 +6,9 @@ flags on the command line.
 Keys are the options of `kbc build` without the leading dashes (`chunk-size = 200`, or
 `chunk_size`); the on/off flags take booleans (`no-lexical = true`). Relative paths (`model`,
 `cache-dir`) are relative to the file. Passwords are never read from a file: pass them as flags.
+The search starts at the first input's parent folder: a file inside the (untrusted) docs folder
+is never read as configuration. A bundle's recorded options (`--from-bundle`) may only hold
+options that decide content (RECORDED), never machine settings such as `ray-address`.
 """
 
 from __future__ import annotations
@@ -51,14 +54,17 @@ def find_config(inputs: Sequence[str | os.PathLike]) -> Path | None:
     """The nearest kbc.toml, or pyproject.toml with a [tool.kbc] table, from the first input up."""
     if not inputs:
         return None
+    # From the input's parent up, never inside the input: a docs folder is untrusted, and a kbc.toml
+    # dropped into it must not switch off the limits that protect the build from it.
     start = Path(inputs[0]).resolve()
-    for folder in [start if start.is_dir() else start.parent, *(start if start.is_dir() else start.parent).parents]:
+    for folder in start.parents:
         if (folder / "kbc.toml").is_file():
             return folder / "kbc.toml"
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file():
             try:
-                if "kbc" in _load_toml(pyproject).get("tool", {}):
+                tool = _load_toml(pyproject).get("tool")
+                if isinstance(tool, dict) and "kbc" in tool:
                     return pyproject
             except InputError:
                 pass  # someone else's broken pyproject is not ours to reject
@@ -69,16 +75,21 @@ def load_config(path: Path) -> dict[str, Any]:
     """The options in `path`, checked: unknown keys and wrong types are one-line errors naming both."""
     data = _load_toml(path)
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("kbc", {})
+        tool = data.get("tool")
+        data = tool.get("kbc", {}) if isinstance(tool, dict) else {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: the kbc table must be a table of options")
     return checked_options(data, where=str(path), base=path.parent)
 
 
-def checked_options(data: dict, *, where: str, base: Path | None = None) -> dict[str, Any]:
+def checked_options(data: dict, *, where: str, base: Path | None = None,
+                    allowed: Sequence[str] | None = None) -> dict[str, Any]:
+    """`data` as options; `allowed` narrows the keys (a bundle's record may only hold RECORDED)."""
     out: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
+        if allowed is not None and key not in allowed:
+            raise InputError(f"{where}: {raw_key!r} is not an option a bundle records")
         if key == "password":
             raise InputError(f"{where}: passwords are not read from files; pass --password")
         if key not in OPTIONS:

@@ -39,6 +39,8 @@ ProgressFn = Callable[[str, int, "int | None"], None]
 
 # Chunks wait for embedding in windows of 8 batches: a bigger batch would hold more records in memory.
 MAX_BATCH_SIZE = 4096
+MAX_FILE_TIMEOUT_S = 86_400
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 @dataclass
@@ -80,27 +82,14 @@ def created_timestamp() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def created_timestamp() -> str:
-    """ISO 8601 UTC; honours SOURCE_DATE_EPOCH so that builds can be reproducible."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is not None:
-        try:
-            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from None
-    else:
-        moment = _dt.datetime.now(tz=_dt.timezone.utc).replace(microsecond=0)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _check_options(*, batch_size: int, file_timeout: float, workers: int | None, max_file_bytes: int | None,
                    lexical: bool, default_mode: str | None) -> RetrievalSettings:
     if not 0 < batch_size <= MAX_BATCH_SIZE:
         raise InputError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
-    if not (math.isfinite(file_timeout) and file_timeout > 0):
-        raise InputError(f"--file-timeout must be a positive number of seconds, not {file_timeout}")
-    if workers is not None and workers < 0:
-        raise InputError(f"--workers must be 0 (in-process) or more, not {workers}")
+    if not (math.isfinite(file_timeout) and 0 < file_timeout <= MAX_FILE_TIMEOUT_S):
+        raise InputError(f"--file-timeout must be a number of seconds in (0, {MAX_FILE_TIMEOUT_S}], not {file_timeout}")
+    if workers is not None and not 0 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers must be 0 (in-process) to {MAX_WORKERS} (4 per core), not {workers}")
     if max_file_bytes is not None and max_file_bytes <= 0:
         raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}")
     mode = default_mode or ("hybrid" if lexical else "dense")
@@ -152,6 +141,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     t = time.perf_counter()
     cache = _open_cache(cache_dir) if use_cache else None
     with contextlib.ExitStack() as cleanup:  # closed in reverse: helpers stop before the stages they use
+        if cache is not None:
+            cleanup.callback(cache.close)
         extract = ExtractStage(passwords=passwords, clean=clean, workers=workers, file_timeout=file_timeout,
                                encoding=encoding, cache=cache)
         embed = EmbedStage(model=model, backend=backend, device=device, query_prompt=query_prompt,
@@ -174,6 +165,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         try:
             files = prefetch(extract.run(sources, runner.extract_files))
             cleanup.callback(files.close)  # stops extraction (thread, workers) when the build stops early
+            cleanup.callback(extract.stop.set)  # ... and its hashing, first
             windows = (embed.prepare(w) for w in ledger.windows(files, chunk.records, window))
             t = time.perf_counter()
             for w, fresh in runner.embed(embed.embedder, ((w, w.todo_texts) for w in windows),

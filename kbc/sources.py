@@ -115,7 +115,14 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             if kind_for(root.suffix) is None:
                 raise InputError(f"{arg}: unsupported file type {root.suffix or '(none)'}; "
                                  f"supported: {', '.join(supported_suffixes())}")
-            found[display_name(root.name)] = SourceFile(root, display_name(root.name), kind_for(root.suffix))
+            rel = display_name(root.name)
+            fold = case_insensitive(root.parent)
+            if (pattern := _matching(rel, exclude, fold=fold)) is not None:
+                ignored.append((rel, f"excluded by --exclude {pattern}"))
+            elif include and _matching(rel, include, fold=fold) is None:
+                ignored.append((rel, "not matched by any --include"))
+            else:
+                _add(found, root, rel, kind_for(root.suffix))
             continue
         prefix = "" if len(paths) == 1 else (root.resolve().name + "/")
         real_root = root.resolve()
@@ -127,10 +134,10 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                 rel = display_name(prefix + (here / d).relative_to(root).as_posix())
                 if d.startswith("."):
                     ignored.append((rel + "/", "hidden folder (name starts with '.')"))
-                elif (here / d).is_symlink():
-                    skipped.append((rel, "symbolic link to a folder: not followed"))
                 elif (pattern := _matching(rel, exclude, fold=fold)) is not None:
                     ignored.append((rel + "/", f"excluded by --exclude {pattern}"))
+                elif (here / d).is_symlink():
+                    skipped.append((rel, "symbolic link to a folder: not followed"))
                 else:
                     keep.append(d)
             dirnames[:] = keep
@@ -155,15 +162,19 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                 if why:
                     skipped.append((rel, why))
                     continue
-                if rel in found and found[rel].path.resolve() != p.resolve():
-                    raise InputError(f"{p}: two inputs share the name {rel!r}; pass their common parent instead")
-                found[rel] = SourceFile(p, rel, kind)
+                _add(found, p, rel, kind)
     if not found:
         where = ", ".join(str(p) for p in paths)
         reasons = _summarise(ignored + skipped)
         raise InputError(f"{where}: nothing to build: no supported files ({', '.join(supported_suffixes())})"
                          + (f"; left out: {reasons}" if reasons else ""))
     return [found[k] for k in sorted(found)]
+
+
+def _add(found: dict[str, SourceFile], path: Path, rel: str, kind: str) -> None:
+    if rel in found and found[rel].path.resolve() != path.resolve():
+        raise InputError(f"{path}: two inputs share the name {rel!r}; pass their common parent instead")
+    found[rel] = SourceFile(path, rel, kind)
 
 
 def _summarise(entries: Sequence[tuple[str, str]], *, limit: int = 4) -> str:

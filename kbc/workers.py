@@ -83,8 +83,10 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
         child.close()
         return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
 
+    ahead = 4 * n_workers  # results waiting for an earlier, slower file: bounded, whatever the corpus
+
     def assign(w: dict) -> None:
-        if todo:
+        if todo and len(done) < ahead:
             idx, src = todo.pop()
             w["task"], w["since"] = (idx, src), time.monotonic()
             w["conn"].send((idx, src, opts))
@@ -110,10 +112,13 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
                 next_out += 1
             if next_out >= len(sources):
                 break
+            for w in workers:
+                if w["task"] is None:
+                    assign(w)
             busy = [w for w in workers if w["task"] is not None]
             now = time.monotonic()
             wait_for = min((w["since"] + opts.timeout_s - now for w in busy), default=0.1)
-            ready = wait([w["conn"] for w in busy], timeout=max(0.0, wait_for))
+            ready = wait([w["conn"] for w in busy], timeout=min(max(0.0, wait_for), 60.0))
             for w in list(busy):
                 if w["conn"] in ready:
                     try:

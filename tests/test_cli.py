@@ -112,3 +112,12 @@ def test_cache_info_and_clear(tmp_path, tiny_model):
     assert out.exit_code == 0 and out.stdout.startswith("cleared ")
     after = json.loads(runner.invoke(app, ["cache", "info", "--cache-dir", str(cache), "--json"]).stdout)
     assert after["entries"] == {} and after["onnx_exports"] == [] and keep.read_text() == "not kbc's"
+
+
+@pytest.mark.parametrize("option, value", [("file_timeout", 1e9), ("workers", 10**6), ("file_timeout", float("nan"))])
+def test_out_of_range_options_are_input_errors(tmp_path, option, value):
+    from kbc.errors import InputError
+
+    (tmp_path / "a.md").write_text("# a\n")
+    with pytest.raises(InputError, match=option.replace("_", "-")):
+        kbc.build([tmp_path / "a.md"], tmp_path / "kb.kbpack", **{option: value})

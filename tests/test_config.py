@@ -73,3 +73,23 @@ def test_a_bundle_can_be_rebuilt_from_its_recorded_options(project, tiny_model):
     again = project / "b.kbpack"
     run_kbc("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q", check=True)
     assert again.read_bytes() == first.read_bytes()
+
+
+def test_a_config_inside_the_docs_folder_is_never_read(project, tiny_model):
+    """The docs folder is untrusted: a kbc.toml dropped into it cannot lift the build's limits."""
+    (project / "docs" / "kbc.toml").write_text('follow-symlinks = true\nworkers = 0\nchunk-size = 20\n')
+    out = project / "kb.kbpack"
+    proc = run_kbc("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["config_file"] is None and _manifest(out)["chunking"]["size"] != 20
+
+
+def test_odd_pyprojects_and_forged_bundle_options(project, tiny_model):
+    (project / "pyproject.toml").write_text('tool = "kbc"\n')
+    out = project / "kb.kbpack"
+    run_kbc("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "-q", check=True)
+    from kbc.config import checked_options, RECORDED
+    from kbc.errors import InputError
+
+    with pytest.raises(InputError, match="'ray_address' is not an option a bundle records"):
+        checked_options({"ray_address": "ray://elsewhere:10001"}, where="b.kbpack", allowed=RECORDED)

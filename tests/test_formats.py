@@ -169,3 +169,58 @@ def test_patterns_match_folders_and_a_folder_with_nothing_to_build_says_why(tmp_
 
     with pytest.raises(InputError, match=r"nothing to build.*2 excluded by --exclude \*\.md.*1 unsupported file type \.png"):
         discover([d], exclude=["*.md"])
+
+
+def test_file_arguments_obey_patterns_and_name_collisions(tmp_path):
+    from kbc.errors import InputError
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "readme.md").write_text(f"# {d}\n")
+    (tmp_path / "a" / "other.md").write_text("# other\n")
+    with pytest.raises(InputError, match="two inputs share the name 'readme.md'"):
+        discover([tmp_path / "a" / "readme.md", tmp_path / "b" / "readme.md"])
+    ignored: list = []
+    found = discover([tmp_path / "a" / "readme.md", tmp_path / "a" / "other.md"], exclude=["readme.md"],
+                     ignored=ignored)
+    assert [s.rel for s in found] == ["other.md"] and ignored == [("readme.md", "excluded by --exclude readme.md")]
+
+
+def test_an_excluded_linked_folder_is_ignored_not_a_problem(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# a\n")
+    (tmp_path / "docs" / "vendor").symlink_to(tmp_path)
+    skipped, ignored = [], []
+    discover([tmp_path / "docs"], exclude=["vendor"], skipped=skipped, ignored=ignored)
+    assert skipped == [] and ignored == [("vendor/", "excluded by --exclude vendor")]
+
+
+def test_jsonl_records_may_hold_line_separators_in_their_strings(tmp_path):
+    from kbc.extract import extract_file
+
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"_id": "1", "text": "before\u2028after and \u0085 next"}\n{"_id": "2", "text": "second"}\n',
+                 encoding="utf-8")
+    ex = extract_file(discover([p])[0])
+    assert not ex.problems and [d.record_id for d in ex.documents] == ["1", "2"]
+
+
+def test_identical_bytes_in_files_of_other_kinds_or_paths_keep_their_own_chunks(tmp_path, tiny_model):
+    """The chunk cache is keyed by kind and path as well as bytes: the context comes from the path."""
+    import kbc
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    body = "name,role\nalice,admin\nbob,operator\n"
+    (docs / "people.csv").write_text(body)
+    (docs / "zzz-notes.txt").write_text(body)
+    cache = tmp_path / "cache"
+    kbc.build([docs], tmp_path / "warm.kbpack", model=str(tiny_model), cache_dir=cache)
+    kbc.build([docs], tmp_path / "cached.kbpack", model=str(tiny_model), cache_dir=cache)
+    kbc.build([docs], tmp_path / "clean.kbpack", model=str(tiny_model), use_cache=False)
+    assert (tmp_path / "cached.kbpack").read_bytes() == (tmp_path / "clean.kbpack").read_bytes()
+    from kbc.bundle import Bundle
+
+    with Bundle(tmp_path / "clean.kbpack") as b:
+        texts = {b.source_path(c): c["text"] for c in b.iter_chunks()}
+    assert texts["people.csv"].startswith("name: alice") and texts["zzz-notes.txt"].startswith("name,role")

@@ -69,6 +69,8 @@ def prefetch(items: Iterator[T], *, depth: int = 4) -> Iterator[T]:
                 if stop.is_set():
                     break
                 q.put((item, None))
+                if stop.is_set():  # the consumer left while we waited for room: pull nothing more
+                    break
         except BaseException as e:  # surfaced in the consumer
             q.put((None, e))
         finally:

@@ -19,7 +19,8 @@ def read_records(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions
         return
     seen: set[str] = set()
     bad: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() also breaks at U+2028 and U+0085, which JSON strings may hold raw
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

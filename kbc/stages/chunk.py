@@ -49,7 +49,9 @@ class ChunkStage:
 
     def records(self, ex: Extracted) -> list[dict]:
         """Chunk records of one file, in bundle form (the caller sets "source")."""
-        key = f"chunks:{ex.sha256}:{self.settings}" if self.cache is not None and ex.sha256 else None
+        # the records depend on the reader and on the path (its words are the context), not only on the bytes
+        key = (f"chunks:{ex.sha256}:{ex.source.kind}:{ex.source.rel}:{self.settings}"
+               if self.cache is not None and ex.sha256 else None)
         if key:
             got = self.cache.get_extracted(key)
             if isinstance(got, list):

@@ -56,7 +56,11 @@ class EmbedStage:
         self.reused = None
         if reuse:
             self.reused = ReusedVectors(self.identity, self.spec)
-            self.stats["reused_from_bundles"] = sum(self.reused.add_bundle(old) for old in reuse)
+            try:
+                self.stats["reused_from_bundles"] = sum(self.reused.add_bundle(old) for old in reuse)
+            except BaseException:
+                self.reused.close()  # the bundles opened before the one that failed
+                raise
             self.stats["chunks_reused"] = 0
 
     def warm(self) -> None:

@@ -37,6 +37,7 @@ class ExtractStage:
         self.seconds = 0.0
         self.kinds: set[str] = set()
         self.misses_known = threading.Event()  # set once the cache lookups are done
+        self.stop = threading.Event()  # set when the build ends early: no more hashing or extracting
         self.misses = 0
 
     def _key(self, src: SourceFile) -> str | None:
@@ -54,6 +55,8 @@ class ExtractStage:
         misses: list[int] = []
         try:
             for i, src in enumerate(sources):
+                if self.stop.is_set():
+                    return
                 self.kinds.add(src.kind)
                 if self.cache is not None:
                     keys[i] = self._key(src)
@@ -73,6 +76,8 @@ class ExtractStage:
         self.seconds += time.perf_counter() - t
         try:
             for i in range(len(sources)):
+                if self.stop.is_set():
+                    return
                 if i in hits:
                     self.stats["files_cached"] += 1
                     yield hits.pop(i)
