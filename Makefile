@@ -9,7 +9,8 @@ SAMPLE_QUESTION ?= How do I run only the tests whose names match a filter?
 
 install: $(STAMP)
 
-# torch first and pinned: it is the CPU wheel served from local disk; an unpinned torch pulls GBs of CUDA.
+# torch first and pinned here, not in pyproject.toml (kbc installs as a library beside any torch): on
+# this machine the CPU wheel is served from local disk, and an unpinned torch pulls GBs of CUDA.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0

@@ -1,9 +1,10 @@
 """The fast embedding path: an ONNX export of the same weights, run by onnxruntime.
 
 `import onnxruntime, tokenizers` costs ~0.1 s against ~5-13 s for sentence-transformers, which is
-what makes `kbc query` answer in a fraction of a second. The export (transformer + pooling +
-normalisation in one graph) is made once per model with torch and kept in the cache directory,
-keyed by the weights' sha256; int8 is onnxruntime's dynamic per-channel quantisation of MatMul
+what makes `kbc query` answer in a fraction of a second. The graph (transformer + pooling +
+normalisation in one) is made once per model and kept in the cache directory, keyed by the
+weights' sha256: written directly from the safetensors weights for BERT-family models
+(kbc.backends.bert_onnx: no torch import, ~1 s), with torch.onnx.export for anything else; int8 is onnxruntime's dynamic per-channel quantisation of MatMul
 weights only (per-tensor quantisation of every op loses too much: cosine 0.94 to fp32).
 """
 
@@ -21,7 +22,7 @@ from ..embed import EmbedderSpec, ModelRef
 from ..errors import ModelError
 from . import register_backend
 
-EXPORT_VERSION = "1"  # bump when the exported graph changes for the same weights
+EXPORT_VERSION = "2"  # bump when the exported graph changes for the same weights (2: torch-free BERT converter)
 OPSET = 17
 _SUPPORTED_POOLING = {"mean", "cls", "max"}
 
@@ -30,6 +31,33 @@ def export_dir(spec: EmbedderSpec) -> Path:
     from ..cache import cache_dir
 
     return cache_dir() / "onnx" / f"{spec.weights_sha256[:24]}-v{EXPORT_VERSION}"
+
+
+def _check_modules(ref: ModelRef, spec: EmbedderSpec) -> None:
+    if spec.pooling not in _SUPPORTED_POOLING:
+        raise ModelError(f"{ref.path}: pooling {spec.pooling!r} has no ONNX export yet; use --backend torch")
+    if any("Dense" in k for k in spec.files) or any(k.split("/")[0].endswith("_Dense") for k in spec.files):
+        raise ModelError(f"{ref.path}: models with Dense layers have no ONNX export yet; use --backend torch")
+
+
+def _make_fp32(ref: ModelRef, spec: EmbedderSpec, target: Path) -> str:
+    """The fp32 graph, written without torch for BERT-family models (kbc.backends.bert_onnx), with
+    the torch exporter otherwise; returns which made it."""
+    from . import bert_onnx
+
+    _check_modules(ref, spec)
+    if bert_onnx.supported(ref.path, spec.pooling) is None:
+        bert_onnx.convert(ref.path, target, pooling=spec.pooling, normalize=spec.normalize, opset=OPSET)
+        return bert_onnx.CONVERTER_VERSION
+    _export_fp32(ref, spec, target)
+    return "torch.onnx.export"
+
+
+def exporter_of(graph: Path) -> str:
+    try:
+        return (graph.parent / "exporter.txt").read_text().strip() or "torch.onnx.export"
+    except OSError:
+        return "torch.onnx.export"
 
 
 def _export_fp32(ref: ModelRef, spec: EmbedderSpec, target: Path) -> None:
@@ -52,10 +80,6 @@ def _export_fp32_quietly(ref: ModelRef, spec: EmbedderSpec, target: Path) -> Non
     import torch
     from transformers import AutoModel
 
-    if spec.pooling not in _SUPPORTED_POOLING:
-        raise ModelError(f"{ref.path}: pooling {spec.pooling!r} has no ONNX export yet; use --backend torch")
-    if any("Dense" in k for k in spec.files) or any(k.split("/")[0].endswith("_Dense") for k in spec.files):
-        raise ModelError(f"{ref.path}: models with Dense layers have no ONNX export yet; use --backend torch")
     model = AutoModel.from_pretrained(str(ref.path), attn_implementation="eager", local_files_only=True)
     model.eval()
     pooling, normalize = spec.pooling, spec.normalize
@@ -124,12 +148,13 @@ def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path
         with tempfile.TemporaryDirectory(dir=d) as tmp:
             part = Path(tmp) / "model.onnx"
             try:
-                _export_fp32(ref, spec, part)
+                exporter = _make_fp32(ref, spec, part)
             except ModelError:
                 raise
             except Exception as e:
                 raise ModelError(f"{ref.path}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
                                  "use --backend torch") from None
+            (d / "exporter.txt").write_text(exporter)
             os.replace(part, fp32)
     if quantized and not int8.is_file():
         with tempfile.TemporaryDirectory(dir=d) as tmp:
@@ -211,6 +236,7 @@ class OnnxEmbedder:
         precision = "int8" if quantized else "float32"
         desc = replace(spec, backend="onnxruntime", precision=precision,
                        runtime={"graph_sha256": _graph_sha(graph), "export_version": EXPORT_VERSION,
+                                "exporter": exporter_of(graph),
                                 "opset": OPSET, "batching": "one text per run, unpadded",
                                 "quantization": "dynamic per-channel int8, MatMul weights only"
                                 if quantized else "none"})
