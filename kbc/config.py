@@ -30,10 +30,12 @@ OPTIONS: dict[str, tuple[type, ...]] = {
 }
 _PATHS = {"model", "cache_dir"}
 # what a bundle records (manifest `build_options`) to be rebuilt from: everything that decides its
-# content; not machine-specific settings (workers, engine, cache) and never secrets
+# content; not machine-specific settings (workers, engine, cache), never secrets, and never the
+# switches that protect a build from its inputs (follow-symlinks, max-file-mb): a bundle comes from
+# anywhere, and only the person running the build may lift those
 RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "index", "include", "exclude",
-            "follow_symlinks", "encoding", "query_prompt", "document_prompt", "float16", "no_clean", "context",
-            "no_lexical", "default_mode", "max_file_mb", "strict")
+            "encoding", "query_prompt", "document_prompt", "float16", "no_clean", "context",
+            "no_lexical", "default_mode", "strict")
 
 
 def _load_toml(path: Path) -> dict:

@@ -93,3 +93,12 @@ def test_odd_pyprojects_and_forged_bundle_options(project, tiny_model):
 
     with pytest.raises(InputError, match="'ray_address' is not an option a bundle records"):
         checked_options({"ray_address": "ray://elsewhere:10001"}, where="b.kbpack", allowed=RECORDED)
+
+
+def test_a_bundle_cannot_lift_the_limits_that_protect_a_build():
+    from kbc.config import RECORDED, checked_options
+    from kbc.errors import InputError
+
+    for key, value in (("follow_symlinks", True), ("max_file_mb", 1e12), ("workers", 0)):
+        with pytest.raises(InputError, match="not an option a bundle records"):
+            checked_options({key: value}, where="forged.kbpack", allowed=RECORDED)
