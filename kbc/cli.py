@@ -702,8 +702,6 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt, EOFError):
         print("kbc: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception:  # typer's own exceptions bypass handle_errors only on parse paths we handle above
-        raise
 
 
 if __name__ == "__main__":

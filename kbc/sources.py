@@ -19,6 +19,8 @@ DEFAULT_MAX_FILE_BYTES = 1 << 30
 def _matching(rel: str, patterns: Sequence[str], *, fold: bool) -> str | None:
     """The first pattern that matches the relative path, its file name or any folder above it
     (`drafts` and `drafts/*` both match `drafts/a/b.md`); case-insensitively when `fold`."""
+    if not patterns:  # the common case, once per file of the walk
+        return None
     if fold:
         rel = rel.lower()
     parts = rel.split("/")

@@ -160,8 +160,21 @@ def page_heading(page_text: str, *, max_lines: int = 3) -> str:
 def markdown_headings(text: str) -> list[tuple[int, int, str]]:
     """Each Markdown heading covers the text up to the next heading; its text is the heading path
     ("Install > On Linux")."""
-    marks = [(m.start(), len(m.group(1)), " ".join(m.group(2).split())) for m in MD_HEADING.finditer(text)]
-    return heading_spans(text, marks)
+    return heading_spans(text, heading_marks(text, MD_HEADING))
+
+
+def heading_marks(text: str, pattern: re.Pattern) -> list[tuple[int, int, str]]:
+    """(start, level, title) of each line `pattern` matches: group 1 is the level marker (`##`,
+    `==`, `**`: its length is the level), group 2 the title."""
+    return [(m.start(), len(m.group(1)), " ".join(m.group(2).split())) for m in pattern.finditer(text)]
+
+
+def with_markdown_structure(doc: Document, metadata_title: str | None = None) -> None:
+    """A Markdown-shaped document's title (the metadata's when meaningful, else its first heading)
+    and heading paths: shared by the Markdown, HTML, DOCX and EPUB readers."""
+    first = MD_HEADING.search(doc.text)
+    doc.title = meaningful_title(metadata_title) or (meaningful_title(first.group(2)) if first else None)
+    doc.headings = markdown_headings(doc.text)
 
 
 def heading_spans(text: str, marks: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ..records import Extracted, SourceFile
-from ..textclean import heading_spans, meaningful_title
+from ..textclean import heading_marks, heading_spans, meaningful_title
 from . import ReadOptions, register_reader
 from .text import read_plain
 
@@ -17,6 +17,6 @@ _HEADING = re.compile(r"^(={1,6})[ \t]+(\S.*?)[ \t]*$", re.M)
 def read_asciidoc(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
     doc = read_plain(src, data, out, opts)
     if doc is not None:
-        marks = [(m.start(), len(m.group(1)), " ".join(m.group(2).split())) for m in _HEADING.finditer(doc.text)]
+        marks = heading_marks(doc.text, _HEADING)
         doc.headings = heading_spans(doc.text, marks)
         doc.title = meaningful_title(marks[0][2]) if marks and marks[0][1] == 1 else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import MD_HEADING, clean_text, join_pages, markdown_headings, meaningful_title, one_line
+from ..textclean import clean_text, join_pages, one_line, with_markdown_structure
 from . import ReadOptions, register_reader
 from .html import html_to_markdown
 
@@ -40,7 +40,5 @@ def read_epub(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
     out.page_count = len(chapters)
     doc = join_pages(src.rel, chapters, [None] * len(chapters))
     titles = book.get_metadata("DC", "title")
-    first = MD_HEADING.search(doc.text)
-    doc.title = meaningful_title(titles[0][0] if titles else None) or (meaningful_title(first.group(2)) if first else None)
-    doc.headings = markdown_headings(doc.text)
+    with_markdown_structure(doc, titles[0][0] if titles else None)
     out.documents.append(doc)

@@ -8,7 +8,7 @@ and tables, and reads any encoding the page declares or that it detects."""
 from __future__ import annotations
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import MD_HEADING, clean_text, join_pages, markdown_headings, meaningful_title
+from ..textclean import clean_text, join_pages, with_markdown_structure
 from . import ReadOptions, register_reader
 
 
@@ -39,9 +39,7 @@ def markdown_document(src: SourceFile, text: str, title: str | None, out: Extrac
         return
     out.page_count = max(out.page_count, 1)
     doc = join_pages(src.rel, [text], [None])
-    first = MD_HEADING.search(text)
-    doc.title = meaningful_title(title) or (meaningful_title(first.group(2)) if first else None)
-    doc.headings = markdown_headings(text)
+    with_markdown_structure(doc, title)
     out.documents.append(doc)
 
 

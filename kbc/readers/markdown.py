@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..records import Extracted, SourceFile
-from ..textclean import MD_HEADING, markdown_headings, meaningful_title
+from ..textclean import with_markdown_structure
 from . import ReadOptions, register_reader
 from .text import read_plain
 
@@ -13,6 +13,4 @@ from .text import read_plain
 def read_markdown(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
     doc = read_plain(src, data, out, opts)
     if doc is not None:
-        first = MD_HEADING.search(doc.text)
-        doc.title = meaningful_title(first.group(2)) if first else None
-        doc.headings = markdown_headings(doc.text)
+        with_markdown_structure(doc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ..records import Extracted, SourceFile
-from ..textclean import heading_spans, meaningful_title
+from ..textclean import heading_marks, heading_spans, meaningful_title
 from . import ReadOptions, register_reader
 from .text import read_plain
 
@@ -18,7 +18,6 @@ _TITLE = re.compile(r"^#\+TITLE:[ \t]*(.+)$", re.M | re.I)
 def read_org(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
     doc = read_plain(src, data, out, opts)
     if doc is not None:
-        marks = [(m.start(), len(m.group(1)), " ".join(m.group(2).split())) for m in _HEADLINE.finditer(doc.text)]
-        doc.headings = heading_spans(doc.text, marks)
+        doc.headings = heading_spans(doc.text, heading_marks(doc.text, _HEADLINE))
         title = _TITLE.search(doc.text)
         doc.title = meaningful_title(title.group(1)) if title else None
