@@ -149,32 +149,40 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                            document_prompt=document_prompt, batch_size=batch_size, sessions=os.cpu_count() or 1,
                            cache=cache, reuse=reuse)
         cleanup.callback(embed.close)
-        chunk = ChunkStage(spec=embed.spec, counter=embed.counter, unit=chunk_unit, size=chunk_size,
+        described = embed.described  # the model's own files: enough to chunk while it loads
+        chunk = ChunkStage(spec=described, counter=embed.counter, unit=chunk_unit, size=chunk_size,
                            overlap=chunk_overlap, context=context, extract_settings=extract.settings, cache=cache)
         ledger = Ledger(walk_skipped, walk_ignored, strict=strict, total_files=len(sources), progress=progress)
-        ledger.max_seq_length = embed.spec.max_seq_length
-        runner = open_engine(engine, address=ray_address, device=embed.spec.runtime.get("device", device))
+        ledger.max_seq_length = described.max_seq_length
+        # --device auto or cuda: the engine asks for a GPU only if the backend found one
+        runner = open_engine(engine, address=ray_address,
+                             device=device if device in (None, "cpu") else embed.spec.runtime.get("device", device))
         cleanup.callback(runner.close)
-        seconds = {"model_load": time.perf_counter() - t}
+        seconds = {"setup": time.perf_counter() - t}
 
-        sink = BundleSink(output, dim=embed.spec.dim, dtype=vector_dtype, lexical=lexical, index=index)
+        sink = BundleSink(output, dim=described.dim, dtype=vector_dtype, lexical=lexical, index=index)
         warm = _warm_up_when_needed(extract, embed, chunk)
         cleanup.callback(warm.join)
         cleanup.callback(extract.misses_known.set)  # a build that fails before extracting: the warm-up ends
-        window = max(batch_size * 8, 256)
         try:
             files = prefetch(extract.run(sources, runner.extract_files))
             cleanup.callback(files.close)  # stops extraction (thread, workers) when the build stops early
             cleanup.callback(extract.stop.set)  # ... and its hashing, first
-            windows = (embed.prepare(w) for w in ledger.windows(files, chunk.records, window))
+            # Chunking runs a window ahead of embedding, in its own thread; the first window is
+            # small so that the embedder starts early, the rest big enough to keep every session busy.
+            windows = prefetch(ledger.windows(files, chunk.records, max(batch_size * 8, 256),
+                                              first=max(batch_size * 2, 64)), depth=1)
+            cleanup.callback(windows.close)
+            embedder = embed.embedder  # waits for the model if it is still loading
             t = time.perf_counter()
-            for w, fresh in runner.embed(embed.embedder, ((w, w.todo_texts) for w in windows),
-                                         batch_size=batch_size):
+            waited = _Stopwatch()
+            todo = ((w, w.todo_texts) for w in (embed.prepare(records) for records in waited(windows)))
+            for w, fresh in runner.embed(embedder, todo, batch_size=batch_size):
                 sink.add(w.records, embed.complete(w, fresh))
-                progress("embed", len(w.records), None)
-            # embed: the loop's time less chunking and waiting for extraction (which overlap it)
-            seconds.update(extract=extract.seconds, chunk=ledger.seconds,
-                           embed=time.perf_counter() - t - ledger.seconds - ledger.waited)
+                progress("embed", len(w.records), ledger.stats["chunks"])
+            # chunking and extraction overlap embedding: "embed" is the loop's time less its waits for them
+            seconds.update(model_load=embed.load_seconds, extract=extract.seconds, chunk=ledger.seconds,
+                           embed=time.perf_counter() - t - waited.seconds)
             ledger.check(paths, sink.count)
 
             t = time.perf_counter()
@@ -200,6 +208,26 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                   "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
         chunking=manifest["chunking"], index=index_manifest, max_chunk_tokens=ledger.stats["max_tokens"],
         cache={**extract.stats, **embed.stats}, config_file=config_file, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
+
+
+class _Stopwatch:
+    """Wraps an iterator; `seconds` is the time spent waiting for its items."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, items):
+        items = iter(items)
+        while True:
+            t = time.perf_counter()
+            item = next(items, _END)
+            self.seconds += time.perf_counter() - t
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
 
 
 def _warm_up_when_needed(extract: ExtractStage, embed: EmbedStage, chunk: ChunkStage) -> threading.Thread:

@@ -51,7 +51,7 @@ def test_converter_equals_torch_export_and_sentence_transformers(tiny_model, tmp
     spec = read_spec(ref)
     assert (spec.pooling, spec.normalize) == (pooling, normalize) and supported(ref.path, pooling) is None
     ours, torchs = tmp_path / "ours.onnx", tmp_path / "torch.onnx"
-    convert(ref.path, ours, pooling=pooling, normalize=normalize)
+    convert(ref.path, ours, pooling=pooling, normalize=normalize, check=True)
     _export_fp32(ref, spec, torchs)
     texts = _texts(ref, spec)
     a = OnnxEmbedder(ours, ref.path / "tokenizer.json", spec).embed_documents(texts)
@@ -67,11 +67,50 @@ def test_converter_matches_sentence_transformers_on_the_default_model(tmp_path):
     ref = resolve_model(None)
     spec = read_spec(ref)
     graph = tmp_path / "m.onnx"
-    convert(ref.path, graph, pooling=spec.pooling, normalize=spec.normalize)
+    convert(ref.path, graph, pooling=spec.pooling, normalize=spec.normalize, check=True)
     texts = _texts(ref, spec)
     a = OnnxEmbedder(graph, ref.path / "tokenizer.json", spec).embed_documents(texts)
     c = SentenceTransformerEmbedder(ref, spec).embed_documents(texts)
     assert len(texts) >= 10 and _cosines(a, c).min() >= 0.99999
+
+
+def test_int8_graph_is_onnxruntimes_dynamic_quantisation(tiny_model, tmp_path, capfd):
+    """The converter's int8 graph is quantize_dynamic's, op for op: same int8 weights and scales
+    bit for bit, same outputs where onnxruntime does not fuse (fusing differs by graph layout)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from kbc.backends.bert_onnx import quantize_columns
+    from kbc.backends.onnx import _quantize
+
+    ref = resolve_model(str(tiny_model))
+    spec = read_spec(ref)
+    fp32, ours, theirs = tmp_path / "m.onnx", tmp_path / "ours.int8.onnx", tmp_path / "theirs.int8.onnx"
+    convert(ref.path, fp32, pooling=spec.pooling, normalize=spec.normalize)
+    convert(ref.path, ours, pooling=spec.pooling, normalize=spec.normalize, quantize=True, check=True)
+    _quantize(fp32, theirs)
+    assert "WARNING" not in capfd.readouterr().err  # onnxruntime's pre-processing advice is silenced
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(theirs)).graph.initializer}
+    quantized = [k for k in weights if k.endswith(".weight_quantized")]
+    assert quantized
+    for k in quantized:
+        base = k[:-len("_quantized")]
+        original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32)).graph.initializer}[base]
+        q, scale = quantize_columns(original)
+        assert np.array_equal(q, weights[k]) and np.array_equal(scale, weights[base + "_scale"])
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    texts = _texts(ref, spec)
+    a = OnnxEmbedder(ours, ref.path / "tokenizer.json", spec)
+    b = OnnxEmbedder(theirs, ref.path / "tokenizer.json", spec)
+    for e in (a, b):
+        e._sessions = [ort.InferenceSession(str(e._graph), options)]
+        e.inputs = [i.name for i in e._sessions[0].get_inputs()]
+    assert np.abs(a.embed_documents(texts) - b.embed_documents(texts)).max() < 1e-6
+    full = OnnxEmbedder(fp32, ref.path / "tokenizer.json", spec).embed_documents(texts)
+    assert _cosines(OnnxEmbedder(ours, ref.path / "tokenizer.json", spec).embed_documents(texts), full).min() > 0.9
 
 
 @pytest.mark.parametrize("edit, reason", [

@@ -39,10 +39,14 @@ def register_backend(name: str, *, description: str) -> Callable[[LoadFn], LoadF
     return add
 
 
-def load_embedder(spec: EmbedderSpec, ref: ModelRef, *, backend: str, device: str | None = None,
-                  sessions: int = 1) -> Embedder:
+def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+
+
+def load_embedder(spec: EmbedderSpec, ref: ModelRef, *, backend: str, device: str | None = None,
+                  sessions: int = 1) -> Embedder:
+    check_backend(backend)
     return BACKENDS[backend].load(ref, spec, device=device, sessions=sessions)
 
 

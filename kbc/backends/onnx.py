@@ -4,8 +4,10 @@
 what makes `kbc query` answer in a fraction of a second. The graph (transformer + pooling +
 normalisation in one) is made once per model and kept in the cache directory, keyed by the
 weights' sha256: written directly from the safetensors weights for BERT-family models
-(kbc.backends.bert_onnx: no torch import, ~1 s), with torch.onnx.export for anything else; int8 is onnxruntime's dynamic per-channel quantisation of MatMul
-weights only (per-tensor quantisation of every op loses too much: cosine 0.94 to fp32).
+(kbc.backends.bert_onnx: no torch import, under 1 s), with torch.onnx.export for anything else.
+int8 is dynamic per-channel quantisation of MatMul weights only (per-tensor quantisation of every
+op loses too much: cosine 0.94 to fp32): written by the converter for BERT-family models,
+onnxruntime's `quantize_dynamic` on the torch export otherwise.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 
 from ..embed import EmbedderSpec, ModelRef
 from ..errors import ModelError
-from . import register_backend
+from . import bert_onnx, register_backend
 
-EXPORT_VERSION = "2"  # bump when the exported graph changes for the same weights (2: torch-free BERT converter)
+# bump when the exported graph changes for the same weights (2: torch-free BERT converter; 3: its int8 graph)
+EXPORT_VERSION = "3"
 OPSET = 17
 _SUPPORTED_POOLING = {"mean", "cls", "max"}
 
@@ -38,19 +41,6 @@ def _check_modules(ref: ModelRef, spec: EmbedderSpec) -> None:
         raise ModelError(f"{ref.path}: pooling {spec.pooling!r} has no ONNX export yet; use --backend torch")
     if any("Dense" in k for k in spec.files) or any(k.split("/")[0].endswith("_Dense") for k in spec.files):
         raise ModelError(f"{ref.path}: models with Dense layers have no ONNX export yet; use --backend torch")
-
-
-def _make_fp32(ref: ModelRef, spec: EmbedderSpec, target: Path) -> str:
-    """The fp32 graph, written without torch for BERT-family models (kbc.backends.bert_onnx), with
-    the torch exporter otherwise; returns which made it."""
-    from . import bert_onnx
-
-    _check_modules(ref, spec)
-    if bert_onnx.supported(ref.path, spec.pooling) is None:
-        bert_onnx.convert(ref.path, target, pooling=spec.pooling, normalize=spec.normalize, opset=OPSET)
-        return bert_onnx.CONVERTER_VERSION
-    _export_fp32(ref, spec, target)
-    return "torch.onnx.export"
 
 
 def exporter_of(graph: Path) -> str:
@@ -118,10 +108,19 @@ def _export_fp32_quietly(ref: ModelRef, spec: EmbedderSpec, target: Path) -> Non
 
 
 def _quantize(src: Path, target: Path) -> None:
+    """onnxruntime's dynamic quantisation, for graphs the BERT converter does not write."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(target), per_channel=True, op_types_to_quantize=["MatMul"],
-                     weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs "consider pre-processing" on the root logger every time
+    try:
+        quantize_dynamic(str(src), str(target), per_channel=True, op_types_to_quantize=["MatMul"],
+                         weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path:
@@ -143,24 +142,34 @@ def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path
         d = Path(tempfile.mkdtemp(prefix="kbc-onnx-"))
         fp32, int8 = d / "model.onnx", d / "model.int8.onnx"
         want = int8 if quantized else fp32
-    # Build under a temporary name and rename: concurrent builds never see half a graph.
-    if not fp32.is_file():
+    _check_modules(ref, spec)
+    # BERT-family models get both graphs from kbc's converter, each written directly; others get
+    # the torch export, which onnxruntime quantises for the int8 preset.
+    converted = bert_onnx.supported(ref.path, spec.pooling) is None
+    exporter = bert_onnx.CONVERTER_VERSION if converted else "torch.onnx.export"
+
+    def make(target: Path, write) -> None:
+        # built under a temporary name and renamed: concurrent builds never see half a graph
         with tempfile.TemporaryDirectory(dir=d) as tmp:
-            part = Path(tmp) / "model.onnx"
+            part = Path(tmp) / target.name
             try:
-                exporter = _make_fp32(ref, spec, part)
+                write(part)
             except ModelError:
                 raise
             except Exception as e:
                 raise ModelError(f"{ref.path}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
                                  "use --backend torch") from None
             (d / "exporter.txt").write_text(exporter)
-            os.replace(part, fp32)
-    if quantized and not int8.is_file():
-        with tempfile.TemporaryDirectory(dir=d) as tmp:
-            part = Path(tmp) / "model.int8.onnx"
-            _quantize(fp32, part)
-            os.replace(part, int8)
+            os.replace(part, target)
+
+    if converted:
+        make(want, lambda part: bert_onnx.convert(ref.path, part, pooling=spec.pooling, normalize=spec.normalize,
+                                                  opset=OPSET, quantize=quantized))
+        return want
+    if not fp32.is_file():
+        make(fp32, lambda part: _export_fp32(ref, spec, part))
+    if quantized:
+        make(int8, lambda part: _quantize(fp32, part))
     return want
 
 

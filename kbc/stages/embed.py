@@ -6,15 +6,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backends import load_embedder
+from ..backends import check_backend, load_embedder
 from ..cache import vector_key
 from ..embed import EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .chunk import embedded_text
+
+
+class Background:
+    """One call run in a thread; `result()` waits for it and returns its value or raises its error."""
+
+    def __init__(self, call, *, name: str):
+        self._call, self._value, self._error, self.seconds = call, None, None, 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t = time.perf_counter()
+        try:
+            self._value = self._call()
+        except BaseException as e:  # raised in the thread that asks for the result
+            self._error = e
+        self.seconds = time.perf_counter() - t
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def embedder_identity(spec: EmbedderSpec) -> str:
@@ -41,15 +68,20 @@ class Window:
 
 
 class EmbedStage:
+    """The model is described at once (read from its files: what chunking needs) and made ready to
+    run in a background thread (an ONNX conversion or torch import takes a second or more), so that
+    extraction and chunking start meanwhile. `embedder`, `spec` and `identity` wait for it."""
+
     def __init__(self, *, model: str | None, backend: str, device: str | None, query_prompt: str | None,
                  document_prompt: str | None, batch_size: int, sessions: int, cache=None, reuse=()):
+        check_backend(backend)
         self.ref = resolve_model(model)
-        spec = read_spec(self.ref, query_prompt=query_prompt, document_prompt=document_prompt,
-                         file_hasher=cache.file_sha256 if cache is not None else None)
-        self.counter = TokenCounter(self.ref.path, do_lower_case=spec.do_lower_case)
-        self.embedder = load_embedder(spec, self.ref, backend=backend, device=device, sessions=sessions)
-        self.spec: EmbedderSpec = self.embedder.spec
-        self.identity = embedder_identity(self.spec)
+        self.described: EmbedderSpec = read_spec(self.ref, query_prompt=query_prompt, document_prompt=document_prompt,
+                                                 file_hasher=cache.file_sha256 if cache is not None else None)
+        self.counter = TokenCounter(self.ref.path, do_lower_case=self.described.do_lower_case)
+        self._loading = Background(lambda: load_embedder(self.described, self.ref, backend=backend, device=device,
+                                                         sessions=sessions), name="kbc-model")
+        self._identity: str | None = None
         self.batch_size, self.cache = batch_size, cache
         self.stats = {"chunks_cached": 0, "chunks_embedded": 0}
         self.seconds = 0.0
@@ -62,6 +94,25 @@ class EmbedStage:
                 self.reused.close()  # the bundles opened before the one that failed
                 raise
             self.stats["chunks_reused"] = 0
+
+    @property
+    def embedder(self):
+        return self._loading.result()
+
+    @property
+    def spec(self) -> EmbedderSpec:
+        """What the manifest records: the description, with the backend's precision and runtime."""
+        return self.embedder.spec
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = embedder_identity(self.spec)
+        return self._identity
+
+    @property
+    def load_seconds(self) -> float:
+        return self._loading.seconds
 
     def warm(self) -> None:
         getattr(self.embedder, "warm", lambda: None)()
@@ -126,6 +177,7 @@ class EmbedStage:
         return {"embedder": self.spec.to_manifest()}
 
     def close(self) -> None:
+        self._loading.join()  # a build that failed early leaves no thread writing to the cache
         if self.reused is not None:
             if self.reused.rejected:
                 self.stats["reuse_rejected"] = self.reused.rejected  # non-finite or not unit length: re-embedded

@@ -23,7 +23,6 @@ class Ledger:
         self.strict, self.total_files, self.progress = strict, total_files, progress
         self.stats = {"pages": 0, "chunks": 0, "truncated": 0, "max_tokens": 0}
         self.seconds = 0.0  # chunking
-        self.waited = 0.0  # for extraction
         self.max_seq_length = 0
 
     def add(self, ex: Extracted, records: list[dict]) -> list[dict]:
@@ -46,14 +45,13 @@ class Ledger:
         return [] if self.strict and (self.skipped or self.degraded) else records
 
     def windows(self, files: Iterator[Extracted], chunk_records: Callable[[Extracted], list[dict]],
-                size: int) -> Iterator[list[dict]]:
-        """Chunk records, file after file in input order, in lists of at least `size` (the last
-        one shorter): the unit the embed stage looks up, embeds and writes."""
+                size: int, *, first: int | None = None) -> Iterator[list[dict]]:
+        """Chunk records, file after file in input order, in lists of at least `size` (`first` for
+        the first one; the last one shorter): the unit the embed stage looks up, embeds and writes."""
         pending: list[dict] = []
+        want = first or size
         while True:
-            t = time.perf_counter()
             ex = next(files, None)
-            self.waited += time.perf_counter() - t
             if ex is None:
                 break
             self.progress("extract", 1, self.total_files)
@@ -64,9 +62,9 @@ class Ledger:
             t = time.perf_counter()
             pending += self.add(ex, chunk_records(ex))
             self.seconds += time.perf_counter() - t
-            if len(pending) >= size:
+            if len(pending) >= want:
                 yield pending
-                pending = []
+                pending, want = [], size
         if pending:
             yield pending
 
