@@ -140,6 +140,8 @@ class _Progress:
             return
         if stage not in self.tasks:
             self.tasks[stage] = self.bar.add_task(stage, total=total)
+        elif total is not None:  # embed: the chunks known so far, final once extraction has ended
+            self.bar.update(self.tasks[stage], total=total)
         self.bar.advance(self.tasks[stage], advance)
 
 

@@ -34,7 +34,8 @@ from .stages.extract import ExtractStage
 from .stages.ledger import Ledger
 from .stages.write import BundleSink
 
-# progress(stage, advance, total): stage is "extract" or "embed"; total may be None when unknown
+# progress(stage, advance, total): stage is "extract" or "embed"; for "embed" the total is the chunks
+# known so far (it grows while extraction runs)
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 # Chunks wait for embedding in windows of 8 batches: a bigger batch would hold more records in memory.
