@@ -13,6 +13,7 @@ import os
 import sys
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -23,6 +24,18 @@ CREATE TABLE IF NOT EXISTS file_hash (path TEXT PRIMARY KEY, stat TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS extracted (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 """
+TABLES = ("file_hash", "extracted", "vectors")
+# `used`: when an entry was last written or read (Unix seconds), for `kbc cache prune`. Added to
+# caches made before it with 0: entries of unknown age count as the oldest.
+_USED = "used INTEGER NOT NULL DEFAULT 0"
+TOUCH_EVERY_S = 3600  # a read refreshes `used` at most this often: lookups stay reads, mostly
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table in TABLES:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "used" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {_USED}")
 
 
 def cache_dir() -> Path:
@@ -44,6 +57,7 @@ class Cache:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            _migrate(self.db)
         except sqlite3.DatabaseError:
             # A damaged cache is only a cache: start a fresh one beside it.
             self.db.close()
@@ -55,6 +69,7 @@ class Cache:
                                       isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
+            _migrate(self.db)
 
     # A cache is only a cache: a page damaged while a build runs, a full disk or a directory made
     # read-only costs one warning and the rest of the build runs without it, never a failed build.
@@ -111,15 +126,18 @@ class Cache:
         if row and row[0] == stamp:
             return row[1]
         digest = sha256_file(Path(real))
-        self._query("INSERT OR REPLACE INTO file_hash VALUES (?,?,?)", (key, stamp, digest))
+        self._query("INSERT OR REPLACE INTO file_hash (path, stat, sha256, used) VALUES (?,?,?,?)",
+                    (key, stamp, digest, _now()))
         return digest
 
     # -- extracted documents
 
     def get_extracted(self, key: str) -> dict | None:
-        row = self._query("SELECT value FROM extracted WHERE key=?", (key,), fetch="one")
+        row = self._query("SELECT value, used FROM extracted WHERE key=?", (key,), fetch="one")
         if not row:
             return None
+        if row[1] < _now() - TOUCH_EVERY_S:
+            self._query("UPDATE extracted SET used=? WHERE key=?", (_now(), key))
         try:
             import zstandard
 
@@ -131,7 +149,7 @@ class Cache:
         import zstandard
 
         blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(value, ensure_ascii=False).encode())
-        self._query("INSERT OR REPLACE INTO extracted VALUES (?,?)", (key, blob))
+        self._query("INSERT OR REPLACE INTO extracted (key, value, used) VALUES (?,?,?)", (key, blob, _now()))
 
     # -- chunk vectors keyed by (embedder identity, prompt, text)
 
@@ -141,21 +159,30 @@ class Cache:
         items = list(want)
         for start in range(0, len(items), 500):
             part = items[start:start + 500]
-            rows = self._query(f"SELECT key, value FROM vectors WHERE key IN ({','.join('?' * len(part))})",
+            rows = self._query(f"SELECT key, value, used FROM vectors WHERE key IN ({','.join('?' * len(part))})",
                                part, fetch="all") or []
-            for k, v in rows:
+            stale = [k for k, _, used in rows if used < _now() - TOUCH_EVERY_S]
+            if stale:
+                self._query(f"UPDATE vectors SET used=? WHERE key IN ({','.join('?' * len(stale))})",
+                            [_now(), *stale])
+            for k, v, _ in rows:
                 vec = np.frombuffer(v, dtype="<f4") if len(v) == dim * 4 else None
                 if vec is not None and np.isfinite(vec).all():  # anything else is a miss: embed again
                     out[want[bytes(k)]] = vec
         return [out[want[k]] for k in keys]
 
     def put_vectors(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
-        rows = [(k, np.ascontiguousarray(v, dtype="<f4").tobytes()) for k, v in items]
+        now = _now()
+        rows = [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items]
         if rows:
-            self._query("INSERT OR REPLACE INTO vectors VALUES (?,?)", rows, many=True)
+            self._query("INSERT OR REPLACE INTO vectors (key, value, used) VALUES (?,?,?)", rows, many=True)
 
     def close(self) -> None:
         self.db.close()
+
+
+def _now() -> int:
+    return int(time.time())
 
 
 def cache_info(directory: str | os.PathLike | None = None) -> dict:
@@ -169,7 +196,7 @@ def cache_info(directory: str | os.PathLike | None = None) -> dict:
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
             try:
-                for table in ("file_hash", "extracted", "vectors"):
+                for table in TABLES:
                     info["entries"][table] = con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             finally:
                 con.close()
@@ -196,6 +223,71 @@ def clear_cache(directory: str | os.PathLike | None = None) -> int:
         freed += sum(p.stat().st_size for p in onnx.rglob("*") if p.is_file())
         shutil.rmtree(onnx)
     return freed
+
+
+def prune_cache(directory: str | os.PathLike | None = None, *, older_than_s: float | None = None,
+                max_bytes: int | None = None) -> dict:
+    """Delete entries not used for `older_than_s` seconds, then the least recently used ones until
+    the cache holds at most `max_bytes` (or nothing: an empty database still takes a few pages);
+    ONNX exports count by their graph file's last use. Returns
+    what went: {"entries": {table: n}, "onnx_exports": [...], "bytes_before", "bytes_after"}."""
+    import shutil
+
+    d = Path(directory) if directory else cache_dir()
+    before = cache_info(d)["bytes"]
+    removed: dict = {"entries": {}, "onnx_exports": []}
+    cutoff = _now() - older_than_s if older_than_s is not None else None
+    exports = sorted(((_export_used(p), p) for p in (d / "onnx").iterdir() if p.is_dir() and not p.is_symlink())
+                     if (d / "onnx").is_dir() else [], key=lambda t: t[0])
+    db_path = d / "cache.sqlite3"
+    cache = Cache(d) if db_path.is_file() else None
+    try:
+        if cutoff is not None:
+            for used, p in [e for e in exports if e[0] < cutoff]:
+                shutil.rmtree(p)
+                removed["onnx_exports"].append(p.name)
+            exports = [e for e in exports if e[0] >= cutoff]
+            if cache is not None:
+                for table in TABLES:
+                    n = cache.db.execute(f"DELETE FROM {table} WHERE used < ?", (cutoff,)).rowcount
+                    removed["entries"][table] = removed["entries"].get(table, 0) + n
+        if max_bytes is not None:
+            # the oldest first, across the tables and the exports, until the rest fits
+            sizes = []
+            if cache is not None:
+                for table, size in (("file_hash", "length(path) + length(stat) + 64"), ("extracted", "length(value)"),
+                                    ("vectors", "length(value)")):
+                    sizes += [(used, size_, table, rowid) for rowid, used, size_ in
+                              cache.db.execute(f"SELECT rowid, used, {size} + 48 FROM {table}")]
+            sizes += [(used, sum(f.stat().st_size for f in p.rglob("*") if f.is_file()), "onnx", p) for used, p in exports]
+            total = before  # the files' real size; each entry frees about its own bytes
+            doomed: dict[str, list] = {}
+            for used, size_, table, ref in sorted(sizes, key=lambda s: s[0]):
+                if total <= max_bytes:
+                    break
+                doomed.setdefault(table, []).append(ref)
+                total -= size_
+            for p in doomed.pop("onnx", []):
+                shutil.rmtree(p)
+                removed["onnx_exports"].append(p.name)
+            for table, rowids in doomed.items():
+                for start in range(0, len(rowids), 500):
+                    part = rowids[start:start + 500]
+                    cache.db.execute(f"DELETE FROM {table} WHERE rowid IN ({','.join('?' * len(part))})", part)
+                removed["entries"][table] = removed["entries"].get(table, 0) + len(rowids)
+        if cache is not None and any(removed["entries"].values()):
+            cache.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cache.db.execute("VACUUM")  # give the space back to the file system
+    finally:
+        if cache is not None:
+            cache.close()
+    removed["bytes_before"], removed["bytes_after"] = before, cache_info(d)["bytes"]
+    return removed
+
+
+def _export_used(export: Path) -> float:
+    graphs = [p.stat().st_mtime for p in export.glob("*.onnx")]
+    return max(graphs) if graphs else export.stat().st_mtime
 
 
 def vector_key(embedder_identity: str, prompt: str, text: str) -> bytes:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .embed import TokenCounter
-from .errors import InputError
+from .errors import InputError, option
 from .records import Document
 
 SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
@@ -60,21 +60,21 @@ def token_budget(counter: TokenCounter, max_seq_length: int, document_prompt: st
 def resolve_spec(*, unit: str | None, size: int | None, overlap: int | None, budget: int) -> ChunkSpec:
     unit = unit or DEFAULT_UNIT
     if unit not in ("tokens", "chars"):
-        raise InputError(f"--chunk-unit must be 'tokens' or 'chars', not {unit!r}")
+        raise InputError(f"{option('chunk_unit')} must be 'tokens' or 'chars', not {unit!r}")
     if unit == "tokens":
         if size is None:
             size = min(DEFAULT_TOKEN_SIZE, budget)
         elif size > budget:
-            raise InputError(f"--chunk-size {size} tokens exceeds what the model embeds ({budget} tokens after "
+            raise InputError(f"{option('chunk_size')} {size} tokens exceeds what the model embeds ({budget} tokens after "
                              "special tokens and prompt); chunks would be truncated")
         overlap = min(DEFAULT_TOKEN_OVERLAP, size // 4) if overlap is None else overlap
     else:
         size = DEFAULT_CHAR_SIZE if size is None else size
         overlap = min(DEFAULT_CHAR_OVERLAP, size // 4) if overlap is None else overlap
     if size <= 0:
-        raise InputError(f"--chunk-size must be positive, not {size}")
+        raise InputError(f"{option('chunk_size')} must be positive, not {size}")
     if overlap < 0 or overlap >= size:
-        raise InputError(f"--chunk-overlap must be >= 0 and smaller than --chunk-size ({size}), not {overlap}")
+        raise InputError(f"{option('chunk_overlap')} must be >= 0 and smaller than {option('chunk_size')} ({size}), not {overlap}")
     return ChunkSpec(unit, size, overlap)
 
 

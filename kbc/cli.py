@@ -16,7 +16,7 @@ import typer
 from .backends import BACKENDS
 from .engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
 from .exporters import EXPORTERS
-from .errors import InputError, KbcError
+from .errors import InputError, KbcError, cli_names, use_cli_option_names
 from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
 from .readers import supported_suffixes
 
@@ -79,6 +79,8 @@ def _root(version: bool = typer.Option(False, "--version", "-V", callback=_versi
 def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        was = cli_names()
+        use_cli_option_names(True)  # errors name --flags here; keyword arguments in library use
         try:
             return fn(*args, **kwargs)
         except KbcError as e:
@@ -99,6 +101,8 @@ def handle_errors(fn):
             if os.environ.get("KBC_DEBUG"):
                 raise
             _fail(f"internal error: {type(e).__name__}: {e} (set KBC_DEBUG=1 for a traceback)", 1)
+        finally:
+            use_cli_option_names(was)
     return wrapper
 
 
@@ -171,6 +175,8 @@ def build(
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Also read files that symbolic links "
                                          "inside a folder point to outside it (skipped, and listed, by default)."),
     password: List[str] = typer.Option([], help="Password to try on encrypted PDFs (repeatable)."),
+    code: bool = typer.Option(False, "--code", help="Also read source code and config files (.py, .js, .go, .rs, "
+                              ".c, .java, .sh, .sql, .yaml, .toml, ...), kept as written."),
     encoding: Optional[str] = typer.Option(None, help="Read text files (.txt, .md, .rst, .csv, .jsonl, ...) in this "
                                            "encoding (e.g. latin-1, utf-16) instead of detecting it."),
     query_prompt: Optional[str] = typer.Option(None, help="Prefix for queries (default: the model's own, e.g. e5's 'query: ')."),
@@ -231,7 +237,7 @@ def build(
             paths, output, model=opts["model"], chunk_unit=opts["chunk_unit"], chunk_size=opts["chunk_size"],
             chunk_overlap=opts["chunk_overlap"], batch_size=opts["batch_size"], device=opts["device"],
             index=opts["index"], backend=opts["backend"], engine=opts["engine"], ray_address=opts["ray_address"],
-            include=opts["include"], exclude=opts["exclude"], strict=opts["strict"], passwords=password,
+            include=opts["include"], exclude=opts["exclude"], code=opts["code"], strict=opts["strict"], passwords=password,
             encoding=opts["encoding"], clean=not opts["no_clean"], query_prompt=opts["query_prompt"],
             document_prompt=opts["document_prompt"], vector_dtype="float16" if opts["float16"] else "float32",
             workers=opts["workers"], file_timeout=opts["file_timeout"], use_cache=not opts["no_cache"],
@@ -624,7 +630,7 @@ def diff(
     raise typer.Exit(7 if d.changed else 0)
 
 
-cache_app = typer.Typer(help="See or clear the local build cache (extracted text, chunks, vectors, ONNX exports).",
+cache_app = typer.Typer(help="See, prune or clear the local build cache (extracted text, chunks, vectors, ONNX exports).",
                         no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
@@ -663,6 +669,45 @@ def cache_clear_command(
 
     freed = clear_cache(cache_dir)
     print(f"cleared {_human_bytes(freed)}")
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30, "t": 2**40, "tb": 2**40}
+
+
+def _parse_amount(text: str, units: dict[str, int], option: str, default_unit: str) -> float:
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = (m.group(2).lower() or default_unit) if m else None
+    if m is None or unit not in units:
+        raise InputError(f"{option} {text!r}: expected a number with a unit ({', '.join(u for u in units if u)})")
+    return float(m.group(1)) * units[unit]
+
+
+@cache_app.command("prune")
+@handle_errors
+def cache_prune_command(
+    older_than: Optional[str] = typer.Option(None, help="Remove what no build has used for this long: 30d, 12h, 2w."),
+    max_size: Optional[str] = typer.Option(None, help="Then remove the least recently used until the cache fits: "
+                                           "500MB, 2GB."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache location (default: $KBC_CACHE_DIR, else ~/.cache/kbc)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+):
+    """Remove old entries: by last use, then by size. Example: kbc cache prune --older-than 30d --max-size 2GB"""
+    from .cache import prune_cache
+
+    if older_than is None and max_size is None:
+        raise InputError("kbc cache prune needs --older-than, --max-size or both (kbc cache clear removes everything)")
+    age = _parse_amount(older_than, _DURATION, "--older-than", "d") if older_than is not None else None
+    size = int(_parse_amount(max_size, _SIZE, "--max-size", "b")) if max_size is not None else None
+    removed = prune_cache(cache_dir, older_than_s=age, max_bytes=size)
+    if as_json:
+        _emit_json(removed)
+        return
+    entries = sum(removed["entries"].values())
+    print(f"removed {entries} entries and {len(removed['onnx_exports'])} ONNX export(s): "
+          f"{_human_bytes(removed['bytes_before'])} -> {_human_bytes(removed['bytes_after'])}")
 
 
 def _click_types() -> tuple[tuple, tuple, tuple]:

@@ -11,6 +11,24 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+# How error messages name options: as the library's keyword arguments (`chunk_size`) by default;
+# the CLI switches to its flags (`--chunk-size`) before it runs a command.
+_CLI_NAMES = False
+
+
+def use_cli_option_names(on: bool = True) -> None:
+    global _CLI_NAMES
+    _CLI_NAMES = on
+
+
+def cli_names() -> bool:
+    return _CLI_NAMES
+
+
+def option(name: str) -> str:
+    """An option's name in an error message: `chunk_size` for a library caller, `--chunk-size` under the CLI."""
+    return "--" + name.replace("_", "-") if _CLI_NAMES else name
+
 
 class KbcError(Exception):
     """Base class: a problem kbc can describe in one line."""

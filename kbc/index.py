@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BundleError, InputError
+from .errors import BundleError, InputError, option
 
 DEFAULT_INDEX = "Flat"
 DEFAULT_NPROBE = 16
@@ -34,15 +34,15 @@ def _check_factory(factory: str, n: int, dim: int) -> None:
     if ivf:
         nlist = int(ivf.group(1))
         if n < nlist:
-            raise InputError(f"--index {factory}: needs at least {nlist} chunks to train {nlist} lists, "
+            raise InputError(f"{option('index')} {factory}: needs at least {nlist} chunks to train {nlist} lists, "
                              f"corpus has {n}; use a smaller IVF size or Flat")
     pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
     if pq:
         m, nbits = int(pq.group(1)), int(pq.group(2) or 8)
         if dim % m:
-            raise InputError(f"--index {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
+            raise InputError(f"{option('index')} {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
         if n < (1 << nbits):
-            raise InputError(f"--index {factory}: needs at least {1 << nbits} chunks to train "
+            raise InputError(f"{option('index')} {factory}: needs at least {1 << nbits} chunks to train "
                              f"{nbits}-bit product quantizers, corpus has {n}; use Flat or HNSW32")
 
 
@@ -59,7 +59,7 @@ def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: st
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except Exception as e:
-        raise InputError(f"--index {factory}: not a valid FAISS factory string ({str(e).splitlines()[0][:120]})") from None
+        raise InputError(f"{option('index')} {factory}: not a valid FAISS factory string ({str(e).splitlines()[0][:120]})") from None
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     params: dict = {}
     threads = faiss.omp_get_max_threads()

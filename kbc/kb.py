@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError, InputError, ModelError
+from .errors import BundleError, InputError, ModelError, option
 
 
 # The embedder keeps max_seq_length tokens and the lexical search 1024 distinct terms: a question
@@ -106,7 +106,7 @@ class KnowledgeBase:
                    f"(weights sha256 {local.weights_sha256[:12]} != recorded {recorded.weights_sha256[:12]}; "
                    f"differing: {', '.join(changed[:5]) or 'n/a'})")
             if not self._allow_mismatch:
-                raise ModelError(msg + "; pass --allow-model-mismatch to query anyway")
+                raise ModelError(msg + f"; pass {option('allow_model_mismatch')} to query anyway")
             self.warnings.append(msg)
         if local.dim != recorded.dim:
             raise ModelError(f"{ref.path}: model makes {local.dim}-d vectors, bundle holds {recorded.dim}-d")

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .engines import open_engine, prefetch
-from .errors import InputError
+from .errors import InputError, cli_names, option
 from .index import DEFAULT_INDEX
 from .records import Problem
 from .retrieval import RetrievalSettings
@@ -86,28 +86,29 @@ def created_timestamp() -> str:
 def _check_options(*, batch_size: int, file_timeout: float, workers: int | None, max_file_bytes: int | None,
                    lexical: bool, default_mode: str | None) -> RetrievalSettings:
     if not 0 < batch_size <= MAX_BATCH_SIZE:
-        raise InputError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
+        raise InputError(f"{option('batch_size')} must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
     if not (math.isfinite(file_timeout) and 0 < file_timeout <= MAX_FILE_TIMEOUT_S):
-        raise InputError(f"--file-timeout must be a number of seconds in (0, {MAX_FILE_TIMEOUT_S}], not {file_timeout}")
+        raise InputError(f"{option('file_timeout')} must be a number of seconds in (0, {MAX_FILE_TIMEOUT_S}], not {file_timeout}")
     if workers is not None and not 0 <= workers <= MAX_WORKERS:
-        raise InputError(f"--workers must be 0 (in-process) to {MAX_WORKERS} (4 per core), not {workers}")
+        raise InputError(f"{option('workers')} must be 0 (in-process) to {MAX_WORKERS} (4 per core), not {workers}")
     if max_file_bytes is not None and max_file_bytes <= 0:
-        raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}")
+        raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}" if cli_names()
+                         else f"max_file_bytes must be positive, not {max_file_bytes}")
     mode = default_mode or ("hybrid" if lexical else "dense")
     if mode != "dense" and not lexical:
-        raise InputError(f"--default-mode {mode} needs the lexical index; drop --no-lexical")
+        raise InputError(f"{option('default_mode')} {mode} needs the lexical index; " + ("drop --no-lexical" if cli_names() else "pass lexical=True"))
     retrieval = RetrievalSettings(default_mode=mode)
     try:
         retrieval.check()
     except ValueError as e:
-        raise InputError(f"--default-mode: {e}") from None
+        raise InputError(f"{option('default_mode')}: {e}") from None
     return retrieval
 
 
 def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, model: str | None = None,
           chunk_unit: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
           batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "onnx",
-          include: Sequence[str] = (), exclude: Sequence[str] = (), strict: bool = False,
+          include: Sequence[str] = (), exclude: Sequence[str] = (), code: bool = False, strict: bool = False,
           passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
           document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
@@ -119,6 +120,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure.
 
+    `code`: read source code and config files too (the opt-in `code` reader).
     `build_options`: the options as `kbc build` spells them, recorded in the manifest so that
     `kbc build --from-bundle` can rebuild with them (the CLI passes them; see kbc.config)."""
     t_start = time.perf_counter()
@@ -134,7 +136,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     walk_skipped: list[tuple[str, str]] = []
     walk_ignored: list[tuple[str, str]] = []
     sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-                       max_file_bytes=max_file_bytes, skipped=walk_skipped, ignored=walk_ignored)
+                       max_file_bytes=max_file_bytes, skipped=walk_skipped, ignored=walk_ignored,
+                       opted_in=("code",) if code else ())
     check_output_path(output, inputs=[s.path for s in sources])
     progress = progress or (lambda stage, n, total: None)
 

@@ -20,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option
 from .lexical import LexicalIndex, top_k
 from .modes import Fusion, Mode
 
@@ -105,9 +105,9 @@ class Retriever:
     def resolve(self, mode: str | None) -> str:
         mode = mode or (self.settings.default_mode if self.lexical is not None else Mode.dense.value)
         if mode not in {m.value for m in Mode}:
-            raise InputError(f"--mode must be dense, lexical or hybrid, not {mode!r}")
+            raise InputError(f"{option('mode')} must be dense, lexical or hybrid, not {mode!r}")
         if mode != Mode.dense.value and self.lexical is None:
-            raise InputError(f"--mode {mode}: this bundle has no lexical index (built before format 1.2, or with "
+            raise InputError(f"{option('mode')} {mode}: this bundle has no lexical index (built before format 1.2, or with "
                              "--no-lexical); use --mode dense or rebuild it")
         return mode
 

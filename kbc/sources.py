@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .readers import kind_for, supported_suffixes
+from .readers import kind_for, opt_in_kind_for, supported_suffixes
 from .records import SourceFile
 # Bigger files are skipped with a reason before a byte is read: the walk hashes every file for the
 # cache in the build process, so a 1 TB sparse file must not be read at all.
@@ -86,8 +86,9 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
              exclude: Sequence[str] = (), follow_symlinks: bool = False,
              max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
              skipped: list[tuple[str, str]] | None = None,
-             ignored: list[tuple[str, str]] | None = None) -> list[SourceFile]:
-    """Files to build from, sorted by relative path.
+             ignored: list[tuple[str, str]] | None = None, opted_in: Sequence[str] = ()) -> list[SourceFile]:
+    """Files to build from, sorted by relative path. `opted_in`: opt-in reader kinds to use too
+    (`("code",)` for --code).
 
     With one directory argument, paths are relative to it; with several arguments, each
     directory's files are prefixed by the directory's name so that names stay unique.
@@ -114,9 +115,9 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             why = _why_not_regular(root, None, True, max_file_bytes)
             if why:
                 raise InputError(f"{arg}: {why}")
-            if kind_for(root.suffix) is None:
-                raise InputError(f"{arg}: unsupported file type {root.suffix or '(none)'}; "
-                                 f"supported: {', '.join(supported_suffixes())}")
+            if kind_for(root.suffix, opted_in=opted_in) is None:
+                raise InputError(f"{arg}: {_unsupported(root.suffix)}; "
+                                 f"supported: {', '.join(supported_suffixes(opted_in=opted_in))}")
             rel = display_name(root.name)
             fold = case_insensitive(root.parent)
             if (pattern := _matching(rel, exclude, fold=fold)) is not None:
@@ -124,7 +125,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             elif include and _matching(rel, include, fold=fold) is None:
                 ignored.append((rel, "not matched by any --include"))
             else:
-                _add(found, root, rel, kind_for(root.suffix))
+                _add(found, root, rel, kind_for(root.suffix, opted_in=opted_in))
             continue
         prefix = "" if len(paths) == 1 else (root.resolve().name + "/")
         real_root = root.resolve()
@@ -146,7 +147,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             for fname in sorted(filenames):
                 p = here / fname
                 rel = display_name(prefix + p.relative_to(root).as_posix())
-                kind = kind_for(p.suffix)
+                kind = kind_for(p.suffix, opted_in=opted_in)
                 if fname.startswith("."):
                     why_not = "hidden file (name starts with '.')"
                 elif (pattern := _matching(rel, exclude, fold=fold)) is not None:
@@ -154,7 +155,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                 elif include and _matching(rel, include, fold=fold) is None:
                     why_not = "not matched by any --include"
                 elif kind is None:
-                    why_not = f"unsupported file type {p.suffix.lower() or '(no extension)'}"
+                    why_not = _unsupported(p.suffix)
                 else:
                     why_not = None
                 if why_not:
@@ -168,9 +169,17 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
     if not found:
         where = ", ".join(str(p) for p in paths)
         reasons = _summarise(ignored + skipped)
-        raise InputError(f"{where}: nothing to build: no supported files ({', '.join(supported_suffixes())})"
+        raise InputError(f"{where}: nothing to build: no supported files "
+                         f"({', '.join(supported_suffixes(opted_in=opted_in))})"
                          + (f"; left out: {reasons}" if reasons else ""))
     return [found[k] for k in sorted(found)]
+
+
+def _unsupported(suffix: str) -> str:
+    kind = opt_in_kind_for(suffix)
+    if kind is not None:  # a reader exists, the build did not ask for it
+        return f"{kind} file {suffix.lower()}: read only with --{kind}"
+    return f"unsupported file type {suffix.lower() or '(no extension)'}"
 
 
 def _add(found: dict[str, SourceFile], path: Path, rel: str, kind: str) -> None:

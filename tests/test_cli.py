@@ -114,10 +114,67 @@ def test_cache_info_and_clear(tmp_path, tiny_model):
     assert after["entries"] == {} and after["onnx_exports"] == [] and keep.read_text() == "not kbc's"
 
 
+def test_cache_prune_by_age_then_size_and_an_old_cache_gets_the_new_column(tmp_path, tiny_model):
+    import sqlite3
+
+    cache = tmp_path / "cache"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"{i}.md").write_text(f"# Note {i}\n\nPump number {i} moves water uphill.\n")
+    kbc.build([docs], tmp_path / "kb.kbpack", model=str(tiny_model), cache_dir=cache)
+    db = sqlite3.connect(cache / "cache.sqlite3")
+    before = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("extracted", "vectors")}
+    assert before["vectors"] >= 3 and db.execute("SELECT MIN(used) FROM vectors").fetchone()[0] > 0
+    db.execute("UPDATE vectors SET used = used - 40 * 86400 WHERE rowid = (SELECT MIN(rowid) FROM vectors)")
+    db.commit()
+    db.close()
+
+    out = runner.invoke(app, ["cache", "prune", "--older-than", "30d", "--cache-dir", str(cache), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["entries"] == {"file_hash": 0, "extracted": 0, "vectors": 1}
+    # a rebuild reads its entries back, which makes them recent: nothing more is old
+    kbc.build([docs], tmp_path / "kb.kbpack", model=str(tiny_model), cache_dir=cache)
+    out = runner.invoke(app, ["cache", "prune", "--older-than", "30d", "--cache-dir", str(cache), "--json"])
+    assert sum(json.loads(out.stdout)["entries"].values()) == 0
+    out = runner.invoke(app, ["cache", "prune", "--max-size", "1KB", "--cache-dir", str(cache)])
+    assert out.exit_code == 0 and out.stdout.startswith("removed ")
+    db = sqlite3.connect(cache / "cache.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 0
+    db.close()
+    for bad, said in ((["--older-than", "soon"], "--older-than 'soon': expected a number with a unit"),
+                      (["--max-size", "2 parsecs"], "--max-size '2 parsecs'"), ([], "needs --older-than, --max-size")):
+        out = runner.invoke(app, ["cache", "prune", "--cache-dir", str(cache), *bad])
+        assert out.exit_code == 2 and said in out.stderr
+
+    old = tmp_path / "old"  # a cache written before `used` existed still opens, its entries the oldest
+    old.mkdir()
+    db = sqlite3.connect(old / "cache.sqlite3")
+    db.execute("CREATE TABLE vectors (key BLOB PRIMARY KEY, value BLOB NOT NULL)")
+    db.execute("INSERT INTO vectors VALUES (x'01', x'00000000')")
+    db.commit()
+    db.close()
+    out = runner.invoke(app, ["cache", "prune", "--older-than", "1d", "--cache-dir", str(old), "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["entries"]["vectors"] == 1
+
+
 @pytest.mark.parametrize("option, value", [("file_timeout", 1e9), ("workers", 10**6), ("file_timeout", float("nan"))])
 def test_out_of_range_options_are_input_errors(tmp_path, option, value):
     from kbc.errors import InputError
 
     (tmp_path / "a.md").write_text("# a\n")
-    with pytest.raises(InputError, match=option.replace("_", "-")):
+    with pytest.raises(InputError, match=f"^{option} must"):  # as the library calls it
         kbc.build([tmp_path / "a.md"], tmp_path / "kb.kbpack", **{option: value})
+
+
+def test_library_errors_name_keywords_and_the_cli_names_flags(tmp_path):
+    from kbc.errors import InputError
+
+    (tmp_path / "a.md").write_text("# a\n")
+    with pytest.raises(InputError, match="^chunk_overlap must be >= 0 and smaller than chunk_size"):
+        kbc.build(tmp_path / "a.md", tmp_path / "kb.kbpack", chunk_size=10, chunk_overlap=10)
+    out = CliRunner().invoke(app, ["build", str(tmp_path / "a.md"), "-o", str(tmp_path / "kb.kbpack"),
+                                   "--chunk-size", "10", "--chunk-overlap", "10"])
+    assert out.exit_code == 2 and "--chunk-overlap must be >= 0 and smaller than --chunk-size" in out.stderr
+    with pytest.raises(InputError, match="^chunk_size must be positive"):  # the CLI left the library's names
+        kbc.build(tmp_path / "a.md", tmp_path / "kb.kbpack", chunk_size=0)

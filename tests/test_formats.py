@@ -83,7 +83,7 @@ def mixed(tmp_path_factory) -> Path:
 def test_every_reader_kind_is_in_the_folder(mixed):
     kinds = {s.kind for s in discover([mixed])}
     assert kinds >= {"html", "docx", "epub", "rst", "asciidoc", "org", "csv", "tsv", "text", "markdown", "records"}
-    assert set(READERS) - kinds == {"pdf"}  # PDFs have their own suite (test_extract.py)
+    assert set(READERS) - kinds == {"pdf", "code"}  # PDFs: test_extract.py; code: opt-in, below
 
 
 def test_a_mixed_folder_builds_with_text_headings_and_reasons(mixed, tmp_path, tiny_model):
@@ -141,6 +141,34 @@ def test_each_structured_format_keeps_its_heading_paths(mixed, name, paths):
     ex = extract_file(src)
     assert not ex.problems, ex.problems
     assert [h for _, _, h in ex.documents[0].headings] == paths
+
+
+def test_source_code_is_read_only_when_asked(tmp_path, tiny_model):
+    docs = tmp_path / "repo"
+    (docs / "src").mkdir(parents=True)
+    (docs / "README.md").write_text("# Pump controller\n\nFirmware for the pump controller.\n")
+    (docs / "src" / "pump.py").write_text("def prime(pump):\n    \"\"\"Fill the casing before the first start.\"\"\"\n"
+                                          "    pump.valve.open()\n\n\nclass Seal:\n    pass\n")
+    (docs / "src" / "config.yaml").write_text("pump:\n  max_flow: 55\n")
+    (docs / "logo.svg").write_text("<svg/>")
+    without = {i["path"]: i["reason"] for i in json.loads(run_kbc(
+        "build", str(docs), "-o", str(tmp_path / "a.kbpack"), "--model", str(tiny_model), "--json").stdout)["ignored"]}
+    assert without == {"src/pump.py": "code file .py: read only with --code",
+                       "src/config.yaml": "code file .yaml: read only with --code",
+                       "logo.svg": "unsupported file type .svg"}
+    proc = run_kbc("build", str(docs), "-o", str(tmp_path / "b.kbpack"), "--model", str(tiny_model), "--code", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [i["path"] for i in report["ignored"]] == ["logo.svg"] and report["files"] == 3
+    info = json.loads(run_kbc("inspect", str(tmp_path / "b.kbpack"), "--json", "-n", "50").stdout)
+    paths = [s["path"] for s in info["sources"]]
+    code = [c for c in info["chunks"] if paths[c["source"]] == "src/pump.py"]
+    assert "def prime(pump):\n    \"\"\"Fill the casing" in code[0]["text"]  # indentation kept
+    assert code[0]["context"] == "src pump"
+    from kbc.bundle import Bundle
+
+    with Bundle(tmp_path / "b.kbpack") as b:  # recorded: --from-bundle reads code files too
+        assert b.manifest["build_options"]["code"] is True
 
 
 def test_encoding_can_be_forced(tmp_path, tiny_model):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..embed import Embedder, EmbedderSpec, ModelRef
-from ..errors import InputError
+from ..errors import InputError, option
 
 LoadFn = Callable[..., Embedder]
 
@@ -41,7 +41,7 @@ def register_backend(name: str, *, description: str) -> Callable[[LoadFn], LoadF
 
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
-        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        raise InputError(f"{option('backend')} must be one of {', '.join(BACKENDS)}, not {backend!r}")
 
 
 def load_embedder(spec: EmbedderSpec, ref: ModelRef, *, backend: str, device: str | None = None,

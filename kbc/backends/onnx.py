@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..embed import EmbedderSpec, ModelRef
-from ..errors import ModelError
+from ..errors import ModelError, option
 from . import bert_onnx, register_backend
 
 # bump when the exported graph changes for the same weights (2: torch-free BERT converter; 3: its int8 graph)
@@ -38,9 +38,9 @@ def export_dir(spec: EmbedderSpec) -> Path:
 
 def _check_modules(ref: ModelRef, spec: EmbedderSpec) -> None:
     if spec.pooling not in _SUPPORTED_POOLING:
-        raise ModelError(f"{ref.path}: pooling {spec.pooling!r} has no ONNX export yet; use --backend torch")
+        raise ModelError(f"{ref.path}: pooling {spec.pooling!r} has no ONNX export yet; use {option('backend')} torch")
     if any("Dense" in k for k in spec.files) or any(k.split("/")[0].endswith("_Dense") for k in spec.files):
-        raise ModelError(f"{ref.path}: models with Dense layers have no ONNX export yet; use --backend torch")
+        raise ModelError(f"{ref.path}: models with Dense layers have no ONNX export yet; use {option('backend')} torch")
 
 
 def exporter_of(graph: Path) -> str:
@@ -123,12 +123,26 @@ def _quantize(src: Path, target: Path) -> None:
         root.setLevel(level)
 
 
+def _mark_used(graph: Path) -> None:
+    """The graph's mtime is its last use, for `kbc cache prune` (refreshed at most hourly)."""
+    import time
+
+    from ..cache import TOUCH_EVERY_S
+
+    try:
+        if graph.stat().st_mtime < time.time() - TOUCH_EVERY_S:
+            os.utime(graph)
+    except OSError:  # a read-only cache: its exports just look older
+        pass
+
+
 def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path:
     """Path of the ONNX graph for this model and precision, exporting it on first use."""
     d = export_dir(spec)
     fp32, int8 = d / "model.onnx", d / "model.int8.onnx"
     want = int8 if quantized else fp32
     if want.is_file():
+        _mark_used(want)
         return want
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -158,7 +172,7 @@ def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path
                 raise
             except Exception as e:
                 raise ModelError(f"{ref.path}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); "
-                                 "use --backend torch") from None
+                                 f"use {option('backend')} torch") from None
             (d / "exporter.txt").write_text(exporter)
             os.replace(part, target)
 
@@ -321,10 +335,10 @@ def _providers(device: str | None) -> tuple[tuple[str, ...], str]:
         return ("CPUExecutionProvider",), "cpu"
     if device in ("cuda", "auto"):
         if not cuda:
-            raise ModelError("--device cuda: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu, "
-                             "or use --device cpu)")
+            raise ModelError(f"{option('device')} cuda: this onnxruntime has no CUDA provider (pip install "
+                             f"onnxruntime-gpu, or use {option('device')} cpu)")
         return ("CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"
-    raise ModelError(f"--device {device}: the onnx backends run on cpu or cuda")
+    raise ModelError(f"{option('device')} {device}: the onnx backends run on cpu or cuda")
 
 
 def _load(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool, device: str | None, sessions: int) -> OnnxEmbedder:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..embed import EmbedderSpec, ModelRef
-from ..errors import ModelError
+from ..errors import ModelError, option
 from . import register_backend
 
 
@@ -59,7 +59,7 @@ def _torch_device(device: str | None) -> str:
         return "cpu"
     if device in ("cuda", "auto"):
         if not cuda:
-            raise ModelError("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
+            raise ModelError(f"{option('device')} cuda: torch sees no CUDA GPU here (use {option('device')} cpu)")
         return "cuda"
     return device  # mps, cuda:1, ...: torch says whether it has it
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, option
 from ..extract import ExtractOptions
 from ..records import Extracted, SourceFile
 
@@ -51,7 +51,7 @@ def register_engine(name: str, *, description: str):
 
 def open_engine(name: str, **options) -> Engine:
     if name not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {name!r}")
+        raise InputError(f"{option('engine')} must be one of {', '.join(ENGINES)}, not {name!r}")
     return ENGINES[name](**options)
 
 

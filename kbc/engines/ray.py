@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, option
 from ..extract import ExtractOptions
 from ..records import Extracted, SourceFile
 from . import register_engine
@@ -65,7 +65,7 @@ class RayEngine:
         try:
             import ray
         except ImportError:
-            raise InputError("--engine ray needs Ray: pip install 'kbc[ray]'") from None
+            raise InputError(f"{option('engine')} ray needs Ray: pip install 'kbc[ray]'") from None
         self.ray = ray
         self._started = not ray.is_initialized()
         if self._started:
@@ -76,7 +76,7 @@ class RayEngine:
                          include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                          configure_logging=False)
             except Exception as e:  # unreachable address, version mismatch
-                raise InputError(f"--engine ray: cannot start or join a Ray cluster "
+                raise InputError(f"{option('engine')} ray: cannot start or join a Ray cluster "
                                  f"({str(e).splitlines()[0][:200]})") from None
         resources = ray.cluster_resources()
         total = int(resources.get("GPU", 0)) if device == "cuda" else int(resources.get("CPU", 1))

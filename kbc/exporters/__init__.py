@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..bundle import Bundle
-from ..errors import InputError
+from ..errors import InputError, option
 from ..sources import check_output_path
 
 _ROWS = 4096  # vectors converted per step: bounds memory whatever the bundle size
@@ -65,7 +65,7 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
            progress: Callable[[int], None] | None = None) -> list[Path]:
     """Write `bundle_path` as `fmt` to `out` (`-`: stdout); returns the files written."""
     if fmt not in EXPORTERS:
-        raise InputError(f"--to must be one of {', '.join(EXPORTERS)}, not {fmt!r}")
+        raise InputError(f"{option('to')} must be one of {', '.join(EXPORTERS)}, not {fmt!r}")
     exporter = EXPORTERS[fmt]
     out = Path(out)
     if str(out) == "-":

@@ -14,7 +14,7 @@ from here. Readers run in extraction worker processes, under their time and memo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 from ..records import Extracted, SourceFile
 
@@ -37,39 +37,49 @@ class Reader:
     description: str
     # pages carry furniture (page numbers, running lines): chunks without a word are dropped
     furniture: bool = False
+    # read only when the build asks for this kind (`--code`): a docs folder's scripts are not docs
+    opt_in: bool = False
 
 
 READERS: dict[str, Reader] = {}
 
 
 def register_reader(kind: str, *, suffixes: tuple[str, ...], description: str,
-                    furniture: bool = False) -> Callable[[ReadFn], ReadFn]:
+                    furniture: bool = False, opt_in: bool = False) -> Callable[[ReadFn], ReadFn]:
     def add(fn: ReadFn) -> ReadFn:
         taken = {s: r.kind for r in READERS.values() for s in r.suffixes if r.kind != kind}
         clash = [s for s in suffixes if s.lower() in taken]
         if clash:
             raise ValueError(f"reader {kind!r}: suffix {clash[0]} is already read by {taken[clash[0]]!r}")
-        READERS[kind] = Reader(kind, tuple(s.lower() for s in suffixes), fn, description, furniture)
+        READERS[kind] = Reader(kind, tuple(s.lower() for s in suffixes), fn, description, furniture, opt_in)
         return fn
     return add
 
 
-def kind_for(suffix: str) -> str | None:
-    """The kind of reader for a file suffix ('.PDF' -> 'pdf'), None when no reader takes it."""
+def kind_for(suffix: str, *, opted_in: Collection[str] = ()) -> str | None:
+    """The kind of reader for a file suffix ('.PDF' -> 'pdf'), None when no reader takes it (an
+    opt-in reader takes it only when its kind is in `opted_in`)."""
     suffix = suffix.lower()
-    return next((r.kind for r in READERS.values() if suffix in r.suffixes), None)
+    return next((r.kind for r in READERS.values()
+                 if suffix in r.suffixes and (not r.opt_in or r.kind in opted_in)), None)
+
+
+def opt_in_kind_for(suffix: str) -> str | None:
+    """The opt-in reader that would take this suffix if asked ('.py' -> 'code')."""
+    suffix = suffix.lower()
+    return next((r.kind for r in READERS.values() if r.opt_in and suffix in r.suffixes), None)
 
 
 def reader_for(kind: str) -> Reader:
     return READERS[kind]
 
 
-def supported_suffixes() -> list[str]:
-    return sorted(s for r in READERS.values() for s in r.suffixes)
+def supported_suffixes(*, opted_in: Collection[str] = ()) -> list[str]:
+    return sorted(s for r in READERS.values() if not r.opt_in or r.kind in opted_in for s in r.suffixes)
 
 
 # the built-in readers register themselves
-from . import asciidoc, delimited, docx, epub, html, jsonl, markdown, org, pdf, rst, text  # noqa: E402,F401
+from . import asciidoc, code, delimited, docx, epub, html, jsonl, markdown, org, pdf, rst, text  # noqa: E402,F401
 
 from ..plugins import load_plugins  # noqa: E402
 

@@ -9,7 +9,7 @@ import json
 from ..chunk import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker,
                      document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
 from ..embed import EmbedderSpec, TokenCounter
-from ..errors import InputError
+from ..errors import InputError, option
 from ..readers import READERS
 from ..records import Extracted
 from ..textclean import has_words
@@ -30,7 +30,7 @@ class ChunkStage:
     def __init__(self, *, spec: EmbedderSpec, counter: TokenCounter, unit: str | None, size: int | None,
                  overlap: int | None, context: str, extract_settings: str, cache=None):
         if context not in ("auto", "none"):
-            raise InputError(f"--context must be auto or none, not {context!r}")
+            raise InputError(f"{option('context')} must be auto or none, not {context!r}")
         self.counter, self.context, self.cache = counter, context, cache
         self.prompt = spec.document_prompt
         self.budget = token_budget(counter, spec.max_seq_length, spec.document_prompt)

@@ -25,9 +25,9 @@ class ExtractStage:
             try:
                 codecs.lookup(encoding)
             except LookupError:
-                from ..errors import InputError
+                from ..errors import InputError, option
 
-                raise InputError(f"--encoding {encoding}: unknown encoding") from None
+                raise InputError(f"{option('encoding')} {encoding}: unknown encoding") from None
         self.options = ExtractOptions(passwords=tuple(passwords), clean=clean, encoding=encoding, workers=workers,
                                       timeout_s=file_timeout)
         self.cache = cache

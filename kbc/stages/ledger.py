@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Iterator
 
-from ..errors import InputError, StrictError
+from ..errors import InputError, StrictError, option
 from ..records import Extracted, Problem
 
 
@@ -70,7 +70,7 @@ class Ledger:
 
     def check(self, paths, written: int) -> None:
         if self.strict and (self.skipped or self.degraded):
-            raise StrictError(f"--strict: {len(self.skipped)} skipped and {len(self.degraded)} degraded file(s): "
+            raise StrictError(f"{option('strict')}: {len(self.skipped)} skipped and {len(self.degraded)} degraded file(s): "
                               + "; ".join(f"{p.source}: {p.reason}" for p in self.skipped + self.degraded))
         if written == 0:
             raise InputError(f"{', '.join(str(p) for p in paths)}: no text could be extracted from any input "
