@@ -3,7 +3,7 @@
     python bench/run_bench.py [--corpus DIR] [--baseline-python /tmp/lc/bin/python] [--runs 3]
 
 Runs, alternating, the baseline (../shared/bench/langchain_baseline.py, in its own venv: never a
-project dependency) and `kbc build` with an empty cache; then an incremental rebuild after adding
+project dependency) and `kbc build` with an empty cache, in fp32 and with the int8 preset; then an incremental rebuild after adding
 one file, a fully cached rebuild, cold `kbc query` and `kbc inspect`. "kbc build (no cache)" starts
 from an empty KBC_CACHE_DIR, as a CI runner does (the model's ONNX graph is made in the run);
 "kbc build (model cached)" is the same build with the graph already made. Prints medians of wall time
@@ -74,6 +74,10 @@ def main() -> None:
                           {"KBC_CACHE_DIR": str(work / f"empty-cache-{run}")})
         rows.setdefault("kbc build (no cache)", []).append((w, r))
         kbc_stages.append(json.loads(out))
+        # the int8 preset, also from an empty cache (its graph is written directly, no fp32 graph first)
+        w, r, _ = timed(kbc + ["build", str(corpus), "-o", str(work / "kb8.kbpack"), "-q", "--backend", "onnx-int8"],
+                        {"KBC_CACHE_DIR": str(work / f"empty-cache-int8-{run}")})
+        rows.setdefault("kbc build int8 (no cache)", []).append((w, r))
         # second: the model's graph already made (a developer's machine), nothing else cached
         w, r, _ = timed(kbc + ["build", str(corpus), "-o", str(work / "kb.kbpack"), "-q", "--no-cache"], env_export)
         rows.setdefault("kbc build (model cached)", []).append((w, r))
@@ -125,6 +129,9 @@ def main() -> None:
         pairs = [k[0] / b[0] for k, b in zip(rows["kbc build (no cache)"], rows["baseline build"])]
         print(f"kbc / baseline wall, run by run: {', '.join(f'{p:.2f}' for p in pairs)} "
               f"(median {statistics.median(pairs):.2f})")
+        pairs8 = [k[0] / b[0] for k, b in zip(rows["kbc build int8 (no cache)"], rows["baseline build"])]
+        print(f"kbc int8 / baseline wall, run by run: {', '.join(f'{p:.2f}' for p in pairs8)} "
+              f"(median {statistics.median(pairs8):.2f})")
         s = base_stages[-1]
         print("baseline stages (last run):", json.dumps(s["seconds"]), f"chunks {s['chunks']}, out {s['out_bytes']} B")
     print(f"incremental / full: one file added {med['kbc rebuild, one file added'][0] / full:.3f}, "

@@ -34,7 +34,7 @@ from .errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2  # 1.1 added the optional probes + probe_vectors sections; 1.2 the lexical index
+FORMAT_MINOR = 3  # 1.1 added the optional probes + probe_vectors sections; 1.2 the lexical index; 1.3 the encoder
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64
@@ -258,11 +258,21 @@ class BundleWriter:
         if pad:
             self._write_body(b"\x00" * pad)
 
-    def _add_bytes(self, name: str, encoding: str, data: bytes) -> None:
+    def _add_bytes(self, name: str, encoding: str, data: bytes | os.PathLike) -> None:
+        """A section from bytes, or streamed from a file (an encoder graph is tens of MB)."""
         self._align()
         start = self._pos
-        self._write_body(data)
-        self._sections.append(SectionInfo(name, encoding, start, len(data), hashlib.sha256(data).digest()))
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self._write_body(data)
+            digest = hashlib.sha256(data).digest()
+        else:
+            h = hashlib.sha256()
+            with open(data, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+                    self._write_body(block)
+            digest = h.digest()
+        self._sections.append(SectionInfo(name, encoding, start, self._pos - start, digest))
 
     def _flush_block(self) -> None:
         frame = self._cctx.compress(msgpack.packb(self._pending, use_bin_type=True))
@@ -565,6 +575,29 @@ class Bundle:
         vectors = np.frombuffer(self._section("probe_vectors"), dtype="<f4").reshape(n, self.dim)
         return ProbeSet(meta, vectors)
 
+    def encoder(self) -> dict | None:
+        """The query encoder stored with `kbc build --with-encoder` (format 1.3): {"meta": the
+        manifest's `encoder` object, "graph": the ONNX bytes, "tokenizer": tokenizer.json's text},
+        checksummed; None when the bundle has none."""
+        meta = self.manifest.get("encoder")
+        if meta is None:
+            return None
+        if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in ("graph", "tokenizer")):
+            raise self._err("manifest", "encoder: expected an object naming its graph and tokenizer sections")
+        for key, encoding in (("graph", "onnx"), ("tokenizer", "json")):
+            name = meta[key]
+            if name not in self.sections:
+                raise self._err(name, f"encoder {key} section is missing")
+            if self.sections[name].encoding != encoding:
+                raise self._err(name, f"encoding {self.sections[name].encoding!r}, expected {encoding!r}")
+        graph = self._section(meta["graph"])
+        if hashlib.sha256(graph).hexdigest() != meta.get("graph_sha256"):
+            raise self._err(meta["graph"], "differs from the manifest's encoder.graph_sha256")
+        tokenizer = self._load_json(meta["tokenizer"])
+        if not isinstance(tokenizer, dict):
+            raise self._err(meta["tokenizer"], "not a tokenizer.json object")
+        return {"meta": meta, "graph": graph, "tokenizer": bytes(self._section(meta["tokenizer"])).decode("utf-8")}
+
     def lexical(self):
         """The BM25 index over the chunks (format 1.2): a LexicalIndex, or None when absent."""
         from .lexical import ENCODINGS, SECTIONS, LexicalFormatError, LexicalIndex
@@ -666,6 +699,7 @@ class Bundle:
             raise self._err("file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)")
         mm.release()
         self.check_vectors_finite()
+        self.encoder()
         probes = self.probes()
         if probes is not None and not np.isfinite(probes.vectors).all():
             raise self._err("probe_vectors", "holds NaN or infinity")

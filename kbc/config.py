@@ -25,7 +25,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "device": (str,), "backend": (str,), "engine": (str,), "ray_address": (str,), "index": (str,),
     "include": (list,), "exclude": (list,), "follow_symlinks": (bool,), "code": (bool,), "encoding": (str,),
     "query_prompt": (str,), "document_prompt": (str,), "float16": (bool,), "no_clean": (bool,), "context": (str,),
-    "no_lexical": (bool,), "default_mode": (str,), "workers": (int,), "file_timeout": (int, float),
+    "no_lexical": (bool,), "with_encoder": (bool,), "default_mode": (str,), "workers": (int,), "file_timeout": (int, float),
     "max_file_mb": (int, float), "strict": (bool,), "no_cache": (bool,), "cache_dir": (str,),
 }
 _PATHS = {"model", "cache_dir"}
@@ -35,7 +35,7 @@ _PATHS = {"model", "cache_dir"}
 # anywhere, and only the person running the build may lift those
 RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "index", "include", "exclude",
             "code", "encoding", "query_prompt", "document_prompt", "float16", "no_clean", "context",
-            "no_lexical", "default_mode", "strict")
+            "no_lexical", "with_encoder", "default_mode", "strict")
 
 
 def _load_toml(path: Path) -> dict:

@@ -115,12 +115,14 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
           default_mode: str | None = None, follow_symlinks: bool = False,
           max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES, engine: str = "local",
-          ray_address: str | None = None, encoding: str | None = None,
+          ray_address: str | None = None, encoding: str | None = None, with_encoder: bool = False,
           build_options: dict | None = None, config_file: str | None = None,
           progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure.
 
     `code`: read source code and config files too (the opt-in `code` reader).
+    `with_encoder`: store the ONNX graph that made the vectors and its tokenizer.json in the bundle,
+    so that a device embeds questions with exactly that (onnx and onnx-int8 backends).
     `build_options`: the options as `kbc build` spells them, recorded in the manifest so that
     `kbc build --from-bundle` can rebuild with them (the CLI passes them; see kbc.config)."""
     t_start = time.perf_counter()
@@ -131,6 +133,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"{output}: output path is a directory")
     if not output.parent.is_dir():
         raise InputError(f"{output}: output directory {output.parent} does not exist")
+    if with_encoder and backend not in ("onnx", "onnx-int8"):
+        raise InputError(f"{option('with_encoder')} needs {option('backend')} onnx or onnx-int8 (it stores the "
+                         f"ONNX graph that made the vectors), not {backend}")
     retrieval = _check_options(batch_size=batch_size, file_timeout=file_timeout, workers=workers,
                                max_file_bytes=max_file_bytes, lexical=lexical, default_mode=default_mode)
     walk_skipped: list[tuple[str, str]] = []
@@ -197,7 +202,13 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                         "retrieval": retrieval.to_manifest()}
             if build_options is not None:
                 manifest["build_options"] = build_options
-            index_manifest = sink.finish(manifest, probes=probes)
+            encoder = None
+            if with_encoder:
+                describe = getattr(embedder, "encoder_description", None)
+                if describe is None:
+                    raise InputError(f"{option('with_encoder')}: backend {backend} has no ONNX graph to store")
+                encoder = describe()
+            index_manifest = sink.finish(manifest, probes=probes, encoder=encoder)
             seconds.update(sink.seconds)
         except BaseException:
             sink.abort()

@@ -244,6 +244,22 @@ class OnnxEmbedder:
             self.inputs = [i.name for i in self._sessions[0].get_inputs()]
         return self._sessions
 
+    def encoder_description(self) -> tuple[dict, Path, Path]:
+        """What `--with-encoder` stores: the manifest's `encoder` object (how to run the graph on a
+        question so the vector matches the bundle's), the graph file and tokenizer.json."""
+        session = self._get_sessions(max(1, len(self._sessions or [])))[0]
+        spec = self.spec
+        meta = {"format": "onnx", "graph": "encoder_graph", "tokenizer": "encoder_tokenizer",
+                "graph_sha256": spec.runtime["graph_sha256"], "precision": spec.precision,
+                "inputs": [i.name for i in session.get_inputs()], "output": session.get_outputs()[0].name,
+                "pooling": spec.pooling, "normalized": spec.normalize, "query_prompt": spec.query_prompt,
+                "do_lower_case": spec.do_lower_case, "max_seq_length": spec.max_seq_length,
+                "truncation": "the tokenizer's encoding of query_prompt + question, with special tokens, "
+                              "cut to max_seq_length tokens",
+                "batching": "one text per run, unpadded: attention_mask all ones, token_type_ids all zeros",
+                "opset": OPSET}
+        return meta, self._graph, self._tokenizer_json
+
     def __reduce__(self):
         """Sent to another process (a Ray actor) as its recipe, not its sessions: the receiver
         opens the same graph and tokenizer, one session per CPU it was given."""

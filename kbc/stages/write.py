@@ -29,8 +29,9 @@ class BundleSink:
             self.lexicon.add_chunks(records)
         self.writer.add(records, vectors)
 
-    def finish(self, manifest: dict, *, probes: tuple[dict, np.ndarray]) -> dict:
-        """Index, lexical sections, probes and `manifest` written; returns the index's manifest part."""
+    def finish(self, manifest: dict, *, probes: tuple[dict, np.ndarray], encoder=None) -> dict:
+        """Index, lexical sections, probes, the encoder (`(meta, graph path, tokenizer path)`, with
+        --with-encoder) and `manifest` written; returns the index's manifest part."""
         t = time.perf_counter()
         idx = build_index(self.writer.vectors_view(), self.index_factory)
         self.seconds["index"] = time.perf_counter() - t
@@ -45,6 +46,10 @@ class BundleSink:
             extra += sections
             # tokenising happened window by window during embedding (and is inside "embed" too)
             self.seconds["lexical"] = time.perf_counter() - t_lex + self.lexicon.seconds
+        if encoder is not None:
+            meta, graph, tokenizer = encoder
+            manifest["encoder"] = meta
+            extra += [(meta["graph"], "onnx", graph), (meta["tokenizer"], "json", tokenizer)]
         self.writer.finish(manifest, index=idx.data, extra_sections=extra)
         self.seconds["write"] = time.perf_counter() - t
         return idx.manifest

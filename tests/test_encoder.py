@@ -1,0 +1,62 @@
+"""`kbc build --with-encoder`: the bundle carries the ONNX graph that made its vectors and the
+tokenizer, and a script with no kbc import (readers/python/kbpack_encoder.py: numpy, onnxruntime,
+tokenizers) embeds the probe texts from the bundle alone and passes `kbc probe`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_kbc
+from forge import rebuild, sections
+from kbc.bundle import Bundle
+
+SCRIPT = ROOT / "readers" / "python" / "kbpack_encoder.py"
+
+
+@pytest.fixture(scope="module", params=["onnx", "onnx-int8"])
+def with_encoder(request, tmp_path_factory, tiny_model):
+    out = tmp_path_factory.mktemp("enc") / f"kb-{request.param}.kbpack"
+    run_kbc("build", str(ROOT / "sample_docs"), "-o", str(out), "--model", str(tiny_model), "--backend",
+            request.param, "--with-encoder", "-q", check=True)
+    return out, request.param
+
+
+def test_a_script_without_kbc_embeds_the_probes_from_the_bundle_and_passes(with_encoder, tmp_path):
+    bundle, backend = with_encoder
+    probes = tmp_path / "probes.npy"
+    subprocess.run([sys.executable, str(SCRIPT), str(bundle), "--probes", str(probes)], check=True, timeout=120)
+    proc = run_kbc("probe", str(bundle), "--vectors", str(probes), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["min"] > 0.9999  # the same graph: the same vectors, bar summation order
+    question = tmp_path / "q.f32"
+    subprocess.run([sys.executable, str(SCRIPT), str(bundle), "how do I water seedlings", "--out", str(question)],
+                   check=True, timeout=120)
+    with Bundle(bundle) as b:
+        meta = b.manifest["encoder"]
+        assert (meta["precision"], meta["format"]) == ("int8" if backend == "onnx-int8" else "float32", "onnx")
+        assert meta["graph_sha256"] == b.manifest["embedder"]["runtime"]["graph_sha256"]
+        assert np.fromfile(question, dtype="<f4").shape == (b.dim,)
+        b.verify()
+
+
+def test_an_encoder_that_is_not_the_one_recorded_is_refused(with_encoder, tmp_path):
+    bundle, _ = with_encoder
+    data = bundle.read_bytes()
+    graph = bytearray(sections(data)["encoder_graph"][1])
+    graph[-100] ^= 0xFF  # a different graph, every checksum recomputed
+    forged = tmp_path / "forged.kbpack"
+    forged.write_bytes(rebuild(data, {"encoder_graph": bytes(graph)}))
+    proc = run_kbc("inspect", str(forged), "--verify")
+    assert proc.returncode == 3 and "encoder_graph: differs from the manifest's encoder.graph_sha256" in proc.stderr
+
+
+def test_with_encoder_needs_an_onnx_backend(tmp_path, tiny_model):
+    proc = run_kbc("build", str(ROOT / "sample_docs"), "-o", str(tmp_path / "kb.kbpack"), "--model", str(tiny_model),
+                   "--backend", "torch", "--with-encoder")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--with-encoder needs --backend onnx or onnx-int8" in proc.stderr and not (tmp_path / "kb.kbpack").exists()
