@@ -466,7 +466,7 @@ class Bundle:
             raise self._err("manifest", "counts, dim and block_size must be integers")
         if count < 0 or dim <= 0 or block_size <= 0:
             raise self._err("manifest", "counts must be >= 0, dim and block_size > 0")
-        if dtype_name not in DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
             raise self._err("manifest", f"unknown vector dtype {dtype_name!r}")
         encoding, dtype = DTYPES[dtype_name]
         vinfo = self.sections["vectors"]
@@ -782,6 +782,8 @@ def _unpack_block(raw: bytes, expected: int) -> Any:
         maps += 1
         if maps > expected:
             raise ValueError("more maps than chunks (nested objects)")
+        if any(isinstance(v, msgpack.Timestamp) for _, v in pairs):  # ext -1 never reaches ext_hook
+            raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
         return dict(pairs)
 
     return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,

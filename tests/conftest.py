@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -79,15 +80,59 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
-C_READER_SRC = ROOT / "readers" / "c" / "kbpack_read.c"
+LIBKBPACK_SRC = ROOT / "readers" / "c"
+
+
+def find_c_compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+@dataclass(frozen=True)
+class LibKbpack:
+    """readers/c built by its Makefile: the library, its header and the `kbpack` tool."""
+    cc: str
+    build: Path  # libkbpack.a, libkbpack.so, kbpack
+    include: Path  # kbpack.h
+    cflags: tuple[str, ...] = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
+
+    @property
+    def tool(self) -> Path:
+        return self.build / "kbpack"
+
+    def compile(self, source: Path, exe: Path) -> Path:
+        """Compile and link a C program against libkbpack.a, as a user of the library would."""
+        cmd = [self.cc, *self.cflags, f"-I{self.include}", "-o", str(exe), str(source), str(self.build / "libkbpack.a"),
+               "-lzstd", "-lm"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return exe
 
 
 @pytest.fixture(scope="session")
-def c_reader(tmp_path_factory) -> Path:
-    """readers/c/kbpack_read.c compiled once per test session (skipped without a C compiler)."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        pytest.skip("no C compiler on this machine")
-    exe = tmp_path_factory.mktemp("c") / "kbpack_read"
-    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(exe), str(C_READER_SRC), "-lm"], check=True)
-    return exe
+def libkbpack(tmp_path_factory) -> LibKbpack:
+    """`make -C readers/c` once per test session, into a temporary folder. Skipped, with the reason,
+    without make, a C compiler or zstd.h (the Makefile's `check` target says which).
+    LIBKBPACK_CFLAGS="-std=c99 -O1 -g -fsanitize=address,undefined" runs the C tests under sanitizers."""
+    cc = find_c_compiler()
+    if shutil.which("make") is None or cc is None:
+        pytest.skip("libkbpack: no make or no C compiler on this machine")
+    build = tmp_path_factory.mktemp("libkbpack")
+    make = ["make", "-s", "-C", str(LIBKBPACK_SRC), f"BUILD={build}", f"CC={cc}"]
+    cflags = os.environ.get("LIBKBPACK_CFLAGS")
+    if cflags:
+        make.append(f"CFLAGS={cflags}")
+    check = subprocess.run([*make, "check"], capture_output=True, text=True)
+    if check.returncode != 0 and os.environ.get("KBC_REQUIRE_LIBKBPACK"):  # CI: a missing zstd.h is a failure
+        pytest.fail(check.stderr.strip() or check.stdout.strip() or "libkbpack: prerequisites missing")
+    if check.returncode != 0:
+        pytest.skip(check.stderr.strip() or check.stdout.strip() or "libkbpack: prerequisites missing")
+    proc = subprocess.run(make, capture_output=True, text=True)
+    assert proc.returncode == 0, f"make -C readers/c failed:\n{proc.stdout}\n{proc.stderr}"
+    lib = LibKbpack(cc=cc, build=build, include=LIBKBPACK_SRC)
+    return replace(lib, cflags=tuple(cflags.split())) if cflags else lib
+
+
+@pytest.fixture(scope="session")
+def kbpack_tool(libkbpack) -> Path:
+    """The `kbpack` command-line tool (readers/c/kbpack_cli.c over libkbpack)."""
+    return libkbpack.tool

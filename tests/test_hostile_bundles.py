@@ -120,6 +120,9 @@ CASES = {
         lambda d: rebuild(d, {"index": _faiss_flat_claiming(0, _manifest(d)["vectors"]["dim"])}), 3),
     "chunk block of five million tiny objects": (
         lambda d: _chunk_block(d, [{"text": "a", "junk": [0] * 5_000_000}]), 3),
+    "vectors dtype is a list": (lambda d: _with_manifest(d, _set("vectors.dtype", ["float32"])), 3),
+    "a msgpack timestamp in a chunk field": (
+        lambda d: _chunk_block(d, [{"text": "a", "when": msgpack.Timestamp(0, 0)}]), 3),
     "chunk fields of the wrong type": (
         lambda d: _chunk_block(d, [{"text": "a", "page_start": "1", "source": True}]), 3),
     "lexical index claiming a billion documents": (

@@ -104,7 +104,7 @@ def test_damaged_probe_vectors_fail_verify(sample_bundle, tmp_path):
 
 def test_older_bundles_and_older_readers(tmp_path, monkeypatch):
     """1.0 bundles (no probes) still open; `kbc probe` says what is missing. The other direction,
-    a 1.0-era reader skipping the 1.1 sections, is test_c_reader: that reader knows no probes."""
+    a reader skipping sections it does not know, is test_libkbpack's unknown-sections test."""
     monkeypatch.setattr(bundle_mod, "FORMAT_MINOR", 0)
     old = tmp_path / "old.kbpack"
     write_bundle(old, manifest={}, vectors=np.ones((2, 4), np.float32), chunks=[{"text": "a"}, {"text": "b"}])

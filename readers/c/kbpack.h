@@ -1,0 +1,255 @@
+/* libkbpack: open, verify and search .kbpack knowledge bases (schemas/FORMAT.md) from C, C++,
+ * JNI or Swift. C99; depends on libzstd, libc and libm only.
+ *
+ *   kbp_bundle *kb; kbp_error err;
+ *   if (kbp_open("kb.kbpack", &kb, &err) != KBP_OK) { fprintf(stderr, "%s\n", err.message); return 1; }
+ *   kbp_hit hits[5]; size_t n;
+ *   if (kbp_search(kb, query_vector, "How do I rotate the logs?", 5, KBP_MODE_DEFAULT, hits, &n) == KBP_OK)
+ *     for (size_t i = 0; i < n; i++) {
+ *       kbp_chunk c;
+ *       if (kbp_chunk_get(kb, hits[i].id, &c) == KBP_OK) printf("%.3f %s: %s\n", hits[i].score, c.source_path.s, c.text.s);
+ *     }
+ *   kbp_close(kb);
+ *
+ * Trust. A bundle is untrusted input (FORMAT.md §5.1). Whatever its bytes, every function returns
+ * in bounded time and memory with KBP_OK or an error; none crashes on a malformed file. kbp_open
+ * checks the header, the table, the manifest and the section lengths; every other section's
+ * SHA-256 is checked the first time it is used, so nothing unverified is ever handed out, and
+ * kbp_verify checks everything at once (what `kbc inspect --verify` checks). The one thing the
+ * library cannot guard against is the file changing under it: the vectors are mmap'd, and a file
+ * truncated by another process while mapped raises SIGBUS, as with any mmap reader.
+ *
+ * Errors. Functions that can fail return a kbp_status. On failure the handle's error
+ * (kbp_last_error) holds the status, the damaged part ("header", "table", a section name such as
+ * "chunks" or "lex_postings", or "file" for damage outside every section) and one line of text
+ * beginning with that part: "chunks: block 3 cannot be decoded: ...". kbp_open, which has no
+ * handle yet, fills the kbp_error it is given instead. A damaged section stays damaged: later
+ * calls that need it fail the same way without hashing it again. Every function taking a
+ * kbp_bundle * needs a handle from kbp_open (kbp_close, kbp_search and kbp_verify accept NULL).
+ *
+ * Ownership. The library owns everything it returns through pointers (strings, chunk fields,
+ * probe inputs); each is valid until the call the function's comment names, or kbp_close. Arrays
+ * the caller passes in (query vectors, hit buffers) stay the caller's and are only read or
+ * written during the call.
+ *
+ * Threads. A handle is not thread-safe: it caches the last chunk block and keeps scratch
+ * buffers. Use one handle per thread (handles on the same file share its pages through mmap,
+ * so a second handle costs little) or serialise calls on a shared one. Distinct handles never
+ * share mutable state; the library has no globals.
+ *
+ * Floating point. BM25 scores are bit-identical to kbc's Python reader when both use the same
+ * libm `log` (FORMAT.md §2.4). Build without -ffast-math and without FMA contraction (-std=c99
+ * keeps GCC's off; the source turns clang's off).
+ */
+#ifndef KBPACK_H
+#define KBPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The newest format version this library reads; it reads every 1.x file and skips sections
+ * it does not know (FORMAT.md §4). */
+#define KBP_FORMAT_MAJOR 1
+#define KBP_FORMAT_MINOR 3
+
+typedef struct kbp_bundle kbp_bundle; /* an open bundle; opaque */
+
+typedef enum kbp_status {
+  KBP_OK = 0,
+  KBP_ERR_IO = 1,          /* the file cannot be opened or read, or is not a regular file */
+  KBP_ERR_INVALID = 2,     /* the bundle is damaged or malformed; the error names the part */
+  KBP_ERR_ARGUMENT = 3,    /* the caller passed something wrong: NULL, an id out of range, ... */
+  KBP_ERR_NOT_PRESENT = 4, /* the bundle lacks what was asked for: a lexical index, probes */
+  KBP_ERR_MEMORY = 5       /* an allocation failed */
+} kbp_status;
+
+#define KBP_PART_MAX 33     /* a section name is at most 32 ASCII characters, plus NUL */
+#define KBP_MESSAGE_MAX 256 /* longer messages are cut */
+
+typedef struct kbp_error {
+  kbp_status status;
+  char part[KBP_PART_MAX];       /* "header", "table", a section name, "file"; "" when not the bundle's fault */
+  char message[KBP_MESSAGE_MAX]; /* one line without a newline, starting with "part: " when part is set */
+} kbp_error;
+
+/* A short English name of a status ("ok", "invalid bundle", ...); a static string. */
+const char *kbp_status_name(kbp_status status);
+
+/* ---------------------------------------------------------------- opening and verifying */
+
+/* Opens and maps `path` and runs the cheap checks of FORMAT.md §5 (steps 1-5): header, table,
+ * manifest (JSON, types, limits), vectors and chunk_offsets lengths. On success *out is a new
+ * handle to free with kbp_close. On failure *out is NULL and `err` (when not NULL) says why:
+ * KBP_ERR_IO (missing, a directory, a FIFO, unreadable) or KBP_ERR_INVALID. */
+kbp_status kbp_open(const char *path, kbp_bundle **out, kbp_error *err);
+
+/* Unmaps the file and frees everything the handle owns. NULL is allowed. */
+void kbp_close(kbp_bundle *kb);
+
+/* The error of the last call on this handle (status KBP_OK if it succeeded: every call that can
+ * fail clears it first). Valid until the next call on the handle. */
+const kbp_error *kbp_last_error(const kbp_bundle *kb);
+
+/* Every check `kbc inspect --verify` makes: each section's SHA-256 (again, in file order),
+ * the whole-body SHA-256, chunk_offsets strictly increasing, every chunk block decoding to
+ * exactly its chunk count, the probes and the lexical index well formed, vectors and probe
+ * vectors finite, the query encoder (format 1.3) matching its manifest record, the stored FAISS
+ * index's header (dimension, vector count) and search parameters, and the retrieval settings. KBP_OK means intact; KBP_ERR_INVALID names the first
+ * damaged part. Reads the whole file: seconds for a large bundle. */
+kbp_status kbp_verify(kbp_bundle *kb);
+
+/* ---------------------------------------------------------------- what the bundle holds */
+
+void kbp_format_version(const kbp_bundle *kb, unsigned *major, unsigned *minor);
+uint64_t kbp_count(const kbp_bundle *kb);      /* number of chunks (= vectors) */
+size_t kbp_dim(const kbp_bundle *kb);          /* vector dimension */
+const char *kbp_dtype(const kbp_bundle *kb);   /* "float32" or "float16" */
+uint64_t kbp_block_size(const kbp_bundle *kb); /* chunks per compressed block */
+
+/* manifest.embedder.name, NUL-terminated ("" when absent or not a string). Valid until kbp_close.
+ * The text is the bundle author's: escape control characters before printing it to a terminal. */
+const char *kbp_embedder_name(const kbp_bundle *kb);
+
+/* The manifest's JSON text, checked (UTF-8, one JSON object), NOT NUL-terminated; *len gets its
+ * length. Points into the mapped file; valid until kbp_close. For keys this API does not expose. */
+const char *kbp_manifest_json(const kbp_bundle *kb, size_t *len);
+
+/* 1 if the bundle declares a lexical (BM25) index (sections or manifest.lexical), else 0. */
+int kbp_has_lexical(const kbp_bundle *kb);
+
+typedef struct kbp_section {
+  const char *name;      /* NUL-terminated, printable ASCII */
+  const char *encoding;  /* NUL-terminated, printable ASCII */
+  uint64_t offset, length;
+  const uint8_t *sha256; /* 32 bytes, as the table records it */
+  int known;             /* 1 if this library reads it, 0 if it is skipped (FORMAT.md §4) */
+} kbp_section;
+
+size_t kbp_section_count(const kbp_bundle *kb);
+/* Section i in file order (0 <= i < kbp_section_count). Pointers valid until kbp_close. */
+kbp_status kbp_section_at(const kbp_bundle *kb, size_t i, kbp_section *out);
+
+/* ---------------------------------------------------------------- chunks */
+
+/* A string from the bundle: NUL-terminated UTF-8 (which may hold NULs of its own: use len), or
+ * s == NULL and len == 0 when the chunk has no such field. */
+typedef struct kbp_string {
+  const char *s;
+  size_t len;
+} kbp_string;
+
+/* Which integer fields a chunk record holds (kbp_chunk.fields); absent ones read 0. */
+#define KBP_FIELD_SOURCE     (1u << 0)
+#define KBP_FIELD_SEQ        (1u << 1)
+#define KBP_FIELD_PAGE_START (1u << 2)
+#define KBP_FIELD_PAGE_END   (1u << 3)
+#define KBP_FIELD_CHAR_START (1u << 4)
+#define KBP_FIELD_CHAR_END   (1u << 5)
+#define KBP_FIELD_TOKENS     (1u << 6)
+
+typedef struct kbp_chunk {
+  uint64_t id;
+  kbp_string text;        /* what was embedded, without any prompt; always present */
+  kbp_string context;     /* what the chunk cannot say about itself (title, path words), or absent */
+  kbp_string source_path; /* manifest sources[source].path; "?" when source is absent or out of range */
+  int64_t source;         /* index into manifest sources */
+  int64_t seq;            /* ordinal of the chunk within its source */
+  int64_t page_start, page_end; /* 1-based physical pages */
+  int64_t char_start, char_end; /* span in the source's extracted text, in code points */
+  int64_t tokens;         /* embedder tokens, prompt and special tokens included */
+  kbp_string label_start, label_end; /* the document's own page labels ("iv"), or absent */
+  kbp_string record;      /* record id for JSONL corpora, or absent */
+  unsigned fields;        /* KBP_FIELD_* bits of the integer fields present */
+} kbp_chunk;
+
+/* Chunk i (0 <= i < kbp_count) with its provenance. Decompresses and checks the block holding it
+ * unless that block is the one decoded last (one block is cached). Integers beyond int64 read as
+ * INT64_MAX. The strings are valid until the next kbp_chunk_get or kbp_close on the handle. */
+kbp_status kbp_chunk_get(kbp_bundle *kb, uint64_t i, kbp_chunk *out);
+
+/* ---------------------------------------------------------------- search */
+
+typedef enum kbp_mode {
+  KBP_MODE_DEFAULT = 0, /* the manifest's retrieval.default_mode; dense without a lexical index */
+  KBP_MODE_DENSE = 1,   /* inner product with the stored vectors (exact) */
+  KBP_MODE_LEXICAL = 2, /* BM25 over the question's words (FORMAT.md §2.4) */
+  KBP_MODE_HYBRID = 3   /* both, fused as the manifest's retrieval object says (FORMAT.md §2.5) */
+} kbp_mode;
+
+typedef struct kbp_hit {
+  uint64_t id;  /* chunk id */
+  double score; /* inner product (dense), BM25 (lexical) or fused score (hybrid); higher is better */
+} kbp_hit;
+
+/* The mode kbp_search would use for `requested` (resolves KBP_MODE_DEFAULT). Fails with
+ * KBP_ERR_NOT_PRESENT for lexical or hybrid on a bundle without a lexical index, and with
+ * KBP_ERR_INVALID when the retrieval settings or the lexical index are malformed. */
+kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used);
+
+/* The k best chunks, best first, lower id first on equal scores, as kbc's Python reader ranks them:
+ * writes *n_hits <= k entries to hits[0..k).
+ *   query_vector: kbp_dim floats, the question embedded as the bundle's embedder records (query
+ *     prompt, pooling, normalisation); needed by dense and hybrid, ignored (may be NULL) by lexical.
+ *   question: NUL-terminated UTF-8 (invalid bytes act as separators), cut at 1,000,000 code
+ *     points and 1,024 distinct terms; needed by lexical and hybrid, ignored (may be NULL) by dense.
+ * Hybrid search with a question that shares no word with the bundle returns the dense list.
+ * Exact search reads every vector: 100,000 x 384 take about 9 ms (float32) or 18 ms (float16) on
+ * one core of a 2020s x86 server at -O2. The first search also checks the SHA-256 of the sections it
+ * reads and that every vector is finite (about 0.6 s for those 100,000 x 384 float32). */
+kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
+                      kbp_mode mode, kbp_hit *hits, size_t *n_hits);
+
+/* ---------------------------------------------------------------- probes (FORMAT.md §2.3) */
+
+/* Number of embedder probes; KBP_ERR_NOT_PRESENT for bundles without them (format 1.0). */
+kbp_status kbp_probe_count(kbp_bundle *kb, size_t *n);
+
+typedef struct kbp_probe {
+  kbp_string kind;  /* "short", "at_token_limit", ... */
+  kbp_string input; /* prompt + text: exactly what an engine must embed, as it embeds a question */
+} kbp_probe;
+
+/* Probe i. The strings are valid until the next kbp_probe_get or kbp_close on the handle. */
+kbp_status kbp_probe_get(kbp_bundle *kb, size_t i, kbp_probe *out);
+
+typedef struct kbp_probe_result {
+  size_t count;       /* probes compared */
+  double threshold;   /* probes.threshold (0.99 when the bundle gives no number) */
+  double min_cosine;  /* the lowest cosine */
+  double mean_cosine;
+  size_t worst;       /* index of the probe with the lowest cosine (the first of equals) */
+  int passed;         /* 1 when min_cosine >= threshold */
+} kbp_probe_result;
+
+/* Compares an engine's probe vectors (n_vectors x kbp_dim float32, row i embedding probe i's
+ * input) with the bundle's reference vectors: cosine per probe, in double precision. `cosines`
+ * may be NULL or receive n_vectors values. n_vectors must equal kbp_probe_count (else
+ * KBP_ERR_ARGUMENT). A failed check is KBP_OK with result->passed == 0. */
+kbp_status kbp_probe_check(kbp_bundle *kb, const float *vectors, size_t n_vectors, double *cosines,
+                           kbp_probe_result *result);
+
+/* ---------------------------------------------------------------- the query encoder (FORMAT.md §2.6) */
+
+typedef struct kbp_encoder {
+  const uint8_t *graph;       /* the ONNX graph that made the vectors (format 1.3, kbc build --with-encoder) */
+  size_t graph_len;
+  const char *tokenizer_json; /* its Hugging Face tokenizer.json; NOT NUL-terminated */
+  size_t tokenizer_len;
+  const char *settings_json;  /* the manifest's `encoder` object (inputs, output, query_prompt, ...); NOT NUL-terminated */
+  size_t settings_len;
+} kbp_encoder;
+
+/* The stored query encoder, checked as kbc checks it: both sections present with encodings onnx and
+ * json, their SHA-256, the graph's SHA-256 equal to encoder.graph_sha256, the tokenizer a JSON object.
+ * Pointers into the mapped file, valid until kbp_close. KBP_ERR_NOT_PRESENT without an encoder. */
+kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KBPACK_H */

@@ -1,0 +1,321 @@
+/* kbpack: the command-line tool over libkbpack (kbpack.h).
+ *
+ *   kbpack info FILE            format version, counts, dtype, embedder, sections
+ *   kbpack verify FILE          every check `kbc inspect --verify` makes: "intact", or exit 3
+ *   kbpack chunk FILE ID        chunk ID with its provenance, as one JSON object
+ *   kbpack search FILE [--mode dense|lexical|hybrid] [-k N] [--vector Q.f32] [--] [QUESTION]
+ *                               the k best chunks (default 10) as `ID SCORE` lines, SCORE as %.17g;
+ *                               Q.f32 is the question's embedding: dim raw little-endian float32
+ *   kbpack probe FILE VECTORS.f32
+ *                               an engine's probe vectors (n_probes x dim float32, in probe order)
+ *                               against the bundle's: pass (exit 0) or fail (exit 6)
+ *
+ * Exit: 0 ok, 2 usage / IO / not in this bundle, 3 invalid bundle, 6 probe check failed. Errors
+ * are one line on stderr: "kbpack: <part>: <what>". Text from the bundle reaches the terminal
+ * with control characters replaced by U+FFFD (it is the bundle author's, FORMAT.md §5.1).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "kbpack.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { EXIT_USAGE = 2, EXIT_INVALID = 3, EXIT_PROBE_FAILED = 6 };
+
+static const char USAGE[] =
+    "usage: kbpack info FILE\n"
+    "       kbpack verify FILE\n"
+    "       kbpack chunk FILE ID\n"
+    "       kbpack search FILE [--mode dense|lexical|hybrid] [-k N] [--vector Q.f32] [--] [QUESTION]\n"
+    "       kbpack probe FILE VECTORS.f32\n";
+
+static int usage(void) {
+  fputs(USAGE, stderr);
+  return EXIT_USAGE;
+}
+
+static int exit_code(kbp_status status) { return status == KBP_ERR_INVALID ? EXIT_INVALID : EXIT_USAGE; }
+
+static int complain(const char *fmt, const char *arg) {
+  fputs("kbpack: ", stderr);
+  fprintf(stderr, fmt, arg);
+  fputc('\n', stderr);
+  return EXIT_USAGE;
+}
+
+static int report(const kbp_error *err) {
+  fprintf(stderr, "kbpack: %s\n", err->message);
+  return exit_code(err->status);
+}
+
+static int report_last(const kbp_bundle *kb) { return report(kbp_last_error(kb)); }
+
+static kbp_bundle *open_bundle(const char *path, int *code) {
+  kbp_bundle *kb;
+  kbp_error err;
+  if (kbp_open(path, &kb, &err) != KBP_OK) {
+    *code = report(&err);
+    return NULL;
+  }
+  return kb;
+}
+
+/* A decimal number without sign, at most `max`. */
+static int parse_count(const char *s, unsigned long long max, unsigned long long *out) {
+  unsigned long long v = 0;
+  if (!*s) return -1;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return -1;
+    unsigned digit = (unsigned)(*s - '0');
+    if (v > (max - digit) / 10) return -1;
+    v = v * 10 + digit;
+  }
+  *out = v;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- printing bundle text */
+
+/* For a terminal: C0 controls other than tab and newline, DEL and C1 controls become U+FFFD,
+ * as kbc's CLI prints them. */
+static void print_safe(FILE *out, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    int c1 = c == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F;
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F || c1) {
+      fputs("\xEF\xBF\xBD", out);
+      i += (size_t)c1;
+    } else {
+      fputc(c, out);
+    }
+  }
+}
+
+/* A JSON string. The bundle's strings are UTF-8, except that a JSON manifest may spell a lone
+ * surrogate ("\ud800"), which the library hands on in its 3-byte form: re-escaped here. */
+static void print_json_string(FILE *out, const char *s, size_t n) {
+  fputc('"', out);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
+    else if (c == '\n') fputs("\\n", out);
+    else if (c == '\t') fputs("\\t", out);
+    else if (c == '\r') fputs("\\r", out);
+    else if (c < 0x20) fprintf(out, "\\u%04x", c);
+    else if (c == 0xED && i + 2 < n && (unsigned char)s[i + 1] >= 0xA0) {
+      unsigned cp = (unsigned)(c & 0x0F) << 12 | (unsigned)(s[i + 1] & 0x3F) << 6 | (unsigned)(s[i + 2] & 0x3F);
+      fprintf(out, "\\u%04x", cp);
+      i += 2;
+    } else fputc(c, out);
+  }
+  fputc('"', out);
+}
+
+static void print_json_field(FILE *out, const char *key, kbp_string value) {
+  if (!value.s) return;
+  fprintf(out, ",\"%s\":", key);
+  print_json_string(out, value.s, value.len);
+}
+
+/* ---------------------------------------------------------------- reading float32 files */
+
+/* Exactly `count` little-endian float32 from `path` into a malloc'd array. */
+static int read_f32(const char *path, size_t count, float **out) {
+  FILE *f = fopen(path, "rb");
+  struct stat st;
+  if (!f) return complain("%s: cannot open", path);
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || (unsigned long long)st.st_size != (unsigned long long)count * 4) {
+    fprintf(stderr, "kbpack: %s: expected %zu float32 values (%zu bytes), found %lld bytes\n", path, count, count * 4,
+            (long long)st.st_size);
+    fclose(f);
+    return EXIT_USAGE;
+  }
+  unsigned char *raw = malloc(count * 4 + 1);
+  float *v = malloc(count * sizeof *v + 1);
+  int ok = raw && v && fread(raw, 4, count, f) == count;
+  fclose(f);
+  for (size_t i = 0; ok && i < count; i++) {
+    unsigned long bits = (unsigned long)raw[4 * i] | (unsigned long)raw[4 * i + 1] << 8 |
+                         (unsigned long)raw[4 * i + 2] << 16 | (unsigned long)raw[4 * i + 3] << 24;
+    uint32_t b32 = (uint32_t)bits;
+    memcpy(&v[i], &b32, 4);
+  }
+  free(raw);
+  if (!ok) {
+    free(v);
+    return complain("%s: read error", path);
+  }
+  *out = v;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static int cmd_info(kbp_bundle *kb) {
+  unsigned major, minor;
+  size_t manifest_len;
+  kbp_format_version(kb, &major, &minor);
+  kbp_manifest_json(kb, &manifest_len);
+  printf("format: %u.%u\n", major, minor);
+  printf("count: %llu\n", (unsigned long long)kbp_count(kb));
+  printf("dim: %zu\n", kbp_dim(kb));
+  printf("dtype: %s\n", kbp_dtype(kb));
+  printf("block_size: %llu\n", (unsigned long long)kbp_block_size(kb));
+  printf("embedder: ");
+  print_safe(stdout, kbp_embedder_name(kb), strlen(kbp_embedder_name(kb)));
+  printf("\nlexical: %s\n", kbp_has_lexical(kb) ? "yes" : "no");
+  printf("sections:\n");
+  for (size_t i = 0; i < kbp_section_count(kb); i++) {
+    kbp_section s;
+    kbp_section_at(kb, i, &s);
+    printf("  %-20s %-12s offset %-10llu length %-10llu sha256 ", s.name, s.encoding, (unsigned long long)s.offset,
+           (unsigned long long)s.length);
+    for (int b = 0; b < 8; b++) printf("%02x", s.sha256[b]);
+    printf("%s\n", s.known ? "" : "  (not read by this reader)");
+  }
+  return 0;
+}
+
+static int cmd_verify(kbp_bundle *kb) {
+  if (kbp_verify(kb) != KBP_OK) return report_last(kb);
+  printf("intact\n");
+  return 0;
+}
+
+static int cmd_chunk(kbp_bundle *kb, const char *id_text) {
+  unsigned long long id;
+  kbp_chunk c;
+  if (parse_count(id_text, UINT64_MAX, &id)) return usage();
+  if (kbp_chunk_get(kb, id, &c) != KBP_OK) return report_last(kb);
+  printf("{\"id\":%llu", (unsigned long long)c.id);
+  print_json_field(stdout, "text", c.text);
+  print_json_field(stdout, "context", c.context);
+  print_json_field(stdout, "source_path", c.source_path);
+  static const unsigned bits[] = {KBP_FIELD_SOURCE, KBP_FIELD_SEQ, KBP_FIELD_PAGE_START, KBP_FIELD_PAGE_END,
+                                  KBP_FIELD_CHAR_START, KBP_FIELD_CHAR_END, KBP_FIELD_TOKENS};
+  static const char *const names[] = {"source", "seq", "page_start", "page_end", "char_start", "char_end", "tokens"};
+  const int64_t values[] = {c.source, c.seq, c.page_start, c.page_end, c.char_start, c.char_end, c.tokens};
+  for (size_t i = 0; i < sizeof bits / sizeof *bits; i++)
+    if (c.fields & bits[i]) printf(",\"%s\":%lld", names[i], (long long)values[i]);
+  print_json_field(stdout, "label_start", c.label_start);
+  print_json_field(stdout, "label_end", c.label_end);
+  print_json_field(stdout, "record", c.record);
+  printf("}\n");
+  return 0;
+}
+
+typedef struct {
+  kbp_mode mode;
+  unsigned long long k;
+  const char *vector_path, *question;
+} search_args;
+
+static int parse_search_args(int argc, char **argv, search_args *a) {
+  int options_done = 0;
+  a->mode = KBP_MODE_DEFAULT;
+  a->k = 10;
+  a->vector_path = a->question = NULL;
+  for (int i = 0; i < argc; i++) {
+    const char *arg = argv[i];
+    int has_value = i + 1 < argc;
+    if (!options_done && strcmp(arg, "--") == 0) options_done = 1;
+    else if (!options_done && strcmp(arg, "--mode") == 0 && has_value) {
+      const char *m = argv[++i];
+      if (strcmp(m, "dense") == 0) a->mode = KBP_MODE_DENSE;
+      else if (strcmp(m, "lexical") == 0) a->mode = KBP_MODE_LEXICAL;
+      else if (strcmp(m, "hybrid") == 0) a->mode = KBP_MODE_HYBRID;
+      else return -1;
+    } else if (!options_done && strcmp(arg, "-k") == 0 && has_value) {
+      if (parse_count(argv[++i], 1000000000ULL, &a->k)) return -1;
+    } else if (!options_done && strcmp(arg, "--vector") == 0 && has_value) {
+      a->vector_path = argv[++i];
+    } else if (!options_done && arg[0] == '-' && arg[1] != 0) {
+      return -1;
+    } else if (!a->question) {
+      a->question = arg;
+    } else {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int cmd_search(kbp_bundle *kb, search_args a) {
+  kbp_mode used;
+  if (kbp_resolve_mode(kb, a.mode, &used) != KBP_OK) return report_last(kb);
+  if (used != KBP_MODE_LEXICAL && !a.vector_path)
+    return complain("%s search needs the question's embedding: --vector Q.f32", used == KBP_MODE_DENSE ? "dense" : "hybrid");
+  if (used != KBP_MODE_DENSE && !a.question)
+    return complain("%s search needs a QUESTION", used == KBP_MODE_LEXICAL ? "lexical" : "hybrid");
+  float *q = NULL;
+  int code = a.vector_path ? read_f32(a.vector_path, kbp_dim(kb), &q) : 0;
+  if (code) return code;
+  size_t k = a.k < kbp_count(kb) ? (size_t)a.k : (size_t)kbp_count(kb), n = 0;
+  kbp_hit *hits = malloc((k ? k : 1) * sizeof *hits);
+  if (!hits) code = complain("%s", "out of memory");
+  else if (kbp_search(kb, q, a.question, k, used, hits, &n) != KBP_OK) code = report_last(kb);
+  for (size_t i = 0; code == 0 && i < n; i++) printf("%llu %.17g\n", (unsigned long long)hits[i].id, hits[i].score);
+  free(hits);
+  free(q);
+  return code;
+}
+
+static int cmd_probe(kbp_bundle *kb, const char *vectors_path) {
+  size_t n;
+  if (kbp_probe_count(kb, &n) != KBP_OK) return report_last(kb);
+  float *v = NULL;
+  double *cosines = malloc((n ? n : 1) * sizeof *cosines);
+  int code = cosines ? read_f32(vectors_path, n * kbp_dim(kb), &v) : complain("%s", "out of memory");
+  kbp_probe_result r;
+  if (code == 0 && kbp_probe_check(kb, v, n, cosines, &r) != KBP_OK) code = report_last(kb);
+  for (size_t i = 0; code == 0 && i < n; i++) {
+    kbp_probe p;
+    if (kbp_probe_get(kb, i, &p) != KBP_OK) {
+      code = report_last(kb);
+      break;
+    }
+    print_safe(stdout, p.kind.s, p.kind.len);
+    printf("%*s %.6f%s\n", p.kind.len < 18 ? (int)(18 - p.kind.len) : 0, "", cosines[i],
+           cosines[i] >= r.threshold ? "" : "  < threshold");
+  }
+  if (code == 0) {
+    kbp_probe worst;
+    printf("min %.6f (probe %zu", r.min_cosine, r.worst);
+    if (n && kbp_probe_get(kb, r.worst, &worst) == KBP_OK) {
+      printf(", ");
+      print_safe(stdout, worst.kind.s, worst.kind.len);
+    }
+    printf("), mean %.6f, threshold %g: %s\n", r.mean_cosine, r.threshold, r.passed ? "PASS" : "FAIL");
+    code = r.passed ? 0 : EXIT_PROBE_FAILED;
+  }
+  free(v);
+  free(cosines);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) return usage();
+  const char *command = argv[1], *path = argv[2];
+  int known = strcmp(command, "info") == 0 || strcmp(command, "verify") == 0 || strcmp(command, "chunk") == 0 ||
+              strcmp(command, "search") == 0 || strcmp(command, "probe") == 0;
+  if (!known) return usage();
+  int takes_one_more = strcmp(command, "chunk") == 0 || strcmp(command, "probe") == 0;
+  search_args search = {KBP_MODE_DEFAULT, 10, NULL, NULL};
+  if (strcmp(command, "search") == 0 ? parse_search_args(argc - 3, argv + 3, &search) != 0 : argc != 3 + takes_one_more)
+    return usage();
+  int code = 0;
+  kbp_bundle *kb = open_bundle(path, &code);
+  if (!kb) return code;
+  if (strcmp(command, "info") == 0) code = cmd_info(kb);
+  else if (strcmp(command, "verify") == 0) code = cmd_verify(kb);
+  else if (strcmp(command, "chunk") == 0) code = cmd_chunk(kb, argv[3]);
+  else if (strcmp(command, "probe") == 0) code = cmd_probe(kb, argv[3]);
+  else code = cmd_search(kb, search);
+  kbp_close(kb);
+  if (fflush(stdout) != 0 && code == 0) code = EXIT_USAGE; /* e.g. a closed pipe */
+  return code;
+}
