@@ -593,6 +593,15 @@ class Bundle:
         graph = self._section(meta["graph"])
         if hashlib.sha256(graph).hexdigest() != meta.get("graph_sha256"):
             raise self._err(meta["graph"], "differs from the manifest's encoder.graph_sha256")
+        # the encoder must be the one that made the vectors, run the way the embedder record says
+        embedder = self.manifest.get("embedder")
+        embedder = embedder if isinstance(embedder, dict) else {}
+        runtime = embedder.get("runtime") if isinstance(embedder.get("runtime"), dict) else {}
+        if not _same_setting(meta.get("graph_sha256"), runtime.get("graph_sha256")):
+            raise self._err("manifest", "encoder.graph_sha256 disagrees with embedder.runtime.graph_sha256")
+        for key in ("query_prompt", "max_seq_length", "do_lower_case", "precision"):
+            if not _same_setting(meta.get(key), embedder.get(key)):
+                raise self._err("manifest", f"encoder.{key} disagrees with embedder.{key}")
         tokenizer = self._load_json(meta["tokenizer"])
         if not isinstance(tokenizer, dict):
             raise self._err(meta["tokenizer"], "not a tokenizer.json object")
@@ -789,6 +798,15 @@ def _unpack_block(raw: bytes, expected: int) -> Any:
     return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
                            list_hook=on_list, object_pairs_hook=on_map, max_array_len=max(expected, 1),
                            max_map_len=MAX_KEYS_PER_CHUNK)
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """The same string, boolean or non-negative integer (as the C reader compares them)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b and a >= 0
+    return isinstance(a, str) and isinstance(b, str) and a == b
 
 
 def _no_ext(code: int, data: bytes) -> Any:

@@ -32,10 +32,17 @@ TOUCH_EVERY_S = 3600  # a read refreshes `used` at most this often: lookups stay
 
 
 def _migrate(db: sqlite3.Connection) -> None:
+    """Add `used` where a cache from before it lacks it. A read-only or locked cache is left as it
+    is (reads and writes then fail as they would have, and the build goes on without the cache);
+    another build adding the column at the same moment is no error."""
     for table in TABLES:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if "used" not in columns:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {_USED}")
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {_USED}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):
+                    return
 
 
 def cache_dir() -> Path:
@@ -58,6 +65,8 @@ class Cache:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             _migrate(self.db)
+        except sqlite3.OperationalError:
+            pass  # locked or read-only: used as far as it can be, warned about on first failure
         except sqlite3.DatabaseError:
             # A damaged cache is only a cache: start a fresh one beside it.
             self.db.close()
@@ -113,6 +122,19 @@ class Cache:
                 pass
         print(f"kbc: warning: build cache {self.dir} failed ({e}); continuing without it{healed}", file=sys.stderr)
 
+    def _touch(self, table: str, key_column: str, keys: Sequence) -> None:
+        """Mark entries as used now (for `kbc cache prune`), at most once an hour each. Best effort:
+        a read-only cache, or one another build holds, stays usable for reading."""
+        if not keys or self.broken:
+            return
+        now = _now()
+        with self._lock:
+            try:
+                self.db.execute(f"UPDATE {table} SET used=? WHERE {key_column} IN ({','.join('?' * len(keys))}) "
+                                "AND used < ?", [now, *keys, now - TOUCH_EVERY_S])
+            except sqlite3.Error:
+                pass
+
     # -- file hashes keyed by stat, so unchanged multi-GB weights are not re-read every query
 
     def file_sha256(self, path: Path) -> str:
@@ -124,6 +146,7 @@ class Cache:
         stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
         row = self._query("SELECT stat, sha256 FROM file_hash WHERE path=?", (key,), fetch="one")
         if row and row[0] == stamp:
+            self._touch("file_hash", "path", [key])
             return row[1]
         digest = sha256_file(Path(real))
         self._query("INSERT OR REPLACE INTO file_hash (path, stat, sha256, used) VALUES (?,?,?,?)",
@@ -133,11 +156,10 @@ class Cache:
     # -- extracted documents
 
     def get_extracted(self, key: str) -> dict | None:
-        row = self._query("SELECT value, used FROM extracted WHERE key=?", (key,), fetch="one")
+        row = self._query("SELECT value FROM extracted WHERE key=?", (key,), fetch="one")
         if not row:
             return None
-        if row[1] < _now() - TOUCH_EVERY_S:
-            self._query("UPDATE extracted SET used=? WHERE key=?", (_now(), key))
+        self._touch("extracted", "key", [key])
         try:
             import zstandard
 
@@ -159,13 +181,10 @@ class Cache:
         items = list(want)
         for start in range(0, len(items), 500):
             part = items[start:start + 500]
-            rows = self._query(f"SELECT key, value, used FROM vectors WHERE key IN ({','.join('?' * len(part))})",
+            rows = self._query(f"SELECT key, value FROM vectors WHERE key IN ({','.join('?' * len(part))})",
                                part, fetch="all") or []
-            stale = [k for k, _, used in rows if used < _now() - TOUCH_EVERY_S]
-            if stale:
-                self._query(f"UPDATE vectors SET used=? WHERE key IN ({','.join('?' * len(stale))})",
-                            [_now(), *stale])
-            for k, v, _ in rows:
+            self._touch("vectors", "key", [k for k, _ in rows])
+            for k, v in rows:
                 vec = np.frombuffer(v, dtype="<f4") if len(v) == dim * 4 else None
                 if vec is not None and np.isfinite(vec).all():  # anything else is a miss: embed again
                     out[want[bytes(k)]] = vec
@@ -234,11 +253,13 @@ def prune_cache(directory: str | os.PathLike | None = None, *, older_than_s: flo
     import shutil
 
     d = Path(directory) if directory else cache_dir()
-    before = cache_info(d)["bytes"]
+    before = _owned_bytes(d)
     removed: dict = {"entries": {}, "onnx_exports": []}
     cutoff = _now() - older_than_s if older_than_s is not None else None
-    exports = sorted(((_export_used(p), p) for p in (d / "onnx").iterdir() if p.is_dir() and not p.is_symlink())
-                     if (d / "onnx").is_dir() else [], key=lambda t: t[0])
+    onnx = d / "onnx"  # only what kbc writes there: never through a link, never a stranger's folder
+    exports = sorted(((_export_used(p), p) for p in onnx.iterdir()
+                      if p.is_dir() and not p.is_symlink() and any(p.glob("*.onnx")))
+                     if onnx.is_dir() and not onnx.is_symlink() else [], key=lambda t: t[0])
     db_path = d / "cache.sqlite3"
     cache = Cache(d) if db_path.is_file() else None
     try:
@@ -281,8 +302,18 @@ def prune_cache(directory: str | os.PathLike | None = None, *, older_than_s: flo
     finally:
         if cache is not None:
             cache.close()
-    removed["bytes_before"], removed["bytes_after"] = before, cache_info(d)["bytes"]
+    removed["bytes_before"], removed["bytes_after"] = before, _owned_bytes(d)
     return removed
+
+
+def _owned_bytes(d: Path) -> int:
+    """Bytes of what prune may remove: the live database and its WAL, and the ONNX exports."""
+    total = sum((d / n).stat().st_size for n in ("cache.sqlite3", "cache.sqlite3-wal", "cache.sqlite3-shm")
+                if (d / n).is_file())
+    onnx = d / "onnx"
+    if onnx.is_dir() and not onnx.is_symlink():
+        total += sum(p.stat().st_size for p in onnx.rglob("*") if p.is_file() and not p.is_symlink())
+    return total
 
 
 def _export_used(export: Path) -> float:

@@ -680,7 +680,7 @@ def cache_clear_command(
 
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SIZE = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30, "t": 2**40, "tb": 2**40}
+_SIZE = {"b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30, "t": 2**40, "tb": 2**40}
 
 
 def _parse_amount(text: str, units: dict[str, int], option: str, default_unit: str) -> float:
@@ -688,7 +688,7 @@ def _parse_amount(text: str, units: dict[str, int], option: str, default_unit: s
 
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     unit = (m.group(2).lower() or default_unit) if m else None
-    if m is None or unit not in units:
+    if m is None or not unit or unit not in units:  # a size without its unit is refused, not read as bytes
         raise InputError(f"{option} {text!r}: expected a number with a unit ({', '.join(u for u in units if u)})")
     return float(m.group(1)) * units[unit]
 
@@ -708,7 +708,7 @@ def cache_prune_command(
     if older_than is None and max_size is None:
         raise InputError("kbc cache prune needs --older-than, --max-size or both (kbc cache clear removes everything)")
     age = _parse_amount(older_than, _DURATION, "--older-than", "d") if older_than is not None else None
-    size = int(_parse_amount(max_size, _SIZE, "--max-size", "b")) if max_size is not None else None
+    size = int(_parse_amount(max_size, _SIZE, "--max-size", "")) if max_size is not None else None
     removed = prune_cache(cache_dir, older_than_s=age, max_bytes=size)
     if as_json:
         _emit_json(removed)

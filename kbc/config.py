@@ -31,10 +31,11 @@ OPTIONS: dict[str, tuple[type, ...]] = {
 _PATHS = {"model", "cache_dir"}
 # what a bundle records (manifest `build_options`) to be rebuilt from: everything that decides its
 # content; not machine-specific settings (workers, engine, cache), never secrets, and never the
-# switches that protect a build from its inputs (follow-symlinks, max-file-mb): a bundle comes from
-# anywhere, and only the person running the build may lift those
+# switches that protect a build from its inputs or widen what it reads (follow-symlinks, max-file-mb,
+# code: a code base's config files may hold secrets): a bundle comes from anywhere, and only the
+# person running the build may lift those
 RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "index", "include", "exclude",
-            "code", "encoding", "query_prompt", "document_prompt", "float16", "no_clean", "context",
+            "encoding", "query_prompt", "document_prompt", "float16", "no_clean", "context",
             "no_lexical", "with_encoder", "default_mode", "strict")
 
 

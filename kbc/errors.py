@@ -25,9 +25,12 @@ def cli_names() -> bool:
     return _CLI_NAMES
 
 
-def option(name: str) -> str:
-    """An option's name in an error message: `chunk_size` for a library caller, `--chunk-size` under the CLI."""
-    return "--" + name.replace("_", "-") if _CLI_NAMES else name
+def option(name: str, flag: str | None = None) -> str:
+    """An option's name in an error message: `chunk_size` for a library caller, `--chunk-size` (or
+    `flag`, where the CLI spells it otherwise) under the CLI."""
+    if not _CLI_NAMES:
+        return name
+    return flag or "--" + name.replace("_", "-")
 
 
 class KbcError(Exception):

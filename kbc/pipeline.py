@@ -174,14 +174,17 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         cleanup.callback(warm.join)
         cleanup.callback(extract.misses_known.set)  # a build that fails before extracting: the warm-up ends
         try:
+            # Extraction, and chunking a window ahead of embedding, start now in their own threads,
+            # while the model may still be loading. The first window is small so that the embedder
+            # starts early, the rest big enough to keep every session busy.
             files = prefetch(extract.run(sources, runner.extract_files))
-            cleanup.callback(files.close)  # stops extraction (thread, workers) when the build stops early
-            cleanup.callback(extract.stop.set)  # ... and its hashing, first
-            # Chunking runs a window ahead of embedding, in its own thread; the first window is
-            # small so that the embedder starts early, the rest big enough to keep every session busy.
             windows = prefetch(ledger.windows(files, chunk.records, max(batch_size * 8, 256),
                                               first=max(batch_size * 2, 64)), depth=1)
+            # when the build stops early: hashing and extraction first, then the threads, each of
+            # which then finds its input ended
             cleanup.callback(windows.close)
+            cleanup.callback(files.close)
+            cleanup.callback(extract.stop.set)
             embedder = embed.embedder  # waits for the model if it is still loading
             t = time.perf_counter()
             waited = _Stopwatch()

@@ -55,6 +55,36 @@ def test_an_encoder_that_is_not_the_one_recorded_is_refused(with_encoder, tmp_pa
     assert proc.returncode == 3 and "encoder_graph: differs from the manifest's encoder.graph_sha256" in proc.stderr
 
 
+@pytest.mark.parametrize("key, value", [("query_prompt", "not the prompt: "), ("max_seq_length", 99),
+                                        ("do_lower_case", True), ("graph_sha256", "0" * 64)])
+def test_an_encoder_record_that_disagrees_with_the_embedder_is_refused(with_encoder, tmp_path, key, value):
+    forged = _disagreeing(with_encoder, tmp_path, key, value)
+    proc = run_kbc("inspect", str(forged), "--verify")
+    assert proc.returncode == 3 and f"encoder.{key} disagrees with embedder" in proc.stderr
+
+
+def _disagreeing(with_encoder, tmp_path, key, value):
+    bundle, _ = with_encoder
+    data = bundle.read_bytes()
+    manifest = json.loads(sections(data)["manifest"][1])
+    if key == "graph_sha256":  # the graph matches its own record, but not the vectors' embedder
+        manifest["embedder"]["runtime"]["graph_sha256"] = value
+    else:
+        assert manifest["encoder"][key] != value
+        manifest["encoder"][key] = value
+    forged = tmp_path / "forged.kbpack"
+    forged.write_bytes(rebuild(data, {"manifest": json.dumps(manifest).encode()}))
+    return forged
+
+
+@pytest.mark.parametrize("key", ["query_prompt", "do_lower_case", "graph_sha256"])
+def test_libkbpack_refuses_the_same_disagreeing_encoders(with_encoder, tmp_path, key, kbpack_tool):
+    value = {"query_prompt": "not the prompt: ", "do_lower_case": True, "graph_sha256": "0" * 64}[key]
+    forged = _disagreeing(with_encoder, tmp_path, key, value)
+    proc = subprocess.run([str(kbpack_tool), "verify", str(forged)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and f"encoder.{key} disagrees with embedder" in proc.stderr
+
+
 def test_with_encoder_needs_an_onnx_backend(tmp_path, tiny_model):
     proc = run_kbc("build", str(ROOT / "sample_docs"), "-o", str(tmp_path / "kb.kbpack"), "--model", str(tiny_model),
                    "--backend", "torch", "--with-encoder")

@@ -99,7 +99,7 @@ def test_device_selection_without_a_gpu(tiny_model):
         load_embedder(spec, ref, backend="onnx", device="cuda")
     with pytest.raises(ModelError, match="cpu or cuda"):
         load_embedder(spec, ref, backend="onnx", device="tpu")
-    with pytest.raises(InputError, match="--backend must be one of"):
+    with pytest.raises(InputError, match="^backend must be one of"):
         load_embedder(spec, ref, backend="tensorrt")
 
 
@@ -123,7 +123,7 @@ def test_engine_ray_without_ray_is_a_one_line_error_naming_the_extra(tmp_path, m
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(InputError, match=r"pip install 'kbc\[ray\]'"):
         open_engine("ray")
-    with pytest.raises(InputError, match="--engine must be one of"):
+    with pytest.raises(InputError, match="^engine must be one of"):
         open_engine("spark")
 
 

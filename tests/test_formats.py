@@ -167,8 +167,8 @@ def test_source_code_is_read_only_when_asked(tmp_path, tiny_model):
     assert code[0]["context"] == "src pump"
     from kbc.bundle import Bundle
 
-    with Bundle(tmp_path / "b.kbpack") as b:  # recorded: --from-bundle reads code files too
-        assert b.manifest["build_options"]["code"] is True
+    with Bundle(tmp_path / "b.kbpack") as b:  # never lifted from a bundle: --code widens what a build reads
+        assert "code" not in b.manifest["build_options"]
 
 
 def test_encoding_can_be_forced(tmp_path, tiny_model):

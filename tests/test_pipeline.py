@@ -101,6 +101,25 @@ def test_token_chunks_fit_the_model_and_keep_provenance(minilm):
     assert chunks[-1].page_end == 3
 
 
+@pytest.mark.parametrize("size, overlap", [(254, 63), (60, 15), (17, 4)])
+def test_the_batch_counting_splitter_splits_exactly_as_langchains(minilm, size, overlap):
+    """The splitter counts pieces in batches and remembers them; its chunks must be langchain's own."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from kbc.chunk import SEPARATORS, _batch_counting_splitter
+
+    ref, spec, counter = minilm
+    text = ("Ownership rules in Rust: each value has an owner.\n\nThere can only be one owner at a time. "
+            "When the owner goes out of scope, the value will be dropped; see `Drop`, 3.5 and FY2018.\n" * 9
+            + "Übergrößenträger kostet 1,234,567 €. " * 20 + "\n\n" + "x" * 3000 + " short. tail\n" + "语言模型" * 50)
+    plain = RecursiveCharacterTextSplitter(chunk_size=size, chunk_overlap=overlap, length_function=counter.count,
+                                           separators=SEPARATORS, keep_separator="end", strip_whitespace=True)
+    ours = _batch_counting_splitter(counter, size, overlap)
+    expected = plain.split_text(text)
+    assert len(expected) > 3 and ours.split_text(text) == expected
+    assert ours.split_text(text[:500]) == plain.split_text(text[:500])  # nothing remembered across documents
+
+
 def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
     """A long title shrinks the chunks so that context + separator + text still fits the model."""
     ref, spec, counter = minilm

@@ -24,8 +24,13 @@ from ..embed import EmbedderSpec, ModelRef
 from ..errors import ModelError, option
 from . import bert_onnx, register_backend
 
-# bump when the exported graph changes for the same weights (2: torch-free BERT converter; 3: its int8 graph)
-EXPORT_VERSION = "3"
+# Bump when a graph changes for the same weights; each precision has its own version, recorded in
+# the manifest and part of the vector cache key, so a new int8 graph leaves fp32 caches and
+# --reuse of fp32 bundles intact. fp32 2: the torch-free BERT converter. int8 3: written by the
+# converter (was quantize_dynamic of the fp32 graph), vocabulary table quantised too.
+EXPORT_VERSION = "2"
+INT8_EXPORT_VERSION = "3"
+INT8_GRAPH = f"model.int8-v{INT8_EXPORT_VERSION}.onnx"
 OPSET = 17
 _SUPPORTED_POOLING = {"mean", "cls", "max"}
 
@@ -139,7 +144,7 @@ def _mark_used(graph: Path) -> None:
 def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path:
     """Path of the ONNX graph for this model and precision, exporting it on first use."""
     d = export_dir(spec)
-    fp32, int8 = d / "model.onnx", d / "model.int8.onnx"
+    fp32, int8 = d / "model.onnx", d / INT8_GRAPH
     want = int8 if quantized else fp32
     if want.is_file():
         _mark_used(want)
@@ -154,7 +159,7 @@ def ensure_export(ref: ModelRef, spec: EmbedderSpec, *, quantized: bool) -> Path
         print(f"kbc: warning: cannot write the ONNX export to {d} ({e.strerror}); exporting to a "
               "temporary folder for this run only", file=sys.stderr)
         d = Path(tempfile.mkdtemp(prefix="kbc-onnx-"))
-        fp32, int8 = d / "model.onnx", d / "model.int8.onnx"
+        fp32, int8 = d / "model.onnx", d / INT8_GRAPH
         want = int8 if quantized else fp32
     _check_modules(ref, spec)
     # BERT-family models get both graphs from kbc's converter, each written directly; others get
@@ -274,7 +279,8 @@ class OnnxEmbedder:
         graph = ensure_export(ref, spec, quantized=quantized)
         precision = "int8" if quantized else "float32"
         desc = replace(spec, backend="onnxruntime", precision=precision,
-                       runtime={"graph_sha256": _graph_sha(graph), "export_version": EXPORT_VERSION,
+                       runtime={"graph_sha256": _graph_sha(graph),
+                                "export_version": INT8_EXPORT_VERSION if quantized else EXPORT_VERSION,
                                 "exporter": exporter_of(graph),
                                 "opset": OPSET, "batching": "one text per run, unpadded",
                                 "quantization": "dynamic per-channel int8, MatMul weights only"
@@ -294,7 +300,10 @@ class OnnxEmbedder:
             return out
         prep = [(prompt + t).lower() if self.spec.do_lower_case else prompt + t for t in texts]
         encs = self.tokenizer.encode_batch(prep, add_special_tokens=True)
-        if self._n_sessions == 1 or len(texts) < 64:
+        # A few texts run on one session, unless the sessions are made already (the probes after a
+        # build): making a session costs ~0.1 s, more than a handful of texts take.
+        made = self._sessions is not None and len(self._sessions) >= self._n_sessions
+        if self._n_sessions == 1 or len(texts) < (2 if made else 64):
             session = (self._sessions or self._get_sessions(1))[0]
             for i, e in enumerate(encs):
                 out[i] = self._run(session, e)

@@ -55,50 +55,73 @@ def open_engine(name: str, **options) -> Engine:
     return ENGINES[name](**options)
 
 
-def prefetch(items: Iterator[T], *, depth: int = 4) -> Iterator[T]:
-    """Run `items` in a background thread, so that the stages after it overlap with it. Exceptions
-    come out where the item would have; closing the result stops the thread. At most `depth`
-    items wait: memory stays bounded when the producer is faster."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
+_DONE = object()
 
-    def run() -> None:
+
+class prefetch(Iterator[T]):
+    """Run `items` in a background thread, started at once, so that the stages after it overlap
+    with it (and with whatever the caller does before its first `next`). Exceptions come out where
+    the item would have. At most `depth` items wait: memory stays bounded when the producer is
+    faster. `close()` stops the producer after its current item and waits for it; the producer
+    alone touches `items` (closing it in its own thread), so closing from another thread is safe."""
+
+    def __init__(self, items: Iterator[T], *, depth: int = 4):
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, name="kbc-prefetch", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if stop.is_set():
-                    break
-                q.put((item, None))
-                if stop.is_set():  # the consumer left while we waited for room: pull nothing more
+            for item in self._items:
+                if self._stop.is_set() or not self._offer((item, None)):
                     break
         except BaseException as e:  # surfaced in the consumer
-            q.put((None, e))
+            self._offer((None, e))
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 try:
                     close()
                 except Exception:
                     pass
-            q.put((done, None))
+            self._offer((_DONE, None))
 
-    thread = threading.Thread(target=run, name="kbc-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = q.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # drain, so a producer blocked on a full queue sees `stop`
+    def _offer(self, entry) -> bool:
+        """Queue `entry`, waiting for room; False once the consumer has left."""
+        while not self._stop.is_set():
             try:
-                q.get(timeout=0.1)
-            except queue.Empty:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
                 pass
+        return False
+
+    def __iter__(self) -> "prefetch[T]":
+        return self
+
+    def __next__(self) -> T:
+        while not self._finished:
+            try:
+                item, error = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():  # closed (from another thread): end here
+                    break
+                continue
+            if error is not None:
+                self._finished = True
+                raise error
+            if item is _DONE:
+                break
+            return item
+        self._finished = True
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 from . import local, ray  # noqa: E402,F401  (the built-in engines register themselves)

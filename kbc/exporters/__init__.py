@@ -57,7 +57,7 @@ def exporter_for(out: str | os.PathLike) -> str:
     for e in EXPORTERS.values():
         if any(name.endswith(ext) for ext in e.extensions):
             return e.name
-    raise InputError(f"{out}: cannot tell the format from the name; pass --to "
+    raise InputError(f"{out}: cannot tell the format from the name; pass {option('fmt', '--to')} "
                      f"({', '.join(EXPORTERS)})")
 
 
@@ -65,7 +65,7 @@ def export(bundle_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
            progress: Callable[[int], None] | None = None) -> list[Path]:
     """Write `bundle_path` as `fmt` to `out` (`-`: stdout); returns the files written."""
     if fmt not in EXPORTERS:
-        raise InputError(f"{option('to')} must be one of {', '.join(EXPORTERS)}, not {fmt!r}")
+        raise InputError(f"{option('fmt', '--to')} must be one of {', '.join(EXPORTERS)}, not {fmt!r}")
     exporter = EXPORTERS[fmt]
     out = Path(out)
     if str(out) == "-":

@@ -34,8 +34,8 @@ class Background:
             self._error = e
         self.seconds = time.perf_counter() - t
 
-    def join(self) -> None:
-        self._thread.join()
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def result(self):
         self._thread.join()
@@ -177,7 +177,9 @@ class EmbedStage:
         return {"embedder": self.spec.to_manifest()}
 
     def close(self) -> None:
-        self._loading.join()  # a build that failed early leaves no thread writing to the cache
+        # A build that failed early waits a little for the model thread, not for a whole torch
+        # export: what it writes to the cache is renamed into place whole, or not at all.
+        self._loading.join(timeout=2.0)
         if self.reused is not None:
             if self.reused.rejected:
                 self.stats["reuse_rejected"] = self.reused.rejected  # non-finite or not unit length: re-embedded

@@ -2210,6 +2210,26 @@ static int named_section(const kbp_bundle *kb, const char *v, char name[KBP_PART
   return strlen(name) == (size_t)n ? section_index(kb, name) : -1; /* a NUL inside names nothing */
 }
 
+/* 1 when two JSON values are the same string, the same boolean or the same non-negative integer
+ * (the encoder fields that must repeat the embedder record); 0 otherwise, including on error. */
+static int same_setting(const char *a, const char *b, const char *end) {
+  jkind ka = jtype(a), kb_ = jtype(b);
+  if (ka != kb_) return 0;
+  if (ka == J_TRUE || ka == J_FALSE) return 1;
+  if (ka == J_NUMBER) {
+    uint64_t x, y;
+    return juint(a, end, &x) == 0 && juint(b, end, &y) == 0 && x == y;
+  }
+  if (ka != J_STRING) return 0;
+  size_t ca = jdecoded_bound(a, end), cb = jdecoded_bound(b, end);
+  uint8_t *x = malloc(ca + 1), *y = malloc(cb + 1);
+  long nx = x ? jdecode(a, end, x, ca) : -1, ny = y ? jdecode(b, end, y, cb) : -1;
+  int same = nx >= 0 && nx == ny && memcmp(x, y, (size_t)nx) == 0;
+  free(x);
+  free(y);
+  return same;
+}
+
 kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out) {
   static const char *const keys[2] = {"graph", "tokenizer"}, *const encodings[2] = {"onnx", "json"};
   const char *end = kb->manifest_end, *meta = jget(kb->manifest_root, end, "encoder");
@@ -2235,6 +2255,14 @@ kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out) {
   for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
   if (!jstreq(jget(meta, end, "graph_sha256"), end, hex))
     return invalid(kb, names[0], "differs from the manifest's encoder.graph_sha256");
+  /* the encoder must be the one that made the vectors, run the way the embedder record says */
+  const char *embedder = jget(kb->manifest_root, end, "embedder");
+  if (!same_setting(jget(meta, end, "graph_sha256"), jget(jget(embedder, end, "runtime"), end, "graph_sha256"), end))
+    return invalid(kb, "manifest", "encoder.graph_sha256 disagrees with embedder.runtime.graph_sha256");
+  static const char *const shared[4] = {"query_prompt", "max_seq_length", "do_lower_case", "precision"};
+  for (int i = 0; i < 4; i++)
+    if (!same_setting(jget(meta, end, shared[i]), jget(embedder, end, shared[i]), end))
+      return invalid(kb, "manifest", "encoder.%s disagrees with embedder.%s", shared[i], shared[i]);
   const section *t = &kb->sections[idx[1]];
   if (t->length > MAX_JSON_SECTION_BYTES) return invalid(kb, names[1], "%llu bytes exceeds the JSON section limit", (unsigned long long)t->length);
   if ((st = section_bytes(kb, idx[1], &tokenizer)) != KBP_OK) return st;
