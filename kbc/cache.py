@@ -31,10 +31,10 @@ _USED = "used INTEGER NOT NULL DEFAULT 0"
 TOUCH_EVERY_S = 3600  # a read refreshes `used` at most this often: lookups stay reads, mostly
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Add `used` where a cache from before it lacks it. A read-only or locked cache is left as it
-    is (reads and writes then fail as they would have, and the build goes on without the cache);
-    another build adding the column at the same moment is no error."""
+def _migrate(db: sqlite3.Connection) -> bool:
+    """Add `used` where a cache from before it lacks it; True when every table has it. A read-only
+    or locked cache is left as it is (and read without `used`); another build adding the column at
+    the same moment is no error."""
     for table in TABLES:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if "used" not in columns:
@@ -42,7 +42,8 @@ def _migrate(db: sqlite3.Connection) -> None:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {_USED}")
             except sqlite3.OperationalError as e:
                 if "duplicate column" not in str(e):
-                    return
+                    return False
+    return True
 
 
 def cache_dir() -> Path:
@@ -55,6 +56,7 @@ def cache_dir() -> Path:
 
 class Cache:
     def __init__(self, directory: str | os.PathLike | None = None):
+        self._has_used = False  # the `used` column exists (kbc cache prune)
         self.dir = Path(directory) if directory else cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -64,7 +66,7 @@ class Cache:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-            _migrate(self.db)
+            self._has_used = _migrate(self.db)
         except sqlite3.OperationalError:
             pass  # locked or read-only: used as far as it can be, warned about on first failure
         except sqlite3.DatabaseError:
@@ -78,7 +80,7 @@ class Cache:
                                       isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
-            _migrate(self.db)
+            self._has_used = _migrate(self.db)
 
     # A cache is only a cache: a page damaged while a build runs, a full disk or a directory made
     # read-only costs one warning and the rest of the build runs without it, never a failed build.
@@ -122,16 +124,23 @@ class Cache:
                 pass
         print(f"kbc: warning: build cache {self.dir} failed ({e}); continuing without it{healed}", file=sys.stderr)
 
-    def _touch(self, table: str, key_column: str, keys: Sequence) -> None:
-        """Mark entries as used now (for `kbc cache prune`), at most once an hour each. Best effort:
-        a read-only cache, or one another build holds, stays usable for reading."""
-        if not keys or self.broken:
-            return
+    @property
+    def _used(self) -> str:
+        """The `used` column to select, or a constant where an old read-only cache lacks it."""
+        return "used" if self._has_used else "0"
+
+    def _touch(self, table: str, key_column: str, rows: Sequence[tuple]) -> None:
+        """Mark the (key, used) rows read as used now, for `kbc cache prune`: only those not marked
+        within the hour, so a rebuild's reads stay reads. Best effort: a read-only cache, or one
+        another build holds, stays usable for reading."""
         now = _now()
+        keys = [k for k, used in rows if used < now - TOUCH_EVERY_S]
+        if not keys or self.broken or not self._has_used:
+            return
         with self._lock:
             try:
-                self.db.execute(f"UPDATE {table} SET used=? WHERE {key_column} IN ({','.join('?' * len(keys))}) "
-                                "AND used < ?", [now, *keys, now - TOUCH_EVERY_S])
+                self.db.execute(f"UPDATE {table} SET used=? WHERE {key_column} IN ({','.join('?' * len(keys))})",
+                                [now, *keys])
             except sqlite3.Error:
                 pass
 
@@ -144,9 +153,9 @@ class Cache:
         key = os.fsencode(real)  # the name's bytes as a BLOB: names need not be UTF-8
         st = os.stat(real)
         stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
-        row = self._query("SELECT stat, sha256 FROM file_hash WHERE path=?", (key,), fetch="one")
+        row = self._query(f"SELECT stat, sha256, {self._used} FROM file_hash WHERE path=?", (key,), fetch="one")
         if row and row[0] == stamp:
-            self._touch("file_hash", "path", [key])
+            self._touch("file_hash", "path", [(key, row[2])])
             return row[1]
         digest = sha256_file(Path(real))
         self._query("INSERT OR REPLACE INTO file_hash (path, stat, sha256, used) VALUES (?,?,?,?)",
@@ -156,10 +165,10 @@ class Cache:
     # -- extracted documents
 
     def get_extracted(self, key: str) -> dict | None:
-        row = self._query("SELECT value FROM extracted WHERE key=?", (key,), fetch="one")
+        row = self._query(f"SELECT value, {self._used} FROM extracted WHERE key=?", (key,), fetch="one")
         if not row:
             return None
-        self._touch("extracted", "key", [key])
+        self._touch("extracted", "key", [(key, row[1])])
         try:
             import zstandard
 
@@ -181,10 +190,10 @@ class Cache:
         items = list(want)
         for start in range(0, len(items), 500):
             part = items[start:start + 500]
-            rows = self._query(f"SELECT key, value FROM vectors WHERE key IN ({','.join('?' * len(part))})",
-                               part, fetch="all") or []
-            self._touch("vectors", "key", [k for k, _ in rows])
-            for k, v in rows:
+            rows = self._query(f"SELECT key, value, {self._used} FROM vectors WHERE key IN "
+                               f"({','.join('?' * len(part))})", part, fetch="all") or []
+            self._touch("vectors", "key", [(k, used) for k, _, used in rows])
+            for k, v, _ in rows:
                 vec = np.frombuffer(v, dtype="<f4") if len(v) == dim * 4 else None
                 if vec is not None and np.isfinite(vec).all():  # anything else is a miss: embed again
                     out[want[bytes(k)]] = vec
