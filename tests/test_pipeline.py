@@ -441,3 +441,19 @@ def test_forged_index_search_params_and_shape_are_refused(tmp_path, tiny_model):
             Searcher(vectors, raw, {**manifest, "search_params": params})
     with pytest.raises(BundleError, match="holds 40 x"):
         Searcher(vectors[:30], raw, manifest)
+
+
+def test_a_model_that_fails_to_load_in_the_background_is_one_line(tiny_model, tmp_path):
+    """The model loads in a thread while extraction runs; its failure is the build's one-line error
+    (exit 4), with no traceback from the thread that warms the first session up."""
+    model = tmp_path / "lasttoken-model"
+    shutil.copytree(tiny_model, model)
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                  "pooling_mode_lasttoken": True}))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Pumps\n\nThe pump moves water uphill.\n")
+    out = tmp_path / "kb.kbpack"
+    proc = run_kbc("build", str(docs), "-o", str(out), "--model", str(model), env={"KBC_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 4 and "has no ONNX export yet" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and not out.exists()

@@ -115,7 +115,12 @@ class EmbedStage:
         return self._loading.seconds
 
     def warm(self) -> None:
-        getattr(self.embedder, "warm", lambda: None)()
+        """Make the first session ahead of need (from a background thread)."""
+        try:
+            embedder = self.embedder
+        except BaseException:  # a model that failed to load is reported by the build, not here
+            return
+        getattr(embedder, "warm", lambda: None)()
 
     def prepare(self, records: list[dict]) -> Window:
         """Look the window up in the cache and the reused bundles; what is left is `todo`."""
