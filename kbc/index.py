@@ -119,7 +119,9 @@ class Searcher:
             if np.any(ids >= n):  # a forged index may name rows the bundle does not have
                 raise BundleError(f"stored index returned chunk ids beyond the {n} chunks", section="index")
             return scores, ids
-        scores_all = q @ np.asarray(self.vectors, dtype=np.float32).T
+        with np.errstate(over="ignore", invalid="ignore"):  # a forged bundle's huge vectors: no warnings,
+            scores_all = q @ np.asarray(self.vectors, dtype=np.float32).T
+        scores_all[np.isnan(scores_all)] = -np.inf  # and a score that is no number ranks last
         top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores_all, top, axis=1)
         # stable order: best score first, lower chunk id first on ties

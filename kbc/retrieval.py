@@ -65,6 +65,8 @@ def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -
     if len(ref) == 0:
         return np.zeros_like(scores)
     hi = float(ref.max())
+    if not np.isfinite(hi):  # only a forged bundle's overflowing scores get here
+        return np.zeros_like(scores)
     if method == Fusion.tmm.value:
         return np.maximum(scores, floor) / hi if hi > floor else np.zeros_like(scores)
     lo = float(ref.min())
@@ -136,7 +138,9 @@ class Retriever:
                 continue
             cand = np.union1d(di, l_ids)
             q = np.asarray(query_vectors[i], dtype=np.float32)
-            cand_dense = np.asarray(self.vectors[cand], dtype=np.float32) @ q
+            with np.errstate(over="ignore", invalid="ignore"):
+                cand_dense = np.asarray(self.vectors[cand], dtype=np.float32) @ q
+            cand_dense[~np.isfinite(cand_dense)] = 0.0  # a forged bundle's overflowing scores count for nothing
             out.append(fuse(dense_ids=di, dense_scores=ds, lexical_ids=l_ids, lexical_scores=l_scores,
                             candidate_dense=cand_dense.astype(np.float64), candidate_lexical=all_lex[cand],
                             candidates=cand, settings=self.settings, k=k))
