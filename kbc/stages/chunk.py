@@ -78,11 +78,13 @@ class ChunkStage:
             chunks: list[Chunk] = (whole_document_chunks(doc, counter, prompt, context=longest) if self.whole_docs
                                    else self.chunker.split(doc, context=longest))
             contexts = [by_heading.get(doc.heading_at(c.char_start), base) if base else "" for c in chunks]
-            if any(ctx != longest for ctx in contexts):
-                counts = counter.count_batch([prompt + (ctx + CONTEXT_SEPARATOR if ctx else "") + c.text
-                                              for ctx, c in zip(contexts, chunks)])
-                for c, n in zip(chunks, counts):
-                    c.n_tokens = n
+            # chunks were counted with the longest context: recount those embedded with another
+            other = [i for i, ctx in enumerate(contexts) if ctx != longest]
+            if other:
+                counts = counter.count_batch([prompt + (contexts[i] + CONTEXT_SEPARATOR if contexts[i] else "")
+                                              + chunks[i].text for i in other])
+                for i, n in zip(other, counts):
+                    chunks[i].n_tokens = n
             labels = {p.number: p.label for p in doc.pages if p.label}
             for c, ctx in zip(chunks, contexts):
                 if drop_furniture and not has_words(c.text):
