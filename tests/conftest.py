@@ -136,3 +136,18 @@ def libkbpack(tmp_path_factory) -> LibKbpack:
 def kbpack_tool(libkbpack) -> Path:
     """The `kbpack` command-line tool (readers/c/kbpack_cli.c over libkbpack)."""
     return libkbpack.tool
+
+
+@pytest.fixture(scope="session")
+def genuine(tmp_path_factory, tiny_model) -> bytes:
+    """A real bundle (HNSW index, lexical sections, probes) built with the tiny test model: what
+    the hostile-bundle tests, in Python and in C, forge their cases from."""
+    base = tmp_path_factory.mktemp("genuine")
+    docs = base / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"pumps{i}.md").write_text(f"# Pump {i}\n\nThe pump {i} moves water uphill at {i * 100} litres "
+                                           f"an hour.\n\n## Care\n\nOil the pump {i} every spring.\n")
+    out = base / "genuine.kbpack"
+    run_kbc("build", str(docs), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
+    return out.read_bytes()

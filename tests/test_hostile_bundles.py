@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from conftest import ROOT, run_kbc
+from conftest import ROOT
 from forge import rebuild, sections
 
 MEMORY_LIMIT = 1536 << 20  # a normal `kbc query` with onnxruntime runs under 1 GiB of address space
@@ -36,20 +36,6 @@ def _bounded(*args: str) -> subprocess.CompletedProcess:
 
     return subprocess.run([sys.executable, "-m", "kbc", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=TIME_LIMIT_S, preexec_fn=limit)
-
-
-@pytest.fixture(scope="module")
-def genuine(tmp_path_factory, tiny_model):
-    """A real bundle (HNSW index, lexical section, probes) built with the tiny test model."""
-    base = tmp_path_factory.mktemp("genuine")
-    docs = base / "docs"
-    docs.mkdir()
-    for i in range(6):
-        (docs / f"pumps{i}.md").write_text(f"# Pump {i}\n\nThe pump {i} moves water uphill at {i * 100} litres "
-                                           f"an hour.\n\n## Care\n\nOil the pump {i} every spring.\n")
-    out = base / "genuine.kbpack"
-    run_kbc("build", str(docs), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
-    return out.read_bytes()
 
 
 def _manifest(data: bytes) -> dict:

@@ -484,20 +484,6 @@ def test_files_that_are_not_bundles(kbpack_tool, tiny_bundle, tmp_path):
             Bundle(p)
 
 
-@pytest.fixture(scope="module")
-def genuine(tmp_path_factory, tiny_model) -> bytes:
-    """The bundle test_hostile_bundles forges its cases from: HNSW index, lexical sections, probes."""
-    base = tmp_path_factory.mktemp("genuine")
-    docs = base / "docs"
-    docs.mkdir()
-    for i in range(6):
-        (docs / f"pumps{i}.md").write_text(f"# Pump {i}\n\nThe pump {i} moves water uphill at {i * 100} litres "
-                                           f"an hour.\n\n## Care\n\nOil the pump {i} every spring.\n")
-    out = base / "genuine.kbpack"
-    run_kbc("build", str(docs), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
-    return out.read_bytes()
-
-
 @pytest.mark.parametrize("case", sorted(hostile.CASES))
 def test_a_forged_bundle_python_refuses_is_refused_in_one_line_within_bounds(case, kbpack_tool, genuine, tmp_path):
     """test_hostile_bundles' cases, through `kbpack`: verify gives Python's exit code (3 or 0); every
