@@ -326,8 +326,9 @@ def _owned_bytes(d: Path) -> int:
 
 
 def _export_used(export: Path) -> float:
-    graphs = [p.stat().st_mtime for p in export.glob("*.onnx")]
-    return max(graphs) if graphs else export.stat().st_mtime
+    """An export's last use: its newest graph's mtime (ensure_export refreshes it; prune only
+    lists folders holding a graph)."""
+    return max(p.stat().st_mtime for p in export.glob("*.onnx"))
 
 
 def vector_key(embedder_identity: str, prompt: str, text: str) -> bytes:
