@@ -114,14 +114,23 @@ class BundleWriter:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
         except OSError as e:
             raise InputError(f"{self.path}: cannot write there ({e.strerror})") from None
-        _lock(fd)  # held until this writer ends: a later build can tell a live temporary from a dead one
         self._tmp_path = Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a bundle is meant to be shared like any file
-        self._f = os.fdopen(fd, "w+b")
-        self._spool = tempfile.TemporaryFile(dir=parent)
-        self._f.write(b"\x00" * HEADER_SIZE)
+        try:  # an interrupt (SIGTERM unwinds as KeyboardInterrupt) from here on must not leave the temporary
+            _lock(fd)  # held until this writer ends: a later build can tell a live temporary from a dead one
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a bundle is meant to be shared like any file
+            self._f = os.fdopen(fd, "w+b")
+            self._spool = tempfile.TemporaryFile(dir=parent)
+            self._f.write(b"\x00" * HEADER_SIZE)
+        except BaseException:
+            for close in (getattr(self, "_spool", None), getattr(self, "_f", None)):
+                if close is not None:
+                    close.close()
+            if getattr(self, "_f", None) is None:  # until os.fdopen took it, the descriptor is ours to close
+                os.close(fd)
+            self._tmp_path.unlink(missing_ok=True)
+            raise
         self._body = hashlib.sha256()
         self._sections: list[SectionInfo] = []
         self._pos = HEADER_SIZE

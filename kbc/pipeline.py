@@ -169,11 +169,13 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         cleanup.callback(runner.close)
         seconds = {"setup": time.perf_counter() - t}
 
-        sink = BundleSink(output, dim=described.dim, dtype=vector_dtype, lexical=lexical, index=index)
         warm = _warm_up_when_needed(extract, embed, chunk)
         cleanup.callback(warm.join)
         cleanup.callback(extract.misses_known.set)  # a build that fails before extracting: the warm-up ends
+        sink = None
         try:
+            # made inside the try: an interrupt right after its temporary file exists still removes it
+            sink = BundleSink(output, dim=described.dim, dtype=vector_dtype, lexical=lexical, index=index)
             # Extraction, and chunking a window ahead of embedding, start now in their own threads,
             # while the model may still be loading. The first window is small so that the embedder
             # starts early, the rest big enough to keep every session busy.
@@ -214,7 +216,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             index_manifest = sink.finish(manifest, probes=probes, encoder=encoder)
             seconds.update(sink.seconds)
         except BaseException:
-            sink.abort()
+            if sink is not None:
+                sink.abort()
             raise
     seconds["total"] = time.perf_counter() - t_start
     spec = embed.spec

@@ -15,10 +15,10 @@ from ..lexical import LexicalBuilder
 
 class BundleSink:
     def __init__(self, output, *, dim: int, dtype: str, lexical: bool, index: str):
-        self.writer = BundleWriter(output, dim=dim, dtype=dtype)
         self.lexicon = LexicalBuilder() if lexical else None
         self.index_factory = index
         self.seconds: dict[str, float] = {}
+        self.writer = BundleWriter(output, dim=dim, dtype=dtype)  # last: it makes the temporary file
 
     @property
     def count(self) -> int:
