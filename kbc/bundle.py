@@ -30,11 +30,12 @@ import msgpack
 import numpy as np
 import zstandard
 
+from . import vectors as vec_enc
 from .errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3  # 1.1 added the optional probes + probe_vectors sections; 1.2 the lexical index; 1.3 the encoder
+FORMAT_MINOR = 4  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64
@@ -51,8 +52,7 @@ MAX_BLOCK_BYTES = 64 << 20  # decompressed size of one chunk block
 MAX_JSON_SECTION_BYTES = 64 << 20
 MAX_PROMPT_CHARS = 4096  # embedder.query_prompt / document_prompt
 
-DTYPES = {"float32": ("f32le", np.dtype("<f4")), "float16": ("f16le", np.dtype("<f2"))}
-_ENCODING_TO_DTYPE = {enc: (name, dt) for name, (enc, dt) in DTYPES.items()}
+DTYPES = {name: (e.section_encoding, e.numpy) for name, e in vec_enc.ENCODINGS.items()}
 
 REQUIRED_SECTIONS = ("manifest", "vectors", "chunks", "chunk_offsets")
 
@@ -87,12 +87,14 @@ def _fixed_ascii(value: str, size: int) -> bytes:
 class BundleWriter:
     """Streams a bundle to a temporary file beside `path` and renames it into place on `finish`.
 
-    Chunks and their vectors arrive together through `add`; vectors go straight to disk (the
+    Chunks and their vectors arrive together through `add`; float vectors go straight to disk (the
     first section), chunk records are compressed in blocks into a spool file, so memory stays
-    flat however large the corpus. A killed or failed build leaves the previous file untouched.
+    flat however large the corpus. int8 needs the whole corpus's range first: its float32 rows are
+    spooled and quantised in `finish`; binary codes (`binary=True`) are spooled as they come.
+    A killed or failed build leaves the previous file untouched.
     """
 
-    def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str = "float32",
+    def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str = "float32", binary: bool = False,
                  chunks_per_block: int = 64, zstd_level: int = 10):
         self.path = Path(path)
         if dtype not in DTYPES:
@@ -122,9 +124,13 @@ class BundleWriter:
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a bundle is meant to be shared like any file
             self._f = os.fdopen(fd, "w+b")
             self._spool = tempfile.TemporaryFile(dir=parent)
+            quantised = vec_enc.ENCODINGS[dtype].quantised
+            self._float_spool = tempfile.TemporaryFile(dir=parent) if quantised else None
+            self._binary_spool = tempfile.TemporaryFile(dir=parent) if binary else None
             self._f.write(b"\x00" * HEADER_SIZE)
         except BaseException:
-            for close in (getattr(self, "_spool", None), getattr(self, "_f", None)):
+            for close in (getattr(self, "_spool", None), getattr(self, "_float_spool", None),
+                          getattr(self, "_binary_spool", None), getattr(self, "_f", None)):
                 if close is not None:
                     close.close()
             if getattr(self, "_f", None) is None:  # until os.fdopen took it, the descriptor is ours to close
@@ -135,6 +141,7 @@ class BundleWriter:
         self._sections: list[SectionInfo] = []
         self._pos = HEADER_SIZE
         self._vec_hash = hashlib.sha256()
+        self._absmax = np.zeros(dim, dtype=np.float32)
         self._count = 0
         self._pending: list[dict] = []
         self._block_offsets = [0]
@@ -149,9 +156,17 @@ class BundleWriter:
             raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dim}), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise ValueError("vectors contain NaN or infinity")
-        raw = np.ascontiguousarray(vectors, dtype=self._dtype).tobytes()
-        self._write_body(raw)
-        self._vec_hash.update(raw)
+        if self._float_spool is not None:
+            block = np.ascontiguousarray(vectors, dtype="<f4")
+            if len(block):
+                np.maximum(self._absmax, np.abs(block).max(axis=0), out=self._absmax)
+            self._float_spool.write(block.tobytes())
+        else:
+            raw = np.ascontiguousarray(vectors, dtype=self._dtype).tobytes()
+            self._write_body(raw)
+            self._vec_hash.update(raw)
+        if self._binary_spool is not None:
+            self._binary_spool.write(vec_enc.binary_codes(vectors).tobytes())
         for record in chunks:
             self._pending.append(dict(record))
             if len(self._pending) == self.chunks_per_block:
@@ -163,11 +178,16 @@ class BundleWriter:
         return self._count
 
     def vectors_view(self) -> np.ndarray:
-        """The vectors written so far, memory-mapped read-only from the temporary file."""
-        self._f.flush()
+        """The vectors added so far, memory-mapped read-only from disk: as stored for float
+        dtypes, the float32 originals for int8 (an index is trained on those)."""
+        spool = self._float_spool
+        (spool or self._f).flush()
+        dtype = np.dtype("<f4") if spool is not None else self._dtype
         if self._count == 0:
-            return np.zeros((0, self.dim), dtype=self._dtype)
-        return np.memmap(self._tmp_path, dtype=self._dtype, mode="r", offset=HEADER_SIZE,
+            return np.zeros((0, self.dim), dtype=dtype)
+        if spool is not None:
+            return np.memmap(spool, dtype=dtype, mode="r", shape=(self._count, self.dim))
+        return np.memmap(self._tmp_path, dtype=dtype, mode="r", offset=HEADER_SIZE,
                          shape=(self._count, self.dim))
 
     # -- finishing
@@ -185,8 +205,20 @@ class BundleWriter:
     def _finish(self, manifest, index, index_encoding, extra_sections) -> None:
         if self._pending:
             self._flush_block()
+        vectors_meta: dict[str, Any] = {}
+        if self._float_spool is not None:
+            scales = vec_enc.int8_scales(self._absmax)
+            self._write_quantised(scales)
+            vectors_meta["scales"] = vec_enc.SCALES_SECTION
         vec_len = self._pos - HEADER_SIZE
         self._sections.append(SectionInfo("vectors", self._encoding, HEADER_SIZE, vec_len, self._vec_hash.digest()))
+        self._align()
+        if self._float_spool is not None:
+            self._add_bytes(vec_enc.SCALES_SECTION, "f32le", scales.tobytes())
+        if self._binary_spool is not None:
+            self._add_bytes(vec_enc.BINARY_SECTION, vec_enc.BINARY_ENCODING, self._binary_spool)
+            vectors_meta["binary"] = {"section": vec_enc.BINARY_SECTION, "candidates": vec_enc.BINARY_CANDIDATES,
+                                      "multiplier": vec_enc.BINARY_MULTIPLIER}
         self._align()
 
         self._spool.seek(0)
@@ -207,7 +239,7 @@ class BundleWriter:
 
         full_manifest = dict(manifest)
         full_manifest["format"] = {"name": "kbpack", "major": FORMAT_MAJOR, "minor": FORMAT_MINOR}
-        full_manifest["vectors"] = {"count": self._count, "dim": self.dim, "dtype": self.dtype_name}
+        full_manifest["vectors"] = {"count": self._count, "dim": self.dim, "dtype": self.dtype_name, **vectors_meta}
         full_manifest["chunks"] = {"count": self._count, "block_size": self.chunks_per_block,
                                    "encoding": "msgpack", "compression": "zstd"}
         self._add_bytes("manifest", "json", _canonical_json(full_manifest))
@@ -238,9 +270,10 @@ class BundleWriter:
         if self._closed:
             return
         self._closed = True
-        for closer in (self._f.close, self._spool.close):
+        for handle in (self._f, self._spool, self._float_spool, self._binary_spool):
             try:
-                closer()
+                if handle is not None:
+                    handle.close()
             except OSError:
                 pass
         try:
@@ -267,8 +300,9 @@ class BundleWriter:
         if pad:
             self._write_body(b"\x00" * pad)
 
-    def _add_bytes(self, name: str, encoding: str, data: bytes | os.PathLike) -> None:
-        """A section from bytes, or streamed from a file (an encoder graph is tens of MB)."""
+    def _add_bytes(self, name: str, encoding: str, data) -> None:
+        """A section from bytes, or streamed from a path or an open spool file (an encoder graph
+        is tens of MB, binary codes grow with the corpus)."""
         self._align()
         start = self._pos
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -276,12 +310,29 @@ class BundleWriter:
             digest = hashlib.sha256(data).digest()
         else:
             h = hashlib.sha256()
-            with open(data, "rb") as f:
+            f = data if hasattr(data, "read") else open(data, "rb")
+            try:
+                f.seek(0)
                 while block := f.read(1 << 20):
                     h.update(block)
                     self._write_body(block)
+            finally:
+                if f is not data:
+                    f.close()
             digest = h.digest()
         self._sections.append(SectionInfo(name, encoding, start, self._pos - start, digest))
+
+    def _write_quantised(self, scales: np.ndarray) -> None:
+        """The int8 rows from the float32 spool, a block at a time (memory stays flat)."""
+        self._float_spool.flush()
+        self._float_spool.seek(0)
+        rows = 1 << 14
+        while raw := self._float_spool.read(rows * self.dim * 4):
+            block = np.frombuffer(raw, dtype="<f4").reshape(-1, self.dim)
+            data = vec_enc.quantise_int8(block, scales).tobytes()
+            self._write_body(data)
+            self._vec_hash.update(data)
+        self._float_spool.close()
 
     def _flush_block(self) -> None:
         frame = self._cctx.compress(msgpack.packb(self._pending, use_bin_type=True))
@@ -335,12 +386,14 @@ def _fsync_dir(directory: Path) -> None:
 
 def write_bundle(path: str | os.PathLike, *, manifest: Mapping[str, Any], vectors: np.ndarray,
                  chunks: Sequence[Mapping[str, Any]], index: bytes | None = None, dtype: str = "float32",
-                 chunks_per_block: int = 64, extra_sections: Iterable[tuple[str, str, bytes]] = ()) -> Path:
-    """Write a whole bundle from plain arrays, texts and metadata in one call."""
+                 binary: bool = False, chunks_per_block: int = 64,
+                 extra_sections: Iterable[tuple[str, str, bytes]] = ()) -> Path:
+    """Write a whole bundle from plain arrays, texts and metadata in one call (float32 vectors
+    in; `dtype` and `binary` say how they are stored, FORMAT.md §2.7)."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise ValueError("vectors must be a 2-D array")
-    with BundleWriter(path, dim=vectors.shape[1], dtype=dtype, chunks_per_block=chunks_per_block) as w:
+    with BundleWriter(path, dim=vectors.shape[1], dtype=dtype, binary=binary, chunks_per_block=chunks_per_block) as w:
         w.add(chunks, vectors)
         return w.finish(manifest, index=index, extra_sections=extra_sections)
 
@@ -483,6 +536,7 @@ class Bundle:
             raise self._err("vectors", f"encoding {vinfo.encoding!r} disagrees with manifest dtype {dtype_name}")
         if vinfo.length != count * dim * dtype.itemsize:
             raise self._err("vectors", f"length {vinfo.length} != {count} x {dim} x {dtype.itemsize} bytes")
+        self._check_vector_sections(vec, count, dim, dtype_name)
         n_blocks = math.ceil(count / block_size)
         oinfo = self.sections["chunk_offsets"]
         if oinfo.encoding != "u64le" or oinfo.length != (n_blocks + 1) * 8:
@@ -509,6 +563,33 @@ class Bundle:
         self.count, self.dim, self.dtype = count, dim, dtype
         self.block_size, self.n_blocks = block_size, n_blocks
 
+    def _check_vector_sections(self, vec: dict, count: int, dim: int, dtype_name: str) -> None:
+        """int8's scales and the optional binary codes (1.4): present, typed and sized as declared."""
+        if vec_enc.ENCODINGS[dtype_name].quantised:
+            if vec.get("scales") != vec_enc.SCALES_SECTION:
+                raise self._err("manifest", f"vectors.scales must name the {vec_enc.SCALES_SECTION!r} section for {dtype_name} vectors")
+            info = self.sections.get(vec_enc.SCALES_SECTION)
+            if info is None:
+                raise self._err(vec_enc.SCALES_SECTION, f"missing although the vectors are {dtype_name}")
+            if info.encoding != "f32le" or info.length != dim * 4:
+                raise self._err(vec_enc.SCALES_SECTION, f"expected {dim} f32le values, found {info.length} bytes ({info.encoding})")
+        binary = vec.get("binary")
+        if binary is None:
+            return
+        if not isinstance(binary, dict) or binary.get("section") != vec_enc.BINARY_SECTION:
+            raise self._err("manifest", f"vectors.binary must be an object naming the {vec_enc.BINARY_SECTION!r} section")
+        for key, limit in vec_enc.BINARY_LIMITS.items():
+            value = binary.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise self._err("manifest", f"vectors.binary.{key} must be an integer from 1 to {limit}, not {value!r}")
+        info = self.sections.get(vec_enc.BINARY_SECTION)
+        want = count * vec_enc.binary_row_bytes(dim)
+        if info is None:
+            raise self._err(vec_enc.BINARY_SECTION, "missing although the manifest names it")
+        if info.encoding != vec_enc.BINARY_ENCODING or info.length != want:
+            raise self._err(vec_enc.BINARY_SECTION, f"expected {want} bytes of {vec_enc.BINARY_ENCODING}, "
+                                                    f"found {info.length} ({info.encoding})")
+
     def _section(self, name: str) -> memoryview:
         """Bytes of a section, checked against its sha256 on first use."""
         info = self.sections[name]
@@ -534,10 +615,49 @@ class Bundle:
     # -- public access
 
     @property
-    def vectors(self) -> np.ndarray:
-        """All vectors as a read-only (count, dim) array over the mapped file: no copy."""
+    def dtype_name(self) -> str:
+        return self.manifest["vectors"]["dtype"]
+
+    @property
+    def stored_vectors(self) -> np.ndarray:
+        """The vectors section as stored: a read-only (count, dim) array over the mapped file."""
         view = self._section("vectors")
         return np.frombuffer(view, dtype=self.dtype).reshape(self.count, self.dim)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The vectors as numbers to score with: the mapped array itself for float dtypes (no copy),
+        dequantised float32 for int8 (made once; `vector_rows` reads a few without that)."""
+        scales = self.scales()
+        if scales is None:
+            return self.stored_vectors
+        cached = getattr(self, "_dequantised", None)
+        if cached is None:
+            cached = self._dequantised = vec_enc.dequantise(self.stored_vectors, scales)
+            cached.flags.writeable = False
+        return cached
+
+    def vector_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as float32, without dequantising the whole matrix."""
+        return vec_enc.dequantise(self.stored_vectors[start:stop], self.scales())
+
+    def scales(self) -> np.ndarray | None:
+        """int8's per-dimension scales (1.4), checked finite and >= 0; None for float vectors."""
+        if not vec_enc.ENCODINGS[self.dtype_name].quantised:
+            return None
+        scales = np.frombuffer(self._section(vec_enc.SCALES_SECTION), dtype="<f4")
+        if not (np.isfinite(scales) & (scales >= 0)).all():
+            raise self._err(vec_enc.SCALES_SECTION, "holds a negative, NaN or infinite scale")
+        return scales
+
+    def binary_index(self) -> vec_enc.BinaryIndex | None:
+        """The binary codes that make dense search two-stage (1.4), or None."""
+        meta = self.manifest["vectors"].get("binary")
+        if meta is None:
+            return None
+        codes = np.frombuffer(self._section(vec_enc.BINARY_SECTION), dtype=np.uint8)
+        codes = codes.reshape(self.count, vec_enc.binary_row_bytes(self.dim))
+        return vec_enc.BinaryIndex(codes, candidates=meta["candidates"], multiplier=meta["multiplier"])
 
     @property
     def sources(self) -> list[dict]:
@@ -717,6 +837,7 @@ class Bundle:
             raise self._err("file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)")
         mm.release()
         self.check_vectors_finite()
+        self._check_binary_padding()
         self.encoder()
         probes = self.probes()
         if probes is not None and not np.isfinite(probes.vectors).all():
@@ -732,18 +853,32 @@ class Bundle:
         if "index" in self.sections:  # loaded as a search would: encoding, size, dim, parameters
             from .index import Searcher
 
-            Searcher(self.vectors, self.index_bytes(), self.manifest.get("index") or {})
+            Searcher(self.stored_vectors, self.index_bytes(), self.manifest.get("index") or {})
         self.retrieval_settings()
 
     def check_vectors_finite(self) -> None:
         """NaN or infinity in a vector poisons every score it meets and makes JSON exports that
-        standard parsers reject: refused, a block of rows at a time (bounded memory)."""
-        vectors = self.vectors
+        standard parsers reject: refused, a block of rows at a time (bounded memory). int8 rows
+        are numbers by construction; their scales are checked instead."""
+        if self.scales() is not None:
+            return
+        vectors = self.stored_vectors
         for start in range(0, self.count, 1 << 16):
             block = np.asarray(vectors[start:start + (1 << 16)], dtype=np.float32)
             if not np.isfinite(block).all():
                 row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
                 raise self._err("vectors", f"row {row} holds NaN or infinity")
+
+    def _check_binary_padding(self) -> None:
+        """The unused bits of each code's last byte are 0 (FORMAT.md §2.7)."""
+        index = self.binary_index()
+        spare = (-self.dim) % 8
+        if index is None or not spare or not self.count:
+            return
+        mask = np.uint8((1 << spare) - 1)
+        bad = np.flatnonzero(index.codes[:, -1] & mask)
+        if len(bad):
+            raise self._err(vec_enc.BINARY_SECTION, f"row {int(bad[0])} sets bits past dimension {self.dim}")
 
     def describe_sections(self) -> list[dict]:
         return [{"name": s.name, "encoding": s.encoding, "offset": s.offset, "length": s.length,

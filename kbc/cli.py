@@ -19,12 +19,15 @@ from .exporters import EXPORTERS
 from .errors import InputError, KbcError, cli_names, use_cli_option_names
 from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
 from .readers import supported_suffixes
+from .vectors import PRESETS as VECTOR_PRESETS
 
 # --backend and --engine choices come from the registries: a new backend or engine file shows up here.
 BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)
 EngineChoice = Enum("EngineChoice", {name: name for name in ENGINE_DESCRIPTIONS}, type=str)
 _BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
 ExportChoice = Enum("ExportChoice", {name: name for name in EXPORTERS}, type=str)
+VectorsChoice = Enum("VectorsChoice", {name: name for name in VECTOR_PRESETS}, type=str)
+_VECTORS_HELP = "; ".join(f"{p.name}: {p.description}" for p in VECTOR_PRESETS.values())
 _EXPORT_HELP = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
 _ENGINE_HELP = "; ".join(f"{name}: {d}" for name, d in ENGINE_DESCRIPTIONS.items())
 
@@ -181,7 +184,9 @@ def build(
                                            "encoding (e.g. latin-1, utf-16) instead of detecting it."),
     query_prompt: Optional[str] = typer.Option(None, help="Prefix for queries (default: the model's own, e.g. e5's 'query: ')."),
     document_prompt: Optional[str] = typer.Option(None, help="Prefix for documents (default: the model's own)."),
-    float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (half the size)."),
+    vectors: VectorsChoice = typer.Option("f32", help="How the bundle stores vectors. " + _VECTORS_HELP
+                                          + ". `kbc eval --vectors` measures what each keeps."),
+    float16: bool = typer.Option(False, "--float16", help="Same as --vectors f16 (kept for older scripts)."),
     no_clean: bool = typer.Option(False, "--no-clean", help="Keep extracted text as the parser gave it."),
     context: ContextMode = typer.Option(ContextMode.auto, help="auto: embed and index each chunk with its document's "
                                         "path words and title and the section heading that covers it (a PDF page's "
@@ -234,6 +239,12 @@ def build(
         opts.update({k: v for k, v in layer.items() if k not in given})
     if not math.isfinite(opts["max_file_mb"]) or opts["max_file_mb"] <= 0:
         raise InputError(f"--max-file-mb must be a positive number, not {opts['max_file_mb']}")
+    if opts["float16"]:  # the older spelling of --vectors f16; an explicit --vectors on the command line wins
+        if "float16" in given and "vectors" in given and opts["vectors"] != "f16":
+            raise InputError(f"--float16 and --vectors {opts['vectors']} disagree: pass one of them")
+        if "vectors" not in given and opts["vectors"] == "f32":
+            opts["vectors"] = "f16"
+        opts["float16"] = opts["vectors"] == "f16"
     cache_dir = opts["cache_dir"]
     with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
         report = run_build(
@@ -242,7 +253,7 @@ def build(
             index=opts["index"], backend=opts["backend"], engine=opts["engine"], ray_address=opts["ray_address"],
             include=opts["include"], exclude=opts["exclude"], code=opts["code"], strict=opts["strict"], passwords=password,
             encoding=opts["encoding"], clean=not opts["no_clean"], query_prompt=opts["query_prompt"],
-            document_prompt=opts["document_prompt"], vector_dtype="float16" if opts["float16"] else "float32",
+            document_prompt=opts["document_prompt"], vectors=opts["vectors"],
             workers=opts["workers"], file_timeout=opts["file_timeout"], use_cache=not opts["no_cache"],
             cache_dir=Path(cache_dir) if cache_dir else None, reuse=reuse, context=opts["context"],
             lexical=not opts["no_lexical"], default_mode=opts["default_mode"], with_encoder=opts["with_encoder"],
@@ -546,6 +557,14 @@ def probe(
         raise typer.Exit(6)
 
 
+def _binary_note(vectors: dict) -> str:
+    binary = vectors.get("binary")
+    if not isinstance(binary, dict):
+        return ""
+    return (f" with binary codes searched first (then the best max({binary.get('multiplier')} x k, "
+            f"{binary.get('candidates')}) rescored)")
+
+
 def _print_inspect(info: dict, shown: list, source_path) -> None:
     def obj(x) -> dict:  # a manifest from anywhere may lack an object or hold another type there
         return x if isinstance(x, dict) else {}
@@ -562,7 +581,7 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
              f"counts: {c.get('files')} files, {c.get('pages')} pages, {c.get('chunks')} chunks, "
              f"{c.get('truncated_chunks')} truncated, {c.get('skipped_files')} skipped",
              f"chunking: {chunking.get('unit')} size {chunking.get('size')} overlap {chunking.get('overlap')}; "
-             f"index: {index.get('factory')}",
+             f"index: {index.get('factory')}" + _binary_note(v),
              "sections:"]
     lx, r = info.get("lexical"), info.get("retrieval")
     if isinstance(lx, dict):

@@ -80,10 +80,12 @@ def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: st
 
 
 class Searcher:
-    """Top-k inner-product search over a bundle's vectors or its stored FAISS index."""
+    """Top-k inner-product search over a bundle's vectors, its stored FAISS index, or its binary
+    codes then its vectors (two-stage, FORMAT.md §2.7)."""
 
-    def __init__(self, vectors: np.ndarray, index_bytes, index_manifest: dict):
+    def __init__(self, vectors: np.ndarray, index_bytes, index_manifest: dict, *, binary=None):
         self.vectors = vectors
+        self.binary = binary  # a kbc.vectors.BinaryIndex, or None
         self.faiss_index = None
         if index_bytes is not None:
             import faiss
@@ -119,6 +121,8 @@ class Searcher:
             if np.any(ids >= n):  # a forged index may name rows the bundle does not have
                 raise BundleError(f"stored index returned chunk ids beyond the {n} chunks", section="index")
             return scores, ids
+        if self.binary is not None:
+            return self._two_stage(q, k)
         with np.errstate(over="ignore", invalid="ignore"):  # a forged bundle's huge vectors: no warnings,
             scores_all = q @ np.asarray(self.vectors, dtype=np.float32).T
         scores_all[np.isnan(scores_all)] = -np.inf  # and a score that is no number ranks last
@@ -128,3 +132,15 @@ class Searcher:
         order = np.lexsort((top, -top_scores), axis=1)
         ids = np.take_along_axis(top, order, axis=1)
         return np.take_along_axis(top_scores, order, axis=1), ids
+
+    def _two_stage(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from .vectors import top_k
+
+        scores = np.zeros((len(q), k), np.float32)
+        ids = np.zeros((len(q), k), np.int64)
+        for i, query in enumerate(q):
+            shortlist = self.binary.shortlist(query, k)
+            with np.errstate(over="ignore", invalid="ignore"):
+                rescored = np.asarray(self.vectors[shortlist], dtype=np.float32) @ query
+            scores[i], ids[i] = top_k(rescored, shortlist, k)
+        return scores, ids

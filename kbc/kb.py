@@ -124,7 +124,7 @@ class KnowledgeBase:
 
             try:
                 self._searcher = Searcher(self.bundle.vectors, self.bundle.index_bytes(),
-                                          self.manifest.get("index", {}))
+                                          self.manifest.get("index", {}), binary=self.bundle.binary_index())
             except BundleError as e:  # name the file: the index module does not know it
                 raise BundleError(e.detail, section=e.section, path=self.bundle.path) from None
         return self._searcher

@@ -28,6 +28,7 @@ from .index import DEFAULT_INDEX
 from .records import Problem
 from .retrieval import RetrievalSettings
 from .sources import DEFAULT_MAX_FILE_BYTES, check_output_path, discover
+from .vectors import PRESETS
 from .stages.chunk import CHUNK_RECORDS_VERSION, ChunkStage, embedded_text  # noqa: F401 (re-exported)
 from .stages.embed import EmbedStage, ReusedVectors, embedder_identity  # noqa: F401 (re-exported)
 from .stages.extract import ExtractStage
@@ -84,7 +85,7 @@ def created_timestamp() -> str:
 
 
 def _check_options(*, batch_size: int, file_timeout: float, workers: int | None, max_file_bytes: int | None,
-                   lexical: bool, default_mode: str | None) -> RetrievalSettings:
+                   lexical: bool, default_mode: str | None, vectors: str, index: str) -> RetrievalSettings:
     if not 0 < batch_size <= MAX_BATCH_SIZE:
         raise InputError(f"{option('batch_size')} must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
     if not (math.isfinite(file_timeout) and 0 < file_timeout <= MAX_FILE_TIMEOUT_S):
@@ -94,6 +95,11 @@ def _check_options(*, batch_size: int, file_timeout: float, workers: int | None,
     if max_file_bytes is not None and max_file_bytes <= 0:
         raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}" if cli_names()
                          else f"max_file_bytes must be positive, not {max_file_bytes}")
+    if vectors not in PRESETS:
+        raise InputError(f"{option('vectors')} must be one of {', '.join(PRESETS)}, not {vectors!r}")
+    if PRESETS[vectors].binary and (index.strip() or DEFAULT_INDEX) != DEFAULT_INDEX:
+        raise InputError(f"{option('vectors')} binary is itself an index (its codes are searched first); "
+                         f"it needs {option('index')} Flat, not {index}")
     mode = default_mode or ("hybrid" if lexical else "dense")
     if mode != "dense" and not lexical:
         raise InputError(f"{option('default_mode')} {mode} needs the lexical index; " + ("drop --no-lexical" if cli_names() else "pass lexical=True"))
@@ -110,7 +116,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "onnx",
           include: Sequence[str] = (), exclude: Sequence[str] = (), code: bool = False, strict: bool = False,
           passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
-          document_prompt: str | None = None, vector_dtype: str = "float32", workers: int | None = None,
+          document_prompt: str | None = None, vectors: str = "f32", workers: int | None = None,
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
           default_mode: str | None = None, follow_symlinks: bool = False,
@@ -121,6 +127,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure.
 
     `code`: read source code and config files too (the opt-in `code` reader).
+    `vectors`: how the bundle stores them, a kbc.vectors.PRESETS name (f32, f16, int8, binary).
     `with_encoder`: store the ONNX graph that made the vectors and its tokenizer.json in the bundle,
     so that a device embeds questions with exactly that (onnx and onnx-int8 backends).
     `build_options`: the options as `kbc build` spells them, recorded in the manifest so that
@@ -137,7 +144,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"{option('with_encoder')} needs {option('backend')} onnx or onnx-int8 (it stores the "
                          f"ONNX graph that made the vectors), not {backend}")
     retrieval = _check_options(batch_size=batch_size, file_timeout=file_timeout, workers=workers,
-                               max_file_bytes=max_file_bytes, lexical=lexical, default_mode=default_mode)
+                               max_file_bytes=max_file_bytes, lexical=lexical, default_mode=default_mode,
+                               vectors=vectors, index=index)
     walk_skipped: list[tuple[str, str]] = []
     walk_ignored: list[tuple[str, str]] = []
     sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
@@ -175,7 +183,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         sink = None
         try:
             # made inside the try: an interrupt right after its temporary file exists still removes it
-            sink = BundleSink(output, dim=described.dim, dtype=vector_dtype, lexical=lexical, index=index)
+            sink = BundleSink(output, dim=described.dim, vectors=vectors, lexical=lexical, index=index)
             # Extraction, and chunking a window ahead of embedding, start now in their own threads,
             # while the model may still be loading. The first window is small so that the embedder
             # starts early, the rest big enough to keep every session busy.

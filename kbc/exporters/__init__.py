@@ -107,10 +107,9 @@ def atomic(path: Path, mode: str = "w"):
 
 
 def rows(bundle: Bundle) -> Iterator[tuple[int, dict, np.ndarray]]:
-    vectors = bundle.vectors
     chunks = bundle.iter_chunks()
     for start in range(0, bundle.count, _ROWS):
-        block = np.asarray(vectors[start:start + _ROWS], dtype=np.float32)
+        block = bundle.vector_rows(start, start + _ROWS)  # float32; int8 dequantised
         for j in range(len(block)):
             yield start + j, next(chunks), block[j]
 

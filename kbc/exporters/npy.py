@@ -1,4 +1,5 @@
-"""The vectors as a NumPy array (dtype as stored), and `<name>.ids.jsonl`, one line per row."""
+"""The vectors as a NumPy array (float32 or float16 as stored; int8 bundles dequantised to float32),
+and `<name>.ids.jsonl`, one line per row."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ def ids_path(out: Path) -> Path:
                    streams=False, extra_outputs=lambda out: [ids_path(out)])
 def write_npy(b: Bundle, out: Path, tick) -> list[Path]:
     sidecar = ids_path(out)
+    dtype = np.dtype("<f4") if b.scales() is not None else b.dtype  # an int8 matrix is useless without its scales
     with atomic(out, "wb") as f, atomic(sidecar) as ids:
         np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(b.dtype), "fortran_order": False, "shape": (b.count, b.dim)})
-        vectors = b.vectors
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (b.count, b.dim)})
         for start in range(0, b.count, _ROWS):
-            f.write(np.ascontiguousarray(vectors[start:start + _ROWS]).tobytes())
+            f.write(np.ascontiguousarray(b.vector_rows(start, start + _ROWS), dtype=dtype).tobytes())
         for i, ch in enumerate(b.iter_chunks()):
             ids.write(json.dumps(provenance(b, i, ch), ensure_ascii=False) + "\n")
             tick(1)

@@ -8,17 +8,20 @@ import time
 
 import numpy as np
 
+from .. import vectors as vec_enc
 from ..bundle import BundleWriter
 from ..index import build_index
 from ..lexical import LexicalBuilder
 
 
 class BundleSink:
-    def __init__(self, output, *, dim: int, dtype: str, lexical: bool, index: str):
+    def __init__(self, output, *, dim: int, vectors: str, lexical: bool, index: str):
         self.lexicon = LexicalBuilder() if lexical else None
         self.index_factory = index
         self.seconds: dict[str, float] = {}
-        self.writer = BundleWriter(output, dim=dim, dtype=dtype)  # last: it makes the temporary file
+        preset = vec_enc.PRESETS[vectors]
+        # last: it makes the temporary file
+        self.writer = BundleWriter(output, dim=dim, dtype=preset.dtype, binary=preset.binary)
 
     @property
     def count(self) -> int:
