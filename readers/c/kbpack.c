@@ -574,6 +574,8 @@ static int jfalsy(const char *v, const char *end) {
 
 /* ============================================================== 5. open: header, table, manifest */
 
+typedef enum { DTYPE_FLOAT32, DTYPE_FLOAT16, DTYPE_INT8 } vector_dtype;
+
 typedef struct {
   char name[33], encoding[17];
   uint64_t offset, length;
@@ -584,11 +586,12 @@ typedef struct {
 /* Sections this library reads; any other name is skipped (FORMAT.md §4). */
 enum { S_MANIFEST, S_VECTORS, S_CHUNKS, S_CHUNK_OFFSETS, S_INDEX, S_PROBES, S_PROBE_VECTORS,
        S_LEX_VOCAB, S_LEX_VOCAB_OFFSETS, S_LEX_POSTINGS, S_LEX_POSTINGS_OFFSETS, S_LEX_DOC_LENGTHS,
-       S_ENCODER_GRAPH, S_ENCODER_TOKENIZER, N_KNOWN };
+       S_ENCODER_GRAPH, S_ENCODER_TOKENIZER, S_VECTOR_SCALES, S_VECTORS_BINARY, N_KNOWN };
 static const char *const KNOWN_SECTIONS[N_KNOWN] = {
     "manifest", "vectors", "chunks", "chunk_offsets", "index", "probes", "probe_vectors",
     "lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths",
-    "encoder_graph", "encoder_tokenizer"}; /* the encoder's are the names kbc gives; the manifest names them */
+    "encoder_graph", "encoder_tokenizer", /* the encoder's are the names kbc gives; the manifest names them */
+    "vector_scales", "vectors_binary"};   /* 1.4: the only names the manifest may give them (FORMAT.md §2.7) */
 #define N_LEX 5
 static const char *const LEX_ENCODINGS[N_LEX] = {"utf8", "u32le", "uleb128", "u32le", "u32le"};
 
@@ -641,7 +644,10 @@ struct kbp_bundle {
   const char *manifest, *manifest_end, *manifest_root;
   const char *m_embedder, *m_lexical, *m_retrieval, *m_index; /* manifest values, NULL when absent */
   uint64_t count, dim, block_size, n_blocks;
-  int float16;
+  vector_dtype dtype;
+  int binary;                        /* 1.4: vectors_binary codes and a two-stage dense search */
+  uint64_t candidates, multiplier;   /* their C and M (FORMAT.md §2.7) */
+  size_t code_bytes;                 /* bytes per row of codes: ceil(dim / 8) */
   const char **source_paths; /* each sources[i].path, JSON string values */
   size_t n_sources;
   char *embedder_name;
@@ -652,6 +658,13 @@ struct kbp_bundle {
   char *chunk_strings; /* the strings of the last kbp_chunk_get */
   size_t chunk_strings_cap;
   float *row; /* one row converted to native floats (float16 or big-endian bundles) */
+  float *scales;       /* int8: vector_scales as native floats, once checked */
+  float *weights;      /* int8: the query times the scales, per search */
+  uint8_t *query_bits; /* binary: the query's sign bits, per search */
+  uint32_t *distances; /* binary: each row's Hamming distance, per search */
+  uint32_t *histogram; /* binary: rows per distance 0 .. 8 x code_bytes */
+  uint64_t *candidate_ids;           /* binary: the shortlist, in id order */
+  size_t candidate_cap;
 
   load_state lexical_state, retrieval_state, probes_state;
   lexical_index lex;
@@ -859,6 +872,50 @@ static char *jstrdup(const char *v, const char *end) {
   return out;
 }
 
+static const char *dtype_encoding(vector_dtype t) { return t == DTYPE_INT8 ? "i8" : t == DTYPE_FLOAT16 ? "f16le" : "f32le"; }
+static size_t dtype_size(vector_dtype t) { return t == DTYPE_INT8 ? 1 : t == DTYPE_FLOAT16 ? 2 : 4; }
+
+/* length == rows x row_bytes, without overflow (row_bytes > 0). */
+static int is_table(uint64_t length, uint64_t rows, uint64_t row_bytes) {
+  if (rows == 0) return length == 0;
+  return row_bytes <= length / rows && length == rows * row_bytes;
+}
+
+#define MAX_BINARY_CANDIDATES 65536u
+#define MAX_BINARY_MULTIPLIER 1024u
+
+/* Format 1.4 (FORMAT.md §2.7): int8 vectors need their scales; any dtype may have binary codes.
+ * Only names, encodings, lengths and bounds here; the bytes are checked on first use. */
+static kbp_status read_vector_extras(kbp_bundle *kb, const char *vec) {
+  const char *end = kb->manifest_end;
+  if (kb->dtype == DTYPE_INT8) {
+    if (!jstreq(jget(vec, end, "scales"), end, KNOWN_SECTIONS[S_VECTOR_SCALES]))
+      return invalid(kb, "manifest", "int8 vectors need vectors.scales = \"vector_scales\"");
+    if (kb->known[S_VECTOR_SCALES] < 0) return invalid(kb, "vector_scales", "section is missing (int8 vectors need it)");
+    const section *s = &kb->sections[kb->known[S_VECTOR_SCALES]];
+    if (strcmp(s->encoding, "f32le") != 0 || s->length != kb->dim * 4)
+      return invalid(kb, "vector_scales", "expected %llu f32le values, found %llu bytes (%s)", (unsigned long long)kb->dim,
+                     (unsigned long long)s->length, s->encoding);
+  }
+  const char *binary = jget(vec, end, "binary");
+  if (!binary || jtype(binary) == J_NULL) return KBP_OK; /* Python: vec.get("binary") is None */
+  const char *name = jget(binary, end, "section"), *c = jget(binary, end, "candidates"), *m = jget(binary, end, "multiplier");
+  if (jtype(binary) != J_OBJECT || !jstreq(name, end, KNOWN_SECTIONS[S_VECTORS_BINARY]))
+    return invalid(kb, "manifest", "vectors.binary must be an object naming section \"vectors_binary\"");
+  if (juint(c, end, &kb->candidates) || kb->candidates < 1 || kb->candidates > MAX_BINARY_CANDIDATES ||
+      juint(m, end, &kb->multiplier) || kb->multiplier < 1 || kb->multiplier > MAX_BINARY_MULTIPLIER)
+    return invalid(kb, "manifest", "vectors.binary: candidates must be an integer within [1, %u], multiplier within [1, %u]",
+                   MAX_BINARY_CANDIDATES, MAX_BINARY_MULTIPLIER);
+  if (kb->known[S_VECTORS_BINARY] < 0) return invalid(kb, "vectors_binary", "section is missing (the manifest names it)");
+  const section *s = &kb->sections[kb->known[S_VECTORS_BINARY]];
+  kb->code_bytes = (size_t)(kb->dim / 8 + (kb->dim % 8 != 0));
+  if (strcmp(s->encoding, "b1") != 0 || !is_table(s->length, kb->count, kb->code_bytes))
+    return invalid(kb, "vectors_binary", "expected %llu x %zu b1 bytes, found %llu bytes (%s)", (unsigned long long)kb->count,
+                   kb->code_bytes, (unsigned long long)s->length, s->encoding);
+  kb->binary = 1;
+  return KBP_OK;
+}
+
 /* format.major/minor, vectors, chunks: the counts everything else relies on (Python: _read_manifest). */
 static kbp_status read_counts(kbp_bundle *kb) {
   const char *end = kb->manifest_end, *root = kb->manifest_root;
@@ -874,19 +931,21 @@ static kbp_status read_counts(kbp_bundle *kb) {
     return invalid(kb, "manifest", "counts, dim and block_size must be integers >= 0");
   if (!jequals_count(chunk_count, end, kb->count)) return invalid(kb, "manifest", "chunk count differs from vector count");
   if (kb->dim == 0 || kb->block_size == 0) return invalid(kb, "manifest", "counts must be >= 0, dim and block_size > 0");
-  if (jstreq(dtype, end, "float16")) kb->float16 = 1;
-  else if (!jstreq(dtype, end, "float32")) return invalid(kb, "manifest", "unknown vector dtype");
+  if (jstreq(dtype, end, "float32")) kb->dtype = DTYPE_FLOAT32;
+  else if (jstreq(dtype, end, "float16")) kb->dtype = DTYPE_FLOAT16;
+  else if (jstreq(dtype, end, "int8")) kb->dtype = DTYPE_INT8;
+  else return invalid(kb, "manifest", "unknown vector dtype"); /* never guessed (FORMAT.md §2.7) */
   if (kb->dim > SIZE_MAX / 4) return invalid(kb, "manifest", "dim %llu is too large", (unsigned long long)kb->dim);
 
   const section *v = &kb->sections[kb->known[S_VECTORS]];
-  uint64_t item = kb->float16 ? 2 : 4;
-  if (strcmp(v->encoding, kb->float16 ? "f16le" : "f32le") != 0)
+  uint64_t item = dtype_size(kb->dtype);
+  if (strcmp(v->encoding, dtype_encoding(kb->dtype)) != 0)
     return invalid(kb, "vectors", "encoding '%s' disagrees with manifest dtype %s", v->encoding, kbp_dtype(kb));
-  int length_ok = kb->count == 0 ? v->length == 0
-                                 : kb->dim <= v->length / item / kb->count && v->length == kb->count * kb->dim * item;
-  if (!length_ok)
+  if (!is_table(v->length, kb->count, kb->dim * item))
     return invalid(kb, "vectors", "length %llu != %llu x %llu x %llu bytes", (unsigned long long)v->length,
                    (unsigned long long)kb->count, (unsigned long long)kb->dim, (unsigned long long)item);
+  kbp_status st = read_vector_extras(kb, vec);
+  if (st != KBP_OK) return st;
   kb->n_blocks = kb->count / kb->block_size + (kb->count % kb->block_size != 0);
   const section *o = &kb->sections[kb->known[S_CHUNK_OFFSETS]];
   if (strcmp(o->encoding, "u64le") != 0 || o->length % 8 || o->length / 8 != kb->n_blocks + 1)
@@ -1010,6 +1069,12 @@ void kbp_close(kbp_bundle *kb) {
   ZSTD_freeDCtx(kb->dctx);
   free(kb->chunk_strings);
   free(kb->row);
+  free(kb->scales);
+  free(kb->weights);
+  free(kb->query_bits);
+  free(kb->distances);
+  free(kb->histogram);
+  free(kb->candidate_ids);
   free(kb->lex.scores);
   free(kb->probes.items);
   free(kb->probe_strings);
@@ -1024,7 +1089,15 @@ void kbp_format_version(const kbp_bundle *kb, unsigned *major, unsigned *minor) 
 }
 uint64_t kbp_count(const kbp_bundle *kb) { return kb->count; }
 size_t kbp_dim(const kbp_bundle *kb) { return (size_t)kb->dim; }
-const char *kbp_dtype(const kbp_bundle *kb) { return kb->float16 ? "float16" : "float32"; }
+const char *kbp_dtype(const kbp_bundle *kb) {
+  return kb->dtype == DTYPE_INT8 ? "int8" : kb->dtype == DTYPE_FLOAT16 ? "float16" : "float32";
+}
+
+int kbp_binary(const kbp_bundle *kb, unsigned *candidates, unsigned *multiplier) {
+  if (candidates) *candidates = kb->binary ? (unsigned)kb->candidates : 0;
+  if (multiplier) *multiplier = kb->binary ? (unsigned)kb->multiplier : 0;
+  return kb->binary;
+}
 uint64_t kbp_block_size(const kbp_bundle *kb) { return kb->block_size; }
 const char *kbp_embedder_name(const kbp_bundle *kb) { return kb->embedder_name; }
 
@@ -1352,32 +1425,69 @@ static float finite_half_to_float(uint16_t h) {
   return f;
 }
 
-static int value_finite(const uint8_t *p, int float16) {
-  if (float16) return (le(p, 2) & 0x7c00u) != 0x7c00u;
+static int value_finite(const uint8_t *p, size_t item) {
+  if (item == 2) return (le(p, 2) & 0x7c00u) != 0x7c00u;
   return (le(p, 4) & 0x7f800000u) != 0x7f800000u;
 }
 
-/* Row `first_bad` of a count x dim array holds NaN or infinity, or -1. */
-static int64_t first_non_finite_row(const uint8_t *p, uint64_t rows, uint64_t dim, int float16) {
-  size_t item = float16 ? 2 : 4;
+/* Row `first_bad` of a rows x dim array of floats (item 2 or 4 bytes) holds NaN or infinity, or -1. */
+static int64_t first_non_finite_row(const uint8_t *p, uint64_t rows, uint64_t dim, size_t item) {
   for (uint64_t r = 0; r < rows; r++)
     for (uint64_t j = 0; j < dim; j++)
-      if (!value_finite(p + (r * dim + j) * item, float16)) return (int64_t)r;
+      if (!value_finite(p + (r * dim + j) * item, item)) return (int64_t)r;
   return -1;
 }
 
-/* The vectors, checked (SHA-256, every value finite) the first time they are used: a NaN would
- * poison every score it meets. */
+/* int8 (format 1.4): vector_scales, checked (SHA-256, every scale finite and >= 0) and kept as
+ * native floats. Python: Bundle.scales. */
+static kbp_status load_scales(kbp_bundle *kb) {
+  const uint8_t *p = NULL;
+  kbp_status st = section_bytes(kb, kb->known[S_VECTOR_SCALES], &p);
+  if (st != KBP_OK) return st;
+  size_t dim = (size_t)kb->dim; /* the section holds exactly dim x 4 bytes (kbp_open) */
+  if (!kb->scales && !(kb->scales = malloc(dim * sizeof *kb->scales))) return out_of_memory(kb);
+  for (size_t j = 0; j < dim; j++) {
+    uint32_t bits = (uint32_t)le(p + 4 * j, 4);
+    float scale;
+    memcpy(&scale, &bits, 4);
+    if (!isfinite(scale) || !(scale >= 0.0f))
+      return invalid(kb, "vector_scales", "scale %zu is %g: scales must be finite and >= 0", j, (double)scale);
+    kb->scales[j] = scale;
+  }
+  return KBP_OK;
+}
+
+/* The vectors, checked the first time they are used: their SHA-256 and every value finite (a NaN
+ * would poison every score it meets), or for int8 the scales; and the binary codes' SHA-256 when
+ * the bundle has them (dense search reads them first). */
 static kbp_status vectors_bytes(kbp_bundle *kb, const uint8_t **out) {
   kbp_status st = section_bytes(kb, kb->known[S_VECTORS], out);
   if (st != KBP_OK || kb->vectors_checked) return st;
-  int64_t bad = first_non_finite_row(*out, kb->count, kb->dim, kb->float16);
-  if (bad >= 0) return invalid(kb, "vectors", "row %lld holds NaN or infinity", (long long)bad);
-  if ((kb->float16 || !host_is_little_endian()) && !kb->row) {
-    kb->row = malloc((size_t)kb->dim * sizeof *kb->row);
-    if (!kb->row) return out_of_memory(kb);
+  if (kb->dtype == DTYPE_INT8) {
+    if ((st = load_scales(kb)) != KBP_OK) return st;
+  } else {
+    int64_t bad = first_non_finite_row(*out, kb->count, kb->dim, dtype_size(kb->dtype));
+    if (bad >= 0) return invalid(kb, "vectors", "row %lld holds NaN or infinity", (long long)bad);
   }
+  const uint8_t *codes;
+  if (kb->binary && (st = section_bytes(kb, kb->known[S_VECTORS_BINARY], &codes)) != KBP_OK) return st;
+  int convert = kb->dtype == DTYPE_FLOAT16 || (kb->dtype == DTYPE_FLOAT32 && !host_is_little_endian());
+  if (convert && !kb->row && !(kb->row = malloc((size_t)kb->dim * sizeof *kb->row))) return out_of_memory(kb);
   kb->vectors_checked = 1;
+  return KBP_OK;
+}
+
+/* Unused bits of each code's last byte (those past dim) must be 0 (FORMAT.md §2.7). Searching
+ * does not need it (they are XOR'd and counted as any bit, as Python's reader counts them), so
+ * only kbp_verify checks it, after vectors_bytes. Python: Bundle._check_binary_padding. */
+static kbp_status check_code_padding(kbp_bundle *kb) {
+  unsigned spare = (unsigned)((8 - kb->dim % 8) % 8);
+  if (!kb->binary || !spare) return KBP_OK;
+  const uint8_t *codes = kb->data + kb->sections[kb->known[S_VECTORS_BINARY]].offset, mask = (uint8_t)((1u << spare) - 1);
+  for (uint64_t r = 0; r < kb->count; r++)
+    if (codes[r * kb->code_bytes + kb->code_bytes - 1] & mask)
+      return invalid(kb, "vectors_binary", "row %llu sets bits past dimension %llu", (unsigned long long)r,
+                     (unsigned long long)kb->dim);
   return KBP_OK;
 }
 
@@ -1391,6 +1501,21 @@ static float dot(const float *a, const float *b, size_t n) {
     for (size_t j = 0; j < DOT_LANES; j++) acc[j] += a[i + j] * b[i + j];
   for (size_t j = 0; i < n; i++, j++) acc[j] += a[i] * b[i];
   for (size_t width = DOT_LANES / 2; width; width /= 2) /* pairwise: the same order every time */
+    for (size_t j = 0; j < width; j++) acc[j] += acc[j + width];
+  return acc[0];
+}
+
+/* An int8 row against the query times the scales (FORMAT.md §2.7: Σ q'[d] × v[d]), the same way:
+ * each byte converts to float exactly, so only the sums' order differs from dot's. A quarter of
+ * float32's bytes: gcc -O2 turns the fixed-length inner loop into sign extensions, conversions and
+ * packed multiplies and adds. */
+static float dot_i8(const int8_t *restrict v, const float *restrict w, size_t n) {
+  float acc[DOT_LANES] = {0};
+  size_t i = 0;
+  for (; i + DOT_LANES <= n; i += DOT_LANES)
+    for (size_t j = 0; j < DOT_LANES; j++) acc[j] += w[i + j] * (float)v[i + j];
+  for (size_t j = 0; i < n; i++, j++) acc[j] += w[i] * (float)v[i];
+  for (size_t width = DOT_LANES / 2; width; width /= 2)
     for (size_t j = 0; j < width; j++) acc[j] += acc[j + width];
   return acc[0];
 }
@@ -1410,15 +1535,15 @@ static void halves_to_floats(const uint8_t *restrict p, float *restrict out, siz
   }
 }
 
-/* Row r as native floats: a pointer into the map (float32 on a little-endian host) or kb->row. */
+/* Float row r as native floats: a pointer into the map (float32 on a little-endian host) or kb->row. */
 static const float *vector_row(kbp_bundle *kb, const uint8_t *vectors, uint64_t r) {
   size_t dim = (size_t)kb->dim;
   if (!kb->row) return (const float *)(const void *)(vectors + (size_t)r * dim * 4); /* 64-byte aligned section */
-  const uint8_t *p = vectors + (size_t)r * dim * (kb->float16 ? 2 : 4);
+  const uint8_t *p = vectors + (size_t)r * dim * dtype_size(kb->dtype);
   float *row = kb->row;
-  if (kb->float16 && host_is_little_endian()) { /* the common case */
+  if (kb->dtype == DTYPE_FLOAT16 && host_is_little_endian()) { /* the common case */
     halves_to_floats(p, row, dim);
-  } else if (kb->float16) {
+  } else if (kb->dtype == DTYPE_FLOAT16) {
     for (size_t j = 0; j < dim; j++) row[j] = finite_half_to_float((uint16_t)le(p + 2 * j, 2));
   } else { /* float32 on a big-endian host */
     for (size_t j = 0; j < dim; j++) {
@@ -1427,6 +1552,35 @@ static const float *vector_row(kbp_bundle *kb, const uint8_t *vectors, uint64_t 
     }
   }
   return row;
+}
+
+/* A query ready to score rows with: the checked vectors and what each row is multiplied with (the
+ * query itself, or for int8 the query times the scales, computed once per search in float32). */
+typedef struct {
+  const uint8_t *vectors;
+  const float *q, *w;
+} dense_query;
+
+static kbp_status prepare_query(kbp_bundle *kb, const float *q, dense_query *dq) {
+  kbp_status st = vectors_bytes(kb, &dq->vectors);
+  if (st != KBP_OK) return st;
+  dq->q = dq->w = q;
+  if (kb->dtype == DTYPE_INT8) {
+    size_t dim = (size_t)kb->dim;
+    if (!kb->weights && !(kb->weights = malloc(dim * sizeof *kb->weights))) return out_of_memory(kb);
+    for (size_t j = 0; j < dim; j++) kb->weights[j] = q[j] * kb->scales[j];
+    dq->w = kb->weights;
+  }
+  return KBP_OK;
+}
+
+/* Row r's inner product with the query, in float32. A forged bundle's huge values can make it
+ * NaN: such a score ranks last, as in Python's reader (-inf). */
+static float row_score(kbp_bundle *kb, const dense_query *dq, uint64_t r) {
+  size_t dim = (size_t)kb->dim;
+  float s = kb->dtype == DTYPE_INT8 ? dot_i8((const int8_t *)(const void *)(dq->vectors + (size_t)r * dim), dq->w, dim)
+                                    : dot(vector_row(kb, dq->vectors, r), dq->w, dim);
+  return isnan(s) ? -INFINITY : s;
 }
 
 typedef struct {
@@ -1485,17 +1639,94 @@ static kbp_status check_query_vector(kbp_bundle *kb, const float *q) {
   return KBP_OK;
 }
 
-/* The k best chunks by inner product; *out is malloc'd (the caller frees it), best first. */
-static kbp_status dense_top(kbp_bundle *kb, const float *q, uint64_t k, scored **out, size_t *n) {
-  const uint8_t *vectors = NULL;
-  kbp_status st = vectors_bytes(kb, &vectors);
-  if (st != KBP_OK) return st;
+/* ---- binary codes: the first stage of a two-stage search (FORMAT.md §2.7) */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define popcount64(x) ((unsigned)__builtin_popcountll(x))
+#else
+static unsigned popcount64(uint64_t x) { /* SWAR: bits per 2, 4, 8, then a multiply sums the bytes */
+  x -= (x >> 1) & 0x5555555555555555u;
+  x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fu;
+  return (unsigned)((x * 0x0101010101010101u) >> 56);
+}
+#endif
+
+/* popcount(a XOR b) over n bytes: 8 at a time as 64-bit words (memcpy: any alignment, any byte
+ * order, since only the count of bits matters), then the rest byte by byte. */
+static uint32_t hamming(const uint8_t *a, const uint8_t *b, size_t n) {
+  uint32_t d = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    d += popcount64(x ^ y);
+  }
+  for (; i < n; i++) d += popcount64((uint64_t)(a[i] ^ b[i]));
+  return d;
+}
+
+/* The R = min(count, max(M x k, C)) rows whose codes are nearest the query's sign bits, lower id
+ * first on equal distances, written in increasing id order to kb->candidate_ids. Exact and O(count):
+ * a histogram of the distances (0 .. 8 x code_bytes) gives the largest distance taken and how many
+ * rows at that distance, the lowest ids, make up R. Every buffer is count or code_bytes long, both
+ * checked against the file by kbp_open. Python: BinaryIndex.shortlist. */
+static kbp_status shortlist(kbp_bundle *kb, const float *q, uint64_t k, size_t *n_out) {
+  size_t n = (size_t)kb->count, bytes = kb->code_bytes, max_distance = 8 * bytes;
+  uint64_t r = k > UINT64_MAX / kb->multiplier ? UINT64_MAX : kb->multiplier * k;
+  if (r < kb->candidates) r = kb->candidates;
+  if (r > kb->count) r = kb->count;
+  if (!kb->query_bits) {
+    kb->query_bits = malloc(bytes);
+    kb->distances = malloc(n * sizeof *kb->distances);
+    kb->histogram = malloc((max_distance + 1) * sizeof *kb->histogram);
+    if (!kb->query_bits || !kb->distances || !kb->histogram) {
+      free(kb->query_bits); free(kb->distances); free(kb->histogram);
+      kb->query_bits = NULL; kb->distances = NULL; kb->histogram = NULL;
+      return out_of_memory(kb);
+    }
+  }
+  void *ids = kb->candidate_ids;
+  if (reserve(&ids, &kb->candidate_cap, (size_t)r * sizeof *kb->candidate_ids)) return out_of_memory(kb);
+  kb->candidate_ids = ids;
+  uint8_t *bits = kb->query_bits;
+  memset(bits, 0, bytes);
+  for (size_t d = 0; d < (size_t)kb->dim; d++)
+    if (q[d] > 0.0f) bits[d / 8] |= (uint8_t)(0x80u >> (d % 8)); /* most significant bit first */
+  const uint8_t *codes = kb->data + kb->sections[kb->known[S_VECTORS_BINARY]].offset; /* checked by vectors_bytes */
+  memset(kb->histogram, 0, (max_distance + 1) * sizeof *kb->histogram);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t d = hamming(codes + i * bytes, bits, bytes);
+    kb->distances[i] = d;
+    kb->histogram[d]++;
+  }
+  uint64_t below = 0; /* rows nearer than `cut` */
+  size_t cut = 0;
+  while (cut < max_distance && below + kb->histogram[cut] < r) below += kb->histogram[cut++];
+  uint64_t at_cut = r - below; /* the lowest ids at distance `cut` */
+  size_t m = 0;
+  for (size_t i = 0; i < n && m < r; i++) {
+    uint32_t d = kb->distances[i];
+    if (d < cut || (d == cut && at_cut && at_cut--)) kb->candidate_ids[m++] = i;
+  }
+  *n_out = m;
+  return KBP_OK;
+}
+
+/* The k best chunks by inner product: every row, or the binary codes' shortlist rescored when the
+ * bundle has them. *out is malloc'd (the caller frees it), best first. */
+static kbp_status dense_top(kbp_bundle *kb, const dense_query *dq, uint64_t k, scored **out, size_t *n) {
   top_k t = {NULL, 0, (size_t)(k < kb->count ? k : kb->count)};
+  size_t n_candidates = 0;
+  kbp_status st = kb->binary && t.k ? shortlist(kb, dq->q, t.k, &n_candidates) : KBP_OK;
+  if (st != KBP_OK) return st;
   t.items = malloc((t.k ? t.k : 1) * sizeof *t.items);
   if (!t.items) return out_of_memory(kb);
-  size_t dim = (size_t)kb->dim;
-  for (uint64_t r = 0; t.k && r < kb->count; r++) {
-    float s = dot(vector_row(kb, vectors, r), q, dim);
+  uint64_t rows = kb->binary ? n_candidates : kb->count;
+  for (uint64_t i = 0; t.k && i < rows; i++) {
+    uint64_t r = kb->binary ? kb->candidate_ids[i] : i;
+    float s = row_score(kb, dq, r);
     /* ids arrive in increasing order, so an equal score never displaces a kept one */
     if (t.n == t.k && !(s > t.items[0].score)) continue;
     top_k_offer(&t, s, r);
@@ -1942,6 +2173,7 @@ static score_range range_of(const scored *list, size_t n) {
 /* Python's _normalise for tmm and minmax; `ref` spans the list's own top scores. */
 static double normalise(double score, score_range ref, fusion_method method) {
   if (ref.n == 0) return 0.0;
+  if (!isfinite(ref.hi)) return 0.0; /* only a forged bundle's overflowing scores get here (Python too) */
   if (method == FUSION_TMM) return ref.hi > 0.0 ? (score > 0.0 ? score : 0.0) / ref.hi : 0.0;
   if (ref.hi > ref.lo) return (score - ref.lo) / (ref.hi - ref.lo);
   return score >= ref.hi ? 1.0 : 0.0; /* one distinct score: the list's members 1, the rest 0 */
@@ -1974,7 +2206,7 @@ static size_t candidate_union(const scored *d, size_t nd, const scored *l, size_
 }
 
 /* Fuses the dense and lexical lists into fused[i] for each candidate (Python: fuse). */
-static void fuse(kbp_bundle *kb, const float *q, const uint8_t *vectors, const scored *d, size_t nd, const scored *l,
+static void fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t nd, const scored *l,
                  size_t nl, const uint64_t *cand, size_t nc, scored *fused) {
   const retrieval_settings *rs = &kb->rs;
   double w = rs->weight;
@@ -1989,7 +2221,8 @@ static void fuse(kbp_bundle *kb, const float *q, const uint8_t *vectors, const s
   }
   score_range dense_range = range_of(d, nd), lexical_range = range_of(l, nl);
   for (size_t i = 0; i < nc; i++) {
-    double ip = (double)dot(vector_row(kb, vectors, cand[i]), q, (size_t)kb->dim); /* exact, in float32 */
+    double ip = (double)row_score(kb, dq, cand[i]); /* exact, in float32 */
+    if (!isfinite(ip)) ip = 0.0; /* a forged bundle's overflowing scores count for nothing, as in Python */
     double dense = normalise(ip, dense_range, rs->fusion);
     double lexical = normalise(kb->lex.scores[cand[i]], lexical_range, rs->fusion);
     double a = (1.0 - w) * dense, b = w * lexical;
@@ -2002,9 +2235,9 @@ static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *ques
   scored *d = NULL, *l = NULL, *fused = NULL;
   uint64_t *cand = NULL;
   size_t nd = 0, nl = 0, nc = 0;
-  const uint8_t *vectors = NULL;
-  kbp_status st = dense_top(kb, q, depth, &d, &nd);
-  if (st == KBP_OK) st = vectors_bytes(kb, &vectors);
+  dense_query dq;
+  kbp_status st = prepare_query(kb, q, &dq);
+  if (st == KBP_OK) st = dense_top(kb, &dq, depth, &d, &nd); /* two-stage with binary codes, as Python's */
   if (st == KBP_OK) st = score_lexical(kb, question);
   if (st == KBP_OK) st = lexical_top(kb, depth, &l, &nl);
   if (st == KBP_OK && nl == 0) { /* no word of the question in the index: the dense list */
@@ -2016,7 +2249,7 @@ static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *ques
     if (!cand || !fused) st = out_of_memory(kb);
     else {
       nc = candidate_union(d, nd, l, nl, cand);
-      fuse(kb, q, vectors, d, nd, l, nl, cand, nc, fused);
+      fuse(kb, &dq, d, nd, l, nl, cand, nc, fused);
       qsort(fused, nc, sizeof *fused, by_rank);
       for (size_t i = 0; i < nc && i < k; i++) hits[i] = (kbp_hit){fused[i].id, fused[i].score};
       *n_hits = nc < k ? nc : k;
@@ -2050,8 +2283,12 @@ kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *que
   scored *top = NULL;
   size_t n = 0;
   if (used == KBP_MODE_HYBRID) return hybrid_search(kb, query_vector, question, k, hits, n_hits);
-  if (used == KBP_MODE_DENSE) st = dense_top(kb, query_vector, k, &top, &n);
-  else if ((st = score_lexical(kb, question)) == KBP_OK) st = lexical_top(kb, k, &top, &n);
+  if (used == KBP_MODE_DENSE) {
+    dense_query dq;
+    if ((st = prepare_query(kb, query_vector, &dq)) == KBP_OK) st = dense_top(kb, &dq, k, &top, &n);
+  } else if ((st = score_lexical(kb, question)) == KBP_OK) {
+    st = lexical_top(kb, k, &top, &n);
+  }
   if (st == KBP_OK) copy_hits(top, n, k, hits, n_hits);
   free(top);
   return st;
@@ -2305,7 +2542,7 @@ static kbp_status verify_probes(kbp_bundle *kb) {
   if (kb->known[S_PROBES] < 0) return KBP_OK;
   kbp_status st = probes_ready(kb);
   if (st != KBP_OK) return st;
-  if (first_non_finite_row(kb->probes.vectors, kb->probes.n, kb->dim, 0) >= 0)
+  if (first_non_finite_row(kb->probes.vectors, kb->probes.n, kb->dim, 4) >= 0)
     return invalid(kb, "probe_vectors", "holds NaN or infinity");
   return KBP_OK;
 }
@@ -2365,8 +2602,9 @@ kbp_status kbp_verify(kbp_bundle *kb) {
   if (st == KBP_OK && !body_ok) st = invalid(kb, "file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)");
   if (st == KBP_OK) {
     kb->vectors_checked = 0;
-    st = vectors_bytes(kb, &vectors);
+    st = vectors_bytes(kb, &vectors); /* finite, or int8's scales */
   }
+  if (st == KBP_OK) st = check_code_padding(kb);
   if (st == KBP_OK && kbp_encoder_get(kb, NULL) == KBP_ERR_INVALID) st = KBP_ERR_INVALID;
   if (st == KBP_OK) {
     clear_error(&kb->err); /* "no query encoder" is no failure here */

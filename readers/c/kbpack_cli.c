@@ -1,6 +1,7 @@
 /* kbpack: the command-line tool over libkbpack (kbpack.h).
  *
- *   kbpack info FILE            format version, counts, dtype, embedder, sections
+ *   kbpack info FILE            format version, counts, dtype (with int8's scales and the binary
+ *                               codes' search settings), embedder, sections
  *   kbpack verify FILE          every check `kbc inspect --verify` makes: "intact", or exit 3
  *   kbpack chunk FILE ID        chunk ID with its provenance, as one JSON object
  *   kbpack search FILE [--mode dense|lexical|hybrid] [-k N] [--vector Q.f32] [--] [QUESTION]
@@ -164,6 +165,13 @@ static int cmd_info(kbp_bundle *kb) {
   printf("count: %llu\n", (unsigned long long)kbp_count(kb));
   printf("dim: %zu\n", kbp_dim(kb));
   printf("dtype: %s\n", kbp_dtype(kb));
+  if (strcmp(kbp_dtype(kb), "int8") == 0) printf("scales: vector_scales (%zu float32, one per dimension)\n", kbp_dim(kb));
+  unsigned candidates, multiplier;
+  if (kbp_binary(kb, &candidates, &multiplier))
+    printf("binary: vectors_binary (%zu bytes per chunk), candidates %u, multiplier %u\n", (kbp_dim(kb) + 7) / 8,
+           candidates, multiplier);
+  else
+    printf("binary: no\n");
   printf("block_size: %llu\n", (unsigned long long)kbp_block_size(kb));
   printf("embedder: ");
   print_safe(stdout, kbp_embedder_name(kb), strlen(kbp_embedder_name(kb)));
