@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option
 from .sources import read_text_file
 
 RECALL_KS = (1, 5, 10, 100)
@@ -243,9 +243,11 @@ def _page_relevant(chunk: tuple[set[str], int, int], relevant: Mapping[str, set[
 
 
 def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
-             modes: Sequence[str] | None = None, batch_size: int = 64, progress=None) -> EvalReport:
+             modes: Sequence[str] | None = None, batch_size: int = 64, progress=None,
+             query_vectors: np.ndarray | None = None) -> EvalReport:
     """Score a KnowledgeBase on queries + qrels in each search mode (default: every mode the
-    bundle supports; `metrics`/`per_query` are for the first listed, the bundle's default)."""
+    bundle supports; `metrics`/`per_query` are for the first listed, the bundle's default).
+    `query_vectors`: the evaluated queries already embedded (in `evaluated_queries` order)."""
     t0 = time.perf_counter()
     owner, doc_ids = chunk_documents(kb.bundle)
     known = set(doc_ids)
@@ -253,7 +255,7 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
     chunk_pages = _chunk_pages(kb.bundle) if page_level else []
     if page_level:
         known = {f"{n}:p{p}" for names, a, b in chunk_pages for n in names for p in range(a, b + 1)}
-    evaluated = [q for q in qrels if q in queries and any(g > 0 for g in qrels[q].values())]
+    evaluated = evaluated_queries(queries, qrels)
     no_text = sum(1 for q in qrels if q not in queries)
     no_relevant = sum(1 for q in qrels if q in queries and not any(g > 0 for g in qrels[q].values()))
     unknown = sum(1 for q in evaluated for d, g in qrels[q].items() if g > 0 and d not in known)
@@ -267,11 +269,11 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
     modes = [kb.retriever.resolve(m) for m in modes]
     texts = [queries[q] for q in evaluated]
     t_model = time.perf_counter()
-    qv = None
-    if any(m != "lexical" for m in modes):
+    qv = query_vectors
+    if qv is None and any(m != "lexical" for m in modes):
         kb.embedder  # load the model here so its cost is reported apart from the queries'
     t1 = time.perf_counter()
-    if any(m != "lexical" for m in modes):
+    if qv is None and any(m != "lexical" for m in modes):
         vectors = []
         for start in range(0, len(texts), 256):
             vectors.append(kb.embed_queries(texts[start:start + 256], batch_size=batch_size))
@@ -296,6 +298,72 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
                  "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3), "total": round(t3 - t0, 3)},
         per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes,
         fusion=kb.retriever.settings.to_manifest())
+
+
+def evaluated_queries(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """The query ids scored: in both files, with at least one relevant document."""
+    return [q for q in qrels if q in queries and any(g > 0 for g in qrels[q].values())]
+
+
+@dataclass
+class VectorsResult:
+    """One encoding's retrieval next to the others' (`kbc eval --vectors`)."""
+    vectors: str  # a kbc.vectors.PRESETS name
+    bytes_per_chunk: int  # in the file: the vectors section, plus binary codes
+    mib_per_100k: float
+    search_ms: float  # one dense top-10 search, mean over up to 200 queries, in this Python process
+    report: EvalReport
+    kept: dict[str, dict[str, float]]  # mode -> metric -> share of the first encoding's value
+
+    def to_dict(self) -> dict:
+        return {"vectors": self.vectors, "bytes_per_chunk": self.bytes_per_chunk,
+                "mib_per_100k": round(self.mib_per_100k, 2), "search_ms": round(self.search_ms, 3),
+                "modes": self.report.modes, "kept": self.kept}
+
+
+def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
+                    presets: Sequence[str], *, modes: Sequence[str] | None = None, batch_size: int = 64,
+                    progress=None) -> list[VectorsResult]:
+    """Evaluate what each vector encoding (kbc.vectors.PRESETS) would retrieve, derived from the
+    bundle's float32 vectors with the writer's own arithmetic; `kept` is relative to the first.
+    The queries are embedded once; every encoding is searched exactly or two-stage as its bundle
+    would be (a stored FAISS index is set aside)."""
+    from .vectors import PRESETS, preset_of, row_bytes, simulate
+
+    bundle = kb.bundle
+    own = preset_of(bundle.dtype_name, bundle.binary_index() is not None)
+    for name in presets:
+        if name not in PRESETS:
+            raise InputError(f"{option('vectors')} must be among {', '.join(PRESETS)}, not {name!r}")
+        if bundle.dtype_name != "float32" and name != own:
+            raise InputError(f"{bundle.path}: stores {own} vectors; {option('vectors')} {name} is derived from float32 "
+                             f"ones: evaluate a bundle built with --vectors f32")
+    if modes is None:  # the lexical list is the same for every encoding
+        modes = [m for m in (kb.default_mode, "dense", "hybrid") if m != "lexical"]
+        modes = [m for m in dict.fromkeys(modes) if m == "dense" or kb.retriever.lexical is not None]
+    evaluated = evaluated_queries(queries, qrels)
+    qv = None
+    if evaluated and (modes is None or any(m != "lexical" for m in modes)):
+        qv = kb.embed_queries([queries[q] for q in evaluated], batch_size=batch_size)
+    floats = np.asarray(bundle.vectors, dtype=np.float32)
+    results: list[VectorsResult] = []
+    for name in presets:
+        vectors, binary = simulate(floats, name) if name != own else (floats, bundle.binary_index())
+        kb.use_vectors(vectors, binary)
+        report = evaluate(kb, queries, qrels, modes=modes, batch_size=batch_size, progress=progress, query_vectors=qv)
+        search_ms = 0.0
+        if qv is not None and len(qv):
+            sample = qv[:200]
+            t = time.perf_counter()
+            for row in sample:
+                kb.searcher.search(row[None, :], 10)
+            search_ms = (time.perf_counter() - t) * 1000 / len(sample)
+        base = results[0].report.modes if results else report.modes
+        kept = {m: {k: (v / base[m][k] if base[m][k] else float(v == 0)) for k, v in metrics.items()}
+                for m, metrics in report.modes.items()}
+        per_chunk = row_bytes(PRESETS[name].dtype, bundle.dim, binary=PRESETS[name].binary)
+        results.append(VectorsResult(name, per_chunk, per_chunk * 100_000 / 2**20, search_ms, report, kept))
+    return results
 
 
 def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids) -> list[QueryResult]:

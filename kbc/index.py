@@ -124,7 +124,7 @@ class Searcher:
         if self.binary is not None:
             return self._two_stage(q, k)
         with np.errstate(over="ignore", invalid="ignore"):  # a forged bundle's huge vectors: no warnings,
-            scores_all = q @ np.asarray(self.vectors, dtype=np.float32).T
+            scores_all = q @ self._float32().T
         scores_all[np.isnan(scores_all)] = -np.inf  # and a score that is no number ranks last
         top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores_all, top, axis=1)
@@ -132,6 +132,13 @@ class Searcher:
         order = np.lexsort((top, -top_scores), axis=1)
         ids = np.take_along_axis(top, order, axis=1)
         return np.take_along_axis(top_scores, order, axis=1), ids
+
+    def _float32(self) -> np.ndarray:
+        """The vectors as float32: the mapped array itself for float32 bundles, converted once for
+        float16 ones (not on every query)."""
+        if getattr(self, "_converted", None) is None:
+            self._converted = np.asarray(self.vectors, dtype=np.float32)
+        return self._converted
 
     def _two_stage(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         from .vectors import top_k

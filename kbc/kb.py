@@ -75,6 +75,7 @@ class KnowledgeBase:
         self._embedder = None
         self._searcher = None
         self._retriever = None
+        self._vectors = None  # set by use_vectors: search other vectors than the stored ones
         # overrides of the recorded fusion settings (eval sweeps): {"fusion", "weight", "depth", "rrf_k"}
         self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
@@ -129,6 +130,18 @@ class KnowledgeBase:
                 raise BundleError(e.detail, section=e.section, path=self.bundle.path) from None
         return self._searcher
 
+    def use_vectors(self, vectors: np.ndarray, binary=None) -> None:
+        """Search these (count, dim) vectors, exactly or two-stage through `binary` (a
+        kbc.vectors.BinaryIndex), instead of the bundle's own: how `kbc eval --vectors` scores what
+        another encoding would retrieve. A stored FAISS index is not used."""
+        from .index import Searcher
+
+        if vectors.shape != (self.bundle.count, self.bundle.dim):
+            raise ValueError(f"expected ({self.bundle.count}, {self.bundle.dim}) vectors, got {vectors.shape}")
+        self._vectors = vectors
+        self._searcher = Searcher(vectors, None, {}, binary=binary)
+        self._retriever = None
+
     @property
     def retriever(self):
         """Dense, lexical and hybrid search with the bundle's recorded fusion settings."""
@@ -142,7 +155,8 @@ class KnowledgeBase:
                     settings.check()
                 except ValueError as e:
                     raise InputError(str(e)) from None
-            self._retriever = Retriever(searcher=self.searcher, vectors=self.bundle.vectors,
+            vectors = self._vectors if self._vectors is not None else self.bundle.vectors
+            self._retriever = Retriever(searcher=self.searcher, vectors=vectors,
                                         lexical=self.bundle.lexical(), settings=settings)
         return self._retriever
 

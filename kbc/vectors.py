@@ -138,3 +138,21 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     scores = np.where(np.isnan(scores), -np.inf, scores).astype(np.float32)
     order = np.lexsort((ids, -scores))[:k]
     return scores[order], ids[order]
+
+
+def preset_of(dtype: str, binary: bool) -> str:
+    """The --vectors name a bundle was built with, from its manifest's dtype and binary codes."""
+    for preset in PRESETS.values():
+        if preset.dtype == dtype and preset.binary == binary:
+            return preset.name
+    return dtype + (" + binary" if binary else "")
+
+
+def simulate(x: np.ndarray, preset: str) -> tuple[np.ndarray, BinaryIndex | None]:
+    """From float32 rows, what a bundle built with `--vectors preset` searches: its stored values
+    as float32 and its binary codes. The writer's arithmetic, so `kbc eval --vectors` predicts
+    the built bundle exactly."""
+    p = PRESETS[preset]
+    stored, scales = encode(x, p.dtype)
+    values = stored if scales is None else dequantise(stored, scales)  # as kbc's reader holds them
+    return values, (BinaryIndex(binary_codes(x)) if p.binary else None)

@@ -1,0 +1,216 @@
+"""Vector encodings (format 1.4, kbc/vectors.py): int8 with per-dimension scales, binary codes with
+a two-stage search, and `kbc eval --vectors`, which must predict the built bundles exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_DOCS, run_kbc
+from forge import rebuild, sections
+from kbc import vectors as V
+from kbc.bundle import Bundle, BundleWriter, write_bundle
+from kbc.errors import BundleError
+from kbc.index import Searcher
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def chunks(n: int) -> list[dict]:
+    return [{"text": f"chunk {i}", "source": 0, "seq": i, "page_start": 1, "page_end": 1} for i in range(n)]
+
+
+def test_int8_calibration_round_trip_and_size(tmp_path):
+    x = unit_rows(500, 37)
+    x[:, 5] = 0.0  # a dimension that is always zero gets scale 0, never a division by zero
+    x[7, 3] = -2.0  # the largest |x| of a dimension maps to -127 exactly, nothing saturates
+    path = write_bundle(tmp_path / "q.kbpack", manifest={}, vectors=x, chunks=chunks(500), dtype="int8")
+    with Bundle(path) as b:
+        b.verify()
+        scales = b.scales()
+        assert np.array_equal(scales, (np.abs(x).max(axis=0) / np.float32(127)).astype(np.float32))
+        assert scales[5] == 0 and b.stored_vectors[7, 3] == -127
+        assert b.stored_vectors.dtype == np.int8 and b.sections["vectors"].length == 500 * 37
+        error = np.abs(b.vectors - x)
+        assert (error <= scales / 2 + 1e-7).all()  # rounding to nearest: at most half a step per dimension
+        assert b.manifest["vectors"] == {"count": 500, "dim": 37, "dtype": "int8", "scales": "vector_scales"}
+        assert np.array_equal(b.vector_rows(10, 20), b.vectors[10:20])
+
+
+def test_streaming_writer_calibrates_on_the_whole_corpus(tmp_path):
+    """Windows arrive one at a time; the scales (and so every byte) equal a one-shot write's."""
+    x = unit_rows(300, 24, seed=1)
+    x[250:, 0] *= 9  # the range of dimension 0 is only known after the last window
+    one = write_bundle(tmp_path / "one.kbpack", manifest={}, vectors=x, chunks=chunks(300), dtype="int8", binary=True)
+    with BundleWriter(tmp_path / "many.kbpack", dim=24, dtype="int8", binary=True) as w:
+        for start in range(0, 300, 64):
+            w.add(chunks(300)[start:start + 64], x[start:start + 64])
+            assert np.array_equal(w.vectors_view(), x[:start + 64])  # what an index is trained on: the floats
+        many = w.finish({})
+    assert one.read_bytes() == many.read_bytes()
+
+
+def test_binary_codes_bits_and_padding(tmp_path):
+    x = unit_rows(40, 13, seed=2)  # 13 dimensions: 2 bytes per code, 3 bits unused
+    path = write_bundle(tmp_path / "b.kbpack", manifest={}, vectors=x, chunks=chunks(40), dtype="int8", binary=True)
+    with Bundle(path) as b:
+        b.verify()
+        codes = b.binary_index().codes
+        assert codes.shape == (40, 2)
+        for i in range(40):
+            bits = [(codes[i, d // 8] >> (7 - d % 8)) & 1 for d in range(13)]  # most significant bit first
+            assert bits == [int(v > 0) for v in x[i]]
+        assert not (codes[:, 1] & 0b111).any()
+    padded = bytearray(sections(path.read_bytes())["vectors_binary"][1])
+    padded[1] |= 1  # a bit past dimension 13, checksums recomputed
+    forged = tmp_path / "padded.kbpack"
+    forged.write_bytes(rebuild(path.read_bytes(), {"vectors_binary": bytes(padded)}))
+    with Bundle(forged) as b, pytest.raises(BundleError, match="vectors_binary.*past dimension 13"):
+        b.verify()
+
+
+def test_two_stage_search_shortlists_by_hamming_then_rescores():
+    x = unit_rows(2000, 64, seed=3)
+    stored, scales = V.encode(x, "int8")
+    values = V.dequantise(stored, scales)
+    q = x[:20] + 0.05 * unit_rows(20, 64, seed=4)
+    # candidates covering the corpus: the result is exact search over the int8 values
+    everything = Searcher(values, None, {}, binary=V.BinaryIndex(V.binary_codes(x), candidates=2000))
+    exact = Searcher(values, None, {})
+    s1, i1 = everything.search(q, 10)
+    s2, i2 = exact.search(q, 10)
+    assert np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-6)
+    # a small shortlist: the hits are the best rescored rows among the R nearest codes
+    index = V.BinaryIndex(V.binary_codes(x), candidates=30, multiplier=2)
+    scores, ids = Searcher(values, None, {}, binary=index).search(q, 5)
+    for row in range(20):
+        shortlist = index.shortlist(q[row], 5)
+        assert len(shortlist) == 30
+        distance = np.bitwise_count(np.bitwise_xor(index.codes, np.packbits(q[row] > 0))).sum(axis=1)
+        assert distance[shortlist].max() <= np.delete(distance, shortlist).min()
+        best = shortlist[np.lexsort((shortlist, -(values[shortlist] @ q[row])))][:5]
+        assert list(ids[row]) == list(best)
+
+
+def test_shortlist_breaks_distance_ties_by_lower_chunk_id():
+    codes = np.zeros((50, 1), np.uint8)  # every code at the same distance from any query
+    index = V.BinaryIndex(codes, candidates=7, multiplier=1)
+    assert list(index.shortlist(np.ones(8, np.float32), 3)) == list(range(7))
+    assert list(V.BinaryIndex(codes, candidates=7, multiplier=10).shortlist(np.ones(8), 3)) == list(range(30))
+
+
+@pytest.mark.parametrize("case, replace, error", [
+    ("scales NaN", {"vector_scales": np.full(16, np.nan, "<f4").tobytes()}, "vector_scales.*NaN"),
+    ("scale negative", {"vector_scales": np.full(16, -1, "<f4").tobytes()}, "vector_scales.*negative"),
+    ("scales short", {"vector_scales": b"\0" * 60}, "vector_scales.*expected 16 f32le"),
+    ("codes short", {"vectors_binary": b"\0" * 10}, "vectors_binary.*expected 40 bytes"),
+])
+def test_forged_compact_sections_are_refused(tmp_path, case, replace, error):
+    path = write_bundle(tmp_path / "ok.kbpack", manifest={}, vectors=unit_rows(20, 16), chunks=chunks(20),
+                        dtype="int8", binary=True)
+    forged = tmp_path / "forged.kbpack"
+    forged.write_bytes(rebuild(path.read_bytes(), replace))
+    with pytest.raises(BundleError, match=error):
+        with Bundle(forged) as b:
+            b.vectors  # scales are checked before first use
+
+
+@pytest.mark.parametrize("edit, error", [
+    (lambda v: v.pop("scales"), "vectors.scales must name"),
+    (lambda v: v["binary"].update(candidates=0), "candidates must be an integer from 1 to 65536"),
+    (lambda v: v["binary"].update(multiplier=True), "multiplier must be an integer"),
+    (lambda v: v["binary"].update(section="chunks"), "binary must be an object naming"),
+    (lambda v: v.update(dtype="int4"), "unknown vector dtype"),
+])
+def test_forged_vectors_manifest_is_refused(tmp_path, edit, error):
+    path = write_bundle(tmp_path / "ok.kbpack", manifest={}, vectors=unit_rows(20, 16), chunks=chunks(20),
+                        dtype="int8", binary=True)
+    data = path.read_bytes()
+    manifest = json.loads(sections(data)["manifest"][1])
+    edit(manifest["vectors"])
+    forged = tmp_path / "forged.kbpack"
+    forged.write_bytes(rebuild(data, {"manifest": json.dumps(manifest).encode()}))
+    with pytest.raises(BundleError, match=error):
+        Bundle(forged)
+    proc = run_kbc("inspect", str(forged), "--verify")
+    assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def encoded_sample(tmp_path_factory):
+    """The sample docs built with each --vectors choice (the build cache makes the embedding once)."""
+    d = tmp_path_factory.mktemp("vectors")
+    out = {}
+    for name in V.PRESETS:
+        out[name] = d / f"{name}.kbpack"
+        run_kbc("build", str(SAMPLE_DOCS), "-o", str(out[name]), "--vectors", name, "-q", check=True)
+    return out
+
+
+def test_built_bundles_are_what_eval_simulates(encoded_sample):
+    with Bundle(encoded_sample["f32"]) as f32:
+        floats = np.asarray(f32.vectors, dtype=np.float32)
+        sizes = {"f32": f32.size}
+    for name in ("f16", "int8", "binary"):
+        with Bundle(encoded_sample[name]) as b:
+            b.verify()
+            values, binary = V.simulate(floats, name)
+            assert np.array_equal(np.asarray(b.vectors), values), name
+            got = b.binary_index()
+            assert (got is None) == (binary is None)
+            if binary is not None:
+                assert np.array_equal(got.codes, binary.codes)
+            sizes[name] = b.size
+    assert sizes["f32"] > sizes["f16"] > sizes["binary"] > sizes["int8"]
+
+
+def test_query_and_export_an_int8_bundle(encoded_sample, tmp_path):
+    proc = run_kbc("query", str(encoded_sample["binary"]), "how do I water seedlings in a greenhouse", "-k", "3",
+                   "--json", check=True)
+    hits = json.loads(proc.stdout)["hits"]
+    assert len(hits) == 3
+    out = tmp_path / "v.npy"
+    run_kbc("export", str(encoded_sample["int8"]), str(out), "--to", "npy", check=True)
+    with Bundle(encoded_sample["int8"]) as b:
+        exported = np.load(out)
+        assert exported.dtype == np.float32 and np.array_equal(exported, b.vectors)
+
+
+def test_eval_compares_encodings(encoded_sample, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps({"_id": f"q{i}", "text": t}) for i, t in enumerate(
+        ["how do I ventilate a greenhouse", "how do hash maps store keys", "what does the sample say about logs"])))
+    with Bundle(encoded_sample["f32"]) as b:
+        paths = sorted({b.source_path(c) for c in b.iter_chunks()})
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("".join(f"q{i}\t{p}\t1\n" for i, p in enumerate(paths[:3])))
+    proc = run_kbc("eval", str(encoded_sample["f32"]), "--queries", str(queries), "--qrels", str(qrels),
+                   "--vectors", "f32", "--vectors", "int8", "--vectors", "binary", "--json", check=True)
+    rep = json.loads(proc.stdout)
+    assert [v["vectors"] for v in rep["vectors"]] == ["f32", "int8", "binary"]
+    by = {v["vectors"]: v for v in rep["vectors"]}
+    assert by["int8"]["bytes_per_chunk"] == 384 and by["binary"]["bytes_per_chunk"] == 384 + 48
+    assert by["f32"]["kept"]["dense"]["ndcg@10"] == 1.0
+    base, got = by["f32"]["modes"]["dense"]["ndcg@10"], by["int8"]["modes"]["dense"]["ndcg@10"]
+    assert by["int8"]["kept"]["dense"]["ndcg@10"] == pytest.approx(got / base if base else 1.0)
+    # the simulation is the built bundle: evaluating the int8 bundle itself gives the same figures
+    own = json.loads(run_kbc("eval", str(encoded_sample["int8"]), "--queries", str(queries), "--qrels", str(qrels),
+                             "--mode", "dense", "--mode", "hybrid", "--json", check=True).stdout)
+    assert own["modes"] == by["int8"]["modes"]
+    # encodings cannot be derived from an int8 bundle: one line, exit 2
+    refused = run_kbc("eval", str(encoded_sample["int8"]), "--queries", str(queries), "--qrels", str(qrels),
+                      "--vectors", "f32")
+    assert refused.returncode == 2 and "stores int8 vectors" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_build_refuses_contradictory_vector_options(tmp_path):
+    proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(tmp_path / "x.kbpack"), "--vectors", "binary", "--index", "HNSW32")
+    assert proc.returncode == 2 and "--vectors binary" in proc.stderr and "--index Flat" in proc.stderr
+    proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(tmp_path / "x.kbpack"), "--vectors", "int8", "--float16")
+    assert proc.returncode == 2 and "disagree" in proc.stderr
+    assert not (tmp_path / "x.kbpack").exists()
