@@ -214,3 +214,16 @@ def test_build_refuses_contradictory_vector_options(tmp_path):
     proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(tmp_path / "x.kbpack"), "--vectors", "int8", "--float16")
     assert proc.returncode == 2 and "disagree" in proc.stderr
     assert not (tmp_path / "x.kbpack").exists()
+
+
+def test_compact_manifests_match_the_json_schema(encoded_sample):
+    import jsonschema
+    from conftest import ROOT
+
+    schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+    for name in ("int8", "binary"):
+        with Bundle(encoded_sample[name]) as b:
+            jsonschema.validate(b.manifest, schema)
+            without_scales = {**b.manifest, "vectors": {k: v for k, v in b.manifest["vectors"].items() if k != "scales"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(without_scales, schema)
