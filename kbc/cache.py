@@ -19,6 +19,12 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .errors import InputError
+
+# How long a cache call waits for another kbc's write to finish before giving up (a build then
+# carries on without the cache; `kbc cache prune` says so).
+BUSY_TIMEOUT_S = 60.0
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_hash (path TEXT PRIMARY KEY, stat TEXT NOT NULL, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS extracted (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -60,7 +66,7 @@ class Cache:
         self.dir = Path(directory) if directory else cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=60, check_same_thread=False,
+        self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                                   isolation_level=None)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -76,7 +82,7 @@ class Cache:
                 part = self.dir / f"cache.sqlite3{suffix}"
                 if part.exists():
                     part.rename(self.dir / f"cache.sqlite3.damaged{suffix}")
-            self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=60, check_same_thread=False,
+            self.db = sqlite3.connect(self.dir / "cache.sqlite3", timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                                       isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
@@ -259,9 +265,19 @@ def prune_cache(directory: str | os.PathLike | None = None, *, older_than_s: flo
     the cache holds at most `max_bytes` (or nothing: an empty database still takes a few pages);
     ONNX exports count by their graph file's last use. Returns
     what went: {"entries": {table: n}, "onnx_exports": [...], "bytes_before", "bytes_after"}."""
+    d = Path(directory) if directory else cache_dir()
+    try:
+        return _prune(d, older_than_s=older_than_s, max_bytes=max_bytes)
+    except sqlite3.Error as e:  # locked by a long build, read-only, or the disk is full: say so, in one line
+        raise InputError(f"{d / 'cache.sqlite3'}: cannot prune the build cache ({e}); if another kbc is "
+                         f"using it, try again when it is done") from None
+    except OSError as e:
+        raise InputError(f"{e.filename or d}: cannot prune the build cache ({e.strerror})") from None
+
+
+def _prune(d: Path, *, older_than_s: float | None, max_bytes: int | None) -> dict:
     import shutil
 
-    d = Path(directory) if directory else cache_dir()
     before = _owned_bytes(d)
     removed: dict = {"entries": {}, "onnx_exports": []}
     cutoff = _now() - older_than_s if older_than_s is not None else None

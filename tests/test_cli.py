@@ -158,6 +158,31 @@ def test_cache_prune_by_age_then_size_and_an_old_cache_gets_the_new_column(tmp_p
     assert out.exit_code == 0 and json.loads(out.stdout)["entries"]["vectors"] == 1
 
 
+def test_cache_prune_while_another_kbc_holds_the_database_is_one_line(tmp_path, tiny_model, monkeypatch):
+    import sqlite3
+
+    from kbc import cache as cache_module
+
+    cache = tmp_path / "cache"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Pumps\n\nThe pump moves water uphill.\n")
+    kbc.build([docs], tmp_path / "kb.kbpack", model=str(tiny_model), cache_dir=cache)
+    monkeypatch.setattr(cache_module, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(cache / "cache.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # what a long write by another process looks like
+    try:
+        out = runner.invoke(app, ["cache", "prune", "--older-than", "0s", "--cache-dir", str(cache)])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert out.exit_code == 2, out.output
+    assert "cannot prune the build cache (database is locked)" in out.stderr and "internal error" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    out = runner.invoke(app, ["cache", "prune", "--max-size", "1KB", "--cache-dir", str(cache), "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["entries"]["vectors"] >= 1  # once free, it prunes
+
+
 @pytest.mark.parametrize("option, value", [("file_timeout", 1e9), ("workers", 10**6), ("file_timeout", float("nan"))])
 def test_out_of_range_options_are_input_errors(tmp_path, option, value):
     from kbc.errors import InputError
