@@ -1641,30 +1641,65 @@ static kbp_status check_query_vector(kbp_bundle *kb, const float *q) {
 
 /* ---- binary codes: the first stage of a two-stage search (FORMAT.md §2.7) */
 
-#if defined(__GNUC__) || defined(__clang__)
+/* Bits set in a 64-bit word. GCC and clang's builtin is one instruction where the target has one
+ * (arm64, or x86 built with -mpopcnt); on plain x86-64 it is a library call, slower than this SWAR
+ * count, so there an x86 with POPCNT gets its own copy of the loop (distances_popcnt) at run time. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define X86_GNUC 1
+#endif
+#if (defined(__GNUC__) || defined(__clang__)) && (!defined(X86_GNUC) || defined(__POPCNT__))
 #define popcount64(x) ((unsigned)__builtin_popcountll(x))
 #else
-static unsigned popcount64(uint64_t x) { /* SWAR: bits per 2, 4, 8, then a multiply sums the bytes */
+static unsigned popcount_swar(uint64_t x) {
   x -= (x >> 1) & 0x5555555555555555u;
   x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
   x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fu;
-  return (unsigned)((x * 0x0101010101010101u) >> 56);
+  return (unsigned)((x * 0x0101010101010101u) >> 56); /* the byte counts summed in the top byte */
+}
+#define popcount64(x) popcount_swar(x)
+#endif
+
+/* Each row's Hamming distance to the query's bits, popcount(code XOR bits), into distances[] and
+ * their histogram: 8 bytes at a time as 64-bit words (memcpy: any alignment, and the byte order
+ * does not change a count of bits), then the rest byte by byte. */
+#define DISTANCES(popcount)                                                   \
+  for (size_t r = 0; r < n; r++) {                                            \
+    const uint8_t *code = codes + r * bytes;                                  \
+    uint32_t d = 0;                                                           \
+    size_t i = 0;                                                             \
+    for (; i + 8 <= bytes; i += 8) {                                          \
+      uint64_t x, y;                                                          \
+      memcpy(&x, code + i, 8);                                                \
+      memcpy(&y, bits + i, 8);                                                \
+      d += popcount(x ^ y);                                                   \
+    }                                                                         \
+    for (; i < bytes; i++) d += popcount((uint64_t)(code[i] ^ bits[i]));      \
+    distances[r] = d;                                                         \
+    histogram[d]++;                                                           \
+  }
+
+static void distances_portable(const uint8_t *codes, size_t n, size_t bytes, const uint8_t *bits, uint32_t *distances,
+                               uint32_t *histogram) {
+  DISTANCES(popcount64)
+}
+
+#if defined(X86_GNUC) && !defined(__POPCNT__)
+__attribute__((target("popcnt"))) static void distances_popcnt(const uint8_t *codes, size_t n, size_t bytes,
+                                                                const uint8_t *bits, uint32_t *distances,
+                                                                uint32_t *histogram) {
+  DISTANCES(__builtin_popcountll)
 }
 #endif
 
-/* popcount(a XOR b) over n bytes: 8 at a time as 64-bit words (memcpy: any alignment, any byte
- * order, since only the count of bits matters), then the rest byte by byte. */
-static uint32_t hamming(const uint8_t *a, const uint8_t *b, size_t n) {
-  uint32_t d = 0;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x, y;
-    memcpy(&x, a + i, 8);
-    memcpy(&y, b + i, 8);
-    d += popcount64(x ^ y);
+static void code_distances(const uint8_t *codes, size_t n, size_t bytes, const uint8_t *bits, uint32_t *distances,
+                           uint32_t *histogram) {
+#if defined(X86_GNUC) && !defined(__POPCNT__)
+  if (__builtin_cpu_supports("popcnt")) {
+    distances_popcnt(codes, n, bytes, bits, distances, histogram);
+    return;
   }
-  for (; i < n; i++) d += popcount64((uint64_t)(a[i] ^ b[i]));
-  return d;
+#endif
+  distances_portable(codes, n, bytes, bits, distances, histogram);
 }
 
 /* The R = min(count, max(M x k, C)) rows whose codes are nearest the query's sign bits, lower id
@@ -1696,11 +1731,7 @@ static kbp_status shortlist(kbp_bundle *kb, const float *q, uint64_t k, size_t *
     if (q[d] > 0.0f) bits[d / 8] |= (uint8_t)(0x80u >> (d % 8)); /* most significant bit first */
   const uint8_t *codes = kb->data + kb->sections[kb->known[S_VECTORS_BINARY]].offset; /* checked by vectors_bytes */
   memset(kb->histogram, 0, (max_distance + 1) * sizeof *kb->histogram);
-  for (size_t i = 0; i < n; i++) {
-    uint32_t d = hamming(codes + i * bytes, bits, bytes);
-    kb->distances[i] = d;
-    kb->histogram[d]++;
-  }
+  code_distances(codes, n, bytes, bits, kb->distances, kb->histogram);
   uint64_t below = 0; /* rows nearer than `cut` */
   size_t cut = 0;
   while (cut < max_distance && below + kb->histogram[cut] < r) below += kb->histogram[cut++];
