@@ -303,7 +303,7 @@ def test_info_shows_what_python_reads(kbpack_tool, sample_bundle):
     out = kbpack(kbpack_tool, "info", sample_bundle)
     assert out.returncode == 0, out.stderr
     with Bundle(sample_bundle) as b:
-        head = (f"format: {b.major}.{b.minor}\ncount: {b.count}\ndim: {b.dim}\ndtype: float32\n"
+        head = (f"format: {b.major}.{b.minor}\ncount: {b.count}\ndim: {b.dim}\ndtype: float32\nbinary: no\n"
                 f"block_size: {b.block_size}\nembedder: {b.manifest['embedder']['name']}\nlexical: yes\nsections:\n")
         assert out.stdout.startswith(head)
         rows = [line.split() for line in out.stdout[len(head):].splitlines()]
