@@ -131,6 +131,9 @@ int main(int argc, char **argv) { /* BUNDLE QUERIES.f32 K: one line of `id:score
   unsigned c, m;
   int binary = kbp_binary(kb, &c, &m);
   printf("%s %d %u %u\n", kbp_dtype(kb), binary, c, m);
+  if (f) fclose(f);
+  free(q);
+  free(hits);
   kbp_close(kb);
   return 0;
 }

@@ -7,7 +7,7 @@
  *
  * Nothing is allocated from a size read from the file before that size has been checked against
  * the file or a fixed limit. Parts, in order:
- *   1. limits, errors            7. vectors and exact dense search
+ *   1. limits, errors            7. vectors (float, int8, binary codes), dense search
  *   2. SHA-256                   8. lexical index, tokeniser kbc-lex-1, BM25
  *   3. UTF-8                     9. retrieval settings and hybrid fusion
  *   4. JSON                     10. probes
