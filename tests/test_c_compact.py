@@ -298,6 +298,19 @@ CASES = {
 }
 
 
+def test_codes_the_manifest_does_not_name_are_skipped_but_verified(kbpack_tool, compact, tmp_path):
+    """vectors.binary null: the codes are a section like any unknown one (FORMAT.md §4): dense search
+    is exact, and verify checks only their SHA-256, so a set unused bit passes in both readers."""
+    path = tmp_path / "unnamed.kbpack"
+    path.write_bytes(section_edit("vectors_binary", padding_bit(3))(
+        manifest_edit(lambda v: v.update(binary=None))(compact)))
+    rows = kbpack(kbpack_tool, "info", path).stdout.splitlines()
+    assert "binary: no" in rows
+    assert [r for r in rows if "vectors_binary" in r][0].endswith("(not read by this reader)")
+    assert not [r for r in rows if "vector_scales" in r][0].endswith("(not read by this reader)")
+    assert c_verdict(kbpack_tool, path) == python_verdict(path) == (0, None)
+
+
 def python_search_ok(path: Path, q: np.ndarray) -> list[tuple[int, float]] | None:
     try:
         with KnowledgeBase(path) as kb:

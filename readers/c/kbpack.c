@@ -1125,8 +1125,9 @@ kbp_status kbp_section_at(const kbp_bundle *kb, size_t i, kbp_section *out) {
   out->length = s->length;
   out->sha256 = s->sha256;
   out->known = 0;
-  for (int k = 0; k < N_KNOWN; k++)
-    if (kb->known[k] == (int)idx) out->known = 1;
+  for (int k = 0; k < N_KNOWN; k++) /* scales and codes only when the manifest makes them part of the vectors */
+    if (kb->known[k] == (int)idx)
+      out->known = (k != S_VECTOR_SCALES || kb->dtype == DTYPE_INT8) && (k != S_VECTORS_BINARY || kb->binary);
   return KBP_OK;
 }
 
