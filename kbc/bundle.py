@@ -642,12 +642,15 @@ class Bundle:
         return vec_enc.dequantise(self.stored_vectors[start:stop], self.scales())
 
     def scales(self) -> np.ndarray | None:
-        """int8's per-dimension scales (1.4), checked finite and >= 0; None for float vectors."""
+        """int8's per-dimension scales (1.4), checked >= 0 with 127 x scale a finite float32 (so
+        every value a row stands for is a number); None for float vectors."""
         if not vec_enc.ENCODINGS[self.dtype_name].quantised:
             return None
         scales = np.frombuffer(self._section(vec_enc.SCALES_SECTION), dtype="<f4")
-        if not (np.isfinite(scales) & (scales >= 0)).all():
-            raise self._err(vec_enc.SCALES_SECTION, "holds a negative, NaN or infinite scale")
+        with np.errstate(over="ignore", invalid="ignore"):
+            largest = scales * np.float32(127)
+        if not (np.isfinite(largest) & (scales >= 0)).all():
+            raise self._err(vec_enc.SCALES_SECTION, "holds a negative, NaN or too large scale (127 x scale must be a finite float32)")
         return scales
 
     def binary_index(self) -> vec_enc.BinaryIndex | None:

@@ -107,6 +107,7 @@ def test_shortlist_breaks_distance_ties_by_lower_chunk_id():
 @pytest.mark.parametrize("case, replace, error", [
     ("scales NaN", {"vector_scales": np.full(16, np.nan, "<f4").tobytes()}, "vector_scales.*NaN"),
     ("scale negative", {"vector_scales": np.full(16, -1, "<f4").tobytes()}, "vector_scales.*negative"),
+    ("scale too large", {"vector_scales": np.full(16, 3e36, "<f4").tobytes()}, "vector_scales.*too large"),
     ("scales short", {"vector_scales": b"\0" * 60}, "vector_scales.*expected 16 f32le"),
     ("codes short", {"vectors_binary": b"\0" * 10}, "vectors_binary.*expected 40 bytes"),
 ])

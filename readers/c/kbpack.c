@@ -1439,7 +1439,7 @@ static int64_t first_non_finite_row(const uint8_t *p, uint64_t rows, uint64_t di
   return -1;
 }
 
-/* int8 (format 1.4): vector_scales, checked (SHA-256, every scale finite and >= 0) and kept as
+/* int8 (format 1.4): vector_scales, checked (SHA-256, every scale >= 0 with 127 x scale finite) and kept as
  * native floats. Python: Bundle.scales. */
 static kbp_status load_scales(kbp_bundle *kb) {
   const uint8_t *p = NULL;
@@ -1451,8 +1451,10 @@ static kbp_status load_scales(kbp_bundle *kb) {
     uint32_t bits = (uint32_t)le(p + 4 * j, 4);
     float scale;
     memcpy(&scale, &bits, 4);
-    if (!isfinite(scale) || !(scale >= 0.0f))
-      return invalid(kb, "vector_scales", "scale %zu is %g: scales must be finite and >= 0", j, (double)scale);
+    /* 127 x scale finite: every value a row stands for is a float32 (FORMAT.md §2.7) */
+    if (!isfinite(scale * 127.0f) || !(scale >= 0.0f))
+      return invalid(kb, "vector_scales", "scale %zu is %g: scales must be >= 0 with 127 x scale a finite float32",
+                     j, (double)scale);
     kb->scales[j] = scale;
   }
   return KBP_OK;
