@@ -56,14 +56,14 @@ def test_the_built_bundles_hold_what_they_should(kbpack_tool, sample_encoded):
     for name, path in sample_encoded.items():
         with Bundle(path) as b:
             assert b.dtype_name == "int8" and (b.binary_index() is not None) == name.startswith("binary")
-            assert b.count < 200  # so C = 200 shortlists every chunk; "binary-narrow" does not
+            assert b.count < 1000  # so C = 1000 shortlists every chunk; "binary-narrow" does not
         out = kbpack(kbpack_tool, "info", path)
         assert out.returncode == 0 and out.stderr == ""
         lines = out.stdout.splitlines()
         assert "dtype: int8" in lines and "scales: vector_scales (384 float32, one per dimension)" in lines
         binary = [line for line in lines if line.startswith("binary: ")]
         assert binary == [{"int8": "binary: no",
-                           "binary": "binary: vectors_binary (48 bytes per chunk), candidates 200, multiplier 10",
+                           "binary": "binary: vectors_binary (48 bytes per chunk), candidates 1000, multiplier 10",
                            "binary-narrow": "binary: vectors_binary (48 bytes per chunk), candidates 1, multiplier 1"}[name]]
         assert kbpack(kbpack_tool, "verify", path).stdout == "intact\n"
 
