@@ -30,6 +30,7 @@ from kbc.bundle import write_bundle  # noqa: E402
 PRESETS = {"f32": ("float32", False), "f16": ("float16", False), "int8": ("int8", False), "binary": ("int8", True)}
 
 DRIVER = r"""
+#define _DEFAULT_SOURCE  /* wait4 (BSD, glibc) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
