@@ -24,9 +24,11 @@ EXAMPLES = int(os.environ.get("KBC_FUZZ_EXAMPLES", "300"))
 TEXTS = ["alpha beta 2018", "beta gamma, 1,577 units", "Gamma delta ÉPÉE", "delta alpha 漢字", "epsilon"]
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory) -> tuple[bytes, dict[str, tuple[int, int]]]:
-    """The bundle's bytes and {section name: (offset, length)}."""
+@pytest.fixture(scope="module", params=[("float32", False), ("int8", True)], ids=["float32", "int8+binary"])
+def original(tmp_path_factory, request) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The bundle's bytes and {section name: (offset, length)}: float32 vectors, and (format 1.4)
+    int8 vectors with their scales and binary codes."""
+    dtype, binary = request.param
     b = LexicalBuilder()
     b.add_many(TEXTS)
     meta, sections = b.finish()
@@ -36,6 +38,7 @@ def original(tmp_path_factory) -> tuple[bytes, dict[str, tuple[int, int]]]:
     chunks = [{"text": t, "source": 0, "seq": i, "page_start": 1, "page_end": 1, "context": "doc"}
               for i, t in enumerate(TEXTS)]
     p = write_bundle(tmp_path_factory.mktemp("fuzz") / "f.kbpack", chunks_per_block=2, vectors=vecs, chunks=chunks,
+                     dtype=dtype, binary=binary,
                      manifest={"lexical": meta, "retrieval": RetrievalSettings().to_manifest(),
                                "sources": [{"path": "doc.md"}], "embedder": {"dim": 8}},
                      extra_sections=sections)
@@ -50,7 +53,8 @@ def _use(path) -> None:
         for ch in b.iter_chunks():
             b.source_path(ch)
         lex = b.lexical()
-        r = Retriever(searcher=Searcher(b.vectors, b.index_bytes(), b.manifest.get("index", {})),
+        r = Retriever(searcher=Searcher(b.vectors, b.index_bytes(), b.manifest.get("index", {}),
+                                        binary=b.binary_index()),
                       vectors=b.vectors, lexical=lex, settings=b.retrieval_settings())
         mode = "hybrid" if lex is not None else "dense"
         r.search(np.asarray(b.vectors[:1], dtype=np.float32), ["alpha 2018 gamma"], 3, mode=mode)
