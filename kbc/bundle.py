@@ -156,6 +156,10 @@ class BundleWriter:
             raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dim}), got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise ValueError("vectors contain NaN or infinity")
+        largest = float(np.abs(vectors).max()) if vectors.size else 0.0
+        if largest > vec_enc.LARGEST[self.dtype_name]:  # stored, it would be infinite: the reader refuses that
+            raise ValueError(f"a vector value reaches {largest:.3g}, beyond what {self.dtype_name} vectors hold "
+                             f"({vec_enc.LARGEST[self.dtype_name]:.3g})")
         if self._float_spool is not None:
             block = np.ascontiguousarray(vectors, dtype="<f4")
             if len(block):
@@ -589,6 +593,8 @@ class Bundle:
         if info.encoding != vec_enc.BINARY_ENCODING or info.length != want:
             raise self._err(vec_enc.BINARY_SECTION, f"expected {want} bytes of {vec_enc.BINARY_ENCODING}, "
                                                     f"found {info.length} ({info.encoding})")
+        if "index" in self.sections:  # the codes are the index: two answers to one search would disagree
+            raise self._err("index", "a bundle with binary codes stores no FAISS index (FORMAT.md §2.7)")
 
     def _section(self, name: str) -> memoryview:
         """Bytes of a section, checked against its sha256 on first use."""
@@ -642,15 +648,15 @@ class Bundle:
         return vec_enc.dequantise(self.stored_vectors[start:stop], self.scales())
 
     def scales(self) -> np.ndarray | None:
-        """int8's per-dimension scales (1.4), checked >= 0 with 127 x scale a finite float32 (so
-        every value a row stands for is a number); None for float vectors."""
+        """int8's per-dimension scales (1.4), checked >= 0 with 128 x scale a finite float32 (so
+        every value a row's bytes stand for is a number); None for float vectors."""
         if not vec_enc.ENCODINGS[self.dtype_name].quantised:
             return None
         scales = np.frombuffer(self._section(vec_enc.SCALES_SECTION), dtype="<f4")
         with np.errstate(over="ignore", invalid="ignore"):
-            largest = scales * np.float32(127)
+            largest = scales * np.float32(128)
         if not (np.isfinite(largest) & (scales >= 0)).all():
-            raise self._err(vec_enc.SCALES_SECTION, "holds a negative, NaN or too large scale (127 x scale must be a finite float32)")
+            raise self._err(vec_enc.SCALES_SECTION, "holds a negative, NaN or too large scale (128 x scale must be a finite float32)")
         return scales
 
     def binary_index(self) -> vec_enc.BinaryIndex | None:

@@ -328,7 +328,7 @@ def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[
     bundle's float32 vectors with the writer's own arithmetic; `kept` is relative to the first.
     The queries are embedded once; every encoding is searched exactly or two-stage as its bundle
     would be (a stored FAISS index is set aside)."""
-    from .vectors import PRESETS, preset_of, row_bytes, simulate
+    from .vectors import PRESETS, Encoded, preset_of, row_bytes, simulate
 
     bundle = kb.bundle
     own = preset_of(bundle.dtype_name, bundle.binary_index() is not None)
@@ -348,8 +348,8 @@ def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[
     floats = np.asarray(bundle.vectors, dtype=np.float32)
     results: list[VectorsResult] = []
     for name in presets:
-        vectors, binary = simulate(floats, name) if name != own else (floats, bundle.binary_index())
-        kb.use_vectors(vectors, binary)
+        kb.use_vectors(simulate(floats, name) if name != own else
+                       Encoded(bundle.stored_vectors, bundle.scales(), bundle.binary_index()))
         report = evaluate(kb, queries, qrels, modes=modes, batch_size=batch_size, progress=progress, query_vectors=qv)
         search_ms = 0.0
         if qv is not None and len(qv):

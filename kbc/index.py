@@ -81,10 +81,14 @@ def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: st
 
 class Searcher:
     """Top-k inner-product search over a bundle's vectors, its stored FAISS index, or its binary
-    codes then its vectors (two-stage, FORMAT.md §2.7)."""
+    codes then its vectors (two-stage, FORMAT.md §2.7).
 
-    def __init__(self, vectors: np.ndarray, index_bytes, index_manifest: dict, *, binary=None):
+    `vectors` are the rows as stored (float32, float16, or int8 with `scales`). int8 rows are scored
+    as the spec says and libkbpack does: the query times the scales, against the bytes."""
+
+    def __init__(self, vectors: np.ndarray, index_bytes, index_manifest: dict, *, scales=None, binary=None):
         self.vectors = vectors
+        self.scales = None if scales is None else np.asarray(scales, dtype=np.float32)
         self.binary = binary  # a kbc.vectors.BinaryIndex, or None
         self.faiss_index = None
         if index_bytes is not None:
@@ -124,7 +128,7 @@ class Searcher:
         if self.binary is not None:
             return self._two_stage(q, k)
         with np.errstate(over="ignore", invalid="ignore"):  # a forged bundle's huge vectors: no warnings,
-            scores_all = q @ self._float32().T
+            scores_all = self._weights(q) @ self._float32().T
         scores_all[np.isnan(scores_all)] = -np.inf  # and a score that is no number ranks last
         top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores_all, top, axis=1)
@@ -133,9 +137,21 @@ class Searcher:
         ids = np.take_along_axis(top, order, axis=1)
         return np.take_along_axis(top_scores, order, axis=1), ids
 
+    def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The dense scores of some rows for one query (hybrid search's candidates)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._float32()[ids] @ self._weights(np.asarray(query, dtype=np.float32))
+
+    def _weights(self, q: np.ndarray) -> np.ndarray:
+        """The query as it meets the stored rows: times the scales for int8 (FORMAT.md §2.7)."""
+        if self.scales is None:
+            return q
+        with np.errstate(over="ignore", invalid="ignore"):
+            return q * self.scales
+
     def _float32(self) -> np.ndarray:
-        """The vectors as float32: the mapped array itself for float32 bundles, converted once for
-        float16 ones (not on every query)."""
+        """The rows as float32: the mapped array itself for float32 bundles, converted once for
+        float16 and int8 ones (not on every query)."""
         if getattr(self, "_converted", None) is None:
             self._converted = np.asarray(self.vectors, dtype=np.float32)
         return self._converted
@@ -147,7 +163,5 @@ class Searcher:
         ids = np.zeros((len(q), k), np.int64)
         for i, query in enumerate(q):
             shortlist = self.binary.shortlist(query, k)
-            with np.errstate(over="ignore", invalid="ignore"):
-                rescored = np.asarray(self.vectors[shortlist], dtype=np.float32) @ query
-            scores[i], ids[i] = top_k(rescored, shortlist, k)
+            scores[i], ids[i] = top_k(self.score(query, shortlist), shortlist, k)
         return scores, ids

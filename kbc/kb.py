@@ -75,7 +75,6 @@ class KnowledgeBase:
         self._embedder = None
         self._searcher = None
         self._retriever = None
-        self._vectors = None  # set by use_vectors: search other vectors than the stored ones
         # overrides of the recorded fusion settings (eval sweeps): {"fusion", "weight", "depth", "rrf_k"}
         self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
@@ -124,22 +123,22 @@ class KnowledgeBase:
             from .index import Searcher
 
             try:
-                self._searcher = Searcher(self.bundle.vectors, self.bundle.index_bytes(),
-                                          self.manifest.get("index", {}), binary=self.bundle.binary_index())
+                self._searcher = Searcher(self.bundle.stored_vectors, self.bundle.index_bytes(),
+                                          self.manifest.get("index", {}), scales=self.bundle.scales(),
+                                          binary=self.bundle.binary_index())
             except BundleError as e:  # name the file: the index module does not know it
                 raise BundleError(e.detail, section=e.section, path=self.bundle.path) from None
         return self._searcher
 
-    def use_vectors(self, vectors: np.ndarray, binary=None) -> None:
-        """Search these (count, dim) vectors, exactly or two-stage through `binary` (a
-        kbc.vectors.BinaryIndex), instead of the bundle's own: how `kbc eval --vectors` scores what
-        another encoding would retrieve. A stored FAISS index is not used."""
+    def use_vectors(self, encoded) -> None:
+        """Search other vectors than the bundle's own (a kbc.vectors.Encoded: rows as stored, int8
+        scales, binary codes), as a bundle holding them would: how `kbc eval --vectors` scores what
+        another encoding retrieves. A stored FAISS index is not used."""
         from .index import Searcher
 
-        if vectors.shape != (self.bundle.count, self.bundle.dim):
-            raise ValueError(f"expected ({self.bundle.count}, {self.bundle.dim}) vectors, got {vectors.shape}")
-        self._vectors = vectors
-        self._searcher = Searcher(vectors, None, {}, binary=binary)
+        if encoded.rows.shape != (self.bundle.count, self.bundle.dim):
+            raise ValueError(f"expected ({self.bundle.count}, {self.bundle.dim}) vectors, got {encoded.rows.shape}")
+        self._searcher = Searcher(encoded.rows, None, {}, scales=encoded.scales, binary=encoded.binary)
         self._retriever = None
 
     @property
@@ -155,8 +154,7 @@ class KnowledgeBase:
                     settings.check()
                 except ValueError as e:
                     raise InputError(str(e)) from None
-            vectors = self._vectors if self._vectors is not None else self.bundle.vectors
-            self._retriever = Retriever(searcher=self.searcher, vectors=vectors,
+            self._retriever = Retriever(searcher=self.searcher,
                                         lexical=self.bundle.lexical(), settings=settings)
         return self._retriever
 

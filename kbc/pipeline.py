@@ -97,9 +97,10 @@ def _check_options(*, batch_size: int, file_timeout: float, workers: int | None,
                          else f"max_file_bytes must be positive, not {max_file_bytes}")
     if vectors not in PRESETS:
         raise InputError(f"{option('vectors')} must be one of {', '.join(PRESETS)}, not {vectors!r}")
-    if PRESETS[vectors].binary and (index.strip() or DEFAULT_INDEX) != DEFAULT_INDEX:
-        raise InputError(f"{option('vectors')} binary is itself an index (its codes are searched first); "
-                         f"it needs {option('index')} Flat, not {index}")
+    if (index.strip() or DEFAULT_INDEX) != DEFAULT_INDEX and PRESETS[vectors].dtype == "int8":
+        why = ("is itself an index (its codes are searched first)" if PRESETS[vectors].binary else
+               "is searched exactly over its bytes; a FAISS index would hold float copies of them again")
+        raise InputError(f"{option('vectors')} {vectors} {why}: it needs {option('index')} Flat, not {index}")
     mode = default_mode or ("hybrid" if lexical else "dense")
     if mode != "dense" and not lexical:
         raise InputError(f"{option('default_mode')} {mode} needs the lexical index; " + ("drop --no-lexical" if cli_names() else "pass lexical=True"))

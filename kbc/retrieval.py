@@ -97,10 +97,8 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
 class Retriever:
     """Runs a mode over a bundle's dense searcher, its vectors and (when present) its lexical index."""
 
-    def __init__(self, *, searcher, vectors: np.ndarray, lexical: LexicalIndex | None,
-                 settings: RetrievalSettings):
+    def __init__(self, *, searcher, lexical: LexicalIndex | None, settings: RetrievalSettings):
         self.searcher = searcher
-        self.vectors = vectors
         self.lexical = lexical
         self.settings = settings
 
@@ -137,9 +135,7 @@ class Retriever:
                 out.append((ds[:k], di[:k]))
                 continue
             cand = np.union1d(di, l_ids)
-            q = np.asarray(query_vectors[i], dtype=np.float32)
-            with np.errstate(over="ignore", invalid="ignore"):
-                cand_dense = np.asarray(self.vectors[cand], dtype=np.float32) @ q
+            cand_dense = self.searcher.score(query_vectors[i], cand)
             cand_dense[~np.isfinite(cand_dense)] = 0.0  # a forged bundle's overflowing scores count for nothing
             out.append(fuse(dense_ids=di, dense_scores=ds, lexical_ids=l_ids, lexical_scores=l_scores,
                             candidate_dense=cand_dense.astype(np.float64), candidate_lexical=all_lex[cand],

@@ -27,6 +27,10 @@ ENCODINGS = {
     "int8": Encoding("int8", "i8", np.dtype("i1"), True),
 }
 
+# The largest |value| each dtype stores finitely (int8: 128 x its scale must stay a float32).
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+LARGEST = {"float32": _FLOAT32_MAX, "float16": float(np.finfo(np.float16).max), "int8": _FLOAT32_MAX / 128 * 127}
+
 SCALES_SECTION = "vector_scales"
 BINARY_SECTION = "vectors_binary"
 BINARY_ENCODING = "b1"
@@ -129,11 +133,20 @@ class BinaryIndex:
         if r <= 0:
             return np.zeros(0, np.int64)
         bits = np.packbits(np.asarray(query) > 0)
-        distance = np.bitwise_count(np.bitwise_xor(self.codes, bits)).sum(axis=1, dtype=np.int64)
+        distance = _popcount(np.bitwise_xor(self.codes, bits)).sum(axis=1, dtype=np.int64)
         key = distance * n + np.arange(n, dtype=np.int64)  # unique: distance, then id
         if r < n:
             return np.sort(np.argpartition(key, r - 1)[:r])
         return np.arange(n, dtype=np.int64)
+
+
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(b: np.ndarray) -> np.ndarray:
+    """Set bits per byte: numpy 2's bitwise_count, or a table on numpy 1.x."""
+    count = getattr(np, "bitwise_count", None)
+    return count(b) if count is not None else _BYTE_POPCOUNT[b]
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,11 +164,18 @@ def preset_of(dtype: str, binary: bool) -> str:
     return dtype + (" + binary" if binary else "")
 
 
-def simulate(x: np.ndarray, preset: str) -> tuple[np.ndarray, BinaryIndex | None]:
-    """From float32 rows, what a bundle built with `--vectors preset` searches: its stored values
-    as float32 and its binary codes. The writer's arithmetic, so `kbc eval --vectors` predicts
-    the built bundle exactly."""
+@dataclass(frozen=True)
+class Encoded:
+    """Vectors as a bundle holds them: rows as stored, int8's scales, binary codes."""
+    rows: np.ndarray
+    scales: np.ndarray | None = None
+    binary: BinaryIndex | None = None
+
+
+def simulate(x: np.ndarray, preset: str) -> Encoded:
+    """From float32 rows, what a bundle built with `--vectors preset` holds. The writer's
+    arithmetic, searched by the reader's code, so `kbc eval --vectors` predicts the built bundle
+    exactly."""
     p = PRESETS[preset]
     stored, scales = encode(x, p.dtype)
-    values = stored if scales is None else dequantise(stored, scales)  # as kbc's reader holds them
-    return values, (BinaryIndex(binary_codes(x)) if p.binary else None)
+    return Encoded(stored, scales, BinaryIndex(binary_codes(x)) if p.binary else None)

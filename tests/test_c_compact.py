@@ -299,6 +299,31 @@ CASES = {
 }
 
 
+def with_int8_rows(change):
+    """The int8 rows edited (as a (COUNT, DIM) int8 array), checksums recomputed."""
+    def forge(data: bytes) -> bytes:
+        rows = np.frombuffer(sections(data)["vectors"][1], dtype=np.int8).reshape(COUNT, DIM).copy()
+        change(rows)
+        return rebuild(data, {"vectors": rows.tobytes()})
+    return forge
+
+
+CASES["byte -128 at the largest scale"] = (  # 128 x scale is finite: every value a byte stands for is a number
+    lambda d: with_int8_rows(lambda r: r.__setitem__((slice(None), 3), -128))(
+        section_edit("vector_scales", scales_set(3, 2.6e36))(d)), (0, None))
+
+
+def test_binary_codes_with_a_faiss_index_are_refused_by_both_readers(kbpack_tool, tmp_path):
+    """The codes are the index: a stored FAISS index beside them would make Python and C answer
+    differently, so both refuse the bundle (FORMAT.md §2.7)."""
+    from kbc.index import build_index
+
+    x = unit_rows(300, 16, seed=6)
+    path = write_bundle(tmp_path / "both.kbpack", manifest={}, vectors=x, chunks=[{"text": str(i)} for i in range(300)],
+                        dtype="int8", binary=True, index=build_index(x, "HNSW32").data)
+    assert python_verdict(path) == c_verdict(kbpack_tool, path) == (3, "index")
+
+
 def test_codes_the_manifest_does_not_name_are_skipped_but_verified(kbpack_tool, compact, tmp_path):
     """vectors.binary null: the codes are a section like any unknown one (FORMAT.md §4): dense search
     is exact, and verify checks only their SHA-256, so a set unused bit passes in both readers."""
@@ -333,7 +358,7 @@ def test_forged_compact_sections_get_the_same_verdict_from_both_readers(case, kb
     c = kbpack(kbpack_tool, "search", path, "--mode", "dense", "-k", 5, "--vector", write_f32(tmp_path / "q.f32", q))
     py = python_search_ok(path, q)
     assert (c.returncode == 0) == (py is not None), (c.stderr, py)
-    if py is not None and case == "scale largest":  # scores near float32's limit: the same chunks
+    if py is not None and case in ("scale largest", "byte -128 at the largest scale"):  # near float32's limit: the same chunks
         assert [i for i, _ in hits_of(c)] == [i for i, _ in py]
     elif py is not None:
         assert_same_ranking(hits_of(c), py, 1e-5, case)

@@ -53,9 +53,9 @@ def _use(path) -> None:
         for ch in b.iter_chunks():
             b.source_path(ch)
         lex = b.lexical()
-        r = Retriever(searcher=Searcher(b.vectors, b.index_bytes(), b.manifest.get("index", {}),
-                                        binary=b.binary_index()),
-                      vectors=b.vectors, lexical=lex, settings=b.retrieval_settings())
+        r = Retriever(searcher=Searcher(b.stored_vectors, b.index_bytes(), b.manifest.get("index", {}),
+                                        scales=b.scales(), binary=b.binary_index()),
+                      lexical=lex, settings=b.retrieval_settings())
         mode = "hybrid" if lex is not None else "dense"
         r.search(np.asarray(b.vectors[:1], dtype=np.float32), ["alpha 2018 gamma"], 3, mode=mode)
 

@@ -205,7 +205,7 @@ def test_a_1_1_bundle_opens_and_searches_dense(tmp_path, monkeypatch):
         assert b.minor == 1 and b.lexical() is None
         settings = b.retrieval_settings()
         assert settings.default_mode == "dense"
-        r = Retriever(searcher=Searcher(b.vectors, None, {}), vectors=b.vectors, lexical=None, settings=settings)
+        r = Retriever(searcher=Searcher(b.vectors, None, {}), lexical=None, settings=settings)
         assert r.resolve(None) == "dense"
         scores, ids = r.search(vecs[1:2], ["b"], 2)[0]
         assert ids[0] == 1

@@ -55,6 +55,14 @@ def test_streaming_writer_calibrates_on_the_whole_corpus(tmp_path):
     assert one.read_bytes() == many.read_bytes()
 
 
+@pytest.mark.parametrize("dtype, value", [("float16", 7e4), ("int8", 3.39e38), ("float32", 1e300)])
+def test_writer_refuses_values_its_dtype_would_store_as_infinity(tmp_path, dtype, value):
+    x = np.full((2, 4), value)
+    with pytest.raises(ValueError, match=f"beyond what {dtype} vectors hold"):
+        write_bundle(tmp_path / "x.kbpack", manifest={}, vectors=x, chunks=chunks(2), dtype=dtype)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
 def test_binary_codes_bits_and_padding(tmp_path):
     x = unit_rows(40, 13, seed=2)  # 13 dimensions: 2 bytes per code, 3 bits unused
     path = write_bundle(tmp_path / "b.kbpack", manifest={}, vectors=x, chunks=chunks(40), dtype="int8", binary=True)
@@ -80,21 +88,32 @@ def test_two_stage_search_shortlists_by_hamming_then_rescores():
     values = V.dequantise(stored, scales)
     q = x[:20] + 0.05 * unit_rows(20, 64, seed=4)
     # candidates covering the corpus: the result is exact search over the int8 values
-    everything = Searcher(values, None, {}, binary=V.BinaryIndex(V.binary_codes(x), candidates=2000))
-    exact = Searcher(values, None, {})
+    everything = Searcher(stored, None, {}, scales=scales, binary=V.BinaryIndex(V.binary_codes(x), candidates=2000))
+    exact = Searcher(stored, None, {}, scales=scales)
     s1, i1 = everything.search(q, 10)
     s2, i2 = exact.search(q, 10)
     assert np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-6)
     # a small shortlist: the hits are the best rescored rows among the R nearest codes
     index = V.BinaryIndex(V.binary_codes(x), candidates=30, multiplier=2)
-    scores, ids = Searcher(values, None, {}, binary=index).search(q, 5)
+    scores, ids = Searcher(stored, None, {}, scales=scales, binary=index).search(q, 5)
     for row in range(20):
         shortlist = index.shortlist(q[row], 5)
         assert len(shortlist) == 30
         distance = np.bitwise_count(np.bitwise_xor(index.codes, np.packbits(q[row] > 0))).sum(axis=1)
         assert distance[shortlist].max() <= np.delete(distance, shortlist).min()
-        best = shortlist[np.lexsort((shortlist, -(values[shortlist] @ q[row])))][:5]
+        rescored = stored[shortlist].astype(np.float32) @ (q[row] * scales)  # the query times the scales
+        best = shortlist[np.lexsort((shortlist, -rescored))][:5]
+        assert np.allclose(rescored, values[shortlist] @ q[row], atol=1e-5)
         assert list(ids[row]) == list(best)
+
+
+def test_shortlist_is_the_same_without_numpy_2s_bitwise_count(monkeypatch):
+    x = unit_rows(500, 40, seed=7)
+    index = V.BinaryIndex(V.binary_codes(x), candidates=25, multiplier=1)
+    q = unit_rows(5, 40, seed=8)
+    with_builtin = [index.shortlist(row, 10) for row in q]
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # numpy 1.x
+    assert all(np.array_equal(a, index.shortlist(row, 10)) for a, row in zip(with_builtin, q))
 
 
 def test_shortlist_breaks_distance_ties_by_lower_chunk_id():
@@ -160,12 +179,15 @@ def test_built_bundles_are_what_eval_simulates(encoded_sample):
     for name in ("f16", "int8", "binary"):
         with Bundle(encoded_sample[name]) as b:
             b.verify()
-            values, binary = V.simulate(floats, name)
-            assert np.array_equal(np.asarray(b.vectors), values), name
+            encoded = V.simulate(floats, name)
+            assert np.array_equal(b.stored_vectors, encoded.rows), name
+            assert (b.scales() is None) == (encoded.scales is None)
+            if encoded.scales is not None:
+                assert np.array_equal(b.scales(), encoded.scales)
             got = b.binary_index()
-            assert (got is None) == (binary is None)
-            if binary is not None:
-                assert np.array_equal(got.codes, binary.codes)
+            assert (got is None) == (encoded.binary is None)
+            if got is not None:
+                assert np.array_equal(got.codes, encoded.binary.codes)
             sizes[name] = b.size
     assert sizes["f32"] > sizes["f16"] > sizes["binary"] > sizes["int8"]
 
@@ -212,6 +234,8 @@ def test_eval_compares_encodings(encoded_sample, tmp_path):
 def test_build_refuses_contradictory_vector_options(tmp_path):
     proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(tmp_path / "x.kbpack"), "--vectors", "binary", "--index", "HNSW32")
     assert proc.returncode == 2 and "--vectors binary" in proc.stderr and "--index Flat" in proc.stderr
+    proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(tmp_path / "x.kbpack"), "--vectors", "int8", "--index", "HNSW32")
+    assert proc.returncode == 2 and "float copies" in proc.stderr and "--index Flat" in proc.stderr
     proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(tmp_path / "x.kbpack"), "--vectors", "int8", "--float16")
     assert proc.returncode == 2 and "disagree" in proc.stderr
     assert not (tmp_path / "x.kbpack").exists()

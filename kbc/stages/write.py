@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import vectors as vec_enc
 from ..bundle import BundleWriter
+from ..errors import InputError, option
 from ..index import build_index
 from ..lexical import LexicalBuilder
 
@@ -20,6 +21,7 @@ class BundleSink:
         self.index_factory = index
         self.seconds: dict[str, float] = {}
         preset = vec_enc.PRESETS[vectors]
+        self.vectors = vectors
         # last: it makes the temporary file
         self.writer = BundleWriter(output, dim=dim, dtype=preset.dtype, binary=preset.binary)
 
@@ -30,7 +32,10 @@ class BundleSink:
     def add(self, records: list[dict], vectors: np.ndarray) -> None:
         if self.lexicon is not None:
             self.lexicon.add_chunks(records)
-        self.writer.add(records, vectors)
+        try:
+            self.writer.add(records, vectors)
+        except ValueError as e:  # a model whose values float16 cannot hold: the user's choice to change
+            raise InputError(f"{option('vectors')} {self.vectors}: {e}") from None
 
     def finish(self, manifest: dict, *, probes: tuple[dict, np.ndarray], encoder=None) -> dict:
         """Index, lexical sections, probes, the encoder (`(meta, graph path, tokenizer path)`, with

@@ -912,6 +912,8 @@ static kbp_status read_vector_extras(kbp_bundle *kb, const char *vec) {
   if (strcmp(s->encoding, "b1") != 0 || !is_table(s->length, kb->count, kb->code_bytes))
     return invalid(kb, "vectors_binary", "expected %llu x %zu b1 bytes, found %llu bytes (%s)", (unsigned long long)kb->count,
                    kb->code_bytes, (unsigned long long)s->length, s->encoding);
+  if (kb->known[S_INDEX] >= 0) /* the codes are the index: two answers to one search would disagree */
+    return invalid(kb, "index", "a bundle with binary codes stores no FAISS index (FORMAT.md §2.7)");
   kb->binary = 1;
   return KBP_OK;
 }
@@ -1439,7 +1441,7 @@ static int64_t first_non_finite_row(const uint8_t *p, uint64_t rows, uint64_t di
   return -1;
 }
 
-/* int8 (format 1.4): vector_scales, checked (SHA-256, every scale >= 0 with 127 x scale finite) and kept as
+/* int8 (format 1.4): vector_scales, checked (SHA-256, every scale >= 0 with 128 x scale finite) and kept as
  * native floats. Python: Bundle.scales. */
 static kbp_status load_scales(kbp_bundle *kb) {
   const uint8_t *p = NULL;
@@ -1451,9 +1453,9 @@ static kbp_status load_scales(kbp_bundle *kb) {
     uint32_t bits = (uint32_t)le(p + 4 * j, 4);
     float scale;
     memcpy(&scale, &bits, 4);
-    /* 127 x scale finite: every value a row stands for is a float32 (FORMAT.md §2.7) */
-    if (!isfinite(scale * 127.0f) || !(scale >= 0.0f))
-      return invalid(kb, "vector_scales", "scale %zu is %g: scales must be >= 0 with 127 x scale a finite float32",
+    /* 128 x scale finite: every value a row stands for (bytes -128..127) is a float32 (FORMAT.md §2.7) */
+    if (!isfinite(scale * 128.0f) || !(scale >= 0.0f))
+      return invalid(kb, "vector_scales", "scale %zu is %g: scales must be >= 0 with 128 x scale a finite float32",
                      j, (double)scale);
     kb->scales[j] = scale;
   }

@@ -98,7 +98,7 @@ const kbp_error *kbp_last_error(const kbp_bundle *kb);
 /* Every check `kbc inspect --verify` makes: each section's SHA-256 (again, in file order),
  * the whole-body SHA-256, chunk_offsets strictly increasing, every chunk block decoding to
  * exactly its chunk count, the probes and the lexical index well formed, float vectors and probe
- * vectors finite, int8's scales finite and >= 0, the binary codes' unused bits zero, the query encoder (format 1.3) matching its manifest record, the stored FAISS
+ * vectors finite, int8's scales >= 0 with 128 x scale finite, the binary codes' unused bits zero, the query encoder (format 1.3) matching its manifest record, the stored FAISS
  * index's header (dimension, vector count) and search parameters, and the retrieval settings. KBP_OK means intact; KBP_ERR_INVALID names the first
  * damaged part. Reads the whole file: seconds for a large bundle. */
 kbp_status kbp_verify(kbp_bundle *kb);
@@ -213,9 +213,9 @@ kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used);
  * of every code to the query's sign bits (q[d] > 0), the R = min(count, max(M x k, C)) nearest rows
  * (lower id first on equal distances) scored as above, the k best of them; hybrid search takes its
  * dense list of max(k, depth) that way. That reads count x dim / 8 bytes of codes and R rows:
- * about 0.5 ms for those 100,000 x 384. The first search also checks the SHA-256 of the sections it
+ * about 0.7 ms for those 100,000 x 384. The first search also checks the SHA-256 of the sections it
  * reads (vectors, vector_scales, vectors_binary), that every float vector is finite and every
- * scale finite and >= 0 (about 0.6 s for those 100,000 x 384 float32). With codes it keeps 4 bytes
+ * scale >= 0 with 128 x scale finite (about 0.6 s for those 100,000 x 384 float32). With codes it keeps 4 bytes
  * per chunk for their distances until kbp_close; lexical search keeps 8 for BM25 scores. */
 kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
                       kbp_mode mode, kbp_hit *hits, size_t *n_hits);
