@@ -231,20 +231,21 @@ def build(
             stored = old.manifest.get("build_options")
         if not isinstance(stored, dict):
             raise InputError(f"{from_bundle}: records no build options (built before kbc recorded them)")
-        layers.append(checked_options(stored, where=f"{from_bundle} build_options", allowed=RECORDED))
+        layers.append(_fold_float16(checked_options(stored, where=f"{from_bundle} build_options", allowed=RECORDED),
+                                    where=f"{from_bundle} build_options"))
     config_file = config if config is not None else (None if no_config else find_config(paths))
     if config_file is not None:
-        layers.append(load_config(config_file))
+        layers.append(_fold_float16(load_config(config_file), where=str(config_file)))
+    if "float16" in given:  # the flag is --vectors f16 given on the command line
+        if "vectors" in given and opts["vectors"] != "f16":
+            raise InputError(f"--float16 and --vectors {opts['vectors']} disagree: pass one of them")
+        opts["vectors"] = "f16"
+        given.add("vectors")
     for layer in layers:
         opts.update({k: v for k, v in layer.items() if k not in given})
+    opts["float16"] = opts["vectors"] == "f16"  # recorded as both spellings, so older kbc rebuilds alike
     if not math.isfinite(opts["max_file_mb"]) or opts["max_file_mb"] <= 0:
         raise InputError(f"--max-file-mb must be a positive number, not {opts['max_file_mb']}")
-    if opts["float16"]:  # the older spelling of --vectors f16; an explicit --vectors on the command line wins
-        if "float16" in given and "vectors" in given and opts["vectors"] != "f16":
-            raise InputError(f"--float16 and --vectors {opts['vectors']} disagree: pass one of them")
-        if "vectors" not in given and opts["vectors"] == "f32":
-            opts["vectors"] = "f16"
-        opts["float16"] = opts["vectors"] == "f16"
     cache_dir = opts["cache_dir"]
     with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
         report = run_build(
@@ -590,6 +591,15 @@ def probe(
         print("\n".join(lines))
     if not result.passed:
         raise typer.Exit(6)
+
+
+def _fold_float16(options: dict, *, where: str) -> dict:
+    """`float16 = true` (a config file, an older bundle's build_options) is `vectors = "f16"`."""
+    if not options.get("float16"):
+        return options
+    if options.get("vectors", "f16") != "f16":
+        raise InputError(f"{where}: float16 and vectors {options['vectors']!r} disagree: keep one of them")
+    return {**options, "vectors": "f16"}
 
 
 def _binary_note(vectors: dict) -> str:

@@ -252,3 +252,22 @@ def test_compact_manifests_match_the_json_schema(encoded_sample):
             without_scales = {**b.manifest, "vectors": {k: v for k, v in b.manifest["vectors"].items() if k != "scales"}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(without_scales, schema)
+
+
+def test_float16_is_vectors_f16_in_every_layer(tmp_path):
+    """--float16 (and `float16 = true` in a config or an older bundle's build_options) is
+    --vectors f16, with the usual precedence: the command line over the config file."""
+    config = tmp_path / "int8.toml"
+    config.write_text('vectors = "int8"\n')
+    out = tmp_path / "x.kbpack"
+    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--config", str(config), "--float16", "-q", check=True)
+    with Bundle(out) as b:
+        assert b.manifest["vectors"]["dtype"] == "float16"
+        assert b.manifest["build_options"]["vectors"] == "f16" and b.manifest["build_options"]["float16"] is True
+    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--config", str(config), "-q", check=True)
+    with Bundle(out) as b:
+        assert b.manifest["vectors"]["dtype"] == "int8" and b.manifest["build_options"]["float16"] is False
+    both = tmp_path / "both.toml"
+    both.write_text('vectors = "binary"\nfloat16 = true\n')
+    proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--config", str(both), "-q")
+    assert proc.returncode == 2 and "float16 and vectors 'binary' disagree" in proc.stderr
