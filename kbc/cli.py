@@ -695,7 +695,8 @@ def diff(
         for key, fields in d.settings.items():
             for f, (a, b) in fields.items():
                 lines.append(f"{key}.{f}: {_safe(json.dumps(a))[:80]} -> {_safe(json.dumps(b))[:80]}")
-        if d.vectors_changed and not d.settings.get("embedder") and not (d.chunks_added or d.chunks_removed):
+        if d.vectors_changed and not d.settings.get("embedder") and not d.settings.get("vectors") \
+                and not (d.chunks_added or d.chunks_removed):
             lines.append("vectors: differ (same embedder settings and chunks: another engine or machine?)")
         lines.append("bundles differ" if d.changed else "no differences")
         print("\n".join(lines))

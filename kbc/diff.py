@@ -12,9 +12,9 @@ from typing import Any
 from .bundle import Bundle
 
 # manifest objects whose changes are reported field by field (`files` is summarised by weights_sha256)
-SETTINGS = ("embedder", "chunking", "index", "retrieval", "lexical", "extraction")
+SETTINGS = ("embedder", "vectors", "chunking", "index", "retrieval", "lexical", "extraction")
 # counts that follow from the content (reported as sources and chunks), not settings
-_IGNORED_FIELDS = {("embedder", "files"), ("index", "count"), ("lexical", "doc_count"), ("lexical", "postings"),
+_IGNORED_FIELDS = {("embedder", "files"), ("vectors", "count"), ("index", "count"), ("lexical", "doc_count"), ("lexical", "postings"),
                    ("lexical", "terms"), ("lexical", "avg_doc_length"), ("extraction", "readers")}
 
 

@@ -271,3 +271,14 @@ def test_float16_is_vectors_f16_in_every_layer(tmp_path):
     both.write_text('vectors = "binary"\nfloat16 = true\n')
     proc = run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--config", str(both), "-q")
     assert proc.returncode == 2 and "float16 and vectors 'binary' disagree" in proc.stderr
+
+
+def test_diff_sees_a_change_of_encoding(encoded_sample):
+    """A CI job that publishes on `kbc diff` must see int8 -> binary: dense search changed."""
+    proc = run_kbc("diff", str(encoded_sample["int8"]), str(encoded_sample["binary"]), "--json")
+    assert proc.returncode == 7
+    report = json.loads(proc.stdout)
+    assert report["settings"]["vectors"]["binary"][0] is None and report["chunks"]["added"] == 0
+    proc = run_kbc("diff", str(encoded_sample["f32"]), str(encoded_sample["int8"]))
+    assert proc.returncode == 7 and 'vectors.dtype: "float32" -> "int8"' in proc.stdout
+    assert "another engine or machine" not in proc.stdout
