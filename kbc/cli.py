@@ -441,6 +441,8 @@ def evaluate(
             if vectors:
                 from .evaluate import compare_vectors
 
+                if per_query:
+                    raise InputError("--per-query lists one evaluation's queries: run it without --vectors")
                 compared = compare_vectors(kb, q, r, list(dict.fromkeys(v.value for v in vectors)), modes=modes,
                                            progress=progress)
             else:
@@ -448,7 +450,7 @@ def evaluate(
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
     if vectors:
-        _print_vectors_comparison(compared, as_json=as_json)
+        _print_vectors_comparison(compared, as_json=as_json, queries_file=queries)
         return
     if as_json:
         _emit_json(report.to_dict(per_query=per_query))
@@ -488,12 +490,18 @@ def evaluate(
     print("\n".join(lines))
 
 
-def _print_vectors_comparison(compared, *, as_json: bool) -> None:
+def _print_vectors_comparison(compared, *, as_json: bool, queries_file) -> None:
     first = compared[0].report
     if as_json:
         _emit_json({"bundle": first.bundle, "queries": first.queries, "level": first.level, "chunks": first.chunks,
+                    "documents": first.documents, "skipped_no_relevant": first.skipped_no_relevant,
+                    "skipped_no_text": first.skipped_no_text, "unknown_documents": first.unknown_documents,
                     "baseline": compared[0].vectors, "vectors": [c.to_dict() for c in compared]})
         return
+
+    def kept(share) -> str:
+        return f"({share:>6.1%})" if share is not None else "(   n/a)"
+
     key = ("ndcg@10", "hit@5") if first.level == "document" else ("hit@5", "mrr@10")
     modes = list(first.modes)
     level = "pages" if first.level == "page" else "documents"
@@ -501,10 +509,16 @@ def _print_vectors_comparison(compared, *, as_json: bool) -> None:
              f"derived from the float32 vectors as `kbc build --vectors` stores it; kept = share of {compared[0].vectors}'s",
              "  " + f"{'vectors':<8}{'MiB/100k':>9}{'ms/query':>9}" + "".join(f"  {m + ' ' + k:>24}" for m in modes for k in key)]
     for c in compared:
-        cells = "".join(f"  {c.report.modes[m][k]:>8.4f} ({c.kept[m][k]:>6.1%}){'':>5}" for m in modes for k in key)
+        cells = "".join(f"  {c.report.modes[m][k]:>8.4f} {kept(c.kept[m][k])}{'':>5}" for m in modes for k in key)
         lines.append("  " + f"{c.vectors:<8}{c.mib_per_100k:>9.1f}{c.search_ms:>9.2f}" + cells)
     lines.append("  (MiB/100k: vector bytes per 100,000 chunks of this dimension; ms/query: one dense top-10 search in "
-                 "this process, exact or two-stage as the bundle would search)")
+                 "this process, exact or two-stage as the bundle would search; n/a: the first encoding scored 0)")
+    if first.skipped_no_relevant or first.skipped_no_text:
+        lines.append(f"  not scored: {first.skipped_no_relevant} queries with no relevant document, "
+                     f"{first.skipped_no_text} judged queries missing from {_safe(str(queries_file))}")
+    if first.unknown_documents:
+        lines.append(f"  warning: {first.unknown_documents} relevant documents are not in the bundle "
+                     f"(built from a different corpus?)")
     print("\n".join(lines))
 
 

@@ -313,12 +313,12 @@ class VectorsResult:
     mib_per_100k: float
     search_ms: float  # one dense top-10 search, mean over up to 200 queries, in this Python process
     report: EvalReport
-    kept: dict[str, dict[str, float]]  # mode -> metric -> share of the first encoding's value
+    kept: dict[str, dict[str, float | None]]  # mode -> metric -> share of the first encoding's value (None: it was 0)
 
     def to_dict(self) -> dict:
         return {"vectors": self.vectors, "bytes_per_chunk": self.bytes_per_chunk,
                 "mib_per_100k": round(self.mib_per_100k, 2), "search_ms": round(self.search_ms, 3),
-                "modes": self.report.modes, "kept": self.kept}
+                "modes": self.report.modes, "kept": self.kept, "seconds": self.report.seconds}
 
 
 def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
@@ -359,7 +359,7 @@ def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[
                 kb.searcher.search(row[None, :], 10)
             search_ms = (time.perf_counter() - t) * 1000 / len(sample)
         base = results[0].report.modes if results else report.modes
-        kept = {m: {k: (v / base[m][k] if base[m][k] else float(v == 0)) for k, v in metrics.items()}
+        kept = {m: {k: (v / base[m][k] if base[m][k] else None) for k, v in metrics.items()}
                 for m, metrics in report.modes.items()}
         per_chunk = row_bytes(PRESETS[name].dtype, bundle.dim, binary=PRESETS[name].binary)
         results.append(VectorsResult(name, per_chunk, per_chunk * 100_000 / 2**20, search_ms, report, kept))

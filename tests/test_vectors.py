@@ -225,6 +225,16 @@ def test_eval_compares_encodings(encoded_sample, tmp_path):
     own = json.loads(run_kbc("eval", str(encoded_sample["int8"]), "--queries", str(queries), "--qrels", str(qrels),
                              "--mode", "dense", "--mode", "hybrid", "--json", check=True).stdout)
     assert own["modes"] == by["int8"]["modes"]
+    # what plain eval warns about, it still says; --per-query lists one evaluation
+    wrong = tmp_path / "wrong.tsv"
+    wrong.write_text("q0\tno-such-document.md\t1\nq9\tno-such-document.md\t1\n")
+    human = run_kbc("eval", str(encoded_sample["f32"]), "--queries", str(queries), "--qrels", str(wrong),
+                    "--vectors", "f32", "--vectors", "int8", check=True).stdout
+    assert "1 relevant documents are not in the bundle" in human and "1 judged queries missing" in human
+    assert "(   n/a)" in human  # nothing found by f32: no share to show
+    per_query = run_kbc("eval", str(encoded_sample["f32"]), "--queries", str(queries), "--qrels", str(qrels),
+                        "--vectors", "int8", "--per-query")
+    assert per_query.returncode == 2 and "--per-query" in per_query.stderr
     # encodings cannot be derived from an int8 bundle: one line, exit 2
     refused = run_kbc("eval", str(encoded_sample["int8"]), "--queries", str(queries), "--qrels", str(qrels),
                       "--vectors", "f32")
