@@ -272,7 +272,7 @@ def prune_cache(directory: str | os.PathLike | None = None, *, older_than_s: flo
         raise InputError(f"{d / 'cache.sqlite3'}: cannot prune the build cache ({e}); if another kbc is "
                          f"using it, try again when it is done") from None
     except OSError as e:
-        raise InputError(f"{e.filename or d}: cannot prune the build cache ({e.strerror})") from None
+        raise InputError(f"{e.filename or d}: cannot prune the build cache ({e.strerror or e})") from None
 
 
 def _prune(d: Path, *, older_than_s: float | None, max_bytes: int | None) -> dict:

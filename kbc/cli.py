@@ -270,7 +270,8 @@ def build(
     out = [f"built {report.output} ({_human_bytes(report.output_bytes)}) in {s.get('total', 0):.1f} s",
            f"  files {report.files}, pages {report.pages}, chunks {report.chunks}, truncated {report.truncated_chunks} "
            f"(longest {report.max_chunk_tokens}/{e['max_seq_length']} tokens)",
-           f"  embedder {e['name']} {e['dim']}-d, {e['backend']} {e['precision']}; index {report.index['factory']}",
+           f"  embedder {e['name']} {e['dim']}-d, {e['backend']} {e['precision']}; vectors {report.vectors}; "
+           f"index {report.index['factory']}",
            "  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "total")]
     if report.config_file:
         out.insert(1, f"  options from {_safe(report.config_file)} (flags override it)")

@@ -63,6 +63,7 @@ class BuildReport:
     cache: dict[str, int] = field(default_factory=dict)
     ignored: list[dict[str, str]] = field(default_factory=list)  # not built by choice: {path, reason}
     config_file: str | None = None  # the kbc.toml / pyproject.toml the options came from
+    vectors: str = "f32"  # how the bundle stores them (kbc.vectors.PRESETS)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -237,7 +238,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         embedder={"name": spec.name, "dim": spec.dim, "max_seq_length": spec.max_seq_length,
                   "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
         chunking=manifest["chunking"], index=index_manifest, max_chunk_tokens=ledger.stats["max_tokens"],
-        cache={**extract.stats, **embed.stats}, config_file=config_file, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
+        cache={**extract.stats, **embed.stats}, config_file=config_file, vectors=vectors, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
 
 
 class _Stopwatch:

@@ -274,7 +274,8 @@ def test_float16_is_vectors_f16_in_every_layer(tmp_path):
     with Bundle(out) as b:
         assert b.manifest["vectors"]["dtype"] == "float16"
         assert b.manifest["build_options"]["vectors"] == "f16" and b.manifest["build_options"]["float16"] is True
-    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--config", str(config), "-q", check=True)
+    summary = run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--config", str(config), "--json", check=True)
+    assert json.loads(summary.stdout)["vectors"] == "int8"
     with Bundle(out) as b:
         assert b.manifest["vectors"]["dtype"] == "int8" and b.manifest["build_options"]["float16"] is False
     both = tmp_path / "both.toml"
