@@ -63,6 +63,7 @@ def cache_dir() -> Path:
 class Cache:
     def __init__(self, directory: str | os.PathLike | None = None):
         self._has_used = False  # the `used` column exists (kbc cache prune)
+        self.open_error: sqlite3.Error | None = None  # locked or read-only when opened
         self.dir = Path(directory) if directory else cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -73,8 +74,8 @@ class Cache:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             self._has_used = _migrate(self.db)
-        except sqlite3.OperationalError:
-            pass  # locked or read-only: used as far as it can be, warned about on first failure
+        except sqlite3.OperationalError as e:
+            self.open_error = e  # locked or read-only: used as far as it can be, warned about on first failure
         except sqlite3.DatabaseError:
             # A damaged cache is only a cache: start a fresh one beside it.
             self.db.close()
@@ -287,6 +288,9 @@ def _prune(d: Path, *, older_than_s: float | None, max_bytes: int | None) -> dic
                      if onnx.is_dir() and not onnx.is_symlink() else [], key=lambda t: t[0])
     db_path = d / "cache.sqlite3"
     cache = Cache(d) if db_path.is_file() else None
+    if cache is not None and cache.open_error is not None:  # before anything is removed, and without waiting twice
+        cache.close()
+        raise cache.open_error
     try:
         if cutoff is not None:
             for used, p in [e for e in exports if e[0] < cutoff]:
