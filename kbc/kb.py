@@ -154,7 +154,7 @@ class KnowledgeBase:
                     settings.check()
                 except ValueError as e:
                     raise InputError(str(e)) from None
-            self._retriever = Retriever(searcher=self.searcher,
+            self._retriever = Retriever(searcher=lambda: self.searcher,
                                         lexical=self.bundle.lexical(), settings=settings)
         return self._retriever
 

@@ -98,9 +98,17 @@ class Retriever:
     """Runs a mode over a bundle's dense searcher, its vectors and (when present) its lexical index."""
 
     def __init__(self, *, searcher, lexical: LexicalIndex | None, settings: RetrievalSettings):
-        self.searcher = searcher
+        # a Searcher, or a function making one on first dense use: lexical search never reads the
+        # vectors (so, as in libkbpack, it answers even when they are damaged)
+        self._searcher = searcher
         self.lexical = lexical
         self.settings = settings
+
+    @property
+    def searcher(self):
+        if callable(self._searcher):
+            self._searcher = self._searcher()
+        return self._searcher
 
     def resolve(self, mode: str | None) -> str:
         mode = mode or (self.settings.default_mode if self.lexical is not None else Mode.dense.value)

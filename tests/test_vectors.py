@@ -293,3 +293,15 @@ def test_diff_sees_a_change_of_encoding(encoded_sample):
     proc = run_kbc("diff", str(encoded_sample["f32"]), str(encoded_sample["int8"]))
     assert proc.returncode == 7 and 'vectors.dtype: "float32" -> "int8"' in proc.stdout
     assert "another engine or machine" not in proc.stdout
+
+
+def test_lexical_search_does_not_read_damaged_vectors(encoded_sample, tmp_path):
+    """As libkbpack: a lexical query never reads the vectors, so forged scales stop dense search
+    (one line, exit 3) but not BM25."""
+    data = encoded_sample["int8"].read_bytes()
+    forged = tmp_path / "nan-scales.kbpack"
+    forged.write_bytes(rebuild(data, {"vector_scales": np.full(384, np.nan, "<f4").tobytes()}))
+    lexical = run_kbc("query", str(forged), "greenhouse ventilation", "--mode", "lexical", "-k", "2", "--json")
+    assert lexical.returncode == 0 and len(json.loads(lexical.stdout)["hits"]) == 2
+    dense = run_kbc("query", str(forged), "greenhouse ventilation", "--mode", "dense")
+    assert dense.returncode == 3 and "vector_scales" in dense.stderr and len(dense.stderr.strip().splitlines()) == 1
