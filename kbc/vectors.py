@@ -133,7 +133,10 @@ class BinaryIndex:
         if r <= 0:
             return np.zeros(0, np.int64)
         bits = np.packbits(np.asarray(query) > 0)
-        distance = _popcount(np.bitwise_xor(self.codes, bits)).sum(axis=1, dtype=np.int64)
+        codes = self.codes
+        if codes.shape[1] % 8 == 0 and codes.flags.c_contiguous and getattr(np, "bitwise_count", None):
+            codes, bits = codes.view("<u8"), bits.view("<u8")  # 64 bits at a time: 8x fewer elements
+        distance = _popcount(np.bitwise_xor(codes, bits)).sum(axis=1, dtype=np.int64)
         key = distance * n + np.arange(n, dtype=np.int64)  # unique: distance, then id
         if r < n:
             return np.sort(np.argpartition(key, r - 1)[:r])
