@@ -508,9 +508,10 @@ def _print_vectors_comparison(compared, *, as_json: bool, queries_file) -> None:
     level = "pages" if first.level == "page" else "documents"
     lines = [f"{first.bundle}: {first.queries} queries, judged by {level}; {first.chunks} chunks; each encoding "
              f"derived from the float32 vectors as `kbc build --vectors` stores it; kept = share of {compared[0].vectors}'s",
-             "  " + f"{'vectors':<8}{'MiB/100k':>9}{'ms/query':>9}" + "".join(f"  {m + ' ' + k:>24}" for m in modes for k in key)]
-    for c in compared:
-        cells = "".join(f"  {c.report.modes[m][k]:>8.4f} {kept(c.kept[m][k])}{'':>5}" for m in modes for k in key)
+             "  " + f"{'vectors':<8}{'MiB/100k':>9}{'ms/query':>9}"
+             + "".join(f"  {m + ' ' + k:>{_width(m, k)}}" for m in modes for k in key)]
+    for c in compared:  # a cell: the value, then its share in 8 characters, right-aligned under its header
+        cells = "".join(f"  {c.report.modes[m][k]:>{_width(m, k) - 9}.4f} {kept(c.kept[m][k])}" for m in modes for k in key)
         lines.append("  " + f"{c.vectors:<8}{c.mib_per_100k:>9.1f}{c.search_ms:>9.2f}" + cells)
     lines.append("  (MiB/100k: vector bytes per 100,000 chunks of this dimension; ms/query: one dense top-10 search in "
                  "this process, exact or two-stage as the bundle would search; n/a: the first encoding scored 0)")
@@ -606,6 +607,10 @@ def probe(
         print("\n".join(lines))
     if not result.passed:
         raise typer.Exit(6)
+
+
+def _width(mode: str, metric: str) -> int:
+    return max(17, len(mode) + 1 + len(metric))
 
 
 def _fold_float16(options: dict, *, where: str) -> dict:

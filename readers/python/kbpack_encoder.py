@@ -48,12 +48,12 @@ def read_sections(path: str) -> tuple[dict, dict[str, bytes]]:
 
 class Encoder:
     def __init__(self, manifest: dict, section):
+        meta = manifest.get("encoder")
+        if meta is None:  # said before the imports, which an interpreter without onnxruntime fails
+            raise SystemExit("this bundle carries no encoder (build it with kbc build --with-encoder)")
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        meta = manifest.get("encoder")
-        if meta is None:
-            raise SystemExit("this bundle carries no encoder (build it with kbc build --with-encoder)")
         graph = section(meta["graph"])
         if hashlib.sha256(graph).hexdigest() != meta["graph_sha256"]:
             raise SystemExit("encoder graph differs from the manifest's graph_sha256")
