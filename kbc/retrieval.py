@@ -95,7 +95,7 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
 
 
 class Retriever:
-    """Runs a mode over a bundle's dense searcher, its vectors and (when present) its lexical index."""
+    """Runs a mode over a bundle's dense searcher and (when present) its lexical index."""
 
     def __init__(self, *, searcher, lexical: LexicalIndex | None, settings: RetrievalSettings):
         # a Searcher, or a function making one on first dense use: lexical search never reads the
