@@ -21,6 +21,8 @@ DEFAULT_EF_SEARCH = 64
 # Search parameters a bundle may set, and their bounds: an absurd efSearch or nprobe from a
 # bundle of unknown origin would make every query allocate and scan without end.
 SEARCH_PARAM_LIMITS = {"nprobe": 65536, "efSearch": 4096}
+# float16 and int8 rows are searched as float32: a converted copy up to this size is kept
+CONVERTED_LIMIT = 256 << 20
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Searcher:
         if self.binary is not None:
             return self._two_stage(q, k)
         with np.errstate(over="ignore", invalid="ignore"):  # a forged bundle's huge vectors: no warnings,
-            scores_all = self._weights(q) @ self._float32().T
+            scores_all = self._all_scores(self._weights(q))
         scores_all[np.isnan(scores_all)] = -np.inf  # and a score that is no number ranks last
         top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores_all, top, axis=1)
@@ -138,9 +140,10 @@ class Searcher:
         return np.take_along_axis(top_scores, order, axis=1), ids
 
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """The dense scores of some rows for one query (hybrid search's candidates)."""
+        """The dense scores of some rows for one query (hybrid's candidates, binary's shortlist):
+        only those rows are read."""
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._float32()[ids] @ self._weights(np.asarray(query, dtype=np.float32))
+            return np.asarray(self.vectors[ids], dtype=np.float32) @ self._weights(np.asarray(query, dtype=np.float32))
 
     def _weights(self, q: np.ndarray) -> np.ndarray:
         """The query as it meets the stored rows: times the scales for int8 (FORMAT.md §2.7)."""
@@ -149,12 +152,21 @@ class Searcher:
         with np.errstate(over="ignore", invalid="ignore"):
             return q * self.scales
 
-    def _float32(self) -> np.ndarray:
-        """The rows as float32: the mapped array itself for float32 bundles, converted once for
-        float16 and int8 ones (not on every query)."""
-        if getattr(self, "_converted", None) is None:
-            self._converted = np.asarray(self.vectors, dtype=np.float32)
-        return self._converted
+    def _all_scores(self, weights: np.ndarray) -> np.ndarray:
+        """Every row's score for each query. float32 rows are used where they are mapped; float16
+        and int8 rows are converted once and kept when that copy is at most CONVERTED_LIMIT bytes,
+        else a block at a time per search (a million int8 rows must not cost 1.5 GB)."""
+        if self.vectors.dtype == np.float32:
+            return weights @ self.vectors.T
+        n, dim = self.vectors.shape
+        if n * dim * 4 <= CONVERTED_LIMIT:
+            if getattr(self, "_converted", None) is None:
+                self._converted = np.asarray(self.vectors, dtype=np.float32)
+            return weights @ self._converted.T
+        out = np.empty((len(weights), n), dtype=np.float32)
+        for start in range(0, n, 1 << 16):
+            out[:, start:start + (1 << 16)] = weights @ np.asarray(self.vectors[start:start + (1 << 16)], np.float32).T
+        return out
 
     def _two_stage(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         from .vectors import top_k

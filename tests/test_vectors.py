@@ -305,3 +305,18 @@ def test_lexical_search_does_not_read_damaged_vectors(encoded_sample, tmp_path):
     assert lexical.returncode == 0 and len(json.loads(lexical.stdout)["hits"]) == 2
     dense = run_kbc("query", str(forged), "greenhouse ventilation", "--mode", "dense")
     assert dense.returncode == 3 and "vector_scales" in dense.stderr and len(dense.stderr.strip().splitlines()) == 1
+
+
+def test_large_int8_matrices_are_scored_a_block_at_a_time(monkeypatch):
+    """Past CONVERTED_LIMIT no float32 copy of the rows is kept: the same hits, a block at a time."""
+    from kbc import index as index_module
+
+    x = unit_rows(70_000, 8, seed=11)  # more rows than one block
+    stored, scales = V.encode(x, "int8")
+    q = unit_rows(3, 8, seed=12)
+    kept = Searcher(stored, None, {}, scales=scales).search(q, 10)
+    monkeypatch.setattr(index_module, "CONVERTED_LIMIT", 0)
+    blocked = Searcher(stored, None, {}, scales=scales)
+    got = blocked.search(q, 10)
+    assert getattr(blocked, "_converted", None) is None
+    assert np.array_equal(got[1], kept[1]) and np.allclose(got[0], kept[0], atol=1e-6)
