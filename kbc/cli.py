@@ -472,12 +472,7 @@ def evaluate(
                         " (as the bundle records)"))
     elif any(v is not None for v in overrides.values()):
         lines.append("  note: --fusion/--weight/--depth apply to hybrid mode, which this evaluation did not run")
-    if report.skipped_no_relevant or report.skipped_no_text:
-        lines.append(f"  not scored: {report.skipped_no_relevant} queries with no relevant document, "
-                     f"{report.skipped_no_text} judged queries missing from {queries}")
-    if report.unknown_documents:
-        lines.append(f"  warning: {report.unknown_documents} relevant documents are not in the bundle "
-                     f"(built from a different corpus?)")
+    lines += _coverage_lines(report, queries)
     s = report.seconds
     lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
     if per_query:
@@ -515,13 +510,20 @@ def _print_vectors_comparison(compared, *, as_json: bool, queries_file) -> None:
         lines.append("  " + f"{c.vectors:<8}{c.mib_per_100k:>9.1f}{c.search_ms:>9.2f}" + cells)
     lines.append("  (MiB/100k: vector bytes per 100,000 chunks of this dimension; ms/query: one dense top-10 search in "
                  "this process, exact or two-stage as the bundle would search; n/a: the first encoding scored 0)")
-    if first.skipped_no_relevant or first.skipped_no_text:
-        lines.append(f"  not scored: {first.skipped_no_relevant} queries with no relevant document, "
-                     f"{first.skipped_no_text} judged queries missing from {_safe(str(queries_file))}")
-    if first.unknown_documents:
-        lines.append(f"  warning: {first.unknown_documents} relevant documents are not in the bundle "
-                     f"(built from a different corpus?)")
+    lines += _coverage_lines(first, queries_file)
     print("\n".join(lines))
+
+
+def _coverage_lines(report, queries_file) -> list[str]:
+    """What an evaluation could not score, and judged documents the bundle lacks."""
+    lines = []
+    if report.skipped_no_relevant or report.skipped_no_text:
+        lines.append(f"  not scored: {report.skipped_no_relevant} queries with no relevant document, "
+                     f"{report.skipped_no_text} judged queries missing from {_safe(str(queries_file))}")
+    if report.unknown_documents:
+        lines.append(f"  warning: {report.unknown_documents} relevant documents are not in the bundle "
+                     f"(built from a different corpus?)")
+    return lines
 
 
 @app.command()

@@ -343,7 +343,7 @@ def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[
         modes = [m for m in dict.fromkeys(modes) if m == "dense" or kb.retriever.lexical is not None]
     evaluated = evaluated_queries(queries, qrels)
     qv = None
-    if evaluated and (modes is None or any(m != "lexical" for m in modes)):
+    if evaluated and any(m != "lexical" for m in modes):
         qv = kb.embed_queries([queries[q] for q in evaluated], batch_size=batch_size)
     floats = np.asarray(bundle.vectors, dtype=np.float32)
     results: list[VectorsResult] = []

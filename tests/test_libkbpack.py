@@ -545,6 +545,18 @@ def c_verdict(tool: Path, path: Path) -> tuple[int, str | None]:
     return out.returncode, out.stderr[len("kbpack: "):].split(":", 1)[0]
 
 
+def flipped_verdicts(tool: Path, data: bytes, tmp_path: Path, masks, recompute: bool):
+    """For each flip target and bit mask: (part, offset, mask, C verdict, Python verdict) of the
+    bundle with that bit flipped, its checksums recomputed when `recompute` (a forgery)."""
+    path = tmp_path / "flipped.kbpack"
+    for part, at in flip_targets(data):
+        for mask in masks:
+            flipped = bytearray(data)
+            flipped[at] ^= mask
+            path.write_bytes(resign(bytes(flipped)) if recompute else bytes(flipped))
+            yield part, at, mask, c_verdict(tool, path), python_verdict(path)
+
+
 def flip_targets(data: bytes) -> list[tuple[str, int]]:
     """(part, byte offset) pairs: the start, thirds, middle and end of every section, of the header
     and of the table, and one padding byte."""
@@ -568,18 +580,12 @@ def test_verify_agrees_with_python_on_a_flipped_byte_anywhere(kbpack_tool, tiny_
     """A byte flipped in every part of a real bundle: damaged (checksums as they were) both readers
     refuse, naming the same part; forged (checksums recomputed) both reach the same verdict."""
     data = tiny_bundle.read_bytes()
-    path = tmp_path / "flipped.kbpack"
     verdicts = {}
-    for part, at in flip_targets(data):
-        for mask in (0x01, 0x20):
-            flipped = bytearray(data)
-            flipped[at] ^= mask
-            path.write_bytes(resign(bytes(flipped)) if recompute else bytes(flipped))
-            c, py = c_verdict(kbpack_tool, path), python_verdict(path)
-            assert c[0] == py[0], (part, at, mask, c, py)
-            if not recompute:
-                assert c[0] == 3 and c[1] == py[1], (part, at, mask, c, py)
-            verdicts[part, at, mask] = c[0]
+    for part, at, mask, c, py in flipped_verdicts(kbpack_tool, data, tmp_path, (0x01, 0x20), recompute):
+        assert c[0] == py[0], (part, at, mask, c, py)
+        if not recompute:
+            assert c[0] == 3 and c[1] == py[1], (part, at, mask, c, py)
+        verdicts[part, at, mask] = c[0]
     assert len({p for p, _, _ in verdicts}) == len(sections(data)) + 3  # header, table, padding
     if recompute:  # both outcomes occur: some forgeries are valid bundles, others are not
         assert set(verdicts.values()) == {0, 3}
