@@ -18,7 +18,7 @@ from .engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
 from .exporters import EXPORTERS
 from .errors import InputError, KbcError, cli_names, use_cli_option_names
 from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
-from .readers import supported_suffixes
+from .readers import VARIANTS as READER_VARIANTS, supported_suffixes, variants_of
 from .vectors import PRESETS as VECTOR_PRESETS
 
 # --backend and --engine choices come from the registries: a new backend or engine file shows up here.
@@ -29,6 +29,8 @@ ExportChoice = Enum("ExportChoice", {name: name for name in EXPORTERS}, type=str
 VectorsChoice = Enum("VectorsChoice", {name: name for name in VECTOR_PRESETS}, type=str)
 _VECTORS_HELP = "; ".join(f"{p.name}: {p.description}" for p in VECTOR_PRESETS.values())
 _EXPORT_HELP = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
+PdfReaderChoice = Enum("PdfReaderChoice", {name: name for name in variants_of("pdf")}, type=str)
+_PDF_READER_HELP = "; ".join(f"{name}: {READER_VARIANTS['pdf'][name].description}" for name in variants_of("pdf"))
 _ENGINE_HELP = "; ".join(f"{name}: {d}" for name, d in ENGINE_DESCRIPTIONS.items())
 
 app = typer.Typer(
@@ -178,6 +180,8 @@ def build(
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Also read files that symbolic links "
                                          "inside a folder point to outside it (skipped, and listed, by default)."),
     password: List[str] = typer.Option([], help="Password to try on encrypted PDFs (repeatable)."),
+    pdf_reader: PdfReaderChoice = typer.Option(variants_of("pdf")[0], help="Which PDF reader extracts text. "
+                                               + _PDF_READER_HELP + "."),
     code: bool = typer.Option(False, "--code", help="Also read source code and config files (.py, .js, .go, .rs, "
                               ".c, .java, .sh, .sql, .yaml, .toml, ...), kept as written."),
     encoding: Optional[str] = typer.Option(None, help="Read text files (.txt, .md, .rst, .csv, .jsonl, ...) in this "
@@ -259,7 +263,7 @@ def build(
             cache_dir=Path(cache_dir) if cache_dir else None, reuse=reuse, context=opts["context"],
             lexical=not opts["no_lexical"], default_mode=opts["default_mode"], with_encoder=opts["with_encoder"],
             follow_symlinks=opts["follow_symlinks"], max_file_bytes=int(opts["max_file_mb"] * 2**20),
-            build_options=recorded(opts), config_file=str(config_file) if config_file else None, progress=progress)
+            pdf_reader=opts["pdf_reader"], build_options=recorded(opts), config_file=str(config_file) if config_file else None, progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return

@@ -23,7 +23,7 @@ from .errors import InputError
 OPTIONS: dict[str, tuple[type, ...]] = {
     "model": (str,), "chunk_unit": (str,), "chunk_size": (int,), "chunk_overlap": (int,), "batch_size": (int,),
     "device": (str,), "backend": (str,), "engine": (str,), "ray_address": (str,), "index": (str,),
-    "include": (list,), "exclude": (list,), "follow_symlinks": (bool,), "code": (bool,), "encoding": (str,),
+    "include": (list,), "exclude": (list,), "follow_symlinks": (bool,), "code": (bool,), "encoding": (str,), "pdf_reader": (str,),
     "query_prompt": (str,), "document_prompt": (str,), "float16": (bool,), "vectors": (str,), "no_clean": (bool,),
     "context": (str,), "no_lexical": (bool,), "with_encoder": (bool,), "default_mode": (str,), "workers": (int,), "file_timeout": (int, float),
     "max_file_mb": (int, float), "strict": (bool,), "no_cache": (bool,), "cache_dir": (str,),
@@ -35,7 +35,7 @@ _PATHS = {"model", "cache_dir"}
 # code: a code base's config files may hold secrets): a bundle comes from anywhere, and only the
 # person running the build may lift those
 RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "index", "include", "exclude",
-            "encoding", "query_prompt", "document_prompt", "float16", "vectors", "no_clean", "context",
+            "encoding", "pdf_reader", "query_prompt", "document_prompt", "float16", "vectors", "no_clean", "context",
             "no_lexical", "with_encoder", "default_mode", "strict")
 
 

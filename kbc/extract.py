@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from .readers import ReadOptions, reader_for
 from .records import Document, Extracted, Page, Problem, SourceFile
 
-EXTRACTOR_VERSION = "9"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "10"  # bump when output for the same input changes (it keys the build cache)
 
 
 def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool = True,
-                 encoding: str | None = None) -> Extracted:
+                 encoding: str | None = None, variants: tuple[tuple[str, str], ...] = ()) -> Extracted:
     """Read and extract one file. Never raises for bad content: problems are returned."""
     try:
         data = src.path.read_bytes()
@@ -26,7 +26,9 @@ def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool 
         out.problems.append(Problem(src.rel, "skipped", f"cannot read: {e.strerror or e}"))
         return out
     out = Extracted(src, hashlib.sha256(data).hexdigest(), len(data), 0)
-    reader_for(src.kind).read(src, data, out, ReadOptions(passwords=tuple(passwords), clean=clean, encoding=encoding))
+    reader = reader_for(src.kind, dict(variants).get(src.kind))
+    reader.read(src, data, out, ReadOptions(passwords=tuple(passwords), clean=clean, encoding=encoding,
+                                            variants=variants))
     del data
     for doc in out.documents:
         if len(doc.text) > MAX_DOCUMENT_CHARS:
@@ -55,6 +57,7 @@ class ExtractOptions:
     passwords: tuple[str, ...] = ()
     clean: bool = True
     encoding: str | None = None  # text files: forced instead of detected
+    variants: tuple[tuple[str, str], ...] = ()  # (kind, reader variant) chosen instead of the default
     workers: int | None = None  # None: one per core; 0: in this process (no limits)
     timeout_s: float = 120.0  # per file
     memory_mb: int = 4096  # per worker address space
@@ -62,7 +65,8 @@ class ExtractOptions:
 
 def guarded_extract(src: SourceFile, opts: ExtractOptions) -> Extracted:
     try:
-        return extract_file(src, passwords=opts.passwords, clean=opts.clean, encoding=opts.encoding)
+        return extract_file(src, passwords=opts.passwords, clean=opts.clean, encoding=opts.encoding,
+                            variants=opts.variants)
     except MemoryError:
         reason = f"exceeded the per-file memory limit ({opts.memory_mb} MB)"
     except RecursionError:

@@ -124,11 +124,12 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           default_mode: str | None = None, follow_symlinks: bool = False,
           max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES, engine: str = "local",
           ray_address: str | None = None, encoding: str | None = None, with_encoder: bool = False,
-          build_options: dict | None = None, config_file: str | None = None,
+          pdf_reader: str | None = None, build_options: dict | None = None, config_file: str | None = None,
           progress: ProgressFn | None = None) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure.
 
     `code`: read source code and config files too (the opt-in `code` reader).
+    `pdf_reader`: which PDF reader variant (kbc.readers.variants_of("pdf"): pdfium, pypdf); None, the default.
     `vectors`: how the bundle stores them, a kbc.vectors.PRESETS name (f32, f16, int8, binary).
     `with_encoder`: store the ONNX graph that made the vectors and its tokenizer.json in the bundle,
     so that a device embeds questions with exactly that (onnx and onnx-int8 backends).
@@ -163,7 +164,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         if cache is not None:
             cleanup.callback(cache.close)
         extract = ExtractStage(passwords=passwords, clean=clean, workers=workers, file_timeout=file_timeout,
-                               encoding=encoding, cache=cache)
+                               encoding=encoding, readers={"pdf": pdf_reader} if pdf_reader else None, cache=cache)
         embed = EmbedStage(model=model, backend=backend, device=device, query_prompt=query_prompt,
                            document_prompt=document_prompt, batch_size=batch_size, sessions=os.cpu_count() or 1,
                            cache=cache, reuse=reuse)

@@ -18,9 +18,15 @@ PDFS = SHARED / "pdfs"
 needs_shared = pytest.mark.skipif(not (PDFS / "MANIFEST.md").exists(), reason="../shared/pdfs not present")
 
 
-def one(path: Path, **kw):
+def one(path: Path, reader: str | None = None, **kw):
     [src] = discover([path])
-    return extract_file(src, **kw)
+    return extract_file(src, variants=(("pdf", reader),) if reader else (), **kw)
+
+
+@pytest.fixture(params=["pdfium", "pypdf"])
+def reader(request) -> str:
+    """Each PDF reader variant (--pdf-reader) must report hostile files the same way."""
+    return request.param
 
 
 def reasons(ex) -> list[str]:
@@ -30,29 +36,29 @@ def reasons(ex) -> list[str]:
 # --------------------------------------------------------------------------- generated files
 
 
-def test_generated_text_pdf_has_pages_and_spans(tmp_path):
+def test_generated_text_pdf_has_pages_and_spans(tmp_path, reader):
     p = tmp_path / "two.pdf"
     p.write_bytes(make_pdf(["First page about owls.", "Second page about bats."]))
-    ex = one(p)
+    ex = one(p, reader)
     assert ex.problems == [] and ex.page_count == 2
     [doc] = ex.documents
     assert [doc.text[pg.start:pg.end] for pg in doc.pages] == ["First page about owls.", "Second page about bats."]
 
 
-def test_encrypted_with_empty_user_password_opens(tmp_path):
+def test_encrypted_with_empty_user_password_opens(tmp_path, reader):
     p = tmp_path / "aes.pdf"
     p.write_bytes(encrypt_pdf(make_pdf(["Filed under seal, readable by all."]), user_password=""))
-    ex = one(p)
+    ex = one(p, reader)
     assert ex.problems == []
     assert "readable by all" in ex.documents[0].text
 
 
 @pytest.mark.parametrize("algorithm", ["AES-256", "RC4-128"])
-def test_encrypted_with_a_password_is_skipped_or_opened_with_it(tmp_path, algorithm):
+def test_encrypted_with_a_password_is_skipped_or_opened_with_it(tmp_path, algorithm, reader):
     p = tmp_path / "locked.pdf"
     p.write_bytes(encrypt_pdf(make_pdf(["The vault code."]), user_password="s3cret", algorithm=algorithm))
-    assert reasons(one(p)) == ["skipped: encrypted: needs a password (use --password)"]
-    opened = one(p, passwords=["wrong", "s3cret"])
+    assert reasons(one(p, reader)) == ["skipped: encrypted: needs a password (use --password)"]
+    opened = one(p, passwords=["wrong", "s3cret"], reader=reader)
     assert opened.problems == [] and "vault code" in opened.documents[0].text
 
 
@@ -61,18 +67,18 @@ def test_encrypted_with_a_password_is_skipped_or_opened_with_it(tmp_path, algori
     (lambda d: b"%PDF-1.7\nthis is not a pdf at all\n", "unreadable PDF"),
     (lambda d: d[:20] + bytes(len(d) - 20), "unreadable PDF"),  # header, then zeros
 ])
-def test_corrupt_files_are_skipped_with_a_one_line_reason(tmp_path, damage, expect):
+def test_corrupt_files_are_skipped_with_a_one_line_reason(tmp_path, damage, expect, reader):
     p = tmp_path / "bad.pdf"
     p.write_bytes(damage(make_pdf(["text"])))
-    [r] = reasons(one(p))
+    [r] = reasons(one(p, reader))
     assert r.startswith("skipped: ") and expect in r and "\n" not in r
 
 
-def test_truncated_download_recovers_or_says_why(tmp_path):
+def test_truncated_download_recovers_or_says_why(tmp_path, reader):
     data = make_pdf(["Page one survives the cut.", "Page two is lost."])
     p = tmp_path / "cut.pdf"
     p.write_bytes(data[: int(len(data) * 0.6)])
-    ex = one(p)
+    ex = one(p, reader)
     # pypdf rebuilds the object table when it can; either the first page comes back or the file
     # is skipped with the parser's reason, never an exception
     if ex.documents:
@@ -81,14 +87,14 @@ def test_truncated_download_recovers_or_says_why(tmp_path):
         assert reasons(ex)[0].startswith("skipped: unreadable PDF")
 
 
-def test_pages_without_text_are_named(tmp_path):
+def test_pages_without_text_are_named(tmp_path, reader):
     p = tmp_path / "partly-scanned.pdf"
     p.write_bytes(make_pdf(["Typed page.", "", "", "Typed again.", ""]))
-    ex = one(p)
+    ex = one(p, reader)
     assert reasons(ex) == ["degraded: no text on pages 2-3, 5 (scanned or image-only?)"]
     scan = tmp_path / "scan.pdf"
     scan.write_bytes(make_pdf(["", ""]))
-    assert reasons(one(scan)) == ["skipped: no text layer on any of its 2 pages (scanned? OCR is not done)"]
+    assert reasons(one(scan, reader)) == ["skipped: no text layer on any of its 2 pages (scanned? OCR is not done)"]
 
 
 def test_a_file_that_makes_the_parser_spin_is_stopped(tmp_path):
@@ -161,27 +167,27 @@ def test_build_lists_every_problem_and_strict_writes_nothing(tmp_path):
     ("grayscale-image.pdf", "skipped: no text layer on any of its 1 pages"),
     ("imagemagick-CCITTFaxDecode.pdf", "skipped: no text layer on any of its 1 pages"),
 ])
-def test_shared_hostile_files_are_reported_with_the_right_reason(name, expect):
-    [r] = reasons(one(PDFS / name))
+def test_shared_hostile_files_are_reported_with_the_right_reason(name, expect, reader):
+    [r] = reasons(one(PDFS / name, reader))
     assert r.startswith(expect)
 
 
 @needs_shared
-def test_shared_files_that_must_open():
-    polish = one(PDFS / "issue-625-identity-cmap.pdf")  # AES/RC4 with an empty user password
+def test_shared_files_that_must_open(reader):
+    polish = one(PDFS / "issue-625-identity-cmap.pdf", reader)  # AES/RC4 with an empty user password
     assert polish.problems == [] and any(c in polish.documents[0].text for c in "ąęłńóśźż")
-    locked = one(PDFS / "libreoffice-writer-password.pdf", passwords=["openpassword"])
+    locked = one(PDFS / "libreoffice-writer-password.pdf", passwords=["openpassword"], reader=reader)
     assert locked.problems == [] and len(locked.documents[0].text) > 400
-    corrupt = one(PDFS / "zen_of_python_corrupted.pdf")  # recoverable structure damage
+    corrupt = one(PDFS / "zen_of_python_corrupted.pdf", reader)  # recoverable structure damage
     assert corrupt.documents and "Beautiful is better than ugly" in " ".join(corrupt.documents[0].text.split())
-    french = one(PDFS / "2023-06-20-PV.pdf")
+    french = one(PDFS / "2023-06-20-PV.pdf", reader)
     assert "é" in french.documents[0].text
 
 
 @needs_shared
-def test_shared_ligatures_become_letters():
+def test_shared_ligatures_become_letters(reader):
     for name, word in (("crazyones-pdfa.pdf", "misfits"), ("GeoTopo-komprimiert.pdf", "Auflage")):
-        text = one(PDFS / name).documents[0].text
+        text = one(PDFS / name, reader).documents[0].text
         assert not any("\ufb00" <= c <= "\ufb06" for c in text), name
         assert word in text, name
 

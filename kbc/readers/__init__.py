@@ -9,6 +9,9 @@ A reader is one function `read(src, data, out, opts)` that appends `Document`s a
 in one new file of this package, imported at the bottom of this module (or, outside kbc, from any
 module imported before the build). The source walk, `--help` and the manifest take their lists
 from here. Readers run in extraction worker processes, under their time and memory limits.
+
+A kind may have several readers, each a `variant` (PDF: `pdfium`, `pypdf`): the one registered
+with `default=True` reads unless the build chooses another (`--pdf-reader`, ReadOptions.variants).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class ReadOptions:
     passwords: tuple[str, ...] = ()
     clean: bool = True
     encoding: str | None = None  # text files: force this encoding instead of detecting it
+    variants: tuple[tuple[str, str], ...] = ()  # (kind, variant) the build chose instead of the default
 
 
 ReadFn = Callable[[SourceFile, bytes, Extracted, ReadOptions], None]
@@ -39,21 +43,35 @@ class Reader:
     furniture: bool = False
     # read only when the build asks for this kind (`--code`): a docs folder's scripts are not docs
     opt_in: bool = False
+    variant: str | None = None  # which of the kind's readers this is, when it has several
 
 
-READERS: dict[str, Reader] = {}
+READERS: dict[str, Reader] = {}  # kind -> the reader a build uses unless it chooses a variant
+VARIANTS: dict[str, dict[str, Reader]] = {}  # kind -> variant -> reader, for kinds with several
 
 
-def register_reader(kind: str, *, suffixes: tuple[str, ...], description: str,
-                    furniture: bool = False, opt_in: bool = False) -> Callable[[ReadFn], ReadFn]:
+def register_reader(kind: str, *, suffixes: tuple[str, ...], description: str, furniture: bool = False,
+                    opt_in: bool = False, variant: str | None = None,
+                    default: bool = True) -> Callable[[ReadFn], ReadFn]:
     def add(fn: ReadFn) -> ReadFn:
         taken = {s: r.kind for r in READERS.values() for s in r.suffixes if r.kind != kind}
         clash = [s for s in suffixes if s.lower() in taken]
         if clash:
             raise ValueError(f"reader {kind!r}: suffix {clash[0]} is already read by {taken[clash[0]]!r}")
-        READERS[kind] = Reader(kind, tuple(s.lower() for s in suffixes), fn, description, furniture, opt_in)
+        reader = Reader(kind, tuple(s.lower() for s in suffixes), fn, description, furniture, opt_in, variant)
+        if variant is not None:
+            VARIANTS.setdefault(kind, {})[variant] = reader
+        if default or kind not in READERS:
+            READERS[kind] = reader
         return fn
     return add
+
+
+def variants_of(kind: str) -> list[str]:
+    """The variant names a kind's readers go by, the default first ([] for a kind with one reader)."""
+    names = list(VARIANTS.get(kind, {}))
+    default = READERS[kind].variant if kind in READERS else None
+    return sorted(names, key=lambda v: (v != default, v))
 
 
 def kind_for(suffix: str, *, opted_in: Collection[str] = ()) -> str | None:
@@ -70,8 +88,20 @@ def opt_in_kind_for(suffix: str) -> str | None:
     return next((r.kind for r in READERS.values() if r.opt_in and suffix in r.suffixes), None)
 
 
-def reader_for(kind: str) -> Reader:
-    return READERS[kind]
+def reader_for(kind: str, variant: str | None = None) -> Reader:
+    """The kind's reader: the named variant, else the default. KeyError for an unknown one."""
+    if variant is None:
+        return READERS[kind]
+    return VARIANTS[kind][variant]
+
+
+def check_variants(chosen: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """{kind: variant} as ReadOptions.variants; ValueError naming a kind or variant that is not there."""
+    for kind, variant in chosen.items():
+        if variant not in VARIANTS.get(kind, {}):
+            known = ", ".join(variants_of(kind)) or "none"
+            raise ValueError(f"no {kind} reader {variant!r} (known: {known})")
+    return tuple(sorted(chosen.items()))
 
 
 def supported_suffixes(*, opted_in: Collection[str] = ()) -> list[str]:
@@ -79,7 +109,7 @@ def supported_suffixes(*, opted_in: Collection[str] = ()) -> list[str]:
 
 
 # the built-in readers register themselves
-from . import asciidoc, code, delimited, docx, epub, html, jsonl, markdown, org, pdf, rst, text  # noqa: E402,F401
+from . import asciidoc, code, delimited, docx, epub, html, jsonl, markdown, org, pdf, pdf_pdfium, rst, text  # noqa: E402,F401
 
 from ..plugins import load_plugins  # noqa: E402
 

@@ -1,5 +1,6 @@
-"""PDF (pypdf): one page of text per physical page, labels kept, running headers and footers
-removed, each page's heading lines as its section heading, encrypted files opened with --password."""
+"""PDF, the pypdf variant (`--pdf-reader pypdf`): one page of text per physical page, labels kept,
+running headers and footers removed, each page's heading lines as its section heading, encrypted
+files opened with --password. `finish_pdf` is what every PDF reader does with its pages' text."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ..textclean import clean_text, join_pages, meaningful_title, one_line, page
 from . import ReadOptions, register_reader
 
 
-@register_reader("pdf", suffixes=(".pdf",), description="PDF text layer (pypdf); no OCR", furniture=True)
+@register_reader("pdf", suffixes=(".pdf",), description="PDF text layer (pypdf); no OCR", furniture=True,
+                 variant="pypdf", default=False)
 def read_pdf(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
     passwords, clean = opts.passwords, opts.clean
     if not data:
@@ -61,11 +63,21 @@ def read_pdf(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) ->
     except (PdfReadError, Exception) as e:  # pypdf raises many types on broken files
         out.problems.append(Problem(src.rel, "skipped", f"unreadable PDF: {one_line(e)}"))
         return
+    finish_pdf(src, out, texts, raw_labels, title, failed, clean=clean)
+
+
+def finish_pdf(src: SourceFile, out: Extracted, texts: list[str], raw_labels: list[str], title: str | None,
+               failed: list[int], *, clean: bool) -> None:
+    """Pages' raw text -> one Document (cleaned, running lines dropped, labels that differ from the
+    page number, page headings), with the problems every PDF reader reports the same way."""
+    n = len(texts)
+    out.page_count = n
     if clean:
         texts = strip_running_lines([clean_text(t) for t in texts])
     else:
         texts = [t.strip() for t in texts]
-    labels = [raw_labels[i] if i < len(raw_labels) and raw_labels[i] != str(i + 1) else None for i in range(n)]
+    labels = [raw_labels[i] if i < len(raw_labels) and raw_labels[i] and raw_labels[i] != str(i + 1) else None
+              for i in range(n)]
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
     if n == 0:
         out.problems.append(Problem(src.rel, "skipped", "PDF has no pages"))
@@ -84,7 +96,6 @@ def read_pdf(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) ->
     if clean:
         doc.headings = [(p.start, p.end, h) for p in doc.pages if (h := page_heading(doc.text[p.start:p.end]))]
     out.documents.append(doc)
-
 
 
 def _pdf_title(reader) -> str | None:

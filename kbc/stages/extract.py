@@ -10,7 +10,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from ..extract import EXTRACTOR_VERSION, ExtractOptions, cacheable, from_cache, to_cache
-from ..readers import READERS
+from ..readers import READERS, VARIANTS, check_variants, reader_for
 from ..records import Extracted, SourceFile
 
 ExtractFiles = Callable[[Sequence[SourceFile], ExtractOptions], Iterator[Extracted]]
@@ -18,7 +18,7 @@ ExtractFiles = Callable[[Sequence[SourceFile], ExtractOptions], Iterator[Extract
 
 class ExtractStage:
     def __init__(self, *, passwords: Sequence[str], clean: bool, workers: int | None, file_timeout: float,
-                 encoding: str | None = None, cache=None):
+                 encoding: str | None = None, readers: dict[str, str] | None = None, cache=None):
         if encoding is not None:
             import codecs
 
@@ -28,11 +28,19 @@ class ExtractStage:
                 from ..errors import InputError, option
 
                 raise InputError(f"{option('encoding')} {encoding}: unknown encoding") from None
-        self.options = ExtractOptions(passwords=tuple(passwords), clean=clean, encoding=encoding, workers=workers,
-                                      timeout_s=file_timeout)
+        try:
+            # every kind with several readers keys the cache by the one used, the default included
+            variants = check_variants({**{k: READERS[k].variant for k in VARIANTS}, **(readers or {})})
+        except ValueError as e:
+            from ..errors import InputError, option
+
+            raise InputError(f"{option('pdf_reader')}: {e}") from None
+        self.options = ExtractOptions(passwords=tuple(passwords), clean=clean, encoding=encoding, variants=variants,
+                                      workers=workers, timeout_s=file_timeout)
         self.cache = cache
         # keys the extraction cache and, through the chunk stage, the chunk cache
-        self.settings = hashlib.sha256(json.dumps([EXTRACTOR_VERSION, clean, sorted(passwords), encoding]).encode()).hexdigest()[:16]
+        key = [EXTRACTOR_VERSION, clean, sorted(passwords), encoding, [list(v) for v in variants]]
+        self.settings = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
         self.stats = {"files_cached": 0, "files_extracted": 0}
         self.seconds = 0.0
         self.kinds: set[str] = set()
@@ -94,6 +102,9 @@ class ExtractStage:
             if close is not None:
                 close()  # stops the engine's workers when the build stops early
 
+    def reader(self, kind: str):
+        return reader_for(kind, dict(self.options.variants).get(kind))
+
     def manifest(self) -> dict:
-        return {"extraction": {"readers": {k: READERS[k].description for k in sorted(self.kinds) if k in READERS},
+        return {"extraction": {"readers": {k: self.reader(k).description for k in sorted(self.kinds) if k in READERS},
                                "clean": self.options.clean}}
