@@ -35,7 +35,8 @@ from .errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 4  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes
+FORMAT_MINOR = 5  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
+# 1.5 pages as a retrieval unit (manifest retrieval keys only)
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64

@@ -168,6 +168,7 @@ class EvalReport:
     mode: str = "dense"  # the mode `metrics` and `per_query` are for (the bundle's default unless chosen)
     modes: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics of every mode evaluated
     fusion: dict = field(default_factory=dict)  # the hybrid settings used (the bundle's, or overridden)
+    unit: str = "chunk"  # what was ranked: chunks, or pages (FORMAT.md §2.8)
 
     def to_dict(self, *, per_query: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "per_query"}
@@ -244,11 +245,14 @@ def _page_relevant(chunk: tuple[set[str], int, int], relevant: Mapping[str, set[
 
 def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
              modes: Sequence[str] | None = None, batch_size: int = 64, progress=None,
-             query_vectors: np.ndarray | None = None) -> EvalReport:
+             query_vectors: np.ndarray | None = None, unit: str | None = None) -> EvalReport:
     """Score a KnowledgeBase on queries + qrels in each search mode (default: every mode the
     bundle supports; `metrics`/`per_query` are for the first listed, the bundle's default).
-    `query_vectors`: the evaluated queries already embedded (in `evaluated_queries` order)."""
+    `query_vectors`: the evaluated queries already embedded (in `evaluated_queries` order).
+    `unit`: rank chunks or pages (default: the bundle's); with pages, a page-level judgement is met
+    by a ranked page with that number, a document-level one by the document's best page."""
     t0 = time.perf_counter()
+    unit = kb.resolve_unit(unit)
     owner, doc_ids = chunk_documents(kb.bundle)
     known = set(doc_ids)
     page_level = page_judgements(qrels, known)
@@ -284,9 +288,9 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
     results: dict[str, list[QueryResult]] = {}
     for mode in modes:
         if page_level:
-            results[mode] = _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages)
+            results[mode] = _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages, unit)
         else:
-            results[mode] = _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids)
+            results[mode] = _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids, unit)
     t3 = time.perf_counter()
     names = PAGE_METRICS if page_level else DOC_METRICS
     all_modes = {m: mean_metrics([q.metrics for q in results[m]], names) for m in modes}
@@ -297,7 +301,7 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
         seconds={"load_bundle": round(t_model - t0, 3), "load_model": round(t1 - t_model, 3),
                  "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3), "total": round(t3 - t0, 3)},
         per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes,
-        fusion=kb.retriever.settings.to_manifest())
+        fusion=kb.retriever.settings.to_manifest(), unit=unit)
 
 
 def evaluated_queries(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
@@ -366,8 +370,15 @@ def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[
     return results
 
 
-def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids) -> list[QueryResult]:
-    if mode == "dense":
+def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids, unit="chunk") -> list[QueryResult]:
+    if unit == "page":  # a document scores as its best page; pages come from the best page_depth chunks
+        ranked = []
+        for pages in kb.rank_pages([queries[q] for q in evaluated], DEPTH * 4, mode=mode, vectors=qv):
+            best: dict[str, float] = {}
+            for p in pages:
+                best.setdefault(doc_ids[owner[p.chunk_ids[0]]], float(p.score))
+            ranked.append({d: best[d] for d in rank_documents(best)[:DEPTH]})
+    elif mode == "dense":
         ranked = rank_all(kb, qv, owner, doc_ids)
     else:  # fused or lexical chunk lists; a document scores as its best chunk in them
         k = min(kb.bundle.count, DEPTH * 4)
@@ -388,23 +399,27 @@ def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids) ->
     return out
 
 
-def _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages) -> list[QueryResult]:
-    """hit@k and MRR@10 over chunks: a chunk is relevant when its file and any page of its span
-    are judged relevant."""
+def _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages, unit="chunk") -> list[QueryResult]:
+    """hit@k and MRR@10 over chunks (a chunk is relevant when its file and any page of its span
+    are judged relevant) or over pages (a page is relevant when its file and number are)."""
     k = max(HIT_KS)
     out = []
-    ranked = kb.rank([queries[q] for q in evaluated], k, mode=mode, vectors=qv)
-    for qid, (scores, ids) in zip(evaluated, ranked):
+    texts = [queries[q] for q in evaluated]
+    if unit == "page":  # each page as (names of its file, its number, its number)
+        ranked = [[(*chunk_pages[p.chunk_ids[0]][:1], p.key[2], p.key[2]) for p in pages]
+                  for pages in kb.rank_pages(texts, k, mode=mode, vectors=qv)]
+    else:
+        ranked = [[chunk_pages[int(c)] for c in ids] for _, ids in kb.rank(texts, k, mode=mode, vectors=qv)]
+    for qid, spans in zip(evaluated, ranked):
         relevant: dict[str, set[int]] = {}
         for d, g in qrels[qid].items():
             m = PAGE_ID.match(d)
             if g > 0 and m:
                 relevant.setdefault(m["doc"], set()).add(int(m["page"]))
-        flags = [_page_relevant(chunk_pages[int(c)], relevant) for c in ids]
+        flags = [_page_relevant(span, relevant) for span in spans]
         first = next((i + 1 for i, f in enumerate(flags) if f), None)
         shown = []
-        for c in ids[:10]:
-            names, a, b = chunk_pages[int(c)]
+        for names, a, b in spans[:10]:
             stem = min(names, key=len)
             shown.append(f"{stem}:p{a}" if a == b else f"{stem}:p{a}-{b}")
         out.append(QueryResult(qid, queries[qid], hit_metrics(flags),

@@ -61,6 +61,24 @@ class Hit:
         return d
 
 
+@dataclass
+class PageHit:
+    """One page of a page-unit search: a PDF page (or a record, or a text file's page 1) with its
+    best chunks among the ranked ones, best first."""
+    rank: int
+    score: float
+    source: str
+    page: int  # 1-based physical page
+    chunks: list[Hit]
+    record: str | None = None
+    label: str | None = None  # the document's own label for the page, where it differs
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if v is not None and k != "chunks"}
+        d["chunks"] = [c.to_dict() for c in self.chunks]
+        return d
+
+
 class KnowledgeBase:
     def __init__(self, path: str | os.PathLike, *, model: str | None = None, allow_model_mismatch: bool = False,
                  backend: str = "auto", device: str | None = None, sessions: int = 1,
@@ -78,6 +96,7 @@ class KnowledgeBase:
         # overrides of the recorded fusion settings (eval sweeps): {"fusion", "weight", "depth", "rrf_k"}
         self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
+        self._page_keys: dict[int, tuple] = {}  # chunk id -> its page (retrieval.page_key), as read
 
     @property
     def embedder(self):
@@ -185,6 +204,48 @@ class KnowledgeBase:
                             label_start=c.get("label_start"), label_end=c.get("label_end")))
         return hits
 
+    def resolve_unit(self, unit: str | None) -> str:
+        from .modes import Unit
+
+        unit = unit or self.retriever.settings.unit
+        if unit not in {u.value for u in Unit}:
+            raise InputError(f"{option('unit')} must be chunk or page, not {unit!r}")
+        return unit
+
+    def page_keys(self, ids) -> list[tuple]:
+        """Each chunk's page (source, record, page_start); blocks are read in id order, once each."""
+        from .retrieval import page_key
+
+        for i in sorted({int(i) for i in ids} - self._page_keys.keys()):
+            self._page_keys[i] = page_key(self.bundle.chunk(i))
+        return [self._page_keys[int(i)] for i in ids]
+
+    def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,
+                   vectors: np.ndarray | None = None) -> list[list]:
+        """Per question the k best pages (kbc.retrieval.RankedPage), ranked from the mode's best
+        `page_depth` chunks as FORMAT.md §2.8 says."""
+        from .retrieval import rank_pages
+
+        settings = self.retriever.settings
+        out = []
+        for scores, ids in self.rank(texts, settings.page_depth, mode=mode, vectors=vectors):
+            out.append(rank_pages(scores, ids, self.page_keys(ids), settings=settings, k=k))
+        return out
+
+    def page_hits(self, pages) -> list[PageHit]:
+        out = []
+        for rank, p in enumerate(pages, 1):
+            chunks = self.hits((np.asarray(p.chunk_scores), np.asarray(p.chunk_ids)))
+            best = chunks[0]
+            label = best.label_start if best.page_start == p.key[2] else None
+            out.append(PageHit(rank=rank, score=float(p.score), source=best.source, page=p.key[2], chunks=chunks,
+                               record=best.record, label=label if label != str(p.key[2]) else None))
+        return out
+
+    def search_pages(self, text: str, k: int = 5, *, mode: str | None = None) -> list[PageHit]:
+        """The k best pages for a question, each once with its best chunks (FORMAT.md §2.8)."""
+        return self.page_hits(self.rank_pages([text], k, mode=mode)[0])
+
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
         """Dense search for precomputed query vectors."""
         return [self.hits(r) for r in self.retriever.search(vectors, [""] * len(vectors), k, mode="dense")]
@@ -207,8 +268,12 @@ class KnowledgeBase:
         self.close()
 
 
-def device_prompt(question: str, hits: Sequence[Hit]) -> str:
-    """The prompt in the form the edge-slm device app builds: context lines, then the question."""
+def device_prompt(question: str, hits: Sequence[Hit | PageHit]) -> str:
+    """The prompt in the form the edge-slm device app builds: context lines, then the question.
+    Pages give their chunks, in page order, best page first, each chunk once."""
+    if hits and isinstance(hits[0], PageHit):
+        seen: set[int] = set()
+        hits = [c for p in hits for c in p.chunks if not (c.chunk_id in seen or seen.add(c.chunk_id))]
     lines = [f"context_{i}: " + (f"[{' '.join(h.context.split())}] " if h.context else "") + " ".join(h.text.split())
              for i, h in enumerate(hits)]
     return "\n".join(lines + [f"question: {question}"])

@@ -18,3 +18,8 @@ class Fusion(str, Enum):
 class ContextMode(str, Enum):
     auto = "auto"
     none = "none"
+
+
+class Unit(str, Enum):
+    chunk = "chunk"  # the best chunks, each on its own
+    page = "page"  # the best pages (a PDF page, a record), each once with its best chunks

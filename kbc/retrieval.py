@@ -11,21 +11,27 @@ bench/retrieval_sweep.py on two evaluation sets):
 - `rrf`: (1 - w) / (rrf_k + dense rank) + w / (rrf_k + lexical rank), a list's rank counting only
   within its top `depth` (no term for a candidate outside it).
 Ties go to the lower chunk id. A question with no word in the lexical index falls back to dense.
+
+Pages as the unit (FORMAT.md §2.8): the mode's best `page_depth` chunks are grouped by the page
+they start on (source, record, page_start); a page scores as its best chunk plus `page_share`
+times the sum of its other chunks' scores (each at least 0), so a page that answers in three
+chunks outranks one that matches once; ties go to the page whose best chunk has the lower id.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError, option
 from .lexical import LexicalIndex, top_k
-from .modes import Fusion, Mode
+from .modes import Fusion, Mode, Unit
 
 
 MAX_DEPTH = 10_000
+MAX_PAGE_CHUNKS = 100
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,11 @@ class RetrievalSettings:
     weight: float = 0.4  # share of the lexical list in the fused score
     depth: int = 100  # candidates taken from each list
     rrf_k: int = 60
+    # pages as the unit (format 1.5): the unit a query returns unless it asks, and how pages rank
+    unit: str = Unit.chunk.value
+    page_depth: int = 100  # chunks of the mode's ranking grouped into pages
+    page_share: float = 0.0  # weight of a page's other chunks' scores next to its best one
+    page_chunks: int = 3  # chunks returned with each page, best first
 
     def to_manifest(self) -> dict:
         return asdict(self)
@@ -56,9 +67,14 @@ class RetrievalSettings:
             raise ValueError(f"unknown fusion {self.fusion!r}")
         if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or not 0 <= self.weight <= 1:
             raise ValueError(f"fusion weight must be within [0, 1], not {self.weight!r}")
-        for name, v, hi in (("depth", self.depth, MAX_DEPTH), ("rrf_k", self.rrf_k, 10_000)):
+        for name, v, hi in (("depth", self.depth, MAX_DEPTH), ("rrf_k", self.rrf_k, 10_000),
+                            ("page_depth", self.page_depth, MAX_DEPTH), ("page_chunks", self.page_chunks, MAX_PAGE_CHUNKS)):
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
                 raise ValueError(f"{name} must be an integer within [1, {hi}], not {v!r}")
+        if self.unit not in {u.value for u in Unit}:
+            raise ValueError(f"unknown unit {self.unit!r}")
+        if not isinstance(self.page_share, (int, float)) or isinstance(self.page_share, bool) or not 0 <= self.page_share <= 1:
+            raise ValueError(f"page_share must be within [0, 1], not {self.page_share!r}")
 
 
 def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -> np.ndarray:
@@ -149,3 +165,41 @@ class Retriever:
                             candidate_dense=cand_dense.astype(np.float64), candidate_lexical=all_lex[cand],
                             candidates=cand, settings=self.settings, k=k))
         return out
+
+
+@dataclass(frozen=True)
+class RankedPage:
+    """One page of a page-unit ranking: its score and its chunks among the ranked ones, best first."""
+    score: float
+    key: tuple  # (source index, record id or None, page number): what makes a page
+    chunk_ids: tuple[int, ...]
+    chunk_scores: tuple[float, ...]
+
+
+def page_key(chunk: Mapping) -> tuple:
+    """The page a chunk belongs to: the one it starts on, in its source (and record, for JSONL)."""
+    return (int(chunk.get("source", 0) or 0), chunk.get("record"), int(chunk.get("page_start", 0) or 0))
+
+
+def rank_pages(scores: np.ndarray, ids: np.ndarray, keys: Sequence[tuple], *, settings: RetrievalSettings,
+               k: int) -> list[RankedPage]:
+    """Pages from one query's chunk ranking (best first; `keys[i]` is chunk `ids[i]`'s page_key),
+    the first `page_depth` of it: score = best + page_share x sum of the rest (each >= 0)."""
+    groups: dict[tuple, list[tuple[float, int]]] = {}
+    n = min(len(ids), settings.page_depth)
+    for score, cid, key in zip(scores[:n], ids[:n], keys[:n]):
+        groups.setdefault(key, []).append((float(score), int(cid)))
+    share = float(settings.page_share)
+    pages = []
+    for key, members in groups.items():
+        members.sort(key=lambda m: (-m[0], m[1]))
+        best = members[0][0]
+        rest = 0.0
+        for s, _ in members[1:]:
+            rest += max(s, 0.0)
+        total = best + share * rest if share else best
+        pages.append((total, members[0][1], key, members))
+    pages.sort(key=lambda p: (-p[0], p[1]))
+    return [RankedPage(total, key, tuple(c for _, c in members[:settings.page_chunks]),
+                       tuple(s for s, _ in members[:settings.page_chunks]))
+            for total, _, key, members in pages[:k]]
