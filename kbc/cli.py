@@ -17,7 +17,7 @@ from .backends import BACKENDS
 from .engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
 from .exporters import EXPORTERS
 from .errors import InputError, KbcError, cli_names, use_cli_option_names
-from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode
+from .modes import ContextMode, Fusion as FusionMethod, Mode as SearchMode, Unit as SearchUnit
 from .readers import VARIANTS as READER_VARIANTS, supported_suffixes, variants_of
 from .vectors import PRESETS as VECTOR_PRESETS
 
@@ -306,36 +306,52 @@ def query(
     allow_model_mismatch: bool = typer.Option(False, help="Query even if the local model's files differ from the recorded ones (warns)."),
     backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
     mode: Optional[SearchMode] = typer.Option(None, "--mode", help="dense (vectors), lexical (BM25) or hybrid (both, fused as the bundle records); default: the bundle's."),
+    unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="chunk: the best chunks; page: the best pages, "
+                                              "each once with its best chunks (FORMAT.md 2.8); default: the bundle's."),
     prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
     as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
 ):
-    """Retrieve the chunks a device would retrieve for QUESTION, embedded exactly as the bundle records.
+    """Retrieve the chunks (or pages) a device would retrieve for QUESTION, embedded exactly as the bundle records.
 
-    Example: kbc query kb.kbpack "How do I rotate the logs?" -k 5 --mode hybrid"""
+    Example: kbc query kb.kbpack "How do I rotate the logs?" -k 5 --mode hybrid --unit page"""
     from .kb import KnowledgeBase, device_prompt
 
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend) as kb:
         used = kb.retriever.resolve(mode.value if mode else None)
-        hits = kb.search(question, k=k, mode=used)
+        ranked_unit = kb.resolve_unit(unit.value if unit else None)
+        pages = ranked_unit == SearchUnit.page.value
+        hits = kb.search_pages(question, k=k, mode=used) if pages else kb.search(question, k=k, mode=used)
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
         if not hits and not as_json:
             print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
         if as_json:
-            _emit_json({"question": question, "mode": used, "hits": [h.to_dict() for h in hits]})
+            _emit_json({"question": question, "mode": used, "unit": ranked_unit,
+                        ("pages" if pages else "hits"): [h.to_dict() for h in hits]})
         elif prompt:
             print(device_prompt(question, hits))
+        elif pages:
+            for p in hits:
+                where = (f"{p.source}" + (f"#{p.record}" if p.record else "") + f" p.{p.page}"
+                         + (f" (labelled {p.label})" if p.label else ""))
+                print(f"{p.rank}. {p.score:.3f}  {_safe(where)}  [{len(p.chunks)} chunk{'s' if len(p.chunks) != 1 else ''}: "
+                      + ", ".join(str(c.chunk_id) for c in p.chunks) + "]")
+                _print_chunk_body(p.chunks[0], indent="   ")
         else:
             for h in hits:
                 where = (f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
                          + (f" (labelled {h.labels})" if h.labels else ""))
-                snippet = " ".join(h.text.split())
                 print(f"{h.rank}. {h.score:.3f}  {_safe(where)}  [chunk {h.chunk_id}]")
-                if h.context:
-                    print(f"   [{_safe(' '.join(h.context.split()))}]")
-                print(f"   {_safe(snippet[:300])}{'...' if len(snippet) > 300 else ''}")
+                _print_chunk_body(h, indent="   ")
+
+
+def _print_chunk_body(h, *, indent: str) -> None:
+    snippet = " ".join(h.text.split())
+    if h.context:
+        print(f"{indent}[{_safe(' '.join(h.context.split()))}]")
+    print(f"{indent}{_safe(snippet[:300])}{'...' if len(snippet) > 300 else ''}")
 
 
 @app.command()
@@ -416,6 +432,8 @@ def evaluate(
     fusion: Optional[FusionMethod] = typer.Option(None, help="Override the bundle's fusion method for hybrid mode (to compare)."),
     weight: Optional[float] = typer.Option(None, help="Override the lexical weight of hybrid fusion (0..1)."),
     depth: Optional[int] = typer.Option(None, help="Override the candidates taken from each list in hybrid mode."),
+    unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="Rank chunks or pages (FORMAT.md 2.8); default: the bundle's."),
+    page_share: Optional[float] = typer.Option(None, help="Override the weight of a page's other chunks in its score (0..1; --unit page)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
     vectors: Optional[List[VectorsChoice]] = typer.Option(None, "--vectors", help="Compare vector encodings "
                                                           "(repeatable: --vectors f32 --vectors int8 ...): each derived "
@@ -438,8 +456,9 @@ def evaluate(
 
     q = read_queries(queries)
     r = read_qrels(qrels)
-    overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth}
+    overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share}
     modes = [m.value for m in mode] if mode else None
+    unit_name = unit.value if unit else None
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
                        sessions=os.cpu_count() or 1, fusion=overrides) as kb:
         with _Progress(enabled=not as_json and sys.stderr.isatty()) as progress:
@@ -449,9 +468,9 @@ def evaluate(
                 if per_query:
                     raise InputError("--per-query lists one evaluation's queries: run it without --vectors")
                 compared = compare_vectors(kb, q, r, list(dict.fromkeys(v.value for v in vectors)), modes=modes,
-                                           progress=progress)
+                                           progress=progress, unit=unit_name)
             else:
-                report = run_eval(kb, q, r, modes=modes, progress=progress)
+                report = run_eval(kb, q, r, modes=modes, progress=progress, unit=unit_name)
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
     if vectors:
@@ -461,7 +480,10 @@ def evaluate(
         _emit_json(report.to_dict(per_query=per_query))
         return
     names = list(report.metrics)
-    level = "pages (hits by chunk page span)" if report.level == "page" else "documents"
+    if report.level == "page":
+        level = "pages (ranked pages)" if report.unit == "page" else "pages (hits by chunk page span)"
+    else:
+        level = "documents" + (" (a document as its best page)" if report.unit == "page" else "")
     lines = [f"{report.bundle}: {report.queries} queries, judged by {level}; {report.documents} documents, "
              f"{report.chunks} chunks",
              "  " + f"{'mode':<10}" + "".join(f"{n:>11}" for n in names)]
@@ -474,8 +496,11 @@ def evaluate(
         lines.append(f"  hybrid: {f['fusion']} fusion, lexical weight {f['weight']}, {f['depth']} candidates per list"
                      + (" (overridden on the command line)" if any(v is not None for v in overrides.values()) else
                         " (as the bundle records)"))
-    elif any(v is not None for v in overrides.values()):
+    elif any(overrides[o] is not None for o in ("fusion", "weight", "depth")):
         lines.append("  note: --fusion/--weight/--depth apply to hybrid mode, which this evaluation did not run")
+    if report.unit == "page":
+        f = report.fusion
+        lines.append(f"  pages: from the best {f['page_depth']} chunks, score = best chunk + {f['page_share']} x the rest")
     lines += _coverage_lines(report, queries)
     s = report.seconds
     lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))

@@ -327,7 +327,7 @@ class VectorsResult:
 
 def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
                     presets: Sequence[str], *, modes: Sequence[str] | None = None, batch_size: int = 64,
-                    progress=None) -> list[VectorsResult]:
+                    progress=None, unit: str | None = None) -> list[VectorsResult]:
     """Evaluate what each vector encoding (kbc.vectors.PRESETS) would retrieve, derived from the
     bundle's float32 vectors with the writer's own arithmetic; `kept` is relative to the first.
     The queries are embedded once; every encoding is searched exactly or two-stage as its bundle
@@ -354,7 +354,8 @@ def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[
     for name in presets:
         kb.use_vectors(simulate(floats, name) if name != own else
                        Encoded(bundle.stored_vectors, bundle.scales(), bundle.binary_index()))
-        report = evaluate(kb, queries, qrels, modes=modes, batch_size=batch_size, progress=progress, query_vectors=qv)
+        report = evaluate(kb, queries, qrels, modes=modes, batch_size=batch_size, progress=progress, query_vectors=qv,
+                          unit=unit)
         search_ms = 0.0
         if qv is not None and len(qv):
             sample = qv[:200]

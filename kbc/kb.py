@@ -270,10 +270,11 @@ class KnowledgeBase:
 
 def device_prompt(question: str, hits: Sequence[Hit | PageHit]) -> str:
     """The prompt in the form the edge-slm device app builds: context lines, then the question.
-    Pages give their chunks, in page order, best page first, each chunk once."""
+    Pages give their chunks in reading order (chunk id), best page first, each chunk once."""
     if hits and isinstance(hits[0], PageHit):
         seen: set[int] = set()
-        hits = [c for p in hits for c in p.chunks if not (c.chunk_id in seen or seen.add(c.chunk_id))]
+        hits = [c for p in hits for c in sorted(p.chunks, key=lambda c: c.chunk_id)
+                if not (c.chunk_id in seen or seen.add(c.chunk_id))]
     lines = [f"context_{i}: " + (f"[{' '.join(h.context.split())}] " if h.context else "") + " ".join(h.text.split())
              for i, h in enumerate(hits)]
     return "\n".join(lines + [f"question: {question}"])

@@ -258,3 +258,92 @@ def test_a_huge_text_file_is_cut_and_reported_not_chunked_without_bound(tmp_path
     doc = ex.documents[0]
     assert len(doc.text) == 1000 and doc.pages[-1].end <= 1000 and all(b <= 1000 for _, b, _ in doc.headings)
     assert any(pr.severity == "degraded" and "cut at 1,000 characters" in pr.reason for pr in ex.problems)
+
+
+# ------------------------------------------------------- table rows (the pdfium reader, real filings)
+
+FILINGS = SHARED / "eval" / "financebench-dev" / "pdfs"
+needs_filings = pytest.mark.skipif(not FILINGS.is_dir(), reason="../shared/eval/financebench-dev not present")
+
+# Five statement pages of the dev filings (1-based physical page) and line items that sit on them,
+# each with the first number of its row as the filing prints it. On pypdf's text of these pages the
+# label and its numbers land on different lines; a footnote marker set higher (Best Buy's "(4)")
+# or cells set on baselines a few points apart (3M's "Proceeds from sale of businesses") split
+# pdfium's own lines too.
+STATEMENT_ROWS = {
+    ("NETFLIX_2017_10K", 45): [("Total current liabilities", "5,466,312"), ("Cash and cash equivalents", "2,822,795"),
+                               ("Long-term debt", "6,499,432"), ("Accumulated other comprehensive loss", "(20,557)")],
+    ("3M_2018_10K", 60): [("Purchases of property, plant and equipment (PP&E)", "(1,577)"),
+                          ("Depreciation and amortization", "1,488"),
+                          ("Proceeds from sale of businesses, net of cash sold", "846"),
+                          ("Net cash provided by (used in) operating activities", "6,439")],
+    ("BESTBUY_2023_10K", 28): [("Restructuring charges (4)", "147"), ("Intangible asset amortization (3)", "86"),
+                               ("Non-GAAP operating income", "2,028"), ("Operating income", "1,795")],
+    ("AMCOR_2023_10K", 52): [("Total current liabilities", "4,476"), ("Goodwill", "5,366"),
+                             ("Trade payables", "2,690"), ("Property, plant, and equipment, net", "3,762")],
+    ("MICROSOFT_2023_10K", 60): [("Total current assets", "184,257"), ("Short-term unearned revenue", "50,901"),
+                                 ("Retained earnings", "118,848"), ("Total liabilities", "205,753")],
+}
+
+
+def _row_of(page_text: str, label: str) -> str:
+    line = next((ln for ln in page_text.split("\n") if ln.startswith(label)), None)
+    assert line is not None, f"no line starts with {label!r}"
+    return line
+
+
+@needs_filings
+@pytest.mark.parametrize("stem, page", list(STATEMENT_ROWS))
+def test_statement_rows_keep_their_numbers_on_one_line(stem, page):
+    doc = one(FILINGS / f"{stem}.pdf").documents[0]  # the default reader
+    span = doc.pages[page - 1]
+    text = doc.text[span.start:span.end]
+    for label, first_number in STATEMENT_ROWS[(stem, page)]:
+        row = _row_of(text, label)
+        numbers = row[len(label):].replace("$", " ").split()
+        assert numbers and numbers[0] == first_number, (label, row)
+
+
+@needs_filings
+def test_pypdf_splits_the_rows_pdfium_keeps():
+    """What the row test guards against: pypdf's text of a balance sheet puts a line item's
+    numbers at the start of the next line."""
+    span_text = lambda ex, n: ex.documents[0].text[ex.documents[0].pages[n - 1].start:ex.documents[0].pages[n - 1].end]
+    pypdf = span_text(one(FILINGS / "NETFLIX_2017_10K.pdf", "pypdf"), 45)
+    assert not any(ln.startswith("Total current liabilities") and "5,466,312" in ln for ln in pypdf.split("\n"))
+
+
+def test_the_reader_is_chosen_recorded_and_keys_the_cache(tmp_path):
+    from kbc.bundle import Bundle
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.pdf").write_bytes(make_pdf(["Revenue grew in the owl business.", "Bats were flat."]))
+    cache = tmp_path / "cache"
+    built = {}
+    for reader in ("pypdf", "pdfium"):
+        out = tmp_path / f"{reader}.kbpack"
+        rep = json.loads(run_kbc("build", str(docs), "-o", str(out), "--pdf-reader", reader, "--json",
+                                 "--cache-dir", str(cache), check=True).stdout)
+        with Bundle(out) as b:
+            m = b.manifest
+        built[reader] = rep
+        assert m["build_options"]["pdf_reader"] == reader
+        assert f"({reader}" in m["extraction"]["readers"]["pdf"]
+    # the second build found nothing in the cache: the reader is part of the extraction key
+    assert built["pdfium"]["cache"]["files_extracted"] == 1 and built["pdfium"]["cache"]["files_cached"] == 0
+    again = json.loads(run_kbc("build", str(docs), "-o", str(tmp_path / "again.kbpack"), "--pdf-reader", "pypdf",
+                               "--json", "--cache-dir", str(cache), check=True).stdout)
+    assert again["cache"]["files_cached"] == 1
+    bad = run_kbc("build", str(docs), "-o", str(tmp_path / "x.kbpack"), "--pdf-reader", "pdfminer")
+    assert bad.returncode == 2 and "pdfminer" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_unknown_reader_in_a_config_file_is_one_line(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nSome text about owls.\n")
+    (tmp_path / "kbc.toml").write_text('pdf-reader = "pdfminer"\n')
+    proc = run_kbc("build", str(docs), "-o", str(tmp_path / "x.kbpack"))
+    assert proc.returncode == 2 and "pdfminer" in proc.stderr and "pdfium" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.kbpack").exists()
