@@ -308,6 +308,9 @@ def query(
     mode: Optional[SearchMode] = typer.Option(None, "--mode", help="dense (vectors), lexical (BM25) or hybrid (both, fused as the bundle records); default: the bundle's."),
     unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="chunk: the best chunks; page: the best pages, "
                                               "each once with its best chunks (FORMAT.md 2.8); default: the bundle's."),
+    rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
+                                          "sentence-transformers CrossEncoder from this local directory (desktop only; "
+                                          "a device ranks as the bundle says)."),
     prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
     as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
 ):
@@ -318,7 +321,9 @@ def query(
 
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
-    with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend) as kb:
+    reranker = _load_reranker(rerank)
+    with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
+                       reranker=reranker) as kb:
         used = kb.retriever.resolve(mode.value if mode else None)
         ranked_unit = kb.resolve_unit(unit.value if unit else None)
         pages = ranked_unit == SearchUnit.page.value
@@ -345,6 +350,14 @@ def query(
                          + (f" (labelled {h.labels})" if h.labels else ""))
                 print(f"{h.rank}. {h.score:.3f}  {_safe(where)}  [chunk {h.chunk_id}]")
                 _print_chunk_body(h, indent="   ")
+
+
+def _load_reranker(path: Path | None):
+    if path is None:
+        return None
+    from .rerank import load_reranker
+
+    return load_reranker(path)
 
 
 def _print_chunk_body(h, *, indent: str) -> None:
@@ -434,6 +447,9 @@ def evaluate(
     depth: Optional[int] = typer.Option(None, help="Override the candidates taken from each list in hybrid mode."),
     unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="Rank chunks or pages (FORMAT.md 2.8); default: the bundle's."),
     page_share: Optional[float] = typer.Option(None, help="Override the weight of a page's other chunks in its score (0..1; --unit page)."),
+    rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
+                                          "sentence-transformers CrossEncoder from this local directory (desktop only; "
+                                          "a device ranks as the bundle says)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
     vectors: Optional[List[VectorsChoice]] = typer.Option(None, "--vectors", help="Compare vector encodings "
                                                           "(repeatable: --vectors f32 --vectors int8 ...): each derived "
@@ -459,8 +475,9 @@ def evaluate(
     overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share}
     modes = [m.value for m in mode] if mode else None
     unit_name = unit.value if unit else None
+    reranker = _load_reranker(rerank)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
-                       sessions=os.cpu_count() or 1, fusion=overrides) as kb:
+                       sessions=os.cpu_count() or 1, fusion=overrides, reranker=reranker) as kb:
         with _Progress(enabled=not as_json and sys.stderr.isatty()) as progress:
             if vectors:
                 from .evaluate import compare_vectors
@@ -498,6 +515,8 @@ def evaluate(
                         " (as the bundle records)"))
     elif any(overrides[o] is not None for o in ("fusion", "weight", "depth")):
         lines.append("  note: --fusion/--weight/--depth apply to hybrid mode, which this evaluation did not run")
+    if report.reranker:
+        lines.append(f"  re-ranked by {_safe(report.reranker)} (the first stage's best chunks, then this order)")
     if report.unit == "page":
         f = report.fusion
         lines.append(f"  pages: from the best {f['page_depth']} chunks, score = best chunk + {f['page_share']} x the rest")

@@ -169,6 +169,7 @@ class EvalReport:
     modes: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics of every mode evaluated
     fusion: dict = field(default_factory=dict)  # the hybrid settings used (the bundle's, or overridden)
     unit: str = "chunk"  # what was ranked: chunks, or pages (FORMAT.md §2.8)
+    reranker: str | None = None  # the re-ranker that re-ordered the first stage's chunks (kbc.rerank)
 
     def to_dict(self, *, per_query: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "per_query"}
@@ -301,7 +302,8 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
         seconds={"load_bundle": round(t_model - t0, 3), "load_model": round(t1 - t_model, 3),
                  "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3), "total": round(t3 - t0, 3)},
         per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes,
-        fusion=kb.retriever.settings.to_manifest(), unit=unit)
+        fusion=kb.retriever.settings.to_manifest(), unit=unit,
+        reranker=getattr(getattr(kb, "reranker", None), "name", None))
 
 
 def evaluated_queries(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
@@ -379,7 +381,7 @@ def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids, un
             for p in pages:
                 best.setdefault(doc_ids[owner[p.chunk_ids[0]]], float(p.score))
             ranked.append({d: best[d] for d in rank_documents(best)[:DEPTH]})
-    elif mode == "dense":
+    elif mode == "dense" and getattr(kb, "reranker", None) is None:
         ranked = rank_all(kb, qv, owner, doc_ids)
     else:  # fused or lexical chunk lists; a document scores as its best chunk in them
         k = min(kb.bundle.count, DEPTH * 4)

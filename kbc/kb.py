@@ -82,8 +82,10 @@ class PageHit:
 class KnowledgeBase:
     def __init__(self, path: str | os.PathLike, *, model: str | None = None, allow_model_mismatch: bool = False,
                  backend: str = "auto", device: str | None = None, sessions: int = 1,
-                 fusion: dict | None = None):
+                 fusion: dict | None = None, reranker=None):
         self.bundle = Bundle(path)
+        # a kbc.rerank.Reranker: every ranking takes more first-stage chunks and re-orders them by it
+        self.reranker = reranker
         self.manifest = self.bundle.manifest
         self._model_arg = model
         self._allow_mismatch = allow_model_mismatch
@@ -191,7 +193,16 @@ class KnowledgeBase:
         mode = self.retriever.resolve(mode)
         if vectors is None and mode != "lexical":
             vectors = self.embed_queries(texts)
-        return self.retriever.search(vectors, texts, k, mode=mode)
+        if self.reranker is None:
+            return self.retriever.search(vectors, texts, k, mode=mode)
+        from .rerank import candidates_for, rerank
+
+        out = []
+        for text, first in zip(texts, self.retriever.search(vectors, texts, candidates_for(k), mode=mode)):
+            reranked = rerank(self.reranker, text, self.hits(first), k=k)
+            out.append((np.array([r.hit.score for r in reranked], dtype=np.float64),
+                        np.array([r.hit.chunk_id for r in reranked], dtype=np.int64)))
+        return out
 
     def hits(self, ranked: tuple[np.ndarray, np.ndarray]) -> list[Hit]:
         hits = []
