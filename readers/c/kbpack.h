@@ -220,6 +220,54 @@ kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used);
 kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
                       kbp_mode mode, kbp_hit *hits, size_t *n_hits);
 
+/* ---------------------------------------------------------------- pages as the unit (FORMAT.md §2.8) */
+
+typedef enum kbp_unit {
+  KBP_UNIT_DEFAULT = 0, /* the manifest's retrieval.unit (what kbp_default_unit says) */
+  KBP_UNIT_CHUNK = 1,   /* the best chunks, each on its own: kbp_search */
+  KBP_UNIT_PAGE = 2     /* the best pages, each once with its best chunks: kbp_search_pages */
+} kbp_unit;
+
+/* The unit a query of this bundle returns unless it asks for one: the manifest's retrieval.unit
+ * (format 1.5), KBP_UNIT_CHUNK when absent (bundles before 1.5, or without a retrieval object).
+ * Fails with KBP_ERR_INVALID when the retrieval settings are malformed (as kbp_resolve_mode does). */
+kbp_status kbp_default_unit(kbp_bundle *kb, kbp_unit *unit);
+
+/* The manifest's page settings (each pointer may be NULL): retrieval.page_depth P (1..10000,
+ * default 100), page_share s (0..1, default 0) and page_chunks C (1..100, default 3). Fails like
+ * kbp_default_unit. */
+kbp_status kbp_page_settings(kbp_bundle *kb, size_t *page_depth, double *page_share, size_t *page_chunks);
+
+#define KBP_MAX_PAGE_CHUNKS 100 /* the largest retrieval.page_chunks */
+
+typedef struct kbp_page_hit {
+  double score;      /* the page's score: its first chunk's plus page_share x the others' (each >= 0) */
+  int64_t source;    /* the chunks' `source`: index into manifest sources (0 when the chunk has none) */
+  kbp_string record; /* their `record` (JSONL corpora), or s == NULL and len == 0 when they have none */
+  int64_t page;      /* their `page_start`: the 1-based physical page (0 when absent; beyond int64: INT64_MAX) */
+  size_t n_chunks;   /* 1 .. page_chunks */
+  uint64_t chunk_ids[KBP_MAX_PAGE_CHUNKS];  /* the page's best chunks among the ranked ones, best first */
+  double chunk_scores[KBP_MAX_PAGE_CHUNKS]; /* their scores, as kbp_search gives them */
+} kbp_page_hit;
+
+/* The k best pages, best first, as kbc's Python reader ranks them (KnowledgeBase.rank_pages,
+ * FORMAT.md §2.8): writes *n_pages <= k entries to pages[0..k). A chunk's page is the triple
+ * (source, record or none, page_start) of its record. The mode's best P = page_depth chunks are
+ * taken as kbp_search(kb, query_vector, question, P, mode) takes them (hybrid: the fused list of P,
+ * each list giving max(P, depth) candidates), whatever k is, so at most P pages come back; they
+ * are grouped by page, each page's members ordered by score (higher first, lower id first on
+ * equal scores); a page scores m1 + s x (max(m2, 0) + max(m3, 0) + ...), summed left to right in
+ * double precision (exactly m1 when s is 0); pages rank by score, higher first, the page whose
+ * first chunk has the lower id first on equal scores; each comes with its first C members.
+ * Arguments, modes and errors are kbp_search's (the question and query vector the mode needs); the
+ * chunk blocks holding the P chunks are read too (KBP_ERR_INVALID "chunks: ..." when one is damaged).
+ * The record strings are the library's, valid until the next kbp_search_pages or kbp_close on the
+ * handle; kbp_chunk_get(kb, pages[i].chunk_ids[0], ...) gives the page's source path, labels and
+ * text. Besides kbp_search's memory, it allocates about 100 bytes per ranked chunk during the call
+ * and keeps the returned pages' records. */
+kbp_status kbp_search_pages(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
+                            kbp_mode mode, kbp_page_hit *pages, size_t *n_pages);
+
 /* ---------------------------------------------------------------- probes (FORMAT.md §2.3) */
 
 /* Number of embedder probes; KBP_ERR_NOT_PRESENT for bundles without them (format 1.0). */

@@ -4,9 +4,14 @@
  *                               codes' search settings), embedder, sections
  *   kbpack verify FILE          every check `kbc inspect --verify` makes: "intact", or exit 3
  *   kbpack chunk FILE ID        chunk ID with its provenance, as one JSON object
- *   kbpack search FILE [--mode dense|lexical|hybrid] [-k N] [--vector Q.f32] [--] [QUESTION]
+ *   kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--] [QUESTION]
  *                               the k best chunks (default 10) as `ID SCORE` lines, SCORE as %.17g;
- *                               Q.f32 is the question's embedding: dim raw little-endian float32
+ *                               Q.f32 is the question's embedding: dim raw little-endian float32.
+ *                               --unit page (default: the bundle's retrieval.unit) gives the k best
+ *                               pages (FORMAT.md §2.8) instead, each a line
+ *                               `page SCORE SOURCE PAGE PATH RECORD` (PATH the source's path as a
+ *                               JSON string, RECORD a JSON string or null) followed by its chunks
+ *                               as `  ID SCORE` lines, best first
  *   kbpack probe FILE VECTORS.f32
  *                               an engine's probe vectors (n_probes x dim float32, in probe order)
  *                               against the bundle's: pass (exit 0) or fail (exit 6)
@@ -31,7 +36,7 @@ static const char USAGE[] =
     "usage: kbpack info FILE\n"
     "       kbpack verify FILE\n"
     "       kbpack chunk FILE ID\n"
-    "       kbpack search FILE [--mode dense|lexical|hybrid] [-k N] [--vector Q.f32] [--] [QUESTION]\n"
+    "       kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--] [QUESTION]\n"
     "       kbpack probe FILE VECTORS.f32\n";
 
 static int usage(void) {
@@ -218,6 +223,7 @@ static int cmd_chunk(kbp_bundle *kb, const char *id_text) {
 
 typedef struct {
   kbp_mode mode;
+  kbp_unit unit;
   unsigned long long k;
   const char *vector_path, *question;
 } search_args;
@@ -225,6 +231,7 @@ typedef struct {
 static int parse_search_args(int argc, char **argv, search_args *a) {
   int options_done = 0;
   a->mode = KBP_MODE_DEFAULT;
+  a->unit = KBP_UNIT_DEFAULT;
   a->k = 10;
   a->vector_path = a->question = NULL;
   for (int i = 0; i < argc; i++) {
@@ -236,6 +243,11 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
       if (strcmp(m, "dense") == 0) a->mode = KBP_MODE_DENSE;
       else if (strcmp(m, "lexical") == 0) a->mode = KBP_MODE_LEXICAL;
       else if (strcmp(m, "hybrid") == 0) a->mode = KBP_MODE_HYBRID;
+      else return -1;
+    } else if (!options_done && strcmp(arg, "--unit") == 0 && has_value) {
+      const char *u = argv[++i];
+      if (strcmp(u, "chunk") == 0) a->unit = KBP_UNIT_CHUNK;
+      else if (strcmp(u, "page") == 0) a->unit = KBP_UNIT_PAGE;
       else return -1;
     } else if (!options_done && strcmp(arg, "-k") == 0 && has_value) {
       if (parse_count(argv[++i], 1000000000ULL, &a->k)) return -1;
@@ -252,6 +264,34 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
   return 0;
 }
 
+/* The k best pages, each with its chunks (kbp_search_pages). */
+static int search_pages(kbp_bundle *kb, const float *q, const char *question, unsigned long long k_asked, kbp_mode mode) {
+  size_t depth;
+  if (kbp_page_settings(kb, &depth, NULL, NULL) != KBP_OK) return report_last(kb);
+  size_t k = k_asked < depth ? (size_t)k_asked : depth, n = 0; /* no more than page_depth pages come back */
+  kbp_page_hit *pages = malloc((k ? k : 1) * sizeof *pages);
+  int code = 0;
+  if (!pages) return complain("%s", "out of memory");
+  if (kbp_search_pages(kb, q, question, k, mode, pages, &n) != KBP_OK) code = report_last(kb);
+  for (size_t i = 0; code == 0 && i < n; i++) {
+    kbp_chunk c;
+    if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) { /* its source path */
+      code = report_last(kb);
+      break;
+    }
+    printf("page %.17g %lld %lld ", pages[i].score, (long long)pages[i].source, (long long)pages[i].page);
+    print_json_string(stdout, c.source_path.s, c.source_path.len);
+    fputc(' ', stdout);
+    if (pages[i].record.s) print_json_string(stdout, pages[i].record.s, pages[i].record.len);
+    else fputs("null", stdout);
+    fputc('\n', stdout);
+    for (size_t j = 0; j < pages[i].n_chunks; j++)
+      printf("  %llu %.17g\n", (unsigned long long)pages[i].chunk_ids[j], pages[i].chunk_scores[j]);
+  }
+  free(pages);
+  return code;
+}
+
 static int cmd_search(kbp_bundle *kb, search_args a) {
   kbp_mode used;
   if (kbp_resolve_mode(kb, a.mode, &used) != KBP_OK) return report_last(kb);
@@ -259,9 +299,16 @@ static int cmd_search(kbp_bundle *kb, search_args a) {
     return complain("%s search needs the question's embedding: --vector Q.f32", used == KBP_MODE_DENSE ? "dense" : "hybrid");
   if (used != KBP_MODE_DENSE && !a.question)
     return complain("%s search needs a QUESTION", used == KBP_MODE_LEXICAL ? "lexical" : "hybrid");
+  kbp_unit unit = a.unit;
+  if (unit == KBP_UNIT_DEFAULT && kbp_default_unit(kb, &unit) != KBP_OK) return report_last(kb);
   float *q = NULL;
   int code = a.vector_path ? read_f32(a.vector_path, kbp_dim(kb), &q) : 0;
   if (code) return code;
+  if (unit == KBP_UNIT_PAGE) {
+    code = search_pages(kb, q, a.question, a.k, used);
+    free(q);
+    return code;
+  }
   size_t k = a.k < kbp_count(kb) ? (size_t)a.k : (size_t)kbp_count(kb), n = 0;
   kbp_hit *hits = malloc((k ? k : 1) * sizeof *hits);
   if (!hits) code = complain("%s", "out of memory");
@@ -312,7 +359,7 @@ int main(int argc, char **argv) {
               strcmp(command, "search") == 0 || strcmp(command, "probe") == 0;
   if (!known) return usage();
   int takes_one_more = strcmp(command, "chunk") == 0 || strcmp(command, "probe") == 0;
-  search_args search = {KBP_MODE_DEFAULT, 10, NULL, NULL};
+  search_args search = {KBP_MODE_DEFAULT, KBP_UNIT_DEFAULT, 10, NULL, NULL};
   if (strcmp(command, "search") == 0 ? parse_search_args(argc - 3, argv + 3, &search) != 0 : argc != 3 + takes_one_more)
     return usage();
   int code = 0;
