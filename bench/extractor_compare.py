@@ -1,11 +1,12 @@
-"""pypdf (kbc's extractor) against pypdfium2 on a folder of PDFs: extraction time, and retrieval
-quality of a default build with each.
+"""kbc's PDF readers side by side on a folder of PDFs: serial extraction time, characters, pages,
+problems, and (with --eval) the retrieval quality of a default build with each.
 
-    python bench/extractor_compare.py ../shared/eval/financebench-dev [--out /tmp/xc]
+    python bench/extractor_compare.py ../shared/eval/financebench-dev [--reader pdfium] [--eval --out /tmp/xc]
 
-Timing: each file extracted serially in this process, all pages, text only. Quality: two default
-builds (`workers=0`, so the substituted reader runs in-process) and `kbc eval` on the set's
-queries and qrels. pypdfium2 is not a kbc dependency: `pip install pypdfium2` to run this.
+Timing: every file through `kbc.extract.extract_file` with the reader variant (what a build's
+worker does: open, text per page, rows joined, cleaning, headings), serially in this process.
+For a figure to quote, time one reader per process with farm-bench, e.g.
+`farm-bench --vs '.venv/bin/python bench/extractor_compare.py DIR --reader pypdf' -- .venv/bin/python bench/extractor_compare.py DIR --reader pdfium`.
 """
 
 from __future__ import annotations
@@ -17,68 +18,51 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import kbc.textclean as X  # noqa: E402
-from kbc.readers import register_reader  # noqa: E402
-from kbc.evaluate import evaluate, read_qrels, read_queries  # noqa: E402
-from kbc.kb import KnowledgeBase  # noqa: E402
-from kbc.pipeline import build  # noqa: E402
-
-
-def pdfium_pages(data: bytes) -> list[str]:
-    import pypdfium2 as pdfium
-
-    pdf = pdfium.PdfDocument(data)
-    try:
-        return [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
-    finally:
-        pdf.close()
-
-
-def pypdf_pages(data: bytes) -> list[str]:
-    import io
-
-    from pypdf import PdfReader
-
-    reader = PdfReader(io.BytesIO(data), strict=False)
-    return [p.extract_text() or "" for p in reader.pages]
-
-
-def read_pdf_with_pdfium(src, data, out, opts):
-    """kbc's PDF reader with pypdfium2's text in place of pypdf's (same cleaning and headings)."""
-    texts = [t.replace("\r\n", "\n").replace("\r", "\n") for t in pdfium_pages(data)]
-    out.page_count = len(texts)
-    texts = X.strip_running_lines([X.clean_text(t) for t in texts]) if opts.clean else [t.strip() for t in texts]
-    doc = X.join_pages(src.rel, texts, [None] * len(texts))
-    doc.headings = [(p.start, p.end, h) for p in doc.pages if (h := X.page_heading(doc.text[p.start:p.end]))]
-    out.documents.append(doc)
+from kbc.extract import extract_file  # noqa: E402
+from kbc.readers import variants_of  # noqa: E402
+from kbc.sources import discover  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("evalset")
+    ap.add_argument("folder", help="a folder of PDFs, or an eval set with pdfs/, queries.jsonl and qrels.tsv")
+    ap.add_argument("--reader", action="append", choices=variants_of("pdf"), help="default: every PDF reader")
+    ap.add_argument("--eval", action="store_true", help="also build with each reader and run kbc eval")
     ap.add_argument("--out", default="/tmp/xc")
-    ap.add_argument("--only", choices=["pypdf", "pypdfium2"], help="build with one extractor only")
     a = ap.parse_args()
-    root = Path(a.evalset)
-    pdfs = sorted((root / "pdfs").glob("*.pdf"))
-    for name, fn in (("pypdf", pypdf_pages), ("pypdfium2", pdfium_pages)):
+    root = Path(a.folder)
+    pdfs = root / "pdfs" if (root / "pdfs").is_dir() else root
+    sources = [s for s in discover([pdfs]) if s.kind == "pdf"]
+    for reader in a.reader or variants_of("pdf"):
         t = time.perf_counter()
-        chars = sum(len(x) for p in pdfs for x in fn(p.read_bytes()))
-        print(f"{name:<10} extraction of {len(pdfs)} files: {time.perf_counter() - t:7.1f} s, {chars} characters",
-              flush=True)
-    out = Path(a.out)
+        chars = pages = 0
+        problems = []
+        for src in sources:
+            ex = extract_file(src, variants=(("pdf", reader),))
+            chars += sum(len(d.text) for d in ex.documents)
+            pages += ex.page_count
+            problems += [f"{p.source}: {p.severity}: {p.reason}" for p in ex.problems]
+        print(f"{reader:<8} {len(sources)} files, {pages} pages, {chars} characters: {time.perf_counter() - t:.2f} s "
+              f"serial; {len(problems)} problems", flush=True)
+        for p in problems:
+            print(f"  {p}")
+        if a.eval:
+            evaluate_build(root, reader, Path(a.out))
+
+
+def evaluate_build(root: Path, reader: str, out: Path) -> None:
+    from kbc.evaluate import evaluate, read_qrels, read_queries
+    from kbc.kb import KnowledgeBase
+    from kbc.pipeline import build
+
     out.mkdir(parents=True, exist_ok=True)
-    queries, qrels = read_queries(root / "queries.jsonl"), read_qrels(root / "qrels.tsv")
-    for name in [a.only] if a.only else ["pypdf", "pypdfium2"]:
-        if name == "pypdfium2":
-            register_reader("pdf", suffixes=(".pdf",), description="pypdfium2")(read_pdf_with_pdfium)
-        bundle = out / f"{name}.kbpack"
-        rep = build([root / "pdfs"], bundle, workers=0, cache_dir=out / f"cache-{name}")
-        with KnowledgeBase(bundle, sessions=2) as kb:
-            ev = evaluate(kb, queries, qrels)
-        print(f"{name:<10} {rep.chunks} chunks, build {rep.seconds['total']:.0f} s; "
-              + "; ".join(f"{m}: " + " ".join(f"{k} {v:.3f}" for k, v in ms.items()) for m, ms in ev.modes.items()),
-              flush=True)
+    bundle = out / f"{reader}.kbpack"
+    rep = build([root / "pdfs"], bundle, pdf_reader=reader, cache_dir=out / "cache")
+    with KnowledgeBase(bundle, sessions=2) as kb:
+        ev = evaluate(kb, read_queries(root / "queries.jsonl"), read_qrels(root / "qrels.tsv"))
+    print(f"{reader:<8} {rep.chunks} chunks, build {rep.seconds['total']:.0f} s; "
+          + "; ".join(f"{m}: " + " ".join(f"{k} {v:.3f}" for k, v in ms.items()) for m, ms in ev.modes.items()),
+          flush=True)
 
 
 if __name__ == "__main__":

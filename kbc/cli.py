@@ -202,6 +202,8 @@ def build(
     no_lexical: bool = typer.Option(False, "--no-lexical", help="Leave out the BM25 index (dense search only; a smaller file)."),
     default_mode: Optional[SearchMode] = typer.Option(None, help="The search mode recorded as the bundle's default "
                                                       "(query, eval and devices use it): hybrid, or dense with --no-lexical."),
+    default_unit: Optional[SearchUnit] = typer.Option(None, help="The unit recorded as the bundle's default: chunk "
+                                                      "(default) or page (each page once with its best chunks, FORMAT.md 2.8)."),
     workers: Optional[int] = typer.Option(None, help="Extraction processes (default: one per core; 0: in-process)."),
     file_timeout: float = typer.Option(120.0, help="Seconds one file may take to extract before it is skipped."),
     max_file_mb: float = typer.Option(1024, help="Files larger than this (MiB) are skipped, and listed, without being read."),
@@ -261,7 +263,8 @@ def build(
             document_prompt=opts["document_prompt"], vectors=opts["vectors"],
             workers=opts["workers"], file_timeout=opts["file_timeout"], use_cache=not opts["no_cache"],
             cache_dir=Path(cache_dir) if cache_dir else None, reuse=reuse, context=opts["context"],
-            lexical=not opts["no_lexical"], default_mode=opts["default_mode"], with_encoder=opts["with_encoder"],
+            lexical=not opts["no_lexical"], default_mode=opts["default_mode"], default_unit=opts["default_unit"],
+            with_encoder=opts["with_encoder"],
             follow_symlinks=opts["follow_symlinks"], max_file_bytes=int(opts["max_file_mb"] * 2**20),
             pdf_reader=opts["pdf_reader"], build_options=recorded(opts), config_file=str(config_file) if config_file else None, progress=progress)
     if as_json:

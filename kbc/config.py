@@ -25,7 +25,7 @@ OPTIONS: dict[str, tuple[type, ...]] = {
     "device": (str,), "backend": (str,), "engine": (str,), "ray_address": (str,), "index": (str,),
     "include": (list,), "exclude": (list,), "follow_symlinks": (bool,), "code": (bool,), "encoding": (str,), "pdf_reader": (str,),
     "query_prompt": (str,), "document_prompt": (str,), "float16": (bool,), "vectors": (str,), "no_clean": (bool,),
-    "context": (str,), "no_lexical": (bool,), "with_encoder": (bool,), "default_mode": (str,), "workers": (int,), "file_timeout": (int, float),
+    "context": (str,), "no_lexical": (bool,), "with_encoder": (bool,), "default_mode": (str,), "default_unit": (str,), "workers": (int,), "file_timeout": (int, float),
     "max_file_mb": (int, float), "strict": (bool,), "no_cache": (bool,), "cache_dir": (str,),
 }
 _PATHS = {"model", "cache_dir"}
@@ -36,7 +36,7 @@ _PATHS = {"model", "cache_dir"}
 # person running the build may lift those
 RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "index", "include", "exclude",
             "encoding", "pdf_reader", "query_prompt", "document_prompt", "float16", "vectors", "no_clean", "context",
-            "no_lexical", "with_encoder", "default_mode", "strict")
+            "no_lexical", "with_encoder", "default_mode", "default_unit", "strict")
 
 
 def _load_toml(path: Path) -> dict:

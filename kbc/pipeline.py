@@ -86,7 +86,8 @@ def created_timestamp() -> str:
 
 
 def _check_options(*, batch_size: int, file_timeout: float, workers: int | None, max_file_bytes: int | None,
-                   lexical: bool, default_mode: str | None, vectors: str, index: str) -> RetrievalSettings:
+                   lexical: bool, default_mode: str | None, vectors: str, index: str,
+                   default_unit: str | None = None) -> RetrievalSettings:
     if not 0 < batch_size <= MAX_BATCH_SIZE:
         raise InputError(f"{option('batch_size')} must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
     if not (math.isfinite(file_timeout) and 0 < file_timeout <= MAX_FILE_TIMEOUT_S):
@@ -105,11 +106,11 @@ def _check_options(*, batch_size: int, file_timeout: float, workers: int | None,
     mode = default_mode or ("hybrid" if lexical else "dense")
     if mode != "dense" and not lexical:
         raise InputError(f"{option('default_mode')} {mode} needs the lexical index; " + ("drop --no-lexical" if cli_names() else "pass lexical=True"))
-    retrieval = RetrievalSettings(default_mode=mode)
+    retrieval = RetrievalSettings(default_mode=mode, unit=default_unit or RetrievalSettings.unit)
     try:
         retrieval.check()
     except ValueError as e:
-        raise InputError(f"{option('default_mode')}: {e}") from None
+        raise InputError(f"{option('default_unit' if 'unit' in str(e) else 'default_mode')}: {e}") from None
     return retrieval
 
 
@@ -121,7 +122,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
           document_prompt: str | None = None, vectors: str = "f32", workers: int | None = None,
           file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
           reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
-          default_mode: str | None = None, follow_symlinks: bool = False,
+          default_mode: str | None = None, default_unit: str | None = None, follow_symlinks: bool = False,
           max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES, engine: str = "local",
           ray_address: str | None = None, encoding: str | None = None, with_encoder: bool = False,
           pdf_reader: str | None = None, build_options: dict | None = None, config_file: str | None = None,
@@ -148,7 +149,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                          f"ONNX graph that made the vectors), not {backend}")
     retrieval = _check_options(batch_size=batch_size, file_timeout=file_timeout, workers=workers,
                                max_file_bytes=max_file_bytes, lexical=lexical, default_mode=default_mode,
-                               vectors=vectors, index=index)
+                               vectors=vectors, index=index, default_unit=default_unit)
     walk_skipped: list[tuple[str, str]] = []
     walk_ignored: list[tuple[str, str]] = []
     sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,

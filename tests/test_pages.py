@@ -166,3 +166,19 @@ def test_rerank_orders_by_the_cross_encoder(paged_set, tmp_path):
     assert rep["reranker"]
     missing = run_kbc("query", str(bundle), q, "--rerank", str(tmp_path / "nope"))
     assert missing.returncode == 4 and "nope" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_default_unit_page_is_recorded_and_used(paged_set, tmp_path):
+    from kbc.bundle import Bundle
+
+    d, _ = paged_set
+    out = tmp_path / "paged.kbpack"
+    run_kbc("build", str(d / "docs"), "-o", str(out), "--quiet", "--default-unit", "page", check=True)
+    with Bundle(out) as b:
+        assert b.manifest["retrieval"]["unit"] == "page" and b.manifest["build_options"]["default_unit"] == "page"
+    got = json.loads(run_kbc("query", str(out), "owls and mice", "--json", check=True).stdout)
+    assert got["unit"] == "page" and "pages" in got
+    assert json.loads(run_kbc("query", str(out), "owls", "--unit", "chunk", "--json", check=True).stdout)["unit"] == "chunk"
+    (tmp_path / "kbc.toml").write_text('default-unit = "paragraph"\n')
+    bad = run_kbc("build", str(d / "docs"), "-o", str(tmp_path / "x.kbpack"), "--config", str(tmp_path / "kbc.toml"))
+    assert bad.returncode == 2 and "paragraph" in bad.stderr and not (tmp_path / "x.kbpack").exists()
