@@ -129,12 +129,20 @@ PDF_PAGES = [
     "tides are the lowest.\nThe pressure of the air changes the tides a little.",
 ]
 
+# distinct sentences: no two chunks are the same text, so no two dense scores tie exactly (kbc's Python
+# dense search does not break ties at its cut by chunk id; test_dense_ties_at_the_cut_go_to_the_lower_ids)
 RECORDS = {
-    "bees": "Honey bees live in hives, make honey from nectar and pollinate flowers. " * 6,
-    "rust": "In Rust every value has one owner; when the owner goes out of scope the value is dropped. " * 5,
-    "tides": "Tides rise and fall twice a day because of the gravitational pull of the moon. " * 5,
+    "bees": "Honey bees live in hives. They make honey from nectar. Worker bees pollinate flowers in spring. "
+            "A colony keeps its queen warm in winter. Drones leave the hive in summer. Beekeepers smoke the hive "
+            "before they open it.",
+    "rust": "In Rust every value has one owner. When the owner goes out of scope the value is dropped. A reference "
+            "borrows a value without owning it. The borrow checker refuses two mutable references at once. Moving "
+            "a value transfers its ownership.",
+    "tides": "Tides rise and fall twice a day. The gravitational pull of the moon causes them. The sun adds a "
+             "smaller pull. Spring tides come at full and new moon. Harbours publish tide tables every year.",
     "bread": "Sourdough bread is leavened by a starter of wild yeast and lactic acid bacteria.",
-    "pumps": "A pump moves water uphill; oil the pump every spring and check its valve and pressure. " * 4,
+    "pumps": "A pump moves water uphill. Oil the pump every spring. Check its valve and the pressure gauge. "
+             "A worn seal makes the pump leak. Replace the impeller when the flow drops.",
     "volcano": "A volcano erupts when molten rock, gas and ash escape from the magma chamber.",
 }
 
@@ -293,10 +301,9 @@ ODD_CHUNKS = [
                          ids=["no-retrieval", "share", "depth-4", "chunks-100"])
 def test_odd_page_keys_group_as_python_groups_them(kbpack_tool, tmp_path, retrieval):
     """Records that differ after a NUL, an empty record, chunks without source or page, page numbers
-    beyond int64, equal scores; blocks of 3 so that the ranked chunks span blocks."""
+    beyond int64, equal BM25 scores; blocks of 3 so that the ranked chunks span blocks."""
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((len(ODD_CHUNKS), 8)).astype(np.float32)
-    vectors[13] = vectors[1]  # equal dense scores too
     p = handmade_bundle(tmp_path / "odd.kbpack", ODD_CHUNKS, vectors, retrieval, block_size=3)
     modes = ["dense"] if retrieval is None else ["dense", "lexical", "hybrid"]
     seen_keys = set()
@@ -320,6 +327,32 @@ def test_odd_page_keys_group_as_python_groups_them(kbpack_tool, tmp_path, retrie
         return
     assert (1, "r1", 1) in seen_keys and (1, "r1\x00x", 1) in seen_keys and (1, "", 1) in seen_keys
     assert (1, None, 1) in seen_keys and (0, None, 0) in seen_keys
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4, 5, 6])
+def test_dense_ties_at_the_cut_go_to_the_lower_ids(kbpack_tool, tmp_path, depth):
+    """Chunks 1..5 have the same vector: a page_depth that cuts through them keeps the lower ids
+    (FORMAT.md §2.5, §2.8). The expectation is kbc.retrieval.rank_pages over the spec's ranking
+    (every score, best first, lower id first on ties), not kbc's dense Searcher, whose
+    argpartition may keep a higher id at the cut."""
+    rng = np.random.default_rng(9)
+    vectors = rng.standard_normal((12, 8)).astype(np.float32)
+    vectors[1:6] = vectors[1]
+    q = vectors[1] * 3
+    chunks = [{"text": f"chunk {i}", "source": 0, "page_start": 1 + i % 4} for i in range(12)]
+    settings = {"page_depth": depth, "page_share": 0.5, "page_chunks": 3}
+    p = handmade_bundle(tmp_path / "ties.kbpack", chunks, vectors, settings)
+    scores = (vectors @ q).astype(np.float64)
+    order = np.lexsort((np.arange(12), -scores))
+    keys = [(0, None, 1 + int(i) % 4) for i in order]
+    want = rank_pages(scores[order], order, keys, settings=RetrievalSettings(**settings), k=10)
+    c = c_pages(kbpack_tool, p, mode="dense", k=10, vector=write_f32(tmp_path / "q.f32", q), question=None)
+    assert [(page["key"], [i for i, _ in page["chunks"]]) for page in c] == \
+        [(page.key, list(page.chunk_ids)) for page in want]
+    ids = sorted(i for page in c for i, _ in page["chunks"])
+    assert len(ids) == depth and set(range(1, 1 + min(depth, 5))) <= set(ids)  # the tied chunks' lowest ids
+    for cp, wp in zip(c, want):
+        assert abs(cp["score"] - wp.score) <= 1e-5
 
 
 def test_rank_pages_reference_on_a_known_list():
