@@ -134,6 +134,14 @@ class Searcher:
         scores_all[np.isnan(scores_all)] = -np.inf  # and a score that is no number ranks last
         top = np.argpartition(-scores_all, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores_all, top, axis=1)
+        # argpartition picks any of the scores tied at the cut; the spec keeps the lower chunk ids
+        kth = top_scores.min(axis=1)
+        cut_ties = (scores_all == kth[:, None]).sum(axis=1) > (top_scores == kth[:, None]).sum(axis=1)
+        for r in np.flatnonzero(cut_ties):
+            row = scores_all[r]
+            above = np.flatnonzero(row > kth[r])
+            top[r] = np.concatenate([above, np.flatnonzero(row == kth[r])[:k - len(above)]])
+            top_scores[r] = row[top[r]]
         # stable order: best score first, lower chunk id first on ties
         order = np.lexsort((top, -top_scores), axis=1)
         ids = np.take_along_axis(top, order, axis=1)

@@ -182,3 +182,20 @@ def test_default_unit_page_is_recorded_and_used(paged_set, tmp_path):
     (tmp_path / "kbc.toml").write_text('default-unit = "paragraph"\n')
     bad = run_kbc("build", str(d / "docs"), "-o", str(tmp_path / "x.kbpack"), "--config", str(tmp_path / "kbc.toml"))
     assert bad.returncode == 2 and "paragraph" in bad.stderr and not (tmp_path / "x.kbpack").exists()
+
+
+def test_exact_dense_search_keeps_the_lower_ids_tied_at_the_cut():
+    """FORMAT.md §2.5/§2.8: equal scores go to the lower chunk id, at the k cut too (argpartition
+    alone keeps any of them)."""
+    from kbc.index import Searcher
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((32, 8)).astype(np.float32)
+    q = rng.standard_normal(8).astype(np.float32)
+    order = np.argsort(-(rows @ q), kind="stable")
+    tied = np.sort(order[2:6])
+    rows[tied] = rows[tied[0]]  # the 3rd to 6th best rows become one
+    scores, ids = Searcher(rows, None, {}).search(q[None, :], 5)
+    s = rows @ q
+    want = sorted(range(32), key=lambda i: (-s[i], i))[:5]
+    assert list(ids[0]) == want and list(ids[0][2:]) == list(tied[:3])
