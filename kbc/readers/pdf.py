@@ -70,8 +70,7 @@ def finish_pdf(src: SourceFile, out: Extracted, texts: list[str], raw_labels: li
                failed: list[int], *, clean: bool) -> None:
     """Pages' raw text -> one Document (cleaned, running lines dropped, labels that differ from the
     page number, page headings), with the problems every PDF reader reports the same way."""
-    n = len(texts)
-    out.page_count = n
+    n = len(texts)  # out.page_count is the reader's: set when it opened the file
     if clean:
         texts = strip_running_lines([clean_text(t) for t in texts])
     else:
