@@ -12,19 +12,22 @@ Stored form (all little-endian; T terms, N chunks):
   lex_postings_offsets u32le    T + 1 offsets into lex_postings
   lex_doc_lengths      u32le    N chunk lengths in tokens
 The manifest's `lexical` object records the tokeniser, k1, b, N, T, the average length and the
-field weights. The builder holds 12 bytes per posting in memory until `finish` (about 1.8 GB for a
-million 256-token chunks).
+field weights. The builder holds at most SPILL_BYTES of postings (12 bytes each) in memory and
+writes the rest to sorted runs on disk, merged by `finish` into the same bytes.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 import re
+import tempfile
 import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -216,27 +219,54 @@ def _uleb128_values(data) -> tuple[np.ndarray, np.ndarray]:
 
 
 _FINISH_SLICE = 1 << 18  # postings encoded per step in LexicalBuilder.finish (~40 MB of temporaries)
+# Postings (12 bytes each: term, chunk, frequency) the builder holds before it writes them to a
+# sorted run on disk: the driver's memory for the lexical index stays near this, whatever the corpus.
+SPILL_BYTES = 64 << 20
+_POSTING_BYTES = 12
 
 
 @dataclass
 class LexicalBuilder:
-    """Collects chunk texts in chunk order and produces the lexical sections."""
+    """Collects chunk texts in chunk order and produces the lexical sections.
+
+    Past `spill_bytes` of postings it writes them, sorted by term, to a run file in a temporary
+    folder (under `spill_dir`, else the system's) and starts afresh, as Lucene and tantivy write
+    segments; `finish` merges the runs term by term. A run's chunk ids all precede the next run's,
+    so concatenating one term's postings run by run keeps them ascending, and the sections are the
+    same bytes whether or not anything spilled. The folder goes on every exit path: `finish`,
+    `close`, and the interpreter's exit after an exception (SIGTERM unwinds as one in the CLI).
+    """
 
     options: TokenizerOptions = field(default_factory=TokenizerOptions)
     k1: float = DEFAULT_K1
     b: float = DEFAULT_B
+    spill_bytes: int = SPILL_BYTES
+    spill_dir: str | None = None
 
     def __post_init__(self):
+        if self.spill_bytes < _POSTING_BYTES:
+            raise ValueError(f"spill_bytes must be at least {_POSTING_BYTES}, not {self.spill_bytes}")
         self._vocab: dict[str, int] = {}
+        self._new_arrays()
+        self._lengths = array("I")
+        self._runs: list[tuple[Path, int]] = []  # (run file stem, postings in it)
+        self._spill_folder: tempfile.TemporaryDirectory | None = None
+        self.postings = 0
+        self.seconds = 0.0  # time spent tokenising, reported by the build
+
+    def _new_arrays(self) -> None:
         self._term = array("I")
         self._chunk = array("I")
         self._tf = array("I")
-        self._lengths = array("I")
-        self.seconds = 0.0  # time spent tokenising, reported by the build
 
     @property
     def count(self) -> int:
         return len(self._lengths)
+
+    @property
+    def runs(self) -> int:
+        """Sorted runs written to disk so far."""
+        return len(self._runs)
 
     def add(self, text: str, *, context: str = "") -> None:
         """Index the next chunk: its text and its context (counted CONTEXT_WEIGHT times)."""
@@ -251,6 +281,8 @@ class LexicalBuilder:
             self._term.append(vocab.setdefault(term, len(vocab)))
             self._chunk.append(chunk_id)
             self._tf.append(tf)
+        if len(self._term) * _POSTING_BYTES >= self.spill_bytes:
+            self._spill()
         self.seconds += time.perf_counter() - t0
 
     def add_many(self, texts: Iterable[str]) -> None:
@@ -262,24 +294,55 @@ class LexicalBuilder:
         for c in chunks:
             self.add(c["text"], context=c.get("context") or "")
 
+    def _spill(self) -> None:
+        """The postings in memory, sorted by term id (chunk ids stay ascending), to a run on disk."""
+        if not self._term:
+            return
+        if self._spill_folder is None:
+            self._spill_folder = tempfile.TemporaryDirectory(prefix=".kbc-lexical-", dir=self.spill_dir)
+        term = np.frombuffer(self._term, dtype=np.uint32)
+        order = np.argsort(term, kind="stable")
+        stem = Path(self._spill_folder.name) / f"run{len(self._runs):05d}"
+        for name, values in (("term", term), ("chunk", self._chunk), ("tf", self._tf)):
+            np.frombuffer(values, dtype=np.uint32)[order].tofile(f"{stem}.{name}")
+        self._runs.append((stem, len(term)))
+        self.postings += len(term)
+        del term, order
+        self._new_arrays()
+
+    def close(self) -> None:
+        """Remove the spilled runs (finish does; call it when the build is abandoned)."""
+        if self._spill_folder is not None:
+            self._spill_folder.cleanup()
+            self._spill_folder = None
+        self._runs = []
+
     def finish(self) -> tuple[dict, list[tuple[str, str, bytes]]]:
         """(manifest `lexical` object, [(section name, encoding, bytes)])."""
+        try:
+            return self._finish()
+        finally:
+            self.close()
+
+    def _finish(self) -> tuple[dict, list[tuple[str, str, bytes]]]:
         terms = sorted(self._vocab, key=lambda t: t.encode("utf-8"))
         rank = np.empty(len(terms), dtype=np.int64)
         for r, t in enumerate(terms):
             rank[self._vocab[t]] = r
-        term = rank.astype(np.uint32)[np.frombuffer(self._term, dtype=np.uint32)]
-        chunk = np.frombuffer(self._chunk, dtype=np.uint32)
-        tf = np.frombuffer(self._tf, dtype=np.uint32)
-        order = np.argsort(term, kind="stable")  # chunk ids stay ascending within a term
-        df = np.bincount(term, minlength=len(terms))
-        # Encoded a slice of postings at a time: the peak stays near the 12 bytes per posting the
-        # builder already holds plus the sort order, instead of ~100 bytes per posting at 1M chunks.
+        rank = rank.astype(np.uint32)
+        total = self.postings + len(self._term)
+        if self._runs:
+            self._spill()  # the tail too, so every posting is merged the same way
+            slices = self._merged_slices(rank, len(terms))
+        else:
+            slices = self._memory_slices(rank)
+        # Encoded a slice of postings at a time: the peak stays near what the builder already holds
+        # plus one slice, instead of ~100 bytes per posting at 1M chunks.
         parts, postings_offsets, base = [], np.zeros(len(terms) + 1, dtype=np.int64), 0
         prev_term, prev_chunk = -1, 0
-        for a in range(0, len(order), _FINISH_SLICE):
-            idx = order[a:a + _FINISH_SLICE]
-            t, c, f = term[idx].astype(np.int64), chunk[idx].astype(np.int64), tf[idx].astype(np.int64)
+        for t, c, f in slices:
+            if len(t) == 0:
+                continue
             first = np.empty(len(t), dtype=bool)
             first[0] = t[0] != prev_term
             first[1:] = t[1:] != t[:-1]
@@ -294,7 +357,7 @@ class LexicalBuilder:
             prev_term, prev_chunk = int(t[-1]), int(c[-1])
         postings_offsets[len(terms)] = base
         postings = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
-        del order, parts
+        del parts
         encoded = [t.encode("utf-8") for t in terms]
         vocab_offsets = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=vocab_offsets[1:])
@@ -304,7 +367,7 @@ class LexicalBuilder:
         n = len(lengths)
         meta = {"version": LEXICAL_VERSION, "tokenizer": self.options.to_manifest(), "scoring": "bm25",
                 "k1": self.k1, "b": self.b, "fields": {"context": CONTEXT_WEIGHT, "text": 1},
-                "doc_count": n, "terms": len(terms), "postings": int(len(term)),
+                "doc_count": n, "terms": len(terms), "postings": int(total),
                 "avg_doc_length": float(lengths.sum() / n) if n else 0.0}
         sections = [
             ("lex_vocab", "utf8", b"".join(encoded)),
@@ -314,6 +377,55 @@ class LexicalBuilder:
             ("lex_doc_lengths", "u32le", lengths.astype("<u4").tobytes()),
         ]
         return meta, sections
+
+    def _memory_slices(self, rank: np.ndarray):
+        """(term rank, chunk, tf) slices in final order, from the postings held in memory."""
+        term = rank[np.frombuffer(self._term, dtype=np.uint32)]
+        chunk = np.frombuffer(self._chunk, dtype=np.uint32)
+        tf = np.frombuffer(self._tf, dtype=np.uint32)
+        order = np.argsort(term, kind="stable")  # chunk ids stay ascending within a term
+        for a in range(0, len(order), _FINISH_SLICE):
+            idx = order[a:a + _FINISH_SLICE]
+            yield term[idx].astype(np.int64), chunk[idx].astype(np.int64), tf[idx].astype(np.int64)
+
+    def _merged_slices(self, rank: np.ndarray, n_terms: int):
+        """The same slices from the runs on disk: each run re-sorted by term rank (one run in memory
+        at a time), then ranges of ranks taken from every run in run order and merged."""
+        sorted_runs, df = [], np.zeros(n_terms, dtype=np.int64)
+        for stem, _ in self._runs:
+            r = rank[np.fromfile(f"{stem}.term", dtype=np.uint32)]
+            order = np.argsort(r, kind="stable")
+            r[order].tofile(f"{stem}.rank")
+            for name in ("chunk", "tf"):
+                np.fromfile(f"{stem}.{name}", dtype=np.uint32)[order].tofile(f"{stem}.{name}")
+            df += np.bincount(r, minlength=n_terms)
+            os.remove(f"{stem}.term")
+            del r, order
+            sorted_runs.append(tuple(np.memmap(f"{stem}.{name}", dtype=np.uint32, mode="r")
+                                     if os.path.getsize(f"{stem}.{name}") else np.zeros(0, dtype=np.uint32)
+                                     for name in ("rank", "chunk", "tf")))
+        # rank boundaries so that a step merges about _FINISH_SLICE postings (a frequent term alone
+        # may make a bigger step: its postings are one run slice each, already in order)
+        cum = np.cumsum(df)
+        bounds = np.unique(np.searchsorted(cum, np.arange(_FINISH_SLICE, int(cum[-1]) if len(cum) else 0,
+                                                          _FINISH_SLICE), side="right"))
+        edges = [0, *[int(b) for b in bounds if 0 < b < n_terms], n_terms]
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            parts = []
+            for ranks, chunks, tfs in sorted_runs:
+                a, b = np.searchsorted(ranks, [lo, hi])
+                if b > a:
+                    parts.append((ranks[a:b], chunks[a:b], tfs[a:b]))
+            if not parts:
+                continue
+            t = np.concatenate([p[0] for p in parts]).astype(np.int64)
+            c = np.concatenate([p[1] for p in parts]).astype(np.int64)
+            f = np.concatenate([p[2] for p in parts]).astype(np.int64)
+            if len(parts) > 1:
+                order = np.argsort(t, kind="stable")  # run order, so chunk order, within a term
+                t, c, f = t[order], c[order], f[order]
+            yield t, c, f
+        del sorted_runs
 
 
 # --------------------------------------------------------------------------- reading and scoring

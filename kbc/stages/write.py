@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +18,9 @@ from ..lexical import LexicalBuilder
 
 class BundleSink:
     def __init__(self, output, *, dim: int, vectors: str, lexical: bool, index: str):
-        self.lexicon = LexicalBuilder() if lexical else None
+        # postings past the builder's memory budget spill next to the bundle, where its own
+        # temporary file is: the same disk, and removed with it on failure
+        self.lexicon = LexicalBuilder(spill_dir=str(Path(output).resolve().parent)) if lexical else None
         self.index_factory = index
         self.seconds: dict[str, float] = {}
         preset = vec_enc.PRESETS[vectors]
@@ -63,4 +66,6 @@ class BundleSink:
         return idx.manifest
 
     def abort(self) -> None:
+        if self.lexicon is not None:
+            self.lexicon.close()
         self.writer.abort()
