@@ -61,12 +61,21 @@ class ExtractOptions:
     workers: int | None = None  # None: one per core; 0: in this process (no limits)
     timeout_s: float = 120.0  # per file
     memory_mb: int = 4096  # per worker address space
+    # a kbc.stages.chunk.ChunkPlan: the worker chunks what it extracted, so that chunking (token
+    # counting) runs on every core, not on the driver alone
+    chunking: object | None = None
 
 
 def guarded_extract(src: SourceFile, opts: ExtractOptions) -> Extracted:
     try:
-        return extract_file(src, passwords=opts.passwords, clean=opts.clean, encoding=opts.encoding,
-                            variants=opts.variants)
+        ex = extract_file(src, passwords=opts.passwords, clean=opts.clean, encoding=opts.encoding,
+                          variants=opts.variants)
+        if opts.chunking is not None and ex.documents:
+            try:
+                ex.chunk_records = opts.chunking.records(ex)
+            except Exception:  # the driver chunks it instead, and reports what goes wrong there
+                ex.chunk_records = None
+        return ex
     except MemoryError:
         reason = f"exceeded the per-file memory limit ({opts.memory_mb} MB)"
     except RecursionError:

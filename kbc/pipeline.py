@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -173,6 +173,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         described = embed.described  # the model's own files: enough to chunk while it loads
         chunk = ChunkStage(spec=described, counter=embed.counter, unit=chunk_unit, size=chunk_size,
                            overlap=chunk_overlap, context=context, extract_settings=extract.settings, cache=cache)
+        # files that miss the cache are chunked where they are extracted (the engine's workers)
+        extract.options = replace(extract.options, chunking=chunk.plan(embed.ref.path))
         ledger = Ledger(walk_skipped, walk_ignored, strict=strict, total_files=len(sources), progress=progress)
         ledger.max_seq_length = described.max_seq_length
         # --device auto or cuda: the engine asks for a GPU only if the backend found one

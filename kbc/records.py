@@ -55,4 +55,6 @@ class Extracted:
     page_count: int
     documents: list[Document] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # the file's chunk records, when the extraction worker also chunked it (ExtractOptions.chunking)
+    chunk_records: list[dict] | None = None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 from ..chunk import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker,
                      document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
@@ -32,6 +34,7 @@ class ChunkStage:
         if context not in ("auto", "none"):
             raise InputError(f"{option('context')} must be auto or none, not {context!r}")
         self.counter, self.context, self.cache = counter, context, cache
+        self._embedder_spec, self._options = spec, (unit, size, overlap, extract_settings)
         self.prompt = spec.document_prompt
         self.budget = token_budget(counter, spec.max_seq_length, spec.document_prompt)
         self.whole_docs = unit == "document"
@@ -47,16 +50,25 @@ class ChunkStage:
     def warm(self) -> None:
         self.chunker.splitter  # noqa: B018 - imports langchain ahead of need
 
+    def plan(self, model_dir: str | Path) -> "ChunkPlan":
+        """What an extraction worker needs to make this stage's records (model_dir: the embedder's
+        files, where its tokenizer.json is)."""
+        return ChunkPlan(spec=self._embedder_spec, model_dir=str(model_dir), unit=self._options[0],
+                         size=self._options[1], overlap=self._options[2], context=self.context,
+                         extract_settings=self._options[3], settings=self.settings)
+
     def records(self, ex: Extracted) -> list[dict]:
-        """Chunk records of one file, in bundle form (the caller sets "source")."""
+        """Chunk records of one file, in bundle form (the caller sets "source"): the worker's
+        when it chunked the file, else made here."""
+        made, ex.chunk_records = ex.chunk_records, None
         # the records depend on the reader and on the path (its words are the context), not only on the bytes
         key = (f"chunks:{ex.sha256}:{ex.source.kind}:{ex.source.rel}:{self.settings}"
                if self.cache is not None and ex.sha256 else None)
-        if key:
+        if key and made is None:
             got = self.cache.get_extracted(key)
             if isinstance(got, list):
                 return got
-        records = self._make(ex)
+        records = self._make(ex) if made is None else made
         if key:
             self.cache.put_extracted(key, records)
         return records
@@ -107,6 +119,40 @@ class ChunkStage:
                              "context": {"mode": self.context, "separator": CONTEXT_SEPARATOR,
                                          "heading_separator": CONTEXT_HEADING_SEPARATOR,
                                          "max_tokens": CONTEXT_MAX_TOKENS}}}
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """A ChunkStage's recipe, picklable: sent with the extraction options, it lets a worker chunk
+    the files it extracts with the same tokenizer and settings (so the records are the ones the
+    driver would make: the bundle's bytes do not depend on where chunking ran)."""
+    spec: EmbedderSpec
+    model_dir: str
+    unit: str | None
+    size: int | None
+    overlap: int | None
+    context: str
+    extract_settings: str
+    settings: str  # the driver stage's settings hash: the worker's must come out the same
+
+    def records(self, ex: Extracted) -> list[dict]:
+        return self.stage()._make(ex)
+
+    def stage(self) -> ChunkStage:
+        """This process's stage for the plan, made once (loading the tokenizer costs ~50 ms)."""
+        global _worker_stage
+        if _worker_stage is None or _worker_stage[0] != (self.model_dir, self.settings):
+            stage = ChunkStage(spec=self.spec, counter=TokenCounter(Path(self.model_dir),
+                                                                    do_lower_case=self.spec.do_lower_case),
+                               unit=self.unit, size=self.size, overlap=self.overlap, context=self.context,
+                               extract_settings=self.extract_settings)
+            if stage.settings != self.settings:
+                raise ValueError("chunk settings differ from the driver's")
+            _worker_stage = ((self.model_dir, self.settings), stage)
+        return _worker_stage[1]
+
+
+_worker_stage: tuple[tuple[str, str], ChunkStage] | None = None
 
 
 def _without_title(heading: str, title: str | None) -> str:
