@@ -6,7 +6,8 @@ An engine has two jobs, both order-preserving, and `close()`:
 - `embed(embedder, items)`: for each `(tag, texts)` in order, `(tag, vectors)`, with several
   windows in flight where the engine can overlap them.
 
-Cache lookups, chunking and writing stay on the driver (`kbc.pipeline`), so every engine builds the
+Cache lookups and writing stay on the driver (`kbc.pipeline`); chunking runs wherever a file is
+extracted (ExtractOptions.chunking: the same records on every engine), so every engine builds the
 same bytes. A new engine is one file in this package with `@register_engine("name")` on a class
 whose constructor takes keyword options (`address`, `cpus`).
 """

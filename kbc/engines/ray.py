@@ -5,8 +5,9 @@
 - Embedding: an actor pool; each actor loads the embedder once (the driver sends the recipe: model
   files' paths, exact spec, ONNX graph) and embeds the windows it is sent, one single-threaded
   session per CPU it was given, so its vectors are bit-identical to the local engine's.
-- Cache lookups, chunking and writing stay on the driver: only cache misses are sent, new vectors
-  come back to the driver's cache, and one streaming writer makes the bundle.
+- Cache lookups and writing stay on the driver: only cache misses are sent (and chunked by the
+  task that extracts them), new vectors come back to the driver's cache, and one streaming writer
+  makes the bundle.
 
 Windows are sent to the actors in order, round robin, at most two per actor in flight, and their
 vectors are taken back in order: the driver holds a bounded number of windows whatever the corpus
