@@ -1,5 +1,10 @@
 """Word documents (.docx) with python-docx: paragraphs in order, `Heading N` and `Title` styles as
-Markdown headings (so they become section headings), tables as ` | `-separated rows."""
+Markdown headings (so they become section headings), tables as ` | `-separated rows.
+
+A .docx is an untrusted zip archive: python-docx reads the bounded copy `archive.open_archive`
+makes of it (entry count, sizes and compression ratio checked first), and a part with a document
+type declaration is refused: the Open Packaging Conventions forbid DTDs in a package (ECMA-376
+Part 2, M1.17), so one is only there for entity expansion or an external entity."""
 
 from __future__ import annotations
 
@@ -8,7 +13,26 @@ import io
 from ..records import Extracted, Problem, SourceFile
 from ..textclean import one_line
 from . import ReadOptions, register_reader
+from .archive import ArchiveRefused, archive_errors, declares_dtd, limits_for, open_archive
 from .html import markdown_document
+
+
+def _open_package(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> io.BytesIO | None:
+    """The bounded copy of the archive python-docx may open, or None with the skip reason recorded."""
+    try:
+        package, parts = open_archive(data, limits_for(opts))
+    except ArchiveRefused as e:
+        out.problems.append(Problem(src.rel, "skipped", f"refused DOCX: {e}"))
+        return None
+    except archive_errors() as e:  # not a zip, truncated, damaged streams
+        out.problems.append(Problem(src.rel, "skipped", f"unreadable DOCX: {one_line(e)}"))
+        return None
+    dtd = next((name for name, body in parts.items() if declares_dtd(body)), None)
+    if dtd is not None:
+        out.problems.append(Problem(src.rel, "skipped", f"refused DOCX: part {dtd!r} has a document type "
+                                    "declaration, which Office files never hold (entities are not expanded)"))
+        return None
+    return package
 
 
 def _heading_level(style_name: str) -> int:
@@ -30,8 +54,11 @@ def read_docx(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
+    package = _open_package(src, data, out, opts)
+    if package is None:
+        return
     try:
-        document = open_docx(io.BytesIO(data))
+        document = open_docx(package)
     except Exception as e:  # not a zip, not a Word package, damaged XML
         out.problems.append(Problem(src.rel, "skipped", f"unreadable DOCX: {one_line(e)}"))
         return

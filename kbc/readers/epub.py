@@ -1,5 +1,10 @@
 """EPUB books with EbookLib: each chapter of the reading order (spine) is one page, its HTML read
-like any page (main text, headings kept); the title from the book's metadata."""
+like any page (main text, headings kept); the title from the book's metadata.
+
+An .epub is an untrusted zip archive: EbookLib reads the bounded copy `archive.open_archive` makes
+of it (entry count, sizes and compression ratio checked first), and a book whose container,
+package or chapters declare entities is refused (entity expansion, external entities naming local
+files); chapters nested deeper than the HTML parser keeps are refused as HTML files are."""
 
 from __future__ import annotations
 
@@ -8,7 +13,26 @@ import io
 from ..records import Extracted, Problem, SourceFile
 from ..textclean import clean_text, join_pages, one_line, with_markdown_structure
 from . import ReadOptions, register_reader
-from .html import html_to_markdown
+from .archive import ArchiveRefused, archive_errors, declares_entities, limits_for, open_archive
+from .html import MarkupRefused, html_to_markdown
+
+
+def _open_book(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> io.BytesIO | None:
+    """The bounded copy of the archive EbookLib may open, or None with the skip reason recorded."""
+    try:
+        book, parts = open_archive(data, limits_for(opts))
+    except ArchiveRefused as e:
+        out.problems.append(Problem(src.rel, "skipped", f"refused EPUB: {e}"))
+        return None
+    except archive_errors() as e:  # not a zip, truncated, damaged streams
+        out.problems.append(Problem(src.rel, "skipped", f"unreadable EPUB: {one_line(e)}"))
+        return None
+    declaring = next((name for name, body in parts.items() if declares_entities(body)), None)
+    if declaring is not None:
+        out.problems.append(Problem(src.rel, "skipped", f"refused EPUB: {declaring!r} declares XML entities "
+                                    "(<!ENTITY>), which kbc does not expand"))
+        return None
+    return book
 
 
 @register_reader("epub", suffixes=(".epub",), description="EPUB books (EbookLib): one page per chapter")
@@ -18,10 +42,13 @@ def read_epub(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
     import ebooklib
     from ebooklib import epub
 
+    archive = _open_book(src, data, out, opts)
+    if archive is None:
+        return
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})
+            book = epub.read_epub(archive, options={"ignore_ncx": True})
     except Exception as e:
         out.problems.append(Problem(src.rel, "skipped", f"unreadable EPUB: {one_line(e)}"))
         return
@@ -30,7 +57,11 @@ def read_epub(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
         item = book.get_item_with_id(item_id)
         if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
             continue
-        text, _ = html_to_markdown(item.get_content())
+        try:
+            text, _ = html_to_markdown(item.get_content())
+        except MarkupRefused as e:
+            out.problems.append(Problem(src.rel, "skipped", f"refused EPUB: chapter {item.get_name()!r}: {e}"))
+            return
         text = clean_text(text) if opts.clean else text.strip()
         if text:
             chapters.append(text)
