@@ -9,25 +9,126 @@ Keys are the options of `kbc build` without the leading dashes (`chunk-size = 20
 The search starts at the first input's parent folder: a file inside the (untrusted) docs folder
 is never read as configuration. A bundle's recorded options (`--from-bundle`) may only hold
 options that decide content (RECORDED), never machine settings such as `ray-address`.
+
+A config file is untrusted input too (a repository's kbc.toml comes with the repository): it must be
+a regular UTF-8 file of at most MAX_CONFIG_BYTES with arrays and inline tables nested at most
+MAX_CONFIG_NESTING deep, checked before it is parsed, and every value must be of the type and in the
+range of the flag it stands for (SPECS): a string where a number belongs, a float for a count, a bool
+for an int, NaN or infinity, a huge integer, a table or a list where a scalar belongs, and an unknown
+key (named with the closest known one) are each one InputError (exit 2) naming the file and the key.
+Plugins are never named here: a `plugins` key is refused, because importing a module runs its code
+(they load only from the KBC_PLUGINS environment variable and installed entry points, kbc.plugins).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import InputError
 
-# option (as `kbc build` spells it, underscores) -> the TOML types it takes
-OPTIONS: dict[str, tuple[type, ...]] = {
-    "model": (str,), "chunk_unit": (str,), "chunk_size": (int,), "chunk_overlap": (int,), "batch_size": (int,),
-    "device": (str,), "backend": (str,), "engine": (str,), "ray_address": (str,), "index": (str,),
-    "include": (list,), "exclude": (list,), "follow_symlinks": (bool,), "code": (bool,), "encoding": (str,), "pdf_reader": (str,),
-    "query_prompt": (str,), "document_prompt": (str,), "float16": (bool,), "vectors": (str,), "no_clean": (bool,),
-    "context": (str,), "no_lexical": (bool,), "with_encoder": (bool,), "default_mode": (str,), "default_unit": (str,), "workers": (int,), "file_timeout": (int, float),
-    "max_file_mb": (int, float), "strict": (bool,), "no_cache": (bool,), "cache_dir": (str,),
+# A config file is input like any other: it is bounded before it is parsed, and every value is
+# checked against the type and range of the `kbc build` flag it stands for.
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a real kbc.toml or pyproject.toml is a few KB
+MAX_CONFIG_NESTING = 32  # arrays and inline tables inside each other (tomllib recurses on them)
+MAX_STRING = 4096  # characters in one string value (PATH_MAX on Linux)
+MAX_PATTERNS = 10_000  # globs in `include` or `exclude`
+MAX_CHUNK_SIZE = 1_000_000  # chunk size and overlap, in tokens or characters
+MAX_FILE_MB = 1 << 20  # `max-file-mb`: 1 TiB
+_PLUGIN_KEYS = ("plugins", "plugin", "kbc_plugins")
+
+
+def _choices(kind: str) -> Callable[[], list[str]]:
+    """The names a choice option takes, looked up when checked (plugins may add backends, engines
+    and readers, so the registries are read after they load)."""
+    def names() -> list[str]:
+        if kind == "backend":
+            from .backends import BACKENDS
+            return list(BACKENDS)
+        if kind == "engine":
+            from .engines import DESCRIPTIONS
+            return list(DESCRIPTIONS)
+        if kind == "pdf_reader":
+            from .readers import variants_of
+            return variants_of("pdf")
+        if kind == "vectors":
+            from .vectors import PRESETS
+            return list(PRESETS)
+        from .modes import ContextMode, Mode, Unit
+        return [m.value for m in {"context": ContextMode, "default_mode": Mode, "default_unit": Unit}[kind]]
+    return names
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one key takes: `kind` is str, int, number (int or float), bool or list (of strings);
+    ints and numbers lie in [lo, hi] (`lo_open`: lo itself excluded); `choices` lists the strings allowed."""
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: Callable[[], list[str]] | tuple[str, ...] | None = None
+    unit: str = ""
+
+    @property
+    def types(self) -> tuple[type, ...]:
+        return {"str": (str,), "int": (int,), "number": (int, float), "bool": (bool,), "list": (list,)}[self.kind]
+
+    def names(self) -> list[str]:
+        return list(self.choices() if callable(self.choices) else self.choices or ())
+
+    def allowed(self) -> str:
+        """The values this key takes, in words."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "list":
+            return f"a list of at most {MAX_PATTERNS:,} strings of at most {MAX_STRING} characters"
+        if self.kind == "str":
+            if self.choices is not None:
+                return "one of " + ", ".join(self.names())
+            return f"a string of at most {MAX_STRING} characters"
+        what = "an integer" if self.kind == "int" else "a number" + (f" of {self.unit}" if self.unit else "")
+        lo, hi = f"{self.lo:,}", f"{self.hi:,}"
+        if self.kind == "int":
+            return f"{what} from {lo} to {hi}"
+        return f"{what} in {'(' if self.lo_open else '['}{lo}, {hi}]"
+
+
+def _count(lo: int, hi: int) -> Option:
+    return Option("int", lo, hi)
+
+
+_STR, _BOOL = Option("str"), Option("bool")
+# option (as `kbc build` spells it, underscores) -> what it takes: the flag's type, its choices
+# (the CLI's enums), and the bounds the build checks (kbc.pipeline, kbc.chunk) or a generous cap
+# where the flag has none, so that a huge integer never reaches a stage
+SPECS: dict[str, Option] = {
+    "model": _STR, "chunk_unit": Option("str", choices=("tokens", "chars", "document")),
+    "chunk_size": _count(1, MAX_CHUNK_SIZE), "chunk_overlap": _count(0, MAX_CHUNK_SIZE - 1),
+    "batch_size": _count(1, 4096),  # kbc.pipeline.MAX_BATCH_SIZE
+    "device": _STR, "backend": Option("str", choices=_choices("backend")),
+    "engine": Option("str", choices=_choices("engine")), "ray_address": _STR, "index": _STR,
+    "include": Option("list"), "exclude": Option("list"), "follow_symlinks": _BOOL, "code": _BOOL,
+    "encoding": _STR, "pdf_reader": Option("str", choices=_choices("pdf_reader")),
+    "query_prompt": _STR, "document_prompt": _STR, "float16": _BOOL,
+    "vectors": Option("str", choices=_choices("vectors")), "no_clean": _BOOL,
+    "context": Option("str", choices=_choices("context")), "no_lexical": _BOOL, "with_encoder": _BOOL,
+    "default_mode": Option("str", choices=_choices("default_mode")),
+    "default_unit": Option("str", choices=_choices("default_unit")),
+    "workers": _count(0, 4 * (os.cpu_count() or 1)),  # kbc.pipeline.MAX_WORKERS
+    "file_timeout": Option("number", 0, 86_400, lo_open=True, unit="seconds"),  # MAX_FILE_TIMEOUT_S
+    "max_file_mb": Option("number", 0, MAX_FILE_MB, lo_open=True, unit="MiB"),
+    "strict": _BOOL, "no_cache": _BOOL, "cache_dir": _STR,
 }
+# option -> the TOML types it takes (kept for callers of the older table)
+OPTIONS: dict[str, tuple[type, ...]] = {k: o.types for k, o in SPECS.items()}
 _PATHS = {"model", "cache_dir"}
 # what a bundle records (manifest `build_options`) to be rebuilt from: everything that decides its
 # content; not machine-specific settings (workers, engine, cache), never secrets, and never the
@@ -38,6 +139,23 @@ RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "in
             "encoding", "pdf_reader", "query_prompt", "document_prompt", "float16", "vectors", "no_clean", "context",
             "no_lexical", "with_encoder", "default_mode", "default_unit", "strict")
 
+# what can open an array or inline table, outside comments and strings (the pre-parse nesting scan)
+_TOKENS = re.compile(r'''#[^\n]*|"""(?:\\.|[^\\])*?"""|\'\'\'.*?\'\'\'|"(?:\\.|[^"\\\n])*"|'[^'\n]*'|[\[\]{}]''', re.S)
+
+
+def _nesting_at(text: str) -> int | None:
+    """The line where arrays / inline tables first nest deeper than MAX_CONFIG_NESTING, else None."""
+    depth = 0
+    for m in _TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > MAX_CONFIG_NESTING:
+                return text.count("\n", 0, m.start()) + 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return None
+
 
 def _load_toml(path: Path) -> dict:
     try:
@@ -45,12 +163,42 @@ def _load_toml(path: Path) -> dict:
     except ImportError:  # Python 3.10
         import tomli as tomllib
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise InputError(f"{path}: {st.st_size:,} bytes; a config file may hold at most "
+                             f"{MAX_CONFIG_BYTES:,} bytes (1 MiB)")
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(data) > MAX_CONFIG_BYTES:  # it grew while we looked
+        raise InputError(f"{path}: more than {MAX_CONFIG_BYTES:,} bytes; a config file may hold at most 1 MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}: not valid TOML (line {line}: byte 0x{data[e.start]:02x} is not UTF-8; "
+                         "TOML files are UTF-8)") from None
+    line = _nesting_at(text)
+    if line is not None:
+        raise InputError(f"{path}: not valid TOML (line {line}: arrays or inline tables nested more than "
+                         f"{MAX_CONFIG_NESTING} deep)")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML ({e})") from None
+        raise InputError(f"{path}: not valid TOML ({_one_line(str(e))})") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # a number of thousands of digits, say
+        m = re.search(r"[0-9_]{1000,}", text)
+        if m:
+            raise InputError(f"{path}: not valid TOML (line {text.count(chr(10), 0, m.start()) + 1}: a number of "
+                             f"{len(m.group()):,} digits)") from None
+        raise InputError(f"{path}: not valid TOML ({_one_line(str(e))[:200]})") from None
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
 
 
 def find_config(inputs: Sequence[str | os.PathLike]) -> Path | None:
@@ -75,37 +223,124 @@ def find_config(inputs: Sequence[str | os.PathLike]) -> Path | None:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """The options in `path`, checked: unknown keys and wrong types are one-line errors naming both."""
+    """The options in `path`, checked: the file's size and nesting before it is parsed, then every
+    key and value (type and range); each problem is one InputError naming the file and the key."""
+    path = Path(path)
     data = _load_toml(path)
+    where = str(path)
     if path.name == "pyproject.toml":
         tool = data.get("tool")
         data = tool.get("kbc", {}) if isinstance(tool, dict) else {}
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: the kbc table must be a table of options")
-    return checked_options(data, where=str(path), base=path.parent)
+        where = f"{path} [tool.kbc]"
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: must be a table of options, not {_type(data)}")
+    return checked_options(data, where=where, base=path.parent)
+
+
+def _type(value: Any) -> str:
+    return {dict: "table", list: "list"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """A value as an error message shows it: one line, short."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    if isinstance(value, (dict, list)):
+        return _type(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "..." + text[-10:]
+
+
+def _name(raw_key: Any) -> str:
+    """A key as an error message names it: as written when it is a plain one, else quoted (one line)."""
+    key = str(raw_key)
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", key):
+        return key
+    return _show(key)
+
+
+def _check_string(s: str, where: str, name: str, what: str = "") -> None:
+    if len(s) > MAX_STRING:
+        raise InputError(f"{where}: {name}{what} is {len(s):,} characters; at most {MAX_STRING} are allowed")
+    if "\0" in s:
+        raise InputError(f"{where}: {name}{what} holds a NUL character, which no option allows")
+
+
+def check_value(key: str, value: Any, *, where: str, name: str | None = None) -> Any:
+    """`value` for option `key` (underscores) if it is of the flag's type and in its range, else an
+    InputError naming `where`, the key (`name`, as written) and what is allowed."""
+    spec = SPECS[key]
+    name = name or key
+    types = spec.types
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        shown = "" if isinstance(value, (dict, list)) else f" ({_show(value)})"
+        raise InputError(f"{where}: {name} must be {' or '.join(t.__name__ for t in types)}, not {_type(value)}"
+                         f"{shown}; allowed: {spec.allowed()}")
+    if spec.kind in ("int", "number"):
+        inside = (math.isfinite(value) and (value > spec.lo if spec.lo_open else value >= spec.lo)
+                  and value <= spec.hi)
+        if not inside:
+            raise InputError(f"{where}: {name} must be {spec.allowed()}, not {_show(value)}")
+    elif spec.kind == "str":
+        _check_string(value, where, name)
+        if spec.choices is not None and value not in spec.names():
+            raise InputError(f"{where}: {name} must be {spec.allowed()}, not {_show(value)}")
+        if key == "encoding":
+            import codecs
+
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise InputError(f"{where}: {name} {_show(value)} is not an encoding Python knows "
+                                 "(e.g. utf-8, latin-1, utf-16)") from None
+    elif spec.kind == "list":
+        if len(value) > MAX_PATTERNS:
+            raise InputError(f"{where}: {name} holds {len(value):,} items; allowed: {spec.allowed()}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise InputError(f"{where}: {name} must be a list of strings, not a list holding {_type(item)} "
+                                 f"({_show(item)}) at item {i + 1}")
+            _check_string(item, where, name, f" item {i + 1}")
+    return value
 
 
 def checked_options(data: dict, *, where: str, base: Path | None = None,
                     allowed: Sequence[str] | None = None) -> dict[str, Any]:
-    """`data` as options; `allowed` narrows the keys (a bundle's record may only hold RECORDED)."""
+    """`data` as options; `allowed` narrows the keys (a bundle's record may only hold RECORDED).
+    Each key must be an option of `kbc build` and each value of its flag's type and range; any
+    other is one InputError naming `where`, the key and what it takes."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: must be a table of options, not {_type(data)}")
     out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for raw_key, value in data.items():
+        name = _name(raw_key)
+        quoted = name if name != str(raw_key) else repr(name)  # _name quoted an odd key already
         key = str(raw_key).replace("-", "_")
+        if key.lower() in _PLUGIN_KEYS:
+            raise InputError(f"{where}: {name} is refused: plugins load only from the KBC_PLUGINS environment "
+                             "variable (or installed kbc.plugins entry points), never from a config file or a bundle")
         if allowed is not None and key not in allowed:
-            raise InputError(f"{where}: {raw_key!r} is not an option a bundle records")
-        if key == "password":
+            raise InputError(f"{where}: {quoted} is not an option a bundle records")
+        if key.lower() in ("password", "passwords"):
             raise InputError(f"{where}: passwords are not read from files; pass --password")
-        if key not in OPTIONS:
-            raise InputError(f"{where}: unknown option {raw_key!r} (known: "
-                             f"{', '.join(k.replace('_', '-') for k in OPTIONS)})")
-        types = OPTIONS[key]
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            raise InputError(f"{where}: {raw_key} must be {' or '.join(t.__name__ for t in types)}, "
-                             f"not {type(value).__name__}")
-        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-            raise InputError(f"{where}: {raw_key} must be a list of strings")
-        if key in _PATHS and base is not None and not Path(value).is_absolute() and (base / value).exists():
-            value = str((base / value).resolve())
+        if key not in SPECS:
+            dashed = "-" in str(raw_key) or "_" not in str(raw_key)
+            known = [k.replace("_", "-") if dashed else k for k in SPECS]
+            close = difflib.get_close_matches(str(raw_key).lower() if len(str(raw_key)) <= 64 else "", known, n=1,
+                                              cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+            raise InputError(f"{where}: unknown option {quoted} ({hint})")
+        if key in spelled:
+            raise InputError(f"{where}: {name} is given twice (as {spelled[key]} and {name}): keep one")
+        spelled[key] = name
+        value = check_value(key, value, where=where, name=name)
+        if key in _PATHS and base is not None and not Path(value).is_absolute():
+            try:
+                if (base / value).exists():
+                    value = str((base / value).resolve())
+            except (OSError, ValueError):  # a name too long for the file system: left as written
+                pass
         out[key] = value
     return out
 

@@ -2,7 +2,15 @@
 registries' `register_*` functions when imported. They are found through the `kbc.plugins` entry
 point group (`[project.entry-points."kbc.plugins"] myformat = "my_package.kbc_reader"`) and the
 `KBC_PLUGINS` environment variable (comma-separated module names), which extraction workers and
-Ray workers inherit, so a plugin reader runs wherever extraction runs."""
+Ray workers inherit, so a plugin reader runs wherever extraction runs.
+
+Loading a plugin is code execution: importing the module runs whatever it holds, with the rights of
+the user running kbc, in the CLI and in every extraction and Ray worker. So plugins are named only
+by whoever controls the environment (KBC_PLUGINS) or the installed packages (entry points), never by
+input: a kbc.toml or `[tool.kbc]` `plugins` key is refused (kbc.config), a bundle's recorded build
+options cannot hold one, and nothing else kbc reads (documents, bundles, config) is consulted here.
+Set KBC_PLUGINS only to modules you would run yourself; a CI job that builds untrusted branches
+should not take it from them."""
 
 from __future__ import annotations
 
