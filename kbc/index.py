@@ -32,17 +32,26 @@ class IndexResult:
 
 
 def _check_factory(factory: str, n: int, dim: int) -> None:
+    """Refuse, in kbc's words, a factory string this corpus cannot train or FAISS cannot parse."""
+    import faiss
+
+    pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
+    if pq and int(pq.group(1)) and dim % int(pq.group(1)):
+        m = int(pq.group(1))
+        raise InputError(f"{option('index')} {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
+    try:  # an untrained index costs nothing to make; FAISS's own error is a C++ signature and stack
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except Exception:
+        raise InputError(f"{option('index')} {factory!r}: not a FAISS factory string FAISS accepts; "
+                         "valid ones are e.g. Flat, HNSW32, IVF1024,Flat") from None
     ivf = re.search(r"IVF(\d+)", factory)
     if ivf:
         nlist = int(ivf.group(1))
         if n < nlist:
             raise InputError(f"{option('index')} {factory}: needs at least {nlist} chunks to train {nlist} lists, "
                              f"corpus has {n}; use a smaller IVF size or Flat")
-    pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
     if pq:
-        m, nbits = int(pq.group(1)), int(pq.group(2) or 8)
-        if dim % m:
-            raise InputError(f"{option('index')} {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
+        nbits = int(pq.group(2) or 8)
         if n < (1 << nbits):
             raise InputError(f"{option('index')} {factory}: needs at least {1 << nbits} chunks to train "
                              f"{nbits}-bit product quantizers, corpus has {n}; use Flat or HNSW32")
@@ -78,7 +87,19 @@ def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: st
     if "HNSW" in factory:
         params["efSearch"] = DEFAULT_EF_SEARCH
     data = faiss.serialize_index(index).tobytes()
+    _check_written(factory, data, n, dim)
     return IndexResult(data, {**base, "stored": True, "search_params": params, "faiss_version": faiss.__version__})
+
+
+def _check_written(factory: str, data: bytes, n: int, dim: int) -> None:
+    """What kbc writes, its readers load: an index type whose layout the reader does not bound
+    (FORMAT.md §5.1) is refused here rather than in every bundle's first query."""
+    from .faiss_guard import IndexFormatError, check_index
+
+    try:
+        check_index(data, count=n, dim=dim)
+    except IndexFormatError as e:
+        raise InputError(f"{option('index')} {factory}: makes an index bundles cannot carry ({e})") from None
 
 
 class Searcher:
@@ -96,8 +117,14 @@ class Searcher:
         if index_bytes is not None:
             import faiss
 
+            from .faiss_guard import IndexFormatError, check_index, read_index
+
+            try:  # every size the bytes declare is bounded before FAISS allocates it (FORMAT.md §5.1)
+                check_index(index_bytes, count=vectors.shape[0], dim=vectors.shape[1])
+            except IndexFormatError as e:
+                raise BundleError(str(e), section="index") from None
             try:
-                self.faiss_index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
+                self.faiss_index = read_index(index_bytes)
             except Exception as e:
                 raise BundleError(f"stored index cannot be loaded by this FAISS: {str(e).splitlines()[0][:160]}",
                                   section="index") from None
