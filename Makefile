@@ -1,5 +1,8 @@
 # kbc developer targets. Everything runs inside .venv, created on first use.
 PYTHON ?= python3
+# bash with pipefail: pip's output is filtered below, and its exit status must still fail the target
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kbc-installed
@@ -11,10 +14,15 @@ install: $(STAMP)
 
 # torch first and pinned here, not in pyproject.toml (kbc installs as a library beside any torch): on
 # this machine the CPU wheel is served from local disk, and an unpinned torch pulls GBs of CUDA.
+# editable_mode=compat puts the clone on sys.path (a .pth line) instead of an import hook, so a script
+# beside a clone folder named kbc/ still imports the package, not that folder as a namespace.
+# The sed drops the machine's pip-index warnings ("Location ... is ignored"), which say nothing about kbc.
+PIP_QUIET := sed -u '/^WARNING: Location .* is ignored/d'
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,ray]' torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,ray]' torch==2.13.0 \
+	  --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
 	touch $(STAMP)
 
 sample: install

@@ -320,10 +320,11 @@ def query(
     """Retrieve the chunks (or pages) a device would retrieve for QUESTION, embedded exactly as the bundle records.
 
     Example: kbc query kb.kbpack "How do I rotate the logs?" -k 5 --mode hybrid --unit page"""
-    from .kb import KnowledgeBase, device_prompt
+    from .kb import KnowledgeBase, check_questions, device_prompt
 
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
+    check_questions([question])  # before the bundle and the model are opened
     reranker = _load_reranker(rerank)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
                        reranker=reranker) as kb:
@@ -409,7 +410,7 @@ def inspect(
             "embedder_files": emb.get("files", {}),
             "vectors": m.get("vectors"), "chunking": m.get("chunking"), "index": m.get("index"),
             "counts": m.get("counts"), "sections": b.describe_sections(), "sources": m.get("sources", []),
-            "skipped": m.get("skipped", []), "degraded": m.get("degraded", []),
+            "skipped": m.get("skipped", []), "degraded": m.get("degraded", []), "ignored": m.get("ignored", []),
             "lexical": m.get("lexical"), "retrieval": m.get("retrieval"), "encoder": m.get("encoder"),
             "verified": verified, "intact": verified if verify else None,
         }
@@ -474,6 +475,9 @@ def evaluate(
     from .kb import KnowledgeBase
 
     q = read_queries(queries)
+    empty = [qid for qid, text in q.items() if not text.strip()]
+    if empty:  # refused up front, as `kbc query ""` is, not scored on arbitrary hits
+        raise InputError(f"{queries}: query {empty[0]!r} is empty" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
     r = read_qrels(qrels)
     overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share}
     modes = [m.value for m in mode] if mode else None
@@ -727,11 +731,18 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
     lines.append(f"sources ({len(sources)}):")
     lines += [f"  {_safe(str(s.get('path')))}  {s.get('pages')} pages, {s.get('chunks')} chunks"
               + (f" [{s.get('status')}]" if s.get("status") != "ok" else "") for s in sources]
-    for label in ("skipped", "degraded"):
+    for label in ("skipped", "degraded", "ignored"):
         items = [x for x in info[label] if isinstance(x, dict)] if isinstance(info[label], list) else []
-        if items:
-            lines.append(f"{label} ({len(items)}):")
-            lines += [f"  {_safe(str(p.get('path')))}: {_safe(str(p.get('reason')))}" for p in items]
+        if not items:
+            continue
+        shown_items = items if label != "ignored" else items[:20]  # a docs tree may leave out thousands
+        total = c.get("ignored_files") if label == "ignored" else None
+        total = total if isinstance(total, int) and total >= len(items) else len(items)
+        lines.append(f"{label} ({total}" + ("; not built by choice or type" if label == "ignored" else "") + "):")
+        lines += [f"  {_safe(str(p.get('path')))}: {_safe(str(p.get('reason')))}" for p in shown_items]
+        if total > len(shown_items):
+            lines.append(f"  ... and {total - len(shown_items)} more" + (" (the manifest lists the first 1,000)"
+                                                                         if total > len(items) else ""))
     if info["verified"] is True:
         lines.append("verify: intact (header, table, every section and whole-file sha256 match)")
     for ch in shown:

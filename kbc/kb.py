@@ -22,6 +22,17 @@ from .errors import BundleError, InputError, ModelError, option
 MAX_QUESTION_CHARS = 1_000_000
 
 
+def check_questions(texts: Sequence[str]) -> None:
+    """An empty question has nothing to match: BM25 finds no term and the embedder returns the
+    vector of its special tokens alone, so any "hits" would be arbitrary. Refused, not answered."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"question {i + 1}: expected text, got {type(t).__name__}")
+        if not t.strip():
+            which = "the question" if len(texts) == 1 else f"question {i + 1} of {len(texts)}"
+            raise InputError(f"{which} is empty: ask something to retrieve context for")
+
+
 @dataclass
 class Hit:
     rank: int
@@ -190,6 +201,7 @@ class KnowledgeBase:
              vectors: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per question (scores, chunk ids), best first. Lexical mode never loads the model."""
         texts = [t[:MAX_QUESTION_CHARS] for t in texts]
+        check_questions(texts)
         mode = self.retriever.resolve(mode)
         if vectors is None and mode != "lexical":
             vectors = self.embed_queries(texts)

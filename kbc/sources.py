@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .readers import kind_for, opt_in_kind_for, supported_suffixes
+from .readers import compressed_kind, kind_for, opt_in_kind_for, supported_suffixes
+from .readers.compressed import (CODECS, CompressedSource, NotCompressed, TooLarge, inflate, split_kind,
+                                 too_large_reason)
+from .readers.text import SNIFF_BYTES, looks_like_text
 from .records import SourceFile
 # Bigger files are skipped with a reason before a byte is read: the walk hashes every file for the
 # cache in the build process, so a 1 TB sparse file must not be read at all.
@@ -115,9 +118,12 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             why = _why_not_regular(root, None, True, max_file_bytes)
             if why:
                 raise InputError(f"{arg}: {why}")
-            if kind_for(root.suffix, opted_in=opted_in) is None:
-                raise InputError(f"{arg}: {_unsupported(root.suffix)}; "
-                                 f"supported: {', '.join(supported_suffixes(opted_in=opted_in))}")
+            kind, why_not, why = _kind_of(root, opted_in, max_file_bytes)
+            if why:
+                raise InputError(f"{arg}: {why}")
+            if why_not:
+                raise InputError(f"{arg}: {why_not}; supported: {', '.join(supported_suffixes(opted_in=opted_in))}"
+                                 f"{_ALSO_READ}")
             rel = display_name(root.name)
             fold = case_insensitive(root.parent)
             if (pattern := _matching(rel, exclude, fold=fold)) is not None:
@@ -125,7 +131,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
             elif include and _matching(rel, include, fold=fold) is None:
                 ignored.append((rel, "not matched by any --include"))
             else:
-                _add(found, root, rel, kind_for(root.suffix, opted_in=opted_in))
+                _add(found, root, rel, kind, max_file_bytes)
             continue
         prefix = "" if len(paths) == 1 else (root.resolve().name + "/")
         real_root = root.resolve()
@@ -155,7 +161,7 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                 elif include and _matching(rel, include, fold=fold) is None:
                     why_not = "not matched by any --include"
                 elif kind is None:
-                    why_not = _unsupported(p.suffix)
+                    why_not = _unsupported_by_name(p.suffix)
                 else:
                     why_not = None
                 if why_not:
@@ -165,27 +171,109 @@ def discover(paths: Sequence[str | os.PathLike], *, include: Sequence[str] = (),
                 if why:
                     skipped.append((rel, why))
                     continue
-                _add(found, p, rel, kind)
+                if kind is None:  # the name says nothing a reader takes: the bytes may
+                    kind, why_not, why = _kind_of(p, opted_in, max_file_bytes)
+                    if why_not:
+                        ignored.append((rel, why_not))
+                        continue
+                    if why:
+                        skipped.append((rel, why))
+                        continue
+                _add(found, p, rel, kind, max_file_bytes)
     if not found:
         where = ", ".join(str(p) for p in paths)
         reasons = _summarise(ignored + skipped)
         raise InputError(f"{where}: nothing to build: no supported files "
-                         f"({', '.join(supported_suffixes(opted_in=opted_in))})"
+                         f"({', '.join(supported_suffixes(opted_in=opted_in))}{_ALSO_READ})"
                          + (f"; left out: {reasons}" if reasons else ""))
     return [found[k] for k in sorted(found)]
 
 
-def _unsupported(suffix: str) -> str:
+_ALSO_READ = ", their .gz/.bz2/.xz, and any other file whose bytes are text"
+
+# Types known by their name that are not text, or are text no reader makes sense of (markup and
+# data: an SVG's path coordinates are not a document's words): never sniffed, always listed.
+NOT_READ = frozenset("""
+    .png .jpg .jpeg .gif .bmp .tif .tiff .webp .ico .icns .heic .psd .ai .eps .ps .svg .svgz
+    .mp3 .wav .ogg .oga .flac .m4a .aac .opus .mid .midi .mp4 .m4v .mov .avi .mkv .webm .wmv .flv
+    .zip .tar .tgz .tbz2 .txz .7z .rar .zst .lz4 .lzma .z .cab .jar .war .whl .egg .deb .rpm .apk .dmg .iso .img
+    .exe .dll .so .dylib .o .a .lib .obj .class .pyc .pyo .wasm .bin .dat .pak
+    .doc .dot .xls .xlsx .xlsm .ppt .pptx .odt .ods .odp .odg .rtf .pages .numbers .key .one .msg .eml .mbox
+    .ttf .otf .woff .woff2 .eot .pfb .pfm
+    .db .sqlite .sqlite3 .mdb .npy .npz .pkl .pickle .parquet .arrow .feather .h5 .hdf5 .onnx .pt .pth
+    .safetensors .gguf .kbpack .json .xml .map .lock .pem .der .crt .p12 .gpg .sig
+""".split())
+
+
+def _unsupported_by_name(suffix: str) -> str | None:
+    """Why a file is left out for its name alone; None when its bytes should decide (no reader's
+    suffix, but no known other type either: `copyright`, `README.abs-guide`, `notes.gz`)."""
+    suffix = suffix.lower()
     kind = opt_in_kind_for(suffix)
     if kind is not None:  # a reader exists, the build did not ask for it
-        return f"{kind} file {suffix.lower()}: read only with --{kind}"
-    return f"unsupported file type {suffix.lower() or '(no extension)'}"
+        return f"{kind} file {suffix}: read only with --{kind}"
+    if suffix in NOT_READ:
+        return f"unsupported file type {suffix}"
+    return None
 
 
-def _add(found: dict[str, SourceFile], path: Path, rel: str, kind: str) -> None:
+def _kind_of(p: Path, opted_in: Sequence[str], max_bytes: int | None) -> tuple[str | None, str | None, str | None]:
+    """(kind, why it is ignored, why it is skipped) for a regular file: its reader by suffix, or
+    the bytes' say: a compressed file by the name inside it (or its bytes), any other as text
+    when its first bytes are text."""
+    suffix = p.suffix.lower()
+    kind = kind_for(suffix, opted_in=opted_in)
+    if kind is not None:
+        return kind, None, None
+    if (why_not := _unsupported_by_name(suffix)) is not None:
+        return None, why_not, None
+    codec = CODECS.get(suffix)
+    if codec is None:
+        try:
+            with open(p, "rb") as f:
+                head = f.read(SNIFF_BYTES)
+        except OSError as e:
+            return None, None, f"cannot read: {e.strerror}"
+        named = suffix or "(no extension)"
+        if not head:
+            return None, f"empty file of no known type {named}", None
+        if not looks_like_text(head):
+            return None, f"unsupported file type {named}: its bytes are not text", None
+        return "text", None, None
+    inner = Path(p.name[:-len(p.suffix)]).suffix.lower()  # notes.md.gz -> .md; changelog.gz -> ""
+    named = f"{inner}{suffix}" if inner else f"{suffix} (no extension inside)"
+    kind = kind_for(inner, opted_in=opted_in)
+    if kind is None and (why_not := _unsupported_by_name(inner)) is not None:
+        return None, why_not.replace(inner, inner + suffix, 1), None
+    limit = max_bytes or DEFAULT_MAX_FILE_BYTES
+    head = bytearray()
+    try:  # the whole stream is measured, never kept: at most STEP bytes of it in memory
+        with open(p, "rb") as f:
+            for block in inflate(iter(lambda: f.read(1 << 20), b""), codec, limit):
+                if len(head) < SNIFF_BYTES:
+                    head += block[:SNIFF_BYTES - len(head)]
+    except TooLarge:
+        return None, None, too_large_reason(limit)
+    except NotCompressed as e:
+        return None, None, f"not a valid {codec} file: {e}"[:200]
+    except OSError as e:
+        return None, None, f"cannot read: {e.strerror}"
+    if kind is None:
+        if not head:
+            return None, f"empty once decompressed, of no known type {named}", None
+        if not looks_like_text(bytes(head)):
+            return None, f"unsupported file type {named}: its bytes are not text once decompressed", None
+        kind = "text"
+    return compressed_kind(kind, suffix), None, None
+
+
+def _add(found: dict[str, SourceFile], path: Path, rel: str, kind: str, max_bytes: int | None = None) -> None:
     if rel in found and found[rel].path.resolve() != path.resolve():
         raise InputError(f"{path}: two inputs share the name {rel!r}; pass their common parent instead")
-    found[rel] = SourceFile(path, rel, kind)
+    if split_kind(kind) is not None:  # compressed: the extraction worker bounds the decompressed size again
+        found[rel] = CompressedSource(path, rel, kind, max_bytes or DEFAULT_MAX_FILE_BYTES)
+    else:
+        found[rel] = SourceFile(path, rel, kind)
 
 
 def _summarise(entries: Sequence[tuple[str, str]], *, limit: int = 4) -> str:

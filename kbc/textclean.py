@@ -108,15 +108,31 @@ def join_pages(source: str, texts: list[str], labels: list[str | None]) -> Docum
 # a word of three letters or more: what separates text from page furniture, titles from numbers
 _LETTER_WORD = re.compile(r"[^\W\d_]{3,}")
 _FILE_NAME = re.compile(r"^\S+\.[A-Za-z0-9]{1,5}$")
-_GENERATOR_PREFIX = re.compile(r"^(?:microsoft (?:word|powerpoint|excel) - |untitled\b)", re.I)
+# Titles that generators and templates write when the author wrote none, as a class: the
+# application's window title over the input file ("Microsoft Word - x.doc"), a kind of document
+# ("Word Document", "PowerPoint Presentation", VS Code's HTML "Document"), a numbered default
+# ("Document1", "Slide 1", "Book1", "Untitled-3") and placeholders ("untitled", "Insert title here").
+_APPS = r"(?:microsoft\s+(?:office\s+)?)?(?:word|powerpoint|excel|visio|publisher|onenote|outlook)"
+_KINDS = r"(?:document|presentation|workbook|spreadsheet|worksheet|sheet|slide|slideshow|slide\s+show|book|file|drawing|diagram|chart|page|docs?|pdf|template|form)"
+_GENERATOR_TITLE = re.compile(rf"""^(?:
+    {_APPS}\s*-\s.*                                   # Microsoft Word - report.doc
+  | (?:new\s+)?(?:{_APPS}|google|libreoffice|openoffice|writer|impress|calc|pages|keynote|numbers|acrobat|adobe|pdf
+               |rich\s+text|plain\s+text|text|opendocument|blank|empty|html|web)?\s*{_KINDS}\s*[-_#]?\s*\d*  # Word Document, Document1
+  | (?:untitled|no\s+title|notitle|none|null|nil|unknown|n/?a|tbd|title|default|normal|blank|draft)(?:\W*(?:{_KINDS}|\d+))*  # Untitled-3
+  | (?:(?:insert|enter|add|type|your|click\s+here\s+to\s+(?:add|enter))\s+)+(?:your\s+|the\s+|a\s+)?(?:document\s+)?title(?:\s+here)?
+  | (?:document|page|presentation|report)\s+title
+)$""", re.I | re.X)
 
 
 def meaningful_title(raw) -> str | None:
-    """A metadata title worth showing: words, not an accession number, a file name or 'Untitled'."""
+    """A metadata title worth showing: words the author gave it, not an accession number, a file
+    name or a generator's default ("Word Document", "Microsoft Word - x.doc", "Slide 1")."""
     if not isinstance(raw, str):
         return None
     title = " ".join(clean_text(raw).split())[:200]
-    title = _GENERATOR_PREFIX.sub("", title).strip()
+    bare = title.strip(" .:;,-_()[]{}<>\"'")
+    if _GENERATOR_TITLE.match(bare):
+        return None
     title = re.sub(r"\.(?:docx?|pptx?|xlsx?|pdf|indd|tex)$", "", title, flags=re.I)
     if _FILE_NAME.match(title):  # "10811.exe", "zen_of_python.txt": the generator's input file
         return None

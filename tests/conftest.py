@@ -26,6 +26,29 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+def skip_summary(reports) -> str | None:
+    """One line for the skipped tests, grouped by reason, most first: "225 skipped: 200 libkbpack:
+    zstd.h not found ...; 25 ../shared/pdfs not present". Skips here are machine prerequisites (a C
+    toolchain, zstd.h, the ../shared corpora, ray), not failures; the line says which are missing."""
+    from collections import Counter
+
+    reasons: Counter[str] = Counter()
+    for rep in reports:
+        longrepr = getattr(rep, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+        reason = " ".join(reason.removeprefix("Skipped: ").split())
+        reasons[reason[:117] + "..." if len(reason) > 120 else reason] += 1
+    if not reasons:
+        return None
+    return f"{sum(reasons.values())} skipped: " + "; ".join(f"{n} {r}" for r, n in reasons.most_common())
+
+
+def pytest_terminal_summary(terminalreporter):
+    line = skip_summary(terminalreporter.stats.get("skipped", []))
+    if line:
+        terminalreporter.write_line(line, yellow=True)
+
+
 def run_kbc(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "kbc", *args], capture_output=True, text=True, env=full_env,

@@ -77,8 +77,11 @@ def test_a_plugin_reader_in_one_file_works_end_to_end(tmp_path, tiny_model):
     assert info["chunks"][0]["context"] == "Sourdough bread"  # the title the reader found (it holds the path words)
     assert "Bake at 230" in info["chunks"][0]["text"]
     assert ".recipe" in run_kbc("build", "--help", env={**env, "COLUMNS": "200"}).stdout
-    # without the plugin the suffix is simply not a supported type
-    assert run_kbc("build", str(docs), "-o", str(tmp_path / "x.kbpack"), "--model", str(tiny_model)).returncode == 2
+    # without the plugin .recipe is no reader's suffix: its bytes are text, so the text reader takes
+    # both files whole (the TITLE: line is just text then, and nothing is skipped)
+    plain = run_kbc("build", str(docs), "-o", str(tmp_path / "x.kbpack"), "--model", str(tiny_model), "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["files"] == 2 and not json.loads(plain.stdout)["skipped"]
 
 
 def test_device_selection_without_a_gpu(tiny_model):

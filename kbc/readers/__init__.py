@@ -46,7 +46,48 @@ class Reader:
     variant: str | None = None  # which of the kind's readers this is, when it has several
 
 
-READERS: dict[str, Reader] = {}  # kind -> the reader a build uses unless it chooses a variant
+class _Registry(dict):
+    """kind -> Reader. It also answers for the compressed form of every kind (`markdown+gzip`,
+    kbc/readers/compressed.py) without listing it: those kinds come and go with the files a walk
+    finds, while iterating over the registry (supported suffixes, --help) sees registered readers only."""
+
+    def __missing__(self, kind: str) -> Reader:
+        reader = _compressed_reader(kind)
+        if reader is None:
+            raise KeyError(kind)
+        return reader
+
+    def __contains__(self, kind) -> bool:
+        return dict.__contains__(self, kind) or (isinstance(kind, str) and _compressed_reader(kind) is not None)
+
+    def get(self, kind, default=None):
+        try:
+            return self[kind]
+        except KeyError:
+            return default
+
+
+def _compressed_reader(kind: str) -> Reader | None:
+    from .compressed import read_compressed, split_kind
+
+    parts = split_kind(kind)
+    if parts is None or not dict.__contains__(READERS, parts[0]):
+        return None
+    inner = dict.__getitem__(READERS, parts[0])
+    return Reader(kind, (), read_compressed, f"{parts[1]}-compressed, then the {parts[0]} reader",
+                  inner.furniture, inner.opt_in)
+
+
+def compressed_kind(kind: str, suffix: str) -> str | None:
+    """The kind of a file of `kind` compressed as `suffix` says ('markdown', '.gz' -> 'markdown+gzip'),
+    None when `suffix` is no compression kbc reads."""
+    from .compressed import CODECS
+
+    codec = CODECS.get(suffix.lower())
+    return f"{kind}+{codec}" if codec else None
+
+
+READERS: dict[str, Reader] = _Registry()  # kind -> the reader a build uses unless it chooses a variant
 VARIANTS: dict[str, dict[str, Reader]] = {}  # kind -> variant -> reader, for kinds with several
 
 
@@ -91,7 +132,7 @@ def opt_in_kind_for(suffix: str) -> str | None:
 def reader_for(kind: str, variant: str | None = None) -> Reader:
     """The kind's reader: the named variant, else the default. KeyError for an unknown one."""
     if variant is None:
-        return READERS[kind]
+        return READERS[kind]  # a compressed kind's reader picks its inner kind's variant itself
     return VARIANTS[kind][variant]
 
 

@@ -33,6 +33,31 @@ _BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
 
 
+SNIFF_BYTES = 8192  # what the source walk reads of a file whose name says nothing of its type
+# C0 control characters that text uses: tab, line and page breaks, backspace (man pages' bold), escape
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\b\x1b")
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes (SNIFF_BYTES or fewer, cut anywhere) are text: decoded as a .txt
+    file is (UTF-8, else a byte-order mark, else charset-normalizer's detection) and not mostly
+    control characters. A file named `copyright` or `README.abs-guide` has no other evidence."""
+    if any(head.startswith(bom) for bom, _ in _BOMS):
+        return True
+    if b"\x00" in head:  # only UTF-16/32 text holds NULs, and without a BOM detection must say so
+        best = _detect(head)
+        return best is not None and best.encoding.startswith(("utf_16", "utf_32"))
+    if sum(1 for b in head if b < 0x20 and b not in _TEXT_CONTROLS) * 20 > len(head):
+        return False
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data" and e.start >= len(head) - 3:  # a character cut by the sniff
+            return True
+    return _detect(head) is not None
+
+
 def decode_text(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> str | None:
     """The file's text; None, with the reason recorded, when it is not text in any encoding."""
     if opts.encoding:
