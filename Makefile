@@ -30,8 +30,9 @@ sample: install
 	$(BIN)/kbc inspect sample.kbpack --verify
 	$(BIN)/kbc query sample.kbpack "$(SAMPLE_QUESTION)" -k 3
 
+# one worker per core (pytest-xdist), a test file per worker so its module fixtures are built once
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: install
 	$(BIN)/python bench/run_bench.py
