@@ -30,6 +30,7 @@ import msgpack
 import numpy as np
 import zstandard
 
+from . import encoder_guard
 from . import vectors as vec_enc
 from .errors import BundleError, InputError
 
@@ -446,6 +447,7 @@ class Bundle:
             self._read_header()
             self._read_table()
             self._read_manifest()
+            self._screen_encoder()
         except BaseException:
             self.close()
             raise
@@ -741,10 +743,53 @@ class Bundle:
         for key in ("query_prompt", "max_seq_length", "do_lower_case", "precision"):
             if not _same_setting(meta.get(key), embedder.get(key)):
                 raise self._err("manifest", f"encoder.{key} disagrees with embedder.{key}")
-        tokenizer = self._load_json(meta["tokenizer"])
-        if not isinstance(tokenizer, dict):
-            raise self._err(meta["tokenizer"], "not a tokenizer.json object")
-        return {"meta": meta, "graph": graph, "tokenizer": bytes(self._section(meta["tokenizer"])).decode("utf-8")}
+        # the graph and tokenizer are code and data a bundle's author wrote (FORMAT.md §5.1)
+        try:
+            encoder_guard.check_graph(graph)
+        except encoder_guard.EncoderRefusal as e:
+            raise self._err(meta["graph"], str(e)) from None
+        tokenizer = self._tokenizer_bytes(meta["tokenizer"], checked=True)
+        try:
+            encoder_guard.check_tokenizer(tokenizer)
+        except encoder_guard.EncoderRefusal as e:
+            raise self._err(meta["tokenizer"], str(e)) from None
+        return {"meta": meta, "graph": graph, "tokenizer": tokenizer.decode("utf-8")}
+
+    def _tokenizer_bytes(self, name: str, *, checked: bool) -> bytes:
+        info = self.sections[name]
+        if info.length > encoder_guard.MAX_TOKENIZER_BYTES:
+            raise self._err(name, f"{info.length} bytes exceeds the {encoder_guard.MAX_TOKENIZER_BYTES}-byte "
+                                  "tokenizer limit")
+        if checked:
+            return bytes(self._section(name))
+        return bytes(self._mm[info.offset:info.offset + info.length])
+
+    def _screen_encoder(self) -> None:
+        """At open: the encoder's graph and tokenizer checked as `encoder()` checks them, but
+        without hashing the graph first (a few ms for a 90 MB graph: headers are read, weights
+        skipped), so that no command reads a bundle whose encoder would be refused. On a refusal the
+        full check runs, so the first problem is named in `--verify`'s order (encoding, checksum,
+        record, then the refusal)."""
+        meta = self.manifest.get("encoder")
+        if not isinstance(meta, dict):
+            return  # malformed records are `--verify`'s to name
+        graph, tokenizer = meta.get("graph"), meta.get("tokenizer")
+        if not (isinstance(graph, str) and isinstance(tokenizer, str) and graph in self.sections
+                and tokenizer in self.sections):
+            return
+        info = self.sections[graph]
+        view = memoryview(self._mm)[info.offset:info.offset + info.length]
+        try:
+            encoder_guard.check_graph(view)
+            encoder_guard.check_tokenizer(self._tokenizer_bytes(tokenizer, checked=False))
+            refused = False
+        except (encoder_guard.EncoderRefusal, BundleError):
+            refused = True
+        finally:
+            view.release()
+        if refused:
+            self.encoder()  # raises: it refuses the same bytes, or something before them
+            raise self._err(graph, "encoder refused")  # pragma: no cover
 
     def lexical(self):
         """The BM25 index over the chunks (format 1.2): a LexicalIndex, or None when absent."""
