@@ -288,3 +288,29 @@ def test_format_md_lists_the_allow_list_and_the_budgets():
     assert {op.strip() for op in listed.split(",")} == G.ALLOWED_OPS
     assert "at most 32 MiB, nested at most 32 deep" in text
     assert (G.MAX_TOKENIZER_BYTES, G.MAX_TOKENIZER_DEPTH, G.MAX_NODES, G.MAX_TENSOR_RANK) == (32 << 20, 32, 100_000, 16)
+
+
+def _runtime_graph(kind: str) -> bytes:
+    """Graphs the walk passes that onnxruntime cannot load, that allocate 8 GiB as they run, or
+    that return the wrong shape: the encoder script's own checks and memory cap refuse them."""
+    if kind == "unloadable":
+        return _model([helper.make_node("Identity", ["nowhere"], ["embedding"])]).SerializeToString()
+    if kind == "allocates 8 GiB":
+        shape = numpy_helper.from_array(np.array([1, 1 << 31], np.int64), "shape")
+        one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+        return _model([helper.make_node("ConstantOfShape", ["shape"], ["embedding"], value=one)],
+                      [shape]).SerializeToString()
+    w = numpy_helper.from_array(np.zeros((1, 5), np.float32), "w")
+    return _model([helper.make_node("Identity", ["w"], ["embedding"])], [w],
+                  outputs=[helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 5])]).SerializeToString()
+
+
+@pytest.mark.parametrize("kind, reason", [("unloadable", "onnxruntime cannot load it"),
+                                          ("allocates 8 GiB", "onnxruntime cannot run it"),
+                                          ("wrong shape", "output float32 [1, 5] is not one 32-d float32 vector")])
+def test_the_encoder_script_refuses_what_only_running_the_graph_shows(encoded, tmp_path, kind, reason):
+    forged = forge(encoded, tmp_path, graph=_runtime_graph(kind))
+    out = tmp_path / "q.f32"
+    proc = _script(forged, tmp_path, "how do I water seedlings", "--out", str(out))
+    assert proc.returncode == 3 and proc.stderr.count(b"\n") == 1, proc.stderr
+    assert b"encoder_graph: " + reason.encode() in proc.stderr and not out.exists()

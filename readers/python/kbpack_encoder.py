@@ -11,7 +11,8 @@ The graph and tokenizer are untrusted input (FORMAT.md §5.1): before onnxruntim
 them, the graph is walked as protobuf and refused for external data (file paths), custom-op
 domains, operators outside the BERT-family allow-list, subgraphs and tensors that declare more than
 they hold; the tokenizer for its size and nesting. The session is made from bytes with options that
-keep it off the file system. A refused bundle is one line on stderr and exit status 3, as in kbc.
+keep it off the file system, and the process's address space is capped (--max-memory-mb) for the
+sizes a graph computes as it runs. A refused bundle is one line on stderr and exit status 3, as in kbc.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ENTRY = struct.Struct("<32s16sQQ32s32s")
 MAX_SECTIONS = 1024
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_PROMPT_CHARS = 4096
+MAX_MEMORY_MB = 1536  # what a reader must hold for any bundle, beyond the bundle's own bytes
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -454,7 +456,7 @@ class Encoder:
             raise Refused(meta["tokenizer"], f"tokenizers cannot load it: {str(e)[:200]}") from None
         options = session_options(ort)
         options.intra_op_num_threads = 1  # one text per run, as the build ran it
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors are this script's one line
         try:  # from bytes, never a path
             self.session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -477,14 +479,40 @@ class Encoder:
         return out[0]
 
 
+def limit_memory(path: str, megabytes: int) -> None:
+    """Shapes a graph computes as it runs (ConstantOfShape, Expand, Range of computed sizes) are
+    beyond what the walk can bound: the process's address space is capped instead, so such a
+    graph fails to allocate (one line, exit 3) rather than exhausting the device."""
+    try:
+        import os
+        import resource
+    except ImportError:  # not POSIX: no cap
+        return
+    if megabytes <= 0:
+        return
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return  # read_sections says why
+    want = size + (megabytes << 20)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft == resource.RLIM_INFINITY or want < soft:
+        resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle")
     ap.add_argument("question", nargs="?")
     ap.add_argument("--probes", help="embed the bundle's probe texts into this .npy file")
     ap.add_argument("--out", help="write the question's vector here (raw float32, little-endian)")
+    ap.add_argument("--max-memory-mb", type=int, default=MAX_MEMORY_MB,
+                    help=f"address space allowed beyond the bundle's own size (default {MAX_MEMORY_MB}; 0: no limit)")
     a = ap.parse_args()
     try:
+        limit_memory(a.bundle, a.max_memory_mb)
         manifest, section = read_sections(a.bundle)
         encoder = Encoder(manifest, section)
         if a.probes:
@@ -498,6 +526,9 @@ def main() -> None:
             (open(a.out, "wb") if a.out else sys.stdout.buffer).write(vector.tobytes())
     except Refused as e:
         print(f"{a.bundle}: {e}", file=sys.stderr)
+        sys.exit(3)
+    except MemoryError:
+        print(f"{a.bundle}: encoder: needs more than --max-memory-mb {a.max_memory_mb} beyond the bundle", file=sys.stderr)
         sys.exit(3)
     assert "kbc" not in sys.modules  # the point of this script: a device needs nothing from kbc
 
