@@ -520,7 +520,8 @@ def main() -> None:
             if not isinstance(probes, dict) or not isinstance(probes.get("probes"), list) or not all(
                     isinstance(p, dict) and isinstance(p.get("text"), str) for p in probes["probes"]):
                 raise Refused("probes", "malformed: expected an object with a list of {text} probes")
-            np.save(a.probes, np.stack([encoder.embed(p["text"]) for p in probes["probes"]]).astype(np.float32))
+            rows = [encoder.embed(p["text"]) for p in probes["probes"]]
+            np.save(a.probes, np.stack(rows).astype(np.float32) if rows else np.zeros((0, encoder.dim), np.float32))
         if a.question is not None:
             vector = encoder.embed(a.question).astype("<f4")
             (open(a.out, "wb") if a.out else sys.stdout.buffer).write(vector.tobytes())
