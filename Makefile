@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kbc-installed
 SAMPLE_QUESTION ?= How do I run only the tests whose names match a filter?
 
-.PHONY: install sample test bench conformance clean
+.PHONY: install sample test bench bench-gpu conformance clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run_bench.py
+
+# On a machine with an NVIDIA GPU: builds financebench-dev and 100k synthetic records with --device cuda
+# (torch if it sees CUDA, else onnxruntime-gpu, installed when missing); without a GPU, one line and exit 2.
+bench-gpu: install
+	$(BIN)/python bench/gpu.py
 
 # llama.cpp (the edge-slm app's engine) against the probes: compiles llama-cpp-python, so not in `make test`.
 conformance: install
