@@ -54,7 +54,7 @@ extern "C" {
 /* The newest format version this library reads; it reads every 1.x file and skips sections
  * it does not know (FORMAT.md §4). */
 #define KBP_FORMAT_MAJOR 1
-#define KBP_FORMAT_MINOR 4
+#define KBP_FORMAT_MINOR 5
 
 typedef struct kbp_bundle kbp_bundle; /* an open bundle; opaque */
 
@@ -87,6 +87,12 @@ const char *kbp_status_name(kbp_status status);
  * handle to free with kbp_close. On failure *out is NULL and `err` (when not NULL) says why:
  * KBP_ERR_IO (missing, a directory, a FIFO, unreadable) or KBP_ERR_INVALID. */
 kbp_status kbp_open(const char *path, kbp_bundle **out, kbp_error *err);
+
+/* kbp_open for a bundle already in memory (an app asset, a download buffer, a fuzzer's input):
+ * the same checks and errors, on a private copy of data[0..len) that the handle owns, so the caller
+ * may free or reuse its buffer as soon as this returns. The copy costs len bytes of heap until
+ * kbp_close; for a large bundle on disk prefer kbp_open, which maps the file instead. */
+kbp_status kbp_open_memory(const void *data, size_t len, kbp_bundle **out, kbp_error *err);
 
 /* Unmaps the file and frees everything the handle owns. NULL is allowed. */
 void kbp_close(kbp_bundle *kb);
@@ -283,7 +289,7 @@ kbp_status kbp_probe_get(kbp_bundle *kb, size_t i, kbp_probe *out);
 
 typedef struct kbp_probe_result {
   size_t count;       /* probes compared */
-  double threshold;   /* probes.threshold (0.99 when the bundle gives no number) */
+  double threshold;   /* probes.threshold (0.99 when absent; kbp_open refuses one that is not a number in -1..1) */
   double min_cosine;  /* the lowest cosine */
   double mean_cosine;
   size_t worst;       /* index of the probe with the lowest cosine (the first of equals) */

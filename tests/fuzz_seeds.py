@@ -1,0 +1,327 @@
+"""Seed bundles for libkbpack's fuzzer and the crafted set the verify tests share.
+
+    .venv/bin/python tests/fuzz_seeds.py OUTDIR [--max-bytes N] [--extra BUNDLE ...]
+
+writes every seed into OUTDIR (one `NNN-name.kbpack` file each) and prints how many. Nothing here is
+committed as a binary: the seeds are made at run time, deterministically, from
+
+- small real bundles written by kbc's own writer (`bases()`): float32 with a lexical index, probes
+  and retrieval settings as kbc builds them, float16, int8 with binary codes, pages as the unit,
+  an HNSW and an IVF index, a query encoder, one with no optional part at all;
+- the crafted cases of tests/test_hostile_bundles.py applied to the first of them (`hostile()`);
+- the schema cases of issue 27 (`schema_cases()`): each bundle breaks manifest.schema.json or the
+  stored index in exactly one place, every checksum recomputed, as an attacker would;
+- byte mutations of every section with checksums recomputed, as tests/test_fuzz_bundle.py makes
+  them, from a fixed random seed (`mutations()`);
+- any bundle named with --extra (a real `kbc build` output, say).
+
+Seeds above --max-bytes (default 262144, the fuzzer's -max_len) are left out of OUTDIR: libFuzzer
+would cut them anyway. `crafted_set()` gives them all, whatever their size, for the tests."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from forge import rebuild, resign, sections  # noqa: E402
+
+TEXTS = ["The pump is oiled every spring.", "Pump 2 moves 1,577 litres an hour uphill.", "Gamma delta ÉPÉE 漢字",
+         "How often is the pump oiled? Every spring, FY2018.", "Rotate the logs weekly; keep 10-K filings.",
+         "Water the greenhouse twice a day in summer.", "epsilon", "The Supreme Court heard the case in 1954."]
+DIM = 16
+
+
+def _manifest(dim: int, n: int, *, factory: str = "Flat", stored: bool = False, params: dict | None = None) -> dict:
+    """Every object manifest.schema.json requires, filled in as kbc fills it."""
+    files = {"model.safetensors": "0" * 64, "tokenizer.json": "1" * 64}
+    weights = hashlib.sha256("".join(f"{p}\0{h}\n" for p, h in sorted(files.items())).encode()).hexdigest()
+    index = {"factory": factory, "metric": "inner_product", "stored": stored}
+    if params:
+        index["search_params"] = params
+    return {
+        "kbc_version": "0.1.0", "created": "2023-11-14T22:13:20Z",
+        "embedder": {"name": "seed-model", "dim": dim, "max_seq_length": 64, "pooling": "cls", "normalize": True,
+                     "similarity": "cosine", "query_prompt": "query: ", "document_prompt": "passage: ",
+                     "do_lower_case": False, "weights_sha256": weights, "files": files,
+                     "backend": "sentence-transformers", "precision": "float32", "runtime": {}},
+        "chunking": {"unit": "tokens", "size": 64, "overlap": 8, "token_budget": 64},
+        "index": index,
+        "sources": [{"path": "docs/pumps.md", "kind": "markdown", "size": 120, "sha256": "2" * 64, "pages": 1,
+                     "chunks": n - n // 2},
+                    {"path": "docs/court.pdf", "kind": "pdf", "size": 900, "sha256": "3" * 64, "pages": 3,
+                     "chunks": n // 2}],
+        "skipped": [], "degraded": [],
+        "counts": {"files": 2, "pages": 4, "chunks": n, "truncated_chunks": 0, "skipped_files": 0},
+    }
+
+
+def _probes(dim: int, rng) -> list[tuple[str, str, bytes]]:
+    probes = [{"kind": k, "text": t, "tokens": 3 + i} for i, (k, t) in
+              enumerate([("short", "pump"), ("at_token_limit", "oil " * 60), ("past_token_limit", "oil " * 70)])]
+    meta = {"version": 1, "role": "query", "prompt": "query: ", "max_seq_length": 64, "threshold": 0.99,
+            "probes": probes}
+    vecs = rng.standard_normal((len(probes), dim)).astype("<f4")
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return [("probes", "json", json.dumps(meta).encode()), ("probe_vectors", "f32le", vecs.tobytes())]
+
+
+def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | None = None, unit="chunk",
+           encoder=False, lexical=True, probes=True, n=len(TEXTS), block=3, add_with_ids=None) -> bytes:
+    from kbc.bundle import write_bundle
+    from kbc.lexical import LexicalBuilder
+    from kbc.retrieval import RetrievalSettings
+
+    rng = np.random.default_rng(len(name))
+    texts = [TEXTS[i % len(TEXTS)] + ("" if i < len(TEXTS) else f" ({i})") for i in range(n)]
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    chunks = [{"text": t, "source": i % 2, "seq": i // 2, "page_start": 1 + i % 3, "page_end": 1 + i % 3,
+               "char_start": 0, "char_end": len(t), "tokens": 12, "context": "Pumps | Care" if i % 2 == 0 else ""}
+              for i, t in enumerate(texts)]
+    factory = index or "Flat"
+    manifest = _manifest(DIM, n, factory=factory, stored=index is not None,
+                         params={"efSearch": 16} if index and "HNSW" in index else {"nprobe": 2} if index and "IVF" in index else None)
+    extra: list[tuple[str, str, bytes]] = []
+    if lexical:
+        b = LexicalBuilder()
+        for c in chunks:
+            b.add(c["text"], context=c["context"])
+        meta, lex = b.finish()
+        manifest["lexical"] = meta
+        manifest["retrieval"] = {**RetrievalSettings().to_manifest(), "unit": unit}
+        extra += lex
+    if probes:
+        extra += _probes(DIM, rng)
+    if encoder:
+        graph = b"\x08\x07\x12\x04seed" + bytes(range(64))  # opaque to every reader here: only hashed
+        digest = hashlib.sha256(graph).hexdigest()
+        manifest["embedder"]["runtime"] = {"graph_sha256": digest}
+        manifest["encoder"] = {"format": "onnx", "graph": "encoder_graph", "tokenizer": "encoder_tokenizer",
+                               "graph_sha256": digest, "precision": "float32", "inputs": ["input_ids", "attention_mask"],
+                               "output": "sentence_embedding", "pooling": "cls", "normalized": True,
+                               "query_prompt": "query: ", "do_lower_case": False, "max_seq_length": 64,
+                               "truncation": "longest_first", "batching": "one", "opset": 17}
+        extra += [("encoder_graph", "onnx", graph), ("encoder_tokenizer", "json", b'{"version": "1.0", "model": {}}')]
+    blob = None
+    if index:
+        import faiss
+
+        idx = faiss.index_factory(DIM, index, faiss.METRIC_INNER_PRODUCT)
+        idx.train(np.tile(vecs, (40, 1)) + rng.standard_normal((40 * n, DIM)).astype(np.float32) * 0.01)
+        if add_with_ids is not None:
+            idx.add_with_ids(vecs, np.asarray(add_with_ids, dtype=np.int64))
+        else:
+            idx.add(vecs)
+        blob = faiss.serialize_index(idx).tobytes()
+    path = write_bundle(tmp / f"{name}.kbpack", manifest=manifest, vectors=vecs, chunks=chunks, index=blob, dtype=dtype,
+                        binary=binary, chunks_per_block=block, extra_sections=extra)
+    return path.read_bytes()
+
+
+def bases() -> dict[str, bytes]:
+    """Small real bundles, each valid by the schema and by both readers."""
+    import faiss
+
+    faiss.cvar.distance_compute_blas_threshold = 20  # quiet and deterministic on tiny inputs
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        return {
+            "float32-lexical-probes": _write(t, "a"),
+            "float16": _write(t, "b", dtype="float16"),
+            "int8-binary": _write(t, "c", dtype="int8", binary=True),
+            "pages": _write(t, "d", unit="page", n=13, block=4),
+            "hnsw": _write(t, "e", index="HNSW8"),
+            "ivf": _write(t, "f", index="IVF2,Flat", lexical=False),
+            "encoder": _write(t, "g", encoder=True),
+            "bare": _write(t, "h", lexical=False, probes=False, n=2, block=64),
+            "empty": _write(t, "i", lexical=False, probes=False, n=0),
+        }
+
+
+def _manifest_of(data: bytes) -> dict:
+    return json.loads(sections(data)["manifest"][1])
+
+
+def with_manifest(data: bytes, edit) -> bytes:
+    m = _manifest_of(data)
+    edit(m)
+    return rebuild(data, {"manifest": json.dumps(m).encode()})
+
+
+def with_json_section(data: bytes, name: str, edit) -> bytes:
+    meta = json.loads(sections(data)[name][1])
+    edit(meta)
+    return rebuild(data, {name: json.dumps(meta).encode()})
+
+
+def _set(path: str, value):
+    def edit(obj):
+        *parents, last = path.split(".")
+        for p in parents:
+            obj = obj[int(p)] if isinstance(obj, list) else obj[p]
+        if isinstance(obj, list):
+            obj[int(last)] = value
+        else:
+            obj[last] = value
+    return edit
+
+
+def _raw_manifest(data: bytes, pattern: str, replacement: str) -> bytes:
+    """The manifest text edited as text: for numbers json.dumps cannot write (1e30 as an integer key's value)."""
+    text = sections(data)["manifest"][1].decode()
+    new, n = re.subn(pattern, replacement, text, count=1)
+    assert n == 1, pattern
+    return rebuild(data, {"manifest": new.encode()})
+
+
+def _index_with_ids(ids_of) -> bytes:
+    """An "ivf" or "idmap" base whose stored index names the ids `ids_of(n)`: genuine FAISS bytes,
+    written by FAISS itself, only the ids forged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        n = len(TEXTS)
+        return _write(Path(tmp), "f", index="IVF2,Flat", lexical=False, add_with_ids=ids_of(n))
+
+
+# name -> (forge(base bundles) -> bytes). Each breaks exactly one rule of manifest.schema.json
+# (or, for the index, "a stored index can answer"): a conforming reader may misread it.
+SCHEMA_CASES = {
+    # issue 27's cases
+    "probe threshold given as a string": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
+                                                                     _set("threshold", "0.99")),
+    "chunk count given as a float": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"chunks":\{"block_size":(\d+),"compression":"zstd","count":(\d+)',
+                                                            r'"chunks":{"block_size":\1,"compression":"zstd","count":\2.0'),
+    "vector count given as a float": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"count":(\d+),"dim"', r'"count":\1.0,"dim"'),
+    "probe kind given as an object": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
+                                                                 _set("probes.0.kind", {"short": True})),
+    "source index a huge integer": lambda b: with_manifest(b["float32-lexical-probes"], _set("sources.0.size", 10**30)),
+    "block size of 1e30": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"block_size":\d+', '"block_size":1e30'),
+    "block size a huge integer": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"block_size":\d+', '"block_size":' + "9" * 30),
+    "ivf ids beyond the chunk count": lambda b: _index_with_ids(lambda n: np.arange(n) + 10**12),
+    "ivf ids negative": lambda b: _index_with_ids(lambda n: -np.arange(n) - 2),
+    # further schema rules
+    "embedder name a number": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.name", 7)),
+    "embedder normalize a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.normalize", "yes")),
+    "embedder pooling unknown": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.pooling", "median")),
+    "embedder max_seq_length zero": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.max_seq_length", 0)),
+    "weights_sha256 not hex": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.weights_sha256", "x" * 64)),
+    "created not a timestamp": lambda b: with_manifest(b["float32-lexical-probes"], _set("created", "yesterday")),
+    "kbc_version a list": lambda b: with_manifest(b["float32-lexical-probes"], _set("kbc_version", ["0.1"])),
+    "format name not kbpack": lambda b: with_manifest(b["float32-lexical-probes"], _set("format.name", "zip")),
+    "chunks encoding not msgpack": lambda b: with_manifest(b["float32-lexical-probes"], _set("chunks.encoding", "cbor")),
+    "counts value negative": lambda b: with_manifest(b["float32-lexical-probes"], _set("counts.files", -1)),
+    "counts value a float": lambda b: with_manifest(b["float32-lexical-probes"], _set("counts.pages", 4.5)),
+    "source path a number": lambda b: with_manifest(b["float32-lexical-probes"], _set("sources.0.path", 12)),
+    "source chunks negative": lambda b: with_manifest(b["float32-lexical-probes"], _set("sources.1.chunks", -4)),
+    "index stored a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("index.stored", "no")),
+    "chunking overlap negative": lambda b: with_manifest(b["float32-lexical-probes"], _set("chunking.overlap", -1)),
+    "lexical k1 a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.k1", "1.2")),
+    "lexical b above 1": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.b", 1.5)),
+    "lexical terms a float": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.terms", 3.0)),
+    "lexical stop_words a number": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.tokenizer.stop_words", 1)),
+    "retrieval depth a float": lambda b: with_manifest(b["float32-lexical-probes"], _set("retrieval.depth", 100.0)),
+    "retrieval weight a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("retrieval.weight", "0.4")),
+    "encoder inputs not strings": lambda b: with_manifest(b["encoder"], _set("encoder.inputs", [1, 2])),
+    "encoder opset a string": lambda b: with_manifest(b["encoder"], _set("encoder.opset", "17")),
+    "skipped entry without a reason": lambda b: with_manifest(b["float32-lexical-probes"], _set("skipped", [{"path": "x"}])),
+    "embedder object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("embedder")),
+    "counts object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("counts")),
+    "binary candidates a float": lambda b: with_manifest(b["int8-binary"], _set("vectors.binary.candidates", 1000.0)),
+    "probe tokens a string": lambda b: with_json_section(b["float32-lexical-probes"], "probes", _set("probes.0.tokens", "3")),
+    "probe max_seq_length a float": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
+                                                                _set("max_seq_length", 64.0)),
+    "probe prompt a number": lambda b: with_json_section(b["float32-lexical-probes"], "probes", _set("prompt", 3)),
+}
+
+
+def schema_cases(base: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    base = base or bases()
+    return {name: forge(base) for name, forge in SCHEMA_CASES.items()}
+
+
+def hostile(genuine: bytes) -> dict[str, bytes]:
+    """tests/test_hostile_bundles.py's cases on `genuine` (a bundle with an index, a lexical index and
+    retrieval settings), with the exit code `inspect --verify` gives each there."""
+    import test_hostile_bundles as h
+
+    return {name: forge(genuine) for name, (forge, _) in h.CASES.items()}
+
+
+def mutations(data: bytes, n: int, seed: int = 0) -> list[bytes]:
+    """n copies of `data`, each with 1 to 8 bytes of one section replaced and every checksum
+    recomputed (test_fuzz_bundle's mutation, from a fixed seed)."""
+    import struct
+
+    count, table_offset = struct.unpack_from("<IQ", data, 12)
+    spans = []
+    for i in range(count):
+        offset, length = struct.unpack_from("<QQ", data, table_offset + 128 * i + 48)
+        if length:
+            spans.append((offset, length))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        offset, length = spans[rng.integers(len(spans))]
+        buf = bytearray(data)
+        for _ in range(rng.integers(1, 9)):
+            buf[offset + rng.integers(length)] = rng.integers(256)
+        out.append(resign(bytes(buf)))
+    return out
+
+
+def crafted_set(extra: dict[str, bytes] | None = None, n_mutations: int = 12) -> dict[str, bytes]:
+    """Every seed, by name: bases, schema cases, hostile cases on the HNSW base, mutations of each base."""
+    base = bases()
+    out = {f"base {k}": v for k, v in base.items()}
+    out.update({f"schema {k}": v for k, v in schema_cases(base).items()})
+    out.update({f"hostile {k}": v for k, v in hostile(base["hnsw"]).items()})
+    for k, v in list(base.items()) + list((extra or {}).items()):
+        if k in (extra or {}):
+            out[f"extra {k}"] = v
+        if len(v) > 128:
+            for i, m in enumerate(mutations(v, n_mutations, seed=len(k))):
+                out[f"mutated {k} {i}"] = m
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
+
+
+def write_seeds(folder: Path, seeds: dict[str, bytes], max_bytes: int | None = None) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (name, data) in enumerate(seeds.items()):
+        if max_bytes is not None and len(data) > max_bytes:
+            continue
+        p = folder / f"{i:03d}-{_slug(name)}.kbpack"
+        p.write_bytes(data)
+        paths.append(p)
+    return paths
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Write libkbpack's fuzz seed corpus (see this file's docstring).")
+    ap.add_argument("outdir", type=Path)
+    ap.add_argument("--max-bytes", type=int, default=262144, help="leave out seeds larger than this (the fuzzer's -max_len)")
+    ap.add_argument("--extra", type=Path, nargs="*", default=[], help="real bundles to add, with their mutations")
+    ap.add_argument("--mutations", type=int, default=12, help="mutated copies of each base bundle")
+    a = ap.parse_args(argv)
+    extra = {p.name: p.read_bytes() for p in a.extra}
+    paths = write_seeds(a.outdir, crafted_set(extra, a.mutations), a.max_bytes)
+    print(f"{len(paths)} seeds in {a.outdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
