@@ -707,6 +707,21 @@ class Bundle:
         if not isinstance(meta, dict) or not isinstance(meta.get("probes"), list) or not all(
                 isinstance(p, dict) and isinstance(p.get("text"), str) for p in meta["probes"]):
             raise self._err("probes", "malformed: expected an object with a list of {text} probes")
+        # FORMAT.md §2.3: every field an engine reads has its type, so a verified bundle's probes are
+        # all usable (libkbpack's load_probe_json checks the same, in the same words)
+        for i, p in enumerate(meta["probes"]):
+            if ("kind" in p and not isinstance(p["kind"], str)) or ("tokens" in p and not _is_count(p["tokens"])):
+                raise self._err("probes", f"probe {i}: kind must be a string and tokens an integer >= 0")
+        for key in ("prompt", "role"):
+            if key in meta and not isinstance(meta[key], str):
+                raise self._err("probes", f"{key} is not a string")
+        if ("max_seq_length" in meta and not (_is_count(meta["max_seq_length"]) and meta["max_seq_length"] >= 1)) or (
+                "version" in meta and not _is_count(meta["version"])):
+            raise self._err("probes", "version and max_seq_length must be integers (max_seq_length >= 1)")
+        threshold = meta.get("threshold")
+        if "threshold" in meta and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                                        and math.isfinite(threshold) and -1 <= threshold <= 1):
+            raise self._err("probes", "threshold must be a number from -1 to 1 (a cosine)")
         n = len(meta["probes"])
         info = self.sections.get("probe_vectors")
         if info is None:
@@ -997,6 +1012,11 @@ def _unpack_block(raw: bytes, expected: int) -> Any:
     return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
                            list_hook=on_list, object_pairs_hook=on_map, max_array_len=max(expected, 1),
                            max_map_len=MAX_KEYS_PER_CHUNK)
+
+
+def _is_count(value: Any) -> bool:
+    """An integer >= 0 as JSON writes one (not a bool, not 3.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _same_setting(a: Any, b: Any) -> bool:
