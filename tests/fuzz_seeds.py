@@ -7,7 +7,8 @@ committed as a binary: the seeds are made at run time, deterministically, from
 
 - small real bundles written by kbc's own writer (`bases()`): float32 with a lexical index, probes
   and retrieval settings as kbc builds them, float16, int8 with binary codes, pages as the unit,
-  an HNSW and an IVF index, a query encoder, one with no optional part at all;
+  a stored index of each FAISS type kbc's readers accept (HNSW, IVF,Flat, IVF,PQ, PQ), a query
+  encoder, one with no optional part at all;
 - the crafted cases of tests/test_hostile_bundles.py applied to the first of them (`hostile()`);
 - the schema cases of issue 27 (`schema_cases()`): each bundle breaks manifest.schema.json or the
   stored index in exactly one place, every checksum recomputed, as an attacker would;
@@ -118,7 +119,8 @@ def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | 
         import faiss
 
         idx = faiss.index_factory(DIM, index, faiss.METRIC_INNER_PRODUCT)
-        idx.train(np.tile(vecs, (40, 1)) + rng.standard_normal((40 * n, DIM)).astype(np.float32) * 0.01)
+        reps = 80 if "PQ" in index else 40  # 16 PQ centroids want 39 points each, or FAISS warns
+        idx.train(np.tile(vecs, (reps, 1)) + rng.standard_normal((reps * n, DIM)).astype(np.float32) * 0.01)
         if add_with_ids is not None:
             idx.add_with_ids(vecs, np.asarray(add_with_ids, dtype=np.int64))
         else:
@@ -143,6 +145,8 @@ def bases() -> dict[str, bytes]:
             "pages": _write(t, "d", unit="page", n=13, block=4),
             "hnsw": _write(t, "e", index="HNSW8"),
             "ivf": _write(t, "f", index="IVF2,Flat", lexical=False),
+            "ivf-pq": _write(t, "j", index="IVF2,PQ4x4", lexical=False, probes=False),
+            "pq": _write(t, "k", index="PQ4x4", lexical=False, probes=False),
             "encoder": _write(t, "g", encoder=True),
             "bare": _write(t, "h", lexical=False, probes=False, n=2, block=64),
             "empty": _write(t, "i", lexical=False, probes=False, n=0),
