@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kbc.bundle import write_bundle  # noqa: E402
+from kbc.format.bundle import write_bundle  # noqa: E402
 
 PRESETS = {"f32": ("float32", False), "f16": ("float16", False), "int8": ("int8", False), "binary": ("int8", True)}
 

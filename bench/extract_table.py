@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from kbc.extract import ExtractOptions, extract_file  # noqa: E402
-from kbc.workers import extract_all  # noqa: E402
-from kbc.sources import discover  # noqa: E402
+from kbc.readers.guarded import ExtractOptions, extract_file  # noqa: E402
+from kbc.engines.workers import extract_all  # noqa: E402
+from kbc.stages.sources import discover  # noqa: E402
 
 LIGATURES = re.compile("[\ufb00-\ufb06]")
 HYPHEN_BREAK = re.compile(r"[a-zà-ÿ]-\n[a-zà-ÿ]")

@@ -3,7 +3,7 @@ problems, and (with --eval) the retrieval quality of a default build with each.
 
     python bench/extractor_compare.py ../shared/eval/financebench-dev [--reader pdfium] [--eval --out /tmp/xc]
 
-Timing: every file through `kbc.extract.extract_file` with the reader variant (what a build's
+Timing: every file through `kbc.readers.guarded.extract_file` with the reader variant (what a build's
 worker does: open, text per page, rows joined, cleaning, headings), serially in this process.
 For a figure to quote, time one reader per process with farm-bench, e.g.
 `farm-bench --vs '.venv/bin/python bench/extractor_compare.py DIR --reader pypdf' -- .venv/bin/python bench/extractor_compare.py DIR --reader pdfium`.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kbc.extract import extract_file  # noqa: E402
+from kbc.readers.guarded import extract_file  # noqa: E402
 from kbc.readers import variants_of  # noqa: E402
-from kbc.sources import discover  # noqa: E402
+from kbc.stages.sources import discover  # noqa: E402
 
 
 def main() -> None:
@@ -51,8 +51,8 @@ def main() -> None:
 
 
 def evaluate_build(root: Path, reader: str, out: Path) -> None:
-    from kbc.evaluate import evaluate, read_qrels, read_queries
-    from kbc.kb import KnowledgeBase
+    from kbc.tools.evaluate import evaluate, read_qrels, read_queries
+    from kbc.query.knowledge_base import KnowledgeBase
     from kbc.pipeline import build
 
     out.mkdir(parents=True, exist_ok=True)

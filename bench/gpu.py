@@ -158,8 +158,8 @@ def cpu_agreement(bundle: Path, backend: str, sample: int) -> tuple[float, float
     """Cosine between the bundle's GPU vectors and the same chunks embedded on the CPU."""
     import numpy as np
 
-    from kbc.bundle import Bundle
-    from kbc.kb import KnowledgeBase
+    from kbc.format.bundle import Bundle
+    from kbc.query.knowledge_base import KnowledgeBase
 
     with Bundle(bundle) as b:
         n = len(b.vectors)

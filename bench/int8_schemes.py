@@ -22,9 +22,9 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from tokenizers import Tokenizer
 
 from kbc.backends.bert_onnx import convert
-from kbc.bundle import Bundle
-from kbc.embed import TokenCounter, read_spec, resolve_model
-from kbc.probe import probe_texts
+from kbc.format.bundle import Bundle
+from kbc.backends.model import TokenCounter, read_spec, resolve_model
+from kbc.format.probes import probe_texts
 
 
 def main(bundle: str) -> None:

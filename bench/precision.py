@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kbc.backends.bert_onnx import convert  # noqa: E402
-from kbc.bundle import Bundle  # noqa: E402
-from kbc.embed import TokenCounter, read_spec, resolve_model  # noqa: E402
-from kbc.probe import probe_texts  # noqa: E402
+from kbc.format.bundle import Bundle  # noqa: E402
+from kbc.backends.model import TokenCounter, read_spec, resolve_model  # noqa: E402
+from kbc.format.probes import probe_texts  # noqa: E402
 
 FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
 

@@ -20,11 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kbc.evaluate import evaluate, read_qrels, read_queries  # noqa: E402
-from kbc.kb import KnowledgeBase  # noqa: E402
-from kbc.lexical import LexicalBuilder, LexicalIndex, TokenizerOptions  # noqa: E402
+from kbc.tools.evaluate import evaluate, read_qrels, read_queries  # noqa: E402
+from kbc.query.knowledge_base import KnowledgeBase  # noqa: E402
+from kbc.format.bm25 import LexicalBuilder, LexicalIndex, TokenizerOptions  # noqa: E402
 from kbc.pipeline import embedded_text  # noqa: E402
-from kbc.retrieval import Retriever, RetrievalSettings  # noqa: E402
+from kbc.format.retrieval import RetrievalSettings
+from kbc.search.fusion import Retriever  # noqa: E402
 
 
 def lexical_index(bundle, *, fields: str, options: TokenizerOptions, k1: float, b: float) -> LexicalIndex:

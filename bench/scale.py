@@ -58,7 +58,7 @@ def index_table(bundle: Path) -> list[dict]:
 
     import faiss
 
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     with Bundle(bundle) as b:
         x = np.ascontiguousarray(b.vectors, dtype=np.float32)

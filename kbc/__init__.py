@@ -24,14 +24,14 @@ def __getattr__(name):
 
 
 def open(path, **kwargs):  # noqa: A001 - mirrors the builtin on purpose: kbc.open(path)
-    """Open a bundle for querying: returns a kbc.kb.KnowledgeBase."""
-    from .kb import KnowledgeBase
+    """Open a bundle for querying: returns a kbc.query.knowledge_base.KnowledgeBase."""
+    from .query.knowledge_base import KnowledgeBase
 
     return KnowledgeBase(path, **kwargs)
 
 
 def open_bundle(path):
     """Open a bundle's raw contents (manifest, vectors, chunks) without any model."""
-    from .bundle import Bundle
+    from .format.bundle import Bundle
 
     return Bundle(path)

@@ -24,11 +24,11 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .engines import open_engine, prefetch
 from .errors import InputError, cli_names, option
-from .index import DEFAULT_INDEX
+from .search.dense import DEFAULT_INDEX
 from .records import Problem
-from .retrieval import RetrievalSettings
-from .sources import DEFAULT_MAX_FILE_BYTES, check_output_path, discover
-from .vectors import PRESETS
+from .format.retrieval import RetrievalSettings
+from .stages.sources import DEFAULT_MAX_FILE_BYTES, check_output_path, discover
+from .format.vectors import PRESETS
 from .stages.chunk import CHUNK_RECORDS_VERSION, ChunkStage, embedded_text  # noqa: F401 (re-exported)
 from .stages.embed import EmbedStage, ReusedVectors, embedder_identity  # noqa: F401 (re-exported)
 from .stages.extract import ExtractStage
@@ -63,7 +63,7 @@ class BuildReport:
     cache: dict[str, int] = field(default_factory=dict)
     ignored: list[dict[str, str]] = field(default_factory=list)  # not built by choice: {path, reason}
     config_file: str | None = None  # the kbc.toml / pyproject.toml the options came from
-    vectors: str = "f32"  # how the bundle stores them (kbc.vectors.PRESETS)
+    vectors: str = "f32"  # how the bundle stores them (kbc.format.vectors.PRESETS)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,11 +131,11 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
 
     `code`: read source code and config files too (the opt-in `code` reader).
     `pdf_reader`: which PDF reader variant (kbc.readers.variants_of("pdf"): pdfium, pypdf); None, the default.
-    `vectors`: how the bundle stores them, a kbc.vectors.PRESETS name (f32, f16, int8, binary).
+    `vectors`: how the bundle stores them, a kbc.format.vectors.PRESETS name (f32, f16, int8, binary).
     `with_encoder`: store the ONNX graph that made the vectors and its tokenizer.json in the bundle,
     so that a device embeds questions with exactly that (onnx and onnx-int8 backends).
     `build_options`: the options as `kbc build` spells them, recorded in the manifest so that
-    `kbc build --from-bundle` can rebuild with them (the CLI passes them; see kbc.config)."""
+    `kbc build --from-bundle` can rebuild with them (the CLI passes them; see kbc.cli.config)."""
     t_start = time.perf_counter()
     output = Path(output)
     if isinstance(paths, (str, os.PathLike)):
@@ -281,7 +281,7 @@ def _warm_up_when_needed(extract: ExtractStage, embed: EmbedStage, chunk: ChunkS
 
 
 def _open_cache(cache_dir):
-    from .cache import Cache
+    from .infra.cache import Cache
 
     try:
         return Cache(cache_dir)

@@ -73,7 +73,7 @@ def make_tiny_model(d: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from kbc.embed import resolve_model
+    from kbc.backends.model import resolve_model
 
     default = resolve_model(None).path
     vocab_size = sum(1 for _ in open(default / "vocab.txt", encoding="utf-8"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kbc import bundle as B
+from kbc.format import bundle as B
 
 
 def resign(data: bytes) -> bytes:

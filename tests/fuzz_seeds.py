@@ -79,9 +79,9 @@ def _probes(dim: int, rng) -> list[tuple[str, str, bytes]]:
 
 def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | None = None, unit="chunk",
            encoder=False, lexical=True, probes=True, n=len(TEXTS), block=3, add_with_ids=None) -> bytes:
-    from kbc.bundle import write_bundle
-    from kbc.lexical import LexicalBuilder
-    from kbc.retrieval import RetrievalSettings
+    from kbc.format.bundle import write_bundle
+    from kbc.format.bm25 import LexicalBuilder
+    from kbc.format.retrieval import RetrievalSettings
 
     rng = np.random.default_rng(len(name))
     texts = [TEXTS[i % len(TEXTS)] + ("" if i < len(TEXTS) else f" ({i})") for i in range(n)]

@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT
 from kbc.backends.bert_onnx import convert, supported
 from kbc.backends.onnx import OnnxEmbedder, _export_fp32
-from kbc.embed import TokenCounter, read_spec, resolve_model
-from kbc.probe import probe_texts
+from kbc.backends.model import TokenCounter, read_spec, resolve_model
+from kbc.format.probes import probe_texts
 
 
 def _variant(tiny_model: Path, tmp_path: Path, pooling: str, normalize: bool) -> Path:

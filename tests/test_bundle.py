@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from conftest import run_kbc
 from forge import resign
-from kbc import bundle as B
-from kbc.bundle import Bundle, BundleWriter, write_bundle
+from kbc.format import bundle as B
+from kbc.format.bundle import Bundle, BundleWriter, write_bundle
 from kbc.errors import BundleError, InputError
 
 
@@ -265,7 +265,7 @@ def test_reader_never_unpickles_and_rejects_msgpack_ext(tmp_path):
 
 
 def test_importing_reader_and_cli_does_not_import_torch():
-    code = ("import sys, kbc.bundle, kbc.cli, kbc.kb, kbc.index; "
+    code = ("import sys, kbc.format.bundle, kbc.cli, kbc.query.knowledge_base, kbc.search.dense; "
             "bad = [m for m in ('torch', 'sentence_transformers', 'transformers', 'faiss', 'onnxruntime') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

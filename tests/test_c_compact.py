@@ -15,9 +15,9 @@ import pytest
 
 from conftest import SAMPLE_DOCS, run_kbc
 from forge import rebuild, sections
-from kbc.bundle import Bundle, write_bundle
+from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
-from kbc.kb import KnowledgeBase
+from kbc.query.knowledge_base import KnowledgeBase
 from test_libkbpack import (FUSIONS, QUESTIONS, TIME_LIMIT_S, assert_same_ranking, c_verdict, flipped_verdicts, hits_of,
                             kbpack, python_verdict, ranked, with_retrieval, write_f32)
 
@@ -316,7 +316,7 @@ CASES["byte -128 at the largest scale"] = (  # 128 x scale is finite: every valu
 def test_binary_codes_with_a_faiss_index_are_refused_by_both_readers(kbpack_tool, tmp_path):
     """The codes are the index: a stored FAISS index beside them would make Python and C answer
     differently, so both refuse the bundle (FORMAT.md §2.7)."""
-    from kbc.index import build_index
+    from kbc.search.dense import build_index
 
     x = unit_rows(300, 16, seed=6)
     path = write_bundle(tmp_path / "both.kbpack", manifest={}, vectors=x, chunks=[{"text": str(i)} for i in range(300)],

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from forge import resign
-from kbc.bundle import Bundle, write_bundle
+from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
-from kbc.lexical import LexicalBuilder, LexicalFormatError, TokenizerOptions, tokenize
+from kbc.format.bm25 import LexicalBuilder, LexicalFormatError, TokenizerOptions, tokenize
 
 
 

@@ -1,5 +1,5 @@
 """Pages as the unit (FORMAT.md §2.8) in libkbpack (readers/c): `kbp_search_pages` and `kbpack search
---unit page` rank the same pages as kbc's Python reader (KnowledgeBase.rank_pages, kbc.retrieval.rank_pages):
+--unit page` rank the same pages as kbc's Python reader (KnowledgeBase.rank_pages, kbc.search.fusion.rank_pages):
 the same page keys in the same order, the same member chunks, page and chunk scores within 1e-5
 (dense, hybrid: float32 inner products) or equal (lexical: BM25 is bit-identical, and the page sum
 is taken in the same order). Forged page settings get the same verdict from both readers."""
@@ -15,11 +15,12 @@ import pytest
 
 from conftest import run_kbc
 from forge import rebuild, sections
-from kbc.bundle import write_bundle
+from kbc.format.bundle import write_bundle
 from kbc.errors import BundleError
-from kbc.kb import KnowledgeBase
-from kbc.lexical import LexicalBuilder
-from kbc.retrieval import RetrievalSettings, rank_pages
+from kbc.query.knowledge_base import KnowledgeBase
+from kbc.format.bm25 import LexicalBuilder
+from kbc.format.retrieval import RetrievalSettings
+from kbc.search.fusion import rank_pages
 from pdfgen import make_pdf
 from test_libkbpack import TIME_LIMIT_S, c_verdict, hits_of, kbpack, python_verdict, write_f32
 
@@ -332,7 +333,7 @@ def test_odd_page_keys_group_as_python_groups_them(kbpack_tool, tmp_path, retrie
 @pytest.mark.parametrize("depth", [2, 3, 4, 5, 6])
 def test_dense_ties_at_the_cut_go_to_the_lower_ids(kbpack_tool, tmp_path, depth):
     """Chunks 1..5 have the same vector: a page_depth that cuts through them keeps the lower ids
-    (FORMAT.md §2.5, §2.8). The expectation is kbc.retrieval.rank_pages over the spec's ranking
+    (FORMAT.md §2.5, §2.8). The expectation is kbc.search.fusion.rank_pages over the spec's ranking
     (every score, best first, lower id first on ties), not kbc's dense Searcher, whose
     argpartition may keep a higher id at the cut."""
     rng = np.random.default_rng(9)

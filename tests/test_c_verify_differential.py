@@ -7,7 +7,7 @@ The crafted set is the one the sanitizer tests run (tests/fuzz_seeds.py: small r
 kind, the schema cases, mutations of each with checksums recomputed, and the hostile cases on a real
 `kbc build` output), plus every scalar field of every FAISS index type kbc's readers accept, forged
 to values around its limits: the C walk of the index (kbpack.c, check_index) must refuse what
-kbc/faiss_guard.py (and FAISS's own loader) refuse, and nothing else.
+kbc/format/faiss_guard.py (and FAISS's own loader) refuse, and nothing else.
 
 Cases whose verdict waits on Python-side work in progress are listed in PENDING with the reason and
 run as a non-strict xfail: the test passes today and becomes strict as they are settled."""
@@ -41,7 +41,7 @@ def pending_reason(name: str) -> str | None:
 def python_verdict(path: Path) -> tuple[int | str, str]:
     """Bundle.verify (what `kbc inspect --verify` runs): 0 intact, 3 invalid; anything else raised is
     a crash of the Python reader, reported as such."""
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
     from kbc.errors import BundleError
 
     try:
@@ -97,14 +97,14 @@ def test_both_readers_reach_the_same_verdict_on_the_pending_crafted_bundles(kbpa
     assert not found, f"{len(found)} of {len(pending)} pending bundles get different verdicts:\n" + "\n".join(found)
 
 
-# every FAISS type kbc/faiss_guard.py lets FAISS load, as small real indexes written by FAISS
+# every FAISS type kbc/format/faiss_guard.py lets FAISS load, as small real indexes written by FAISS
 INDEX_FACTORIES = ["HNSW8", "IVF2,Flat", "IVF2,PQ4x4", "PQ4x4", "PQ2x4", "Flat"]
 
 
 def forged_fields(index: bytes, count: int, dim: int):
     """(field, width, value, index bytes) for each scalar field the guard reads, set to values
     around the limits (0, 1, +-1 of the true value, all ones, the sign bit, the budgets)."""
-    from kbc import faiss_guard
+    from kbc.format import faiss_guard
 
     for field, pos in faiss_guard.field_offsets(index, count=count, dim=dim).items():
         for width in (1, 4, 8):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kbc
-from kbc.bundle import Bundle
+from kbc.format.bundle import Bundle
 
 
 def write(p: Path, text: str) -> Path:
@@ -72,7 +72,7 @@ def test_reuse_previous_bundle_as_cache(tmp_path):
 def test_reused_vectors_never_enter_the_shared_cache_and_bad_ones_are_refused(tmp_path):
     """A bundle with recomputed checksums can carry any vectors: they serve one --reuse build
     (when finite and unit length) and are never stored where later builds would ship them."""
-    from kbc.bundle import Bundle, write_bundle
+    from kbc.format.bundle import Bundle, write_bundle
 
     src = corpus(tmp_path / "docs")
     kbc.build([src], tmp_path / "old.kbpack", use_cache=False)
@@ -154,7 +154,7 @@ def test_a_cache_damaged_or_read_only_mid_build_costs_a_warning_not_the_build(tm
 
 
 def test_non_finite_cached_vectors_are_misses(tmp_path):
-    from kbc.cache import Cache
+    from kbc.infra.cache import Cache
 
     c = Cache(tmp_path / "c")
     c.put_vectors([(b"k1", np.array([np.nan, 1.0], dtype=np.float32)), (b"k2", np.array([0.6, 0.8], dtype=np.float32))])

@@ -39,7 +39,7 @@ def test_usage_errors_are_one_line_and_json_callers_get_an_error_object(tmp_path
 
 
 def test_hits_show_physical_pages_and_labels_where_they_differ():
-    from kbc.kb import Hit
+    from kbc.query.knowledge_base import Hit
 
     h = Hit(rank=1, score=0.5, chunk_id=0, source="a.pdf", page_start=5, page_end=6, char_start=0, char_end=1,
             text="t", label_start="iv", label_end="v")
@@ -161,7 +161,7 @@ def test_cache_prune_by_age_then_size_and_an_old_cache_gets_the_new_column(tmp_p
 def test_cache_prune_while_another_kbc_holds_the_database_is_one_line(tmp_path, tiny_model, monkeypatch):
     import sqlite3
 
-    from kbc import cache as cache_module
+    from kbc.infra import cache as cache_module
 
     cache = tmp_path / "cache"
     docs = tmp_path / "docs"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_kbc
-from kbc.bundle import Bundle
+from kbc.format.bundle import Bundle
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_odd_pyprojects_and_forged_bundle_options(project, tiny_model):
     (project / "pyproject.toml").write_text('tool = "kbc"\n')
     out = project / "kb.kbpack"
     run_kbc("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "-q", check=True)
-    from kbc.config import checked_options, RECORDED
+    from kbc.cli.config import checked_options, RECORDED
     from kbc.errors import InputError
 
     with pytest.raises(InputError, match="'ray_address' is not an option a bundle records"):
@@ -96,7 +96,7 @@ def test_odd_pyprojects_and_forged_bundle_options(project, tiny_model):
 
 
 def test_a_bundle_cannot_lift_the_limits_that_protect_a_build():
-    from kbc.config import RECORDED, checked_options
+    from kbc.cli.config import RECORDED, checked_options
     from kbc.errors import InputError
 
     for key, value in (("follow_symlinks", True), ("max_file_mb", 1e12), ("workers", 0)):

@@ -3,7 +3,7 @@ against the type and range of the `kbc build` flag it stands for, the file's siz
 nesting are bounded before it is parsed, and neither a config file nor a bundle can name plugins.
 
 Each hostile case is one line on stderr naming the file and the key, exit 2 (InputError), no
-traceback, through the CLI and through `kbc.config.load_config`."""
+traceback, through the CLI and through `kbc.cli.config.load_config`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_kbc
-from kbc import config as C
+from kbc.cli import config as C
 from kbc.errors import InputError
 
 # (name, kbc.toml text, the key as the message must name it, words the message must hold)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, run_kbc
 from forge import rebuild, sections
-from kbc.bundle import Bundle
+from kbc.format.bundle import Bundle
 
 SCRIPT = ROOT / "readers" / "python" / "kbpack_encoder.py"
 

@@ -49,7 +49,7 @@ def test_a_plugin_reader_in_one_file_works_end_to_end(tmp_path, tiny_model):
     plugin.write_text(textwrap.dedent('''
         from kbc.readers import register_reader
         from kbc.records import Problem
-        from kbc.textclean import join_pages
+        from kbc.readers.textclean import join_pages
 
         @register_reader("recipe", suffixes=(".recipe",), description="recipe cards: TITLE: line, then steps")
         def read_recipe(src, data, out, opts):
@@ -87,7 +87,7 @@ def test_a_plugin_reader_in_one_file_works_end_to_end(tmp_path, tiny_model):
 def test_device_selection_without_a_gpu(tiny_model):
     from kbc.backends import load_embedder
     from kbc.backends.onnx import _providers
-    from kbc.embed import read_spec, resolve_model
+    from kbc.backends.model import read_spec, resolve_model
 
     ref = resolve_model(str(tiny_model))
     spec = read_spec(ref)

@@ -11,10 +11,9 @@ import pytest
 
 from conftest import SHARED, run_kbc
 from kbc.errors import InputError
-from kbc.evaluate import (PAGE_METRICS, _score_pages, hit_metrics, mean_metrics, page_judgements, query_metrics,
-                          rank_all, rank_documents, read_qrels,
-                          read_queries)
-from kbc.index import Searcher
+from kbc.tools.evaluate import (PAGE_METRICS, _score_pages, hit_metrics, mean_metrics, page_judgements, query_metrics,
+                                rank_all, rank_documents, read_qrels, read_queries)
+from kbc.search.dense import Searcher
 
 L2_3, L2_4, L2_5 = math.log2(3), math.log2(4), math.log2(5)
 

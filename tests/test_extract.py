@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED, run_kbc
-from kbc.extract import ExtractOptions, extract_file
-from kbc.workers import extract_all
-from kbc.sources import discover
+from kbc.readers.guarded import ExtractOptions, extract_file
+from kbc.engines.workers import extract_all
+from kbc.stages.sources import discover
 from pdfgen import encrypt_pdf, make_pdf
 
 PDFS = SHARED / "pdfs"
@@ -212,7 +212,7 @@ def test_shared_folder_builds_and_strict_fails(tmp_path):
 # ------------------------------------------------------------ titles and headings (chunk context)
 
 def test_meaningful_titles_only():
-    from kbc.textclean import meaningful_title
+    from kbc.readers.textclean import meaningful_title
 
     assert meaningful_title("Form 10-K for Microsoft Corp") == "Form 10-K for Microsoft Corp"
     # the application's window title over its input file is a generator's title (issue 26): the
@@ -223,7 +223,7 @@ def test_meaningful_titles_only():
 
 
 def test_page_headings_are_short_capitalised_lines_at_the_top():
-    from kbc.textclean import page_heading
+    from kbc.readers.textclean import page_heading
 
     assert page_heading("NETFLIX, INC.\nCONSOLIDATED BALANCE SHEETS\n(in thousands, except share data)\n2017 2016") == \
         "NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS"
@@ -235,7 +235,7 @@ def test_page_headings_are_short_capitalised_lines_at_the_top():
 
 
 def test_markdown_heading_paths_cover_their_sections():
-    from kbc.textclean import markdown_headings
+    from kbc.readers.textclean import markdown_headings
 
     text = "# Guide\n\nintro\n\n## Install\n\ntext\n\n### Linux\n\nmore\n\n## Use\n\nend"
     spans = markdown_headings(text)
@@ -246,13 +246,13 @@ def test_markdown_heading_paths_cover_their_sections():
 
 
 def test_control_characters_are_cleaned():
-    from kbc.textclean import clean_text
+    from kbc.readers.textclean import clean_text
 
     assert clean_text("net\x00income\x07 1,577\x1b[2J") == "net income 1,577 [2J"
 
 
 def test_a_huge_text_file_is_cut_and_reported_not_chunked_without_bound(tmp_path, monkeypatch):
-    import kbc.extract as X
+    import kbc.readers.guarded as X
 
     monkeypatch.setattr(X, "MAX_DOCUMENT_CHARS", 1000)
     p = tmp_path / "big.md"
@@ -318,7 +318,7 @@ def test_pypdf_splits_the_rows_pdfium_keeps():
 
 
 def test_the_reader_is_chosen_recorded_and_keys_the_cache(tmp_path):
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     docs = tmp_path / "docs"
     docs.mkdir()

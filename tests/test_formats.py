@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_kbc
 from kbc.readers import READERS
-from kbc.sources import discover
+from kbc.stages.sources import discover
 
 HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Pump manual</title></head><body>
 <nav><ul><li><a href="/">Home</a></li><li><a href="/shop">Shop the sale now</a></li></ul></nav>
@@ -135,7 +135,7 @@ def test_a_mixed_folder_builds_with_text_headings_and_reasons(mixed, tmp_path, t
     ("readme.md", ["Readme", "Readme > Safety"]),
 ])
 def test_each_structured_format_keeps_its_heading_paths(mixed, name, paths):
-    from kbc.extract import extract_file
+    from kbc.readers.guarded import extract_file
 
     src = next(s for s in discover([mixed]) if s.rel == name)
     ex = extract_file(src)
@@ -165,7 +165,7 @@ def test_source_code_is_read_only_when_asked(tmp_path, tiny_model):
     code = [c for c in info["chunks"] if paths[c["source"]] == "src/pump.py"]
     assert "def prime(pump):\n    \"\"\"Fill the casing" in code[0]["text"]  # indentation kept
     assert code[0]["context"] == "src pump"
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     with Bundle(tmp_path / "b.kbpack") as b:  # never lifted from a bundle: --code widens what a build reads
         assert "code" not in b.manifest["build_options"]
@@ -224,7 +224,7 @@ def test_an_excluded_linked_folder_is_ignored_not_a_problem(tmp_path):
 
 
 def test_jsonl_records_may_hold_line_separators_in_their_strings(tmp_path):
-    from kbc.extract import extract_file
+    from kbc.readers.guarded import extract_file
 
     p = tmp_path / "r.jsonl"
     p.write_text('{"_id": "1", "text": "before\u2028after and \u0085 next"}\n{"_id": "2", "text": "second"}\n',
@@ -247,7 +247,7 @@ def test_identical_bytes_in_files_of_other_kinds_or_paths_keep_their_own_chunks(
     kbc.build([docs], tmp_path / "cached.kbpack", model=str(tiny_model), cache_dir=cache)
     kbc.build([docs], tmp_path / "clean.kbpack", model=str(tiny_model), use_cache=False)
     assert (tmp_path / "cached.kbpack").read_bytes() == (tmp_path / "clean.kbpack").read_bytes()
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     with Bundle(tmp_path / "clean.kbpack") as b:
         texts = {b.source_path(c): c["text"] for c in b.iter_chunks()}

@@ -23,8 +23,8 @@ import kbc
 from conftest import ROOT, skip_summary
 from kbc.cli import app
 from kbc.errors import InputError
-from kbc.extract import extract_file
-from kbc.sources import discover
+from kbc.readers.guarded import extract_file
+from kbc.stages.sources import discover
 
 runner = CliRunner()
 NOTES = "# Pump notes\n\nThe centrifugal pump hums when the impeller wears.\n"
@@ -202,7 +202,7 @@ def test_an_empty_query_in_an_eval_file_is_exit_2_naming_it(small_bundle, tiny_m
 
 
 def test_a_factory_string_faiss_refuses_is_one_line_with_valid_examples(tmp_path, tiny_model):
-    from kbc.index import build_index
+    from kbc.search.dense import build_index
 
     want = "index 'Bogus': not a FAISS factory string FAISS accepts; valid ones are e.g. Flat, HNSW32, IVF1024,Flat"
     with pytest.raises(InputError) as e:
@@ -232,7 +232,7 @@ REAL_TITLES = ["Form 10-K for Microsoft Corp", "Word Documents in Court: a guide
 
 @pytest.mark.parametrize("title", GENERATOR_TITLES)
 def test_a_generators_default_title_is_no_title(title):
-    from kbc.textclean import meaningful_title
+    from kbc.readers.textclean import meaningful_title
 
     assert meaningful_title(title) is None
     assert meaningful_title(title.lower()) is None and meaningful_title(f"  {title.upper()} ") is None
@@ -240,7 +240,7 @@ def test_a_generators_default_title_is_no_title(title):
 
 @pytest.mark.parametrize("title", REAL_TITLES)
 def test_a_real_title_is_kept(title):
-    from kbc.textclean import meaningful_title
+    from kbc.readers.textclean import meaningful_title
 
     assert meaningful_title(title) == title
 
@@ -260,7 +260,7 @@ def test_a_docx_without_a_real_title_takes_its_first_heading_or_its_file_name(tm
     titles = {s.rel: extract_file(s).documents[0].title for s in discover([d])}
     assert titles == {"handbook.docx": "Valve care", "policy.docx": None}
     kbc.build(d, tmp_path / "kb.kbpack", model=str(tiny_model), workers=0)
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     with Bundle(tmp_path / "kb.kbpack") as b:
         contexts = {b.source_path(c): c.get("context") for c in (b.chunk(i) for i in range(b.count))}

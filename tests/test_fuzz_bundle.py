@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forge import resign
-from kbc.bundle import Bundle, write_bundle
+from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError, InputError
-from kbc.index import Searcher
-from kbc.lexical import LexicalBuilder
-from kbc.retrieval import RetrievalSettings, Retriever
+from kbc.search.dense import Searcher
+from kbc.format.bm25 import LexicalBuilder
+from kbc.format.retrieval import RetrievalSettings
+from kbc.search.fusion import Retriever
 
 EXAMPLES = int(os.environ.get("KBC_FUZZ_EXAMPLES", "300"))
 TEXTS = ["alpha beta 2018", "beta gamma, 1,577 units", "Gamma delta ÉPÉE", "delta alpha 漢字", "epsilon"]

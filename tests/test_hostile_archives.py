@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kbc.extract import extract_file
+from kbc.readers.guarded import extract_file
 from kbc.readers import archive
 from kbc.readers.archive import ArchiveLimits, ArchiveRefused, open_archive
 from kbc.records import SourceFile
@@ -155,7 +155,7 @@ def test_a_directory_that_understates_a_size_is_caught_while_inflating_in_bounde
         import json, resource, sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from kbc.extract import extract_file
+        from kbc.readers.guarded import extract_file
         from kbc.records import SourceFile
         def peak_mb():  # VmHWM: this program's own peak; ru_maxrss keeps the forking parent's across exec
             for line in open("/proc/self/status"):
@@ -334,7 +334,7 @@ def test_a_build_skips_each_hostile_file_and_no_other_files_text_reaches_a_chunk
     assert set(skipped) == set(hostile) | {"bomb.docx"}, skipped
     assert "expands to more than 128 MiB" in skipped["bomb.docx"]
     assert got["peak_mb"] < 1500, got["peak_mb"]  # measured before the bounds: 2.1 GB for the bomb alone
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     with Bundle(out) as b:
         texts = [json.dumps(b.chunk(i)) for i in range(len(b.vectors))]

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import ROOT, run_kbc
 from forge import rebuild, sections
-from kbc import encoder_guard as G
+from kbc.format import encoder_guard as G
 from kbc.backends import bert_onnx
-from kbc.bundle import Bundle
+from kbc.format.bundle import Bundle
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -210,7 +210,7 @@ def test_the_torch_export_and_its_quantisation_pass_the_guard(tiny_model, tmp_pa
     """The path for models the converter does not cover (torch.onnx.export, then quantize_dynamic)."""
     pytest.importorskip("torch")
     from kbc.backends import onnx as kbc_onnx
-    from kbc.embed import read_spec, resolve_model
+    from kbc.backends.model import read_spec, resolve_model
 
     ref = resolve_model(str(tiny_model))
     spec = read_spec(ref)
@@ -240,7 +240,7 @@ def test_the_encoder_script_carries_the_same_guard():
     start = "# ---- shared with readers/python/kbpack_encoder.py"
     end = "# ---- end of the shared part ----"
     theirs = SCRIPT.read_text(encoding="utf-8")
-    ours = (ROOT / "kbc" / "encoder_guard.py").read_text(encoding="utf-8")
+    ours = (ROOT / "kbc" / "format" / "encoder_guard.py").read_text(encoding="utf-8")
 
     def part(s):
         return s[s.index(start):s.index(end)]

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_kbc
 from kbc.errors import InputError
-from kbc.sources import check_output_path, discover
+from kbc.stages.sources import check_output_path, discover
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -124,7 +124,7 @@ def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
 
     import numpy as np
 
-    from kbc.bundle import write_bundle
+    from kbc.format.bundle import write_bundle
 
     dead = tmp_path / ".kb.kbpack.dead1234.tmp"
     dead.write_bytes(b"\x00" * 4096)

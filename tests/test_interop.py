@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_tiny_model, run_kbc
-from kbc import bundle as bundle_mod
-from kbc.bundle import Bundle, write_bundle
+from kbc.format import bundle as bundle_mod
+from kbc.format.bundle import Bundle, write_bundle
 
 
 def bundle_rows(path):
@@ -133,7 +133,7 @@ def probe_inputs(bundle) -> list[str]:
 
 
 def onnx_vectors(model_dir, inputs, *, truncate: bool = True) -> np.ndarray:
-    from kbc.embed import read_spec, resolve_model
+    from kbc.backends.model import read_spec, resolve_model
     from kbc.backends.onnx import OnnxEmbedder
 
     ref = resolve_model(str(model_dir))
@@ -168,7 +168,7 @@ def test_probe_fails_for_another_model(torch_built, tmp_path):
 
 def test_probe_exposes_an_engine_that_does_not_truncate(sample_bundle, tmp_path):
     """The disagreement llama.cpp showed with MiniLM: the same model, but no cut at 256 tokens."""
-    from kbc.embed import resolve_model
+    from kbc.backends.model import resolve_model
 
     inputs = run_kbc("probe", str(sample_bundle), "--texts", check=True).stdout.split("\n")[:-1]
     np.save(tmp_path / "untruncated.npy", onnx_vectors(resolve_model(None).path, inputs, truncate=False))

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from kbc.lexical import (LexicalBuilder, LexicalFormatError, LexicalIndex, TokenizerOptions, s_stem, tokenize,
-                         top_k, uleb128_decode, uleb128_encode)
-from kbc.retrieval import RetrievalSettings, fuse
+from kbc.format.bm25 import (LexicalBuilder, LexicalFormatError, LexicalIndex, TokenizerOptions, s_stem, tokenize,
+                             top_k, uleb128_decode, uleb128_encode)
+from kbc.format.retrieval import RetrievalSettings
+from kbc.search.fusion import fuse
 
 
 @pytest.mark.parametrize("text, tokens", [
@@ -142,7 +143,7 @@ def test_retrieval_settings_are_validated():
 # --------------------------------------------------------------------------- in a bundle
 
 def _bundle_with_lexical(path, texts, *, manifest_extra=None, mutate=None):
-    from kbc.bundle import write_bundle
+    from kbc.format.bundle import write_bundle
 
     b = LexicalBuilder()
     b.add_many(texts)
@@ -156,7 +157,7 @@ def _bundle_with_lexical(path, texts, *, manifest_extra=None, mutate=None):
 
 
 def test_bundle_round_trip_and_verify(tmp_path):
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     texts = ["Capital expenditure was 1,577 million in FY2018", "Revenue grew", "Capital leases"]
     p = _bundle_with_lexical(tmp_path / "x.kbpack", texts)
@@ -168,7 +169,7 @@ def test_bundle_round_trip_and_verify(tmp_path):
 
 def test_rechecksummed_bad_lexical_sections_are_invalid_bundles(tmp_path):
     """An author who recomputes the checksums still cannot smuggle in ids past the chunk count."""
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
     from kbc.errors import BundleError
 
     def out_of_range(sections):
@@ -193,9 +194,9 @@ def test_rechecksummed_bad_lexical_sections_are_invalid_bundles(tmp_path):
 
 def test_a_1_1_bundle_opens_and_searches_dense(tmp_path, monkeypatch):
     """Bundles written before 1.2 carry no lexical sections: dense is their only mode."""
-    import kbc.bundle as B
-    from kbc.index import Searcher
-    from kbc.retrieval import Retriever
+    import kbc.format.bundle as B
+    from kbc.search.dense import Searcher
+    from kbc.search.fusion import Retriever
 
     monkeypatch.setattr(B, "FORMAT_MINOR", 1)
     vecs = np.eye(3, 4, dtype=np.float32)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kbc.lexical import LexicalBuilder
+from kbc.format.bm25 import LexicalBuilder
 
 
 def _corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -43,7 +43,7 @@ def test_spilled_runs_give_the_same_sections_as_memory(tmp_path, spill_bytes, mo
     corpus = _corpus(1500)
     (meta, sections), runs = _build(corpus)
     assert runs == 0
-    import kbc.lexical as lex
+    import kbc.format.bm25 as lex
 
     monkeypatch.setattr(lex, "_FINISH_SLICE", 97)  # merge steps that cut terms and runs anywhere
     (meta2, sections2), runs2 = _build(corpus, spill_bytes=spill_bytes, spill_dir=str(tmp_path))
@@ -57,7 +57,7 @@ def test_spilled_runs_give_the_same_sections_as_memory(tmp_path, spill_bytes, mo
 
 def test_a_bundle_built_with_a_tiny_spill_budget_has_the_same_lexical_sections(tmp_path, monkeypatch, tiny_model):
     import kbc
-    from kbc.lexical import SECTIONS
+    from kbc.format.bm25 import SECTIONS
     from conftest import SAMPLE_DOCS
 
     a = tmp_path / "a.kbpack"
@@ -74,7 +74,7 @@ def test_a_bundle_built_with_a_tiny_spill_budget_has_the_same_lexical_sections(t
     b = tmp_path / "b.kbpack"
     kbc.build([SAMPLE_DOCS], b, model=str(tiny_model), use_cache=False)
     assert made and made[0].postings > 0  # it did spill
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     x, y = Bundle(a), Bundle(b)
     assert x.manifest["lexical"] == y.manifest["lexical"]
@@ -96,7 +96,7 @@ def test_close_and_an_interrupt_remove_the_runs(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         from kbc.cli import _term
-        from kbc.lexical import LexicalBuilder
+        from kbc.format.bm25 import LexicalBuilder
         from test_lexical_spill import _corpus
         signal.signal(signal.SIGTERM, _term)
         b = LexicalBuilder(spill_bytes=120, spill_dir={str(tmp_path)!r})

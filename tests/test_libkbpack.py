@@ -22,10 +22,10 @@ import pytest
 import test_hostile_bundles as hostile
 from conftest import SAMPLE_DOCS, run_kbc
 from forge import rebuild, resign, sections
-from kbc.bundle import Bundle, write_bundle
+from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
-from kbc.kb import KnowledgeBase
-from kbc.probe import compare
+from kbc.query.knowledge_base import KnowledgeBase
+from kbc.tools.probe import compare
 
 MEMORY_LIMIT = 512 << 20  # the tool maps the file; it allocates at most one 64 MiB block and its index
 TIME_LIMIT_S = 60

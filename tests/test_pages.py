@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import run_kbc
-from kbc.retrieval import RetrievalSettings, rank_pages
+from kbc.format.retrieval import RetrievalSettings
+from kbc.search.fusion import rank_pages
 from pdfgen import make_pdf
 
 S = RetrievalSettings()
@@ -148,8 +149,8 @@ def test_eval_unit_page_ranks_pages(paged_set):
 def test_rerank_orders_by_the_cross_encoder(paged_set, tmp_path):
     from test_rerank import make_tiny_cross_encoder
 
-    from kbc.kb import KnowledgeBase
-    from kbc.rerank import load_reranker, passage_text
+    from kbc.query.knowledge_base import KnowledgeBase
+    from kbc.query.rerank import load_reranker, passage_text
 
     d, bundle = paged_set
     ce = make_tiny_cross_encoder(tmp_path / "ce")
@@ -169,7 +170,7 @@ def test_rerank_orders_by_the_cross_encoder(paged_set, tmp_path):
 
 
 def test_default_unit_page_is_recorded_and_used(paged_set, tmp_path):
-    from kbc.bundle import Bundle
+    from kbc.format.bundle import Bundle
 
     d, _ = paged_set
     out = tmp_path / "paged.kbpack"
@@ -187,7 +188,7 @@ def test_default_unit_page_is_recorded_and_used(paged_set, tmp_path):
 def test_exact_dense_search_keeps_the_lower_ids_tied_at_the_cut():
     """FORMAT.md §2.5/§2.8: equal scores go to the lower chunk id, at the k cut too (argpartition
     alone keeps any of them)."""
-    from kbc.index import Searcher
+    from kbc.search.dense import Searcher
 
     rng = np.random.default_rng(3)
     rows = rng.standard_normal((32, 8)).astype(np.float32)

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE_DOCS, run_kbc
-from kbc.bundle import Bundle
-from kbc.chunk import (CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunker, document_context, resolve_spec,
-                       token_budget)
-from kbc.embed import TokenCounter, read_spec, resolve_model
+from kbc.format.bundle import Bundle
+from kbc.stages.splitter import (CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunker, document_context, resolve_spec,
+                                 token_budget)
+from kbc.backends.model import TokenCounter, read_spec, resolve_model
 from kbc.errors import InputError
 from kbc.records import Document, Page
-from kbc.textclean import clean_text, strip_running_lines
-from kbc.sources import discover
+from kbc.readers.textclean import clean_text, strip_running_lines
+from kbc.stages.sources import discover
 
 
 def write(p: Path, text: str) -> Path:
@@ -106,7 +106,7 @@ def test_the_batch_counting_splitter_splits_exactly_as_langchains(minilm, size, 
     """The splitter counts pieces in batches and remembers them; its chunks must be langchain's own."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from kbc.chunk import SEPARATORS, _batch_counting_splitter
+    from kbc.stages.splitter import SEPARATORS, _batch_counting_splitter
 
     ref, spec, counter = minilm
     text = ("Ownership rules in Rust: each value has an owner.\n\nThere can only be one owner at a time. "
@@ -140,7 +140,7 @@ def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
 
 
 def test_furniture_only_chunks_are_not_emitted():
-    from kbc.textclean import has_words
+    from kbc.readers.textclean import has_words
 
     assert not has_words("70 4.1.") and not has_words("— 12 —\n\n(3) 1,577")
     assert has_words("Net income 1,577") and has_words("Übersicht 2018")
@@ -425,7 +425,7 @@ def test_manifest_matches_json_schema(sample_bundle):
 def test_forged_index_search_params_and_shape_are_refused(tmp_path, tiny_model):
     """A bundle from anywhere may declare an absurd efSearch or an index that does not match its
     vectors: invalid bundle (exit 3), never a hang or a crash."""
-    from kbc.index import Searcher
+    from kbc.search.dense import Searcher
     from kbc.errors import BundleError
 
     src = tmp_path / "docs"

@@ -1,4 +1,4 @@
-"""kbc.rerank: the optional cross-encoder stage, against a tiny random cross-encoder built on disk."""
+"""kbc.query.rerank: the optional cross-encoder stage, against a tiny random cross-encoder built on disk."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from kbc.errors import InputError, ModelError
-from kbc.kb import Hit
-from kbc.rerank import (MAX_RERANK_CANDIDATES, RERANKERS, Reranked, candidates_for, load_reranker,
-                        passage_text, register_reranker, rerank)
+from kbc.query.knowledge_base import Hit
+from kbc.query.rerank import (MAX_RERANK_CANDIDATES, RERANKERS, Reranked, candidates_for, load_reranker, passage_text,
+                              register_reranker, rerank)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -274,7 +274,7 @@ def test_registry_and_options(tmp_path, ce_dir):
 
 
 def test_import_is_light():
-    code = ("import sys, kbc, kbc.rerank; heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') "
+    code = ("import sys, kbc, kbc.query.rerank; heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') "
             "if m in sys.modules]; print(heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr

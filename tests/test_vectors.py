@@ -1,4 +1,4 @@
-"""Vector encodings (format 1.4, kbc/vectors.py): int8 with per-dimension scales, binary codes with
+"""Vector encodings (format 1.4, kbc/format/vectors.py): int8 with per-dimension scales, binary codes with
 a two-stage search, and `kbc eval --vectors`, which must predict the built bundles exactly."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 
 from conftest import SAMPLE_DOCS, run_kbc
 from forge import rebuild, sections
-from kbc import vectors as V
-from kbc.bundle import Bundle, BundleWriter, write_bundle
+from kbc.format import vectors as V
+from kbc.format.bundle import Bundle, BundleWriter, write_bundle
 from kbc.errors import BundleError
-from kbc.index import Searcher
+from kbc.search.dense import Searcher
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -309,7 +309,7 @@ def test_lexical_search_does_not_read_damaged_vectors(encoded_sample, tmp_path):
 
 def test_large_int8_matrices_are_scored_a_block_at_a_time(monkeypatch):
     """Past CONVERTED_LIMIT no float32 copy of the rows is kept: the same hits, a block at a time."""
-    from kbc import index as index_module
+    from kbc.search import dense as index_module
 
     x = unit_rows(70_000, 8, seed=11)  # more rows than one block
     stored, scales = V.encode(x, "int8")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..embed import Embedder, EmbedderSpec, ModelRef
+from .model import Embedder, EmbedderSpec, ModelRef
 from ..errors import InputError, option
 
 LoadFn = Callable[..., Embedder]
@@ -52,6 +52,6 @@ def load_embedder(spec: EmbedderSpec, ref: ModelRef, *, backend: str, device: st
 
 from . import onnx, torch  # noqa: E402,F401  (the built-in backends register themselves)
 
-from ..plugins import load_plugins  # noqa: E402
+from ..infra.plugins import load_plugins  # noqa: E402
 
 load_plugins()

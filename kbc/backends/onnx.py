@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..embed import EmbedderSpec, ModelRef
+from .model import EmbedderSpec, ModelRef
 from ..errors import ModelError, option
 from . import bert_onnx, register_backend
 
@@ -36,7 +36,7 @@ _SUPPORTED_POOLING = {"mean", "cls", "max"}
 
 
 def export_dir(spec: EmbedderSpec) -> Path:
-    from ..cache import cache_dir
+    from ..infra.cache import cache_dir
 
     return cache_dir() / "onnx" / f"{spec.weights_sha256[:24]}-v{EXPORT_VERSION}"
 
@@ -132,7 +132,7 @@ def _mark_used(graph: Path) -> None:
     """The graph's mtime is its last use, for `kbc cache prune` (refreshed at most hourly)."""
     import time
 
-    from ..cache import TOUCH_EVERY_S
+    from ..infra.cache import TOUCH_EVERY_S
 
     try:
         if graph.stat().st_mtime < time.time() - TOUCH_EVERY_S:
@@ -345,7 +345,7 @@ _GRAPH_SHA: dict[str, str] = {}
 def _graph_sha(graph: Path) -> str:
     key = str(graph)
     if key not in _GRAPH_SHA:
-        from ..cache import cached_file_hasher
+        from ..infra.cache import cached_file_hasher
 
         _GRAPH_SHA[key] = cached_file_hasher()(graph)
     return _GRAPH_SHA[key]

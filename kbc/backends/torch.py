@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..embed import EmbedderSpec, ModelRef
+from .model import EmbedderSpec, ModelRef
 from ..errors import ModelError, option
 from . import register_backend
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 
 from ..errors import InputError, option
-from ..extract import ExtractOptions
+from ..readers.guarded import ExtractOptions
 from ..records import Extracted, SourceFile
 
 T = TypeVar("T")
@@ -127,6 +127,6 @@ class prefetch(Iterator[T]):
 
 from . import local, ray  # noqa: E402,F401  (the built-in engines register themselves)
 
-from ..plugins import load_plugins  # noqa: E402
+from ..infra.plugins import load_plugins  # noqa: E402
 
 load_plugins()

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..extract import ExtractOptions
+from ..readers.guarded import ExtractOptions
 from ..records import Extracted, SourceFile
 from . import register_engine
 
@@ -19,7 +19,7 @@ class LocalEngine:
         pass
 
     def extract_files(self, sources: Sequence[SourceFile], options: ExtractOptions) -> Iterator[Extracted]:
-        from ..workers import extract_all
+        from .workers import extract_all
 
         return extract_all(sources, options)
 

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError, option
-from ..extract import ExtractOptions
+from ..readers.guarded import ExtractOptions
 from ..records import Extracted, SourceFile
 from . import register_engine
 
@@ -43,7 +43,7 @@ TASK_CPUS = 0.25
 def _extract_batch(sources: list[SourceFile], options: ExtractOptions) -> list[Extracted]:
     from dataclasses import replace
 
-    from ..workers import extract_all
+    from .workers import extract_all
 
     return list(extract_all(sources, replace(options, workers=1)))
 

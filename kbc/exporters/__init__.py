@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..bundle import Bundle
+from ..format.bundle import Bundle
 from ..errors import InputError, option
-from ..sources import check_output_path
+from ..stages.sources import check_output_path
 
 _ROWS = 4096  # vectors converted per step: bounds memory whatever the bundle size
 
@@ -126,8 +126,8 @@ def provenance(b: Bundle, i: int, ch: dict) -> dict:
     return d
 
 
-from . import edge_slm_json, jsonl, npy  # noqa: E402,F401  (the built-in exporters register themselves)
+from . import edge_slm_json, jsonl_export, npy  # noqa: E402,F401  (the built-in exporters register themselves)
 
-from ..plugins import load_plugins  # noqa: E402
+from ..infra.plugins import load_plugins  # noqa: E402
 
 load_plugins()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle
+from ..format.bundle import Bundle
 from . import _ROWS, atomic, provenance, register_exporter
 
 

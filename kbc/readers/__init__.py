@@ -152,6 +152,6 @@ def supported_suffixes(*, opted_in: Collection[str] = ()) -> list[str]:
 # the built-in readers register themselves
 from . import asciidoc, code, delimited, docx, epub, html, jsonl, markdown, org, pdf, pdf_pdfium, rst, text  # noqa: E402,F401
 
-from ..plugins import load_plugins  # noqa: E402
+from ..infra.plugins import load_plugins  # noqa: E402
 
 load_plugins()

@@ -6,7 +6,7 @@ names the file's path, as for any document."""
 from __future__ import annotations
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import join_pages
+from .textclean import join_pages
 from . import ReadOptions, register_reader
 from .text import decode_text
 

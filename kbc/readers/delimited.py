@@ -7,7 +7,7 @@ import csv
 import io
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import join_pages
+from .textclean import join_pages
 from . import ReadOptions, register_reader
 from .text import decode_text
 

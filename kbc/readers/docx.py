@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import one_line
+from .textclean import one_line
 from . import ReadOptions, register_reader
 from .archive import ArchiveRefused, archive_errors, declares_dtd, limits_for, open_archive
 from .html import markdown_document

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import clean_text, join_pages, one_line, with_markdown_structure
+from .textclean import clean_text, join_pages, one_line, with_markdown_structure
 from . import ReadOptions, register_reader
 from .archive import ArchiveRefused, archive_errors, declares_entities, limits_for, open_archive
 from .html import MarkupRefused, html_to_markdown

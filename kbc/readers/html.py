@@ -13,7 +13,7 @@ external entities naming local files), is a skipped file with that reason, not t
 from __future__ import annotations
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import clean_text, join_pages, with_markdown_structure
+from .textclean import clean_text, join_pages, with_markdown_structure
 from . import ReadOptions, register_reader
 from .archive import html_declares_entities
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import clean_text, join_pages
+from .textclean import clean_text, join_pages
 from . import ReadOptions, register_reader
 from .text import decode_text
 

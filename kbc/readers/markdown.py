@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..records import Extracted, SourceFile
-from ..textclean import with_markdown_structure
+from .textclean import with_markdown_structure
 from . import ReadOptions, register_reader
 from .text import read_plain
 

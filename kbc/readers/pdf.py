@@ -8,7 +8,7 @@ import io
 import logging
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import clean_text, join_pages, meaningful_title, one_line, page_heading, ranges, strip_running_lines
+from .textclean import clean_text, join_pages, meaningful_title, one_line, page_heading, ranges, strip_running_lines
 from . import ReadOptions, register_reader
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import meaningful_title, one_line
+from .textclean import meaningful_title, one_line
 from . import ReadOptions, register_reader
 from .pdf import finish_pdf
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from ..records import Extracted, SourceFile
-from ..textclean import heading_spans, meaningful_title
+from .textclean import heading_spans, meaningful_title
 from . import ReadOptions, register_reader
 from .text import read_plain
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 
 from ..records import Extracted, Problem, SourceFile
-from ..textclean import clean_text, join_pages
+from .textclean import clean_text, join_pages
 from . import ReadOptions, register_reader
 
 # Among detections that fit equally well (a short French text reads the same in cp1250 and cp1252

@@ -8,13 +8,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..chunk import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker,
-                     document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
-from ..embed import EmbedderSpec, TokenCounter
+from .splitter import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SEPARATOR, Chunk, Chunker,
+                       document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
+from ..backends.model import EmbedderSpec, TokenCounter
 from ..errors import InputError, option
 from ..readers import READERS
 from ..records import Extracted
-from ..textclean import has_words
+from ..readers.textclean import has_words
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
 CHUNK_RECORDS_VERSION = "4"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only; 4: whole fits

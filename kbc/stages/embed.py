@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends import check_backend, load_embedder
-from ..cache import vector_key
-from ..embed import EmbedderSpec, TokenCounter, read_spec, resolve_model
+from ..infra.cache import vector_key
+from ..backends.model import EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .chunk import embedded_text
 
 
@@ -162,8 +162,8 @@ class EmbedStage:
         return w.vectors
 
     def probes(self) -> tuple[dict, np.ndarray]:
-        """Reference vectors for the probe set, embedded as queries (see kbc.probe); cached like chunks."""
-        from ..probe import make_probe_meta, probe_texts
+        """Reference vectors for the probe set, embedded as queries (see kbc.format.probes); cached like chunks."""
+        from ..format.probes import make_probe_meta, probe_texts
 
         spec = self.spec
         probes = probe_texts(self.counter, max_seq_length=spec.max_seq_length, prompt=spec.query_prompt)
@@ -207,7 +207,7 @@ class ReusedVectors:
 
     def add_bundle(self, path) -> int:
         """Index one bundle's chunks; returns how many it offers (0 for another embedder)."""
-        from ..bundle import Bundle
+        from ..format.bundle import Bundle
 
         old = Bundle(path)
         rec = old.manifest.get("embedder", {})

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from ..extract import EXTRACTOR_VERSION, ExtractOptions, cacheable, from_cache, to_cache
+from ..readers.guarded import EXTRACTOR_VERSION, ExtractOptions, cacheable, from_cache, to_cache
 from ..readers import READERS, VARIANTS, check_variants, reader_for
 from ..records import Extracted, SourceFile
 

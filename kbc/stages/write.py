@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import vectors as vec_enc
-from ..bundle import BundleWriter
+from ..format import vectors as vec_enc
+from ..format.bundle import BundleWriter
 from ..errors import InputError, option
-from ..index import build_index
-from ..lexical import LexicalBuilder
+from ..search.dense import build_index
+from ..format.bm25 import LexicalBuilder
 
 
 class BundleSink:

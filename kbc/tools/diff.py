@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bundle import Bundle
+from ..format.bundle import Bundle
 
 # manifest objects whose changes are reported field by field (`files` is summarised by weights_sha256)
 SETTINGS = ("embedder", "vectors", "chunking", "index", "retrieval", "lexical", "extraction")

@@ -8,12 +8,12 @@ import stat
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .readers import compressed_kind, kind_for, opt_in_kind_for, supported_suffixes
-from .readers.compressed import (CODECS, CompressedSource, NotCompressed, TooLarge, inflate, split_kind,
+from ..errors import InputError
+from ..readers import compressed_kind, kind_for, opt_in_kind_for, supported_suffixes
+from ..readers.compressed import (CODECS, CompressedSource, NotCompressed, TooLarge, inflate, split_kind,
                                  too_large_reason)
-from .readers.text import SNIFF_BYTES, looks_like_text
-from .records import SourceFile
+from ..readers.text import SNIFF_BYTES, looks_like_text
+from ..records import SourceFile
 # Bigger files are skipped with a reason before a byte is read: the walk hashes every file for the
 # cache in the build process, so a 1 TB sparse file must not be read at all.
 DEFAULT_MAX_FILE_BYTES = 1 << 30

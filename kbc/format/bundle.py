@@ -32,7 +32,7 @@ import zstandard
 
 from . import encoder_guard
 from . import vectors as vec_enc
-from .errors import BundleError, InputError
+from ..errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
@@ -701,7 +701,7 @@ class Bundle:
         """The embedder probes (format 1.1): a ProbeSet, or None for bundles without them."""
         if "probes" not in self.sections:
             return None
-        from .probe import ProbeSet
+        from .probes import ProbeSet
 
         meta = self.section_json("probes")
         if not isinstance(meta, dict) or not isinstance(meta.get("probes"), list) or not all(
@@ -740,6 +740,7 @@ class Bundle:
             return None
         if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in ("graph", "tokenizer")):
             raise self._err("manifest", "encoder: expected an object naming its graph and tokenizer sections")
+        self._check_encoder_record(meta)
         for key, encoding in (("graph", "onnx"), ("tokenizer", "json")):
             name = meta[key]
             if name not in self.sections:
@@ -769,6 +770,38 @@ class Bundle:
         except encoder_guard.EncoderRefusal as e:
             raise self._err(meta["tokenizer"], str(e)) from None
         return {"meta": meta, "graph": graph, "tokenizer": tokenizer.decode("utf-8")}
+
+    def _check_encoder_record(self, meta: dict) -> None:
+        """The encoder object as manifest.schema.json gives it, every field of its type and range, so an
+        engine reading a verified bundle's encoder record finds what the spec promises (libkbpack's
+        check_encoder_record makes the same checks, in the same words)."""
+        def fail(message: str):
+            raise self._err("manifest", message)
+
+        def flag(v) -> bool:
+            return isinstance(v, bool)
+
+        if meta.get("format") != "onnx":
+            fail('encoder.format must be "onnx"')
+        if meta.get("precision") not in ("float32", "int8"):
+            fail('encoder.precision must be "float32" or "int8"')
+        inputs = meta.get("inputs")
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            fail("encoder.inputs must be a list of strings")
+        for key, required in (("output", True), ("query_prompt", True), ("pooling", False), ("truncation", False),
+                              ("batching", False)):
+            if (key in meta or required) and not isinstance(meta.get(key), str):
+                fail(f"encoder.{key} must be a string")
+        if len(meta["query_prompt"]) > MAX_PROMPT_CHARS:
+            fail(f"encoder.query_prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
+        if not flag(meta.get("do_lower_case")):
+            fail("encoder.do_lower_case must be true or false")
+        if "normalized" in meta and not flag(meta["normalized"]):
+            fail("encoder.normalized must be true or false")
+        if not (_is_count(meta.get("max_seq_length")) and meta["max_seq_length"] >= 1):
+            fail("encoder.max_seq_length must be an integer >= 1")
+        if "opset" in meta and not _is_count(meta["opset"]):
+            fail("encoder.opset must be an integer >= 0")
 
     def _tokenizer_bytes(self, name: str, *, checked: bool) -> bytes:
         info = self.sections[name]
@@ -808,7 +841,7 @@ class Bundle:
 
     def lexical(self):
         """The BM25 index over the chunks (format 1.2): a LexicalIndex, or None when absent."""
-        from .lexical import ENCODINGS, SECTIONS, LexicalFormatError, LexicalIndex
+        from .bm25 import ENCODINGS, SECTIONS, LexicalFormatError, LexicalIndex
 
         meta = self.manifest.get("lexical")
         present = [n for n in SECTIONS if n in self.sections]
@@ -914,16 +947,16 @@ class Bundle:
             raise self._err("probe_vectors", "holds NaN or infinity")
         lexical = self.lexical()
         if lexical is not None:
-            from .lexical import LexicalFormatError
+            from .bm25 import LexicalFormatError
 
             try:
                 lexical.check_all()
             except LexicalFormatError as e:
                 raise self._err(e.section, str(e)) from None
         if "index" in self.sections:  # loaded as a search would: encoding, size, dim, parameters
-            from .index import Searcher
+            from .faiss_guard import load_index
 
-            Searcher(self.stored_vectors, self.index_bytes(), self.manifest.get("index") or {})
+            load_index(self.index_bytes(), self.stored_vectors.shape, self.manifest.get("index") or {})
         self.retrieval_settings()
 
     def check_vectors_finite(self) -> None:

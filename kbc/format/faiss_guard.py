@@ -24,6 +24,10 @@ MAX_HNSW_LEVELS = 32  # graph levels (HNSW32 over 10^9 vectors needs 7)
 MAX_HNSW_LINKS = 4096  # neighbour slots one node holds over all its levels (HNSW32: 64 + 32 per upper level)
 MAX_HNSW_EF = 4096  # the efSearch stored in the graph (as index.search_params allows)
 
+# Search parameters a bundle may set, and their bounds: an absurd efSearch or nprobe from a
+# bundle of unknown origin would make every query allocate and scan without end.
+SEARCH_PARAM_LIMITS = {"nprobe": 65536, "efSearch": 4096}
+
 METRIC_INNER_PRODUCT = 0  # FAISS's MetricType value; kbc indexes score by inner product only
 # What kbc writes (FORMAT.md §2.2), by the fourcc FAISS puts first: top-level types, and the
 # flat inner-product index that serves as HNSW storage and IVF quantizer.
@@ -110,7 +114,8 @@ def _hnsw(r: _Reader, *, ntotal: int) -> None:
     levels_n = len(cum) - 1
     if not 1 <= levels_n <= MAX_HNSW_LEVELS or len(probas) > MAX_HNSW_LEVELS:
         raise IndexFormatError(f"HNSW declares {levels_n} levels (limit {MAX_HNSW_LEVELS})")
-    if cum[0] != 0 or np.any(np.diff(cum) < 0) or cum[-1] > MAX_HNSW_LINKS:
+    # as int64: an int32 diff wraps, and [0, 2^31-1, -2^31+5] would pass as increasing
+    if cum[0] != 0 or np.any(np.diff(cum.astype(np.int64)) < 0) or cum[-1] > MAX_HNSW_LINKS:
         raise IndexFormatError(f"HNSW neighbours per level are not increasing from 0 up to {MAX_HNSW_LINKS}")
     levels = r.vector("<i4", "HNSW levels")
     if len(levels) != ntotal or (ntotal and (levels.min() < 1 or levels.max() > levels_n)):
@@ -262,3 +267,42 @@ def read_index(data):
         return piece
 
     return faiss.read_index(faiss.PyCallbackIOReader(read, 1 << 20))
+
+
+def load_index(index_bytes, shape: tuple[int, int], index_manifest: dict):
+    """The stored index as FAISS holds it, for the bundle's `shape` (count, dim) vectors, with the
+    manifest's search parameters applied: every declared size checked first (check_index), then
+    read, then its size and the parameters checked. BundleError naming the section otherwise."""
+    import faiss
+
+    from ..errors import BundleError
+
+    n, dim = shape
+    try:
+        check_index(index_bytes, count=n, dim=dim)
+    except IndexFormatError as e:
+        raise BundleError(str(e), section="index") from None
+    try:
+        index = read_index(index_bytes)
+    except Exception as e:
+        raise BundleError(f"stored index cannot be loaded by this FAISS: {str(e).splitlines()[0][:160]}",
+                          section="index") from None
+    if index.ntotal != n or index.d != dim:
+        raise BundleError(f"stored index holds {index.ntotal} x {index.d}-d vectors, the bundle {n} x {dim}",
+                          section="index")
+    params = index_manifest.get("search_params") or {}
+    if not isinstance(params, dict):
+        raise BundleError("index.search_params is not an object", section="manifest")
+    kind = TOP_LEVEL[bytes(memoryview(index_bytes)[:4]).decode("latin-1")]
+    # what FAISS accepts on each type (it raises on efSearch for an IVF index, nprobe for HNSW, either for PQ)
+    applies = {"nprobe": kind.startswith("IVF"), "efSearch": kind.startswith("HNSW")}
+    for key, value in params.items():
+        if key not in SEARCH_PARAM_LIMITS or not isinstance(value, int) or isinstance(value, bool) \
+                or not 1 <= value <= SEARCH_PARAM_LIMITS[key]:
+            raise BundleError(f"index.search_params: {key}={value!r} is not allowed (known: "
+                              f"{', '.join(f'{k} 1..{v}' for k, v in SEARCH_PARAM_LIMITS.items())})",
+                              section="manifest")
+        if not applies[key]:
+            raise BundleError(f"index.search_params: {key} does not apply to the stored {kind} index", section="manifest")
+        faiss.ParameterSpace().set_index_parameter(index, key, value)
+    return index

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 # A config file is input like any other: it is bounded before it is parsed, and every value is
 # checked against the type and range of the `kbc build` flag it stands for.
@@ -49,18 +49,18 @@ def _choices(kind: str) -> Callable[[], list[str]]:
     and readers, so the registries are read after they load)."""
     def names() -> list[str]:
         if kind == "backend":
-            from .backends import BACKENDS
+            from ..backends import BACKENDS
             return list(BACKENDS)
         if kind == "engine":
-            from .engines import DESCRIPTIONS
+            from ..engines import DESCRIPTIONS
             return list(DESCRIPTIONS)
         if kind == "pdf_reader":
-            from .readers import variants_of
+            from ..readers import variants_of
             return variants_of("pdf")
         if kind == "vectors":
-            from .vectors import PRESETS
+            from ..format.vectors import PRESETS
             return list(PRESETS)
-        from .modes import ContextMode, Mode, Unit
+        from ..modes import ContextMode, Mode, Unit
         return [m.value for m in {"context": ContextMode, "default_mode": Mode, "default_unit": Unit}[kind]]
     return names
 
@@ -107,7 +107,7 @@ def _count(lo: int, hi: int) -> Option:
 
 _STR, _BOOL = Option("str"), Option("bool")
 # option (as `kbc build` spells it, underscores) -> what it takes: the flag's type, its choices
-# (the CLI's enums), and the bounds the build checks (kbc.pipeline, kbc.chunk) or a generous cap
+# (the CLI's enums), and the bounds the build checks (kbc.pipeline, kbc.stages.splitter) or a generous cap
 # where the flag has none, so that a huge integer never reaches a stage
 SPECS: dict[str, Option] = {
     "model": _STR, "chunk_unit": Option("str", choices=("tokens", "chars", "document")),

@@ -24,8 +24,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError, option
-from .sources import read_text_file
+from ..errors import InputError, option
+from ..stages.sources import read_text_file
 
 RECALL_KS = (1, 5, 10, 100)
 HIT_KS = (1, 5, 10, 20)
@@ -169,7 +169,7 @@ class EvalReport:
     modes: dict[str, dict[str, float]] = field(default_factory=dict)  # metrics of every mode evaluated
     fusion: dict = field(default_factory=dict)  # the hybrid settings used (the bundle's, or overridden)
     unit: str = "chunk"  # what was ranked: chunks, or pages (FORMAT.md §2.8)
-    reranker: str | None = None  # the re-ranker that re-ordered the first stage's chunks (kbc.rerank)
+    reranker: str | None = None  # the re-ranker that re-ordered the first stage's chunks (kbc.query.rerank)
 
     def to_dict(self, *, per_query: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "per_query"}
@@ -314,7 +314,7 @@ def evaluated_queries(queries: Mapping[str, str], qrels: Mapping[str, Mapping[st
 @dataclass
 class VectorsResult:
     """One encoding's retrieval next to the others' (`kbc eval --vectors`)."""
-    vectors: str  # a kbc.vectors.PRESETS name
+    vectors: str  # a kbc.format.vectors.PRESETS name
     bytes_per_chunk: int  # in the file: the vectors section, plus binary codes
     mib_per_100k: float
     search_ms: float  # one dense top-10 search, mean over up to 200 queries, in this Python process
@@ -330,11 +330,11 @@ class VectorsResult:
 def compare_vectors(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
                     presets: Sequence[str], *, modes: Sequence[str] | None = None, batch_size: int = 64,
                     progress=None, unit: str | None = None) -> list[VectorsResult]:
-    """Evaluate what each vector encoding (kbc.vectors.PRESETS) would retrieve, derived from the
+    """Evaluate what each vector encoding (kbc.format.vectors.PRESETS) would retrieve, derived from the
     bundle's float32 vectors with the writer's own arithmetic; `kept` is relative to the first.
     The queries are embedded once; every encoding is searched exactly or two-stage as its bundle
     would be (a stored FAISS index is set aside)."""
-    from .vectors import PRESETS, Encoded, preset_of, row_bytes, simulate
+    from ..format.vectors import PRESETS, Encoded, preset_of, row_bytes, simulate
 
     bundle = kb.bundle
     own = preset_of(bundle.dtype_name, bundle.binary_index() is not None)

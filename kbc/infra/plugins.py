@@ -7,7 +7,7 @@ Ray workers inherit, so a plugin reader runs wherever extraction runs.
 Loading a plugin is code execution: importing the module runs whatever it holds, with the rights of
 the user running kbc, in the CLI and in every extraction and Ray worker. So plugins are named only
 by whoever controls the environment (KBC_PLUGINS) or the installed packages (entry points), never by
-input: a kbc.toml or `[tool.kbc]` `plugins` key is refused (kbc.config), a bundle's recorded build
+input: a kbc.toml or `[tool.kbc]` `plugins` key is refused (kbc.cli.config), a bundle's recorded build
 options cannot hold one, and nothing else kbc reads (documents, bundles, config) is consulted here.
 Set KBC_PLUGINS only to modules you would run yourself; a CI job that builds untrusted branches
 should not take it from them."""

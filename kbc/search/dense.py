@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BundleError, InputError, option
+from ..errors import BundleError, InputError, option
+
+from ..format.faiss_guard import SEARCH_PARAM_LIMITS  # noqa: F401 (the bounds a bundle's search_params obey)
 
 DEFAULT_INDEX = "Flat"
 DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
-# Search parameters a bundle may set, and their bounds: an absurd efSearch or nprobe from a
-# bundle of unknown origin would make every query allocate and scan without end.
-SEARCH_PARAM_LIMITS = {"nprobe": 65536, "efSearch": 4096}
 # float16 and int8 rows are searched as float32: a converted copy up to this size is kept
 CONVERTED_LIMIT = 256 << 20
 
@@ -94,7 +93,7 @@ def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: st
 def _check_written(factory: str, data: bytes, n: int, dim: int) -> None:
     """What kbc writes, its readers load: an index type whose layout the reader does not bound
     (FORMAT.md §5.1) is refused here rather than in every bundle's first query."""
-    from .faiss_guard import IndexFormatError, check_index
+    from ..format.faiss_guard import IndexFormatError, check_index
 
     try:
         check_index(data, count=n, dim=dim)
@@ -112,36 +111,12 @@ class Searcher:
     def __init__(self, vectors: np.ndarray, index_bytes, index_manifest: dict, *, scales=None, binary=None):
         self.vectors = vectors
         self.scales = None if scales is None else np.asarray(scales, dtype=np.float32)
-        self.binary = binary  # a kbc.vectors.BinaryIndex, or None
+        self.binary = binary  # a kbc.format.vectors.BinaryIndex, or None
         self.faiss_index = None
-        if index_bytes is not None:
-            import faiss
+        if index_bytes is not None:  # bounded and checked before FAISS reads a byte (FORMAT.md §5.1)
+            from ..format.faiss_guard import load_index
 
-            from .faiss_guard import IndexFormatError, check_index, read_index
-
-            try:  # every size the bytes declare is bounded before FAISS allocates it (FORMAT.md §5.1)
-                check_index(index_bytes, count=vectors.shape[0], dim=vectors.shape[1])
-            except IndexFormatError as e:
-                raise BundleError(str(e), section="index") from None
-            try:
-                self.faiss_index = read_index(index_bytes)
-            except Exception as e:
-                raise BundleError(f"stored index cannot be loaded by this FAISS: {str(e).splitlines()[0][:160]}",
-                                  section="index") from None
-            n, dim = vectors.shape
-            if self.faiss_index.ntotal != n or self.faiss_index.d != dim:
-                raise BundleError(f"stored index holds {self.faiss_index.ntotal} x {self.faiss_index.d}-d vectors, "
-                                  f"the bundle {n} x {dim}", section="index")
-            params = index_manifest.get("search_params") or {}
-            if not isinstance(params, dict):
-                raise BundleError("index.search_params is not an object", section="manifest")
-            for key, value in params.items():
-                if key not in SEARCH_PARAM_LIMITS or not isinstance(value, int) or isinstance(value, bool) \
-                        or not 1 <= value <= SEARCH_PARAM_LIMITS[key]:
-                    raise BundleError(f"index.search_params: {key}={value!r} is not allowed (known: "
-                                      f"{', '.join(f'{k} 1..{v}' for k, v in SEARCH_PARAM_LIMITS.items())})",
-                                      section="manifest")
-                faiss.ParameterSpace().set_index_parameter(self.faiss_index, key, value)
+            self.faiss_index = load_index(index_bytes, vectors.shape, index_manifest)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -204,7 +179,7 @@ class Searcher:
         return out
 
     def _two_stage(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from .vectors import top_k
+        from ..format.vectors import top_k
 
         scores = np.zeros((len(q), k), np.float32)
         ids = np.zeros((len(q), k), np.int64)

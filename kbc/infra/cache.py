@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # How long a cache call waits for another kbc's write to finish before giving up (a build then
 # carries on without the cache; `kbc cache prune` says so).
@@ -35,6 +35,15 @@ TABLES = ("file_hash", "extracted", "vectors")
 # caches made before it with 0: entries of unknown age count as the oldest.
 _USED = "used INTEGER NOT NULL DEFAULT 0"
 TOUCH_EVERY_S = 3600  # a read refreshes `used` at most this often: lookups stay reads, mostly
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256, read a MiB at a time: the key of everything cached for it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _migrate(db: sqlite3.Connection) -> bool:
@@ -154,8 +163,6 @@ class Cache:
     # -- file hashes keyed by stat, so unchanged multi-GB weights are not re-read every query
 
     def file_sha256(self, path: Path) -> str:
-        from .embed import sha256_file
-
         real = str(Path(path).resolve())
         key = os.fsencode(real)  # the name's bytes as a BLOB: names need not be UTF-8
         st = os.stat(real)
@@ -362,8 +369,6 @@ def vector_key(embedder_identity: str, prompt: str, text: str) -> bytes:
 
 def cached_file_hasher() -> Callable[[Path], str]:
     """sha256 of a file, remembered by (size, mtime, inode); plain hashing if the cache is unusable."""
-    from .embed import sha256_file
-
     try:
         cache = Cache()
     except (OSError, sqlite3.Error):

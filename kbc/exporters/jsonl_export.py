@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..bundle import Bundle
+from ..format.bundle import Bundle
 from . import atomic, floats, provenance, register_exporter, rows
 
 

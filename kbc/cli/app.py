@@ -1,0 +1,177 @@
+"""The typer app and what every command shares: one-line errors and exit codes, JSON output, progress."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..backends import BACKENDS
+from ..engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
+from ..errors import InputError, KbcError, cli_names, use_cli_option_names
+from ..exporters import EXPORTERS
+from ..format.vectors import PRESETS as VECTOR_PRESETS
+from ..readers import VARIANTS as READER_VARIANTS
+from ..readers import variants_of
+
+# --backend and --engine choices come from the registries: a new backend or engine file shows up here.
+BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)
+EngineChoice = Enum("EngineChoice", {name: name for name in ENGINE_DESCRIPTIONS}, type=str)
+_BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+ExportChoice = Enum("ExportChoice", {name: name for name in EXPORTERS}, type=str)
+VectorsChoice = Enum("VectorsChoice", {name: name for name in VECTOR_PRESETS}, type=str)
+_VECTORS_HELP = "; ".join(f"{p.name}: {p.description}" for p in VECTOR_PRESETS.values())
+_EXPORT_HELP = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
+PdfReaderChoice = Enum("PdfReaderChoice", {name: name for name in variants_of("pdf")}, type=str)
+_PDF_READER_HELP = "; ".join(f"{name}: {READER_VARIANTS['pdf'][name].description}" for name in variants_of("pdf"))
+_ENGINE_HELP = "; ".join(f"{name}: {d}" for name, d in ENGINE_DESCRIPTIONS.items())
+
+
+app = typer.Typer(
+    add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG.\n\n"
+         "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 invalid bundle, 4 model problem, "
+         "5 --strict build found problems, 6 probe vectors disagree with the bundle, "
+         "7 kbc diff: the bundles differ.")
+
+
+_CONTROL = {c: "\ufffd" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0))}
+
+
+def _safe(text: str) -> str:
+    """Text from a bundle or a document for a terminal: control characters (escape sequences that
+    clear the screen or retitle the window) shown as U+FFFD."""
+    return text.translate(_CONTROL)
+
+
+def _term(signum, frame) -> None:
+    """SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so a half-written bundle's temporary
+    file is removed instead of left behind."""
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> None:
+    """One line on stderr; with --json also an `error` object on stdout, so a machine reading
+    stdout gets an answer whatever happened."""
+    print(f"kbc: error: {message}", file=sys.stderr)
+    if "--json" in sys.argv[1:]:
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        from ..format.bundle import FORMAT_MAJOR, FORMAT_MINOR
+
+        print(f"kbc {__version__} (writes .kbpack format {FORMAT_MAJOR}.{FORMAT_MINOR})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print kbc's version and the bundle format it writes, then exit.")) -> None:
+    """kbc compiles documents into one verified .kbpack knowledge-base file for offline RAG."""
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        was = cli_names()
+        use_cli_option_names(True)  # errors name --flags here; keyword arguments in library use
+        try:
+            return fn(*args, **kwargs)
+        except KbcError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            print("kbc: interrupted", file=sys.stderr)
+            raise typer.Exit(130)
+        except typer.Exit:
+            raise
+        except BrokenPipeError:
+            raise typer.Exit(0)
+        except OSError as e:  # disk full, read-only or vanished output: the system's words, one line
+            if os.environ.get("KBC_DEBUG"):
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _fail(f"{where}{e.strerror or e}", 2)
+        except Exception as e:  # a bug: say so in one line; KBC_DEBUG=1 shows the traceback
+            if os.environ.get("KBC_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (set KBC_DEBUG=1 for a traceback)", 1)
+        finally:
+            use_cli_option_names(was)
+    return wrapper
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class _Progress:
+    """rich progress bars on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.bar = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True)
+            self.tasks = {}
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, advance: int, total: Optional[int]) -> None:
+        if not self.bar:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        elif total is not None:  # embed: the chunks known so far, final once extraction has ended
+            self.bar.update(self.tasks[stage], total=total)
+        self.bar.advance(self.tasks[stage], advance)
+
+
+def _fold_float16(options: dict, *, where: str) -> dict:
+    """`float16 = true` (a config file, an older bundle's build_options) is `vectors = "f16"`."""
+    if not options.get("float16"):
+        return options
+    if options.get("vectors", "f16") != "f16":
+        raise InputError(f"{where}: float16 and vectors {options['vectors']!r} disagree: keep one of them")
+    return {**options, "vectors": "f16"}
+
+
+def _load_reranker(path: Path | None):
+    if path is None:
+        return None
+    from ..query.rerank import load_reranker
+
+    return load_reranker(path)

@@ -1,0 +1,133 @@
+"""`kbc eval`: options -> kbc.tools.evaluate -> the quality table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import InputError
+from ..modes import Fusion as FusionMethod
+from ..modes import Mode as SearchMode
+from ..modes import Unit as SearchUnit
+from .app import (
+    VectorsChoice,
+    _emit_json,
+    _load_reranker,
+    _Progress,
+    _safe,
+    app,
+    handle_errors,
+)
+from .render import _coverage_lines, _print_vectors_comparison
+
+
+@app.command("eval")
+@handle_errors
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A .kbpack file built from the corpus the qrels judge."),
+    queries: Path = typer.Option(..., "--queries", help="BEIR queries.jsonl ({\"_id\", \"text\"} per line) or 'id<TAB>text' lines."),
+    qrels: Path = typer.Option(..., "--qrels", help="BEIR qrels TSV (query-id, corpus-id, score; header optional) or TREC qrels."),
+    model: Optional[str] = typer.Option(None, help="Model directory to embed the queries with (default: the one the bundle records)."),
+    allow_model_mismatch: bool = typer.Option(False, help="Evaluate even if the local model's files differ from the recorded ones."),
+    backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
+    mode: Optional[List[SearchMode]] = typer.Option(None, "--mode", help="Search mode(s) to score (repeatable; default: every mode the bundle supports, its default first)."),
+    fusion: Optional[FusionMethod] = typer.Option(None, help="Override the bundle's fusion method for hybrid mode (to compare)."),
+    weight: Optional[float] = typer.Option(None, help="Override the lexical weight of hybrid fusion (0..1)."),
+    depth: Optional[int] = typer.Option(None, help="Override the candidates taken from each list in hybrid mode."),
+    unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="Rank chunks or pages (FORMAT.md 2.8); default: the bundle's."),
+    page_share: Optional[float] = typer.Option(None, help="Override the weight of a page's other chunks in its score (0..1; --unit page)."),
+    rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
+                                          "sentence-transformers CrossEncoder from this local directory (desktop only; "
+                                          "a device ranks as the bundle says)."),
+    per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
+    vectors: Optional[List[VectorsChoice]] = typer.Option(None, "--vectors", help="Compare vector encodings "
+                                                          "(repeatable: --vectors f32 --vectors int8 ...): each derived "
+                                                          "from the bundle's float32 vectors as `kbc build --vectors` "
+                                                          "would store it, with the share of the first one's scores it "
+                                                          "keeps, its size and its search time."),
+    as_json: bool = typer.Option(False, "--json", help="Metrics (and --per-query results) as JSON."),
+):
+    """Score retrieval in dense, lexical and hybrid mode, side by side.
+
+    Document-level judgements (JSONL record ids or source paths): nDCG@10, recall@1/5/10/100, MRR@10
+    and hit@1/5/10/20, a document scoring as its best chunk, as trec_eval / BEIR / MTEB compute them.
+    Page-level judgements (`<file stem>:p<N>`, 1-based physical page): hit@1/5/10/20 and MRR@10 over
+    chunks, a chunk counting when its page span holds a judged page. Queries go through the same path
+    as `kbc query`; queries without a relevant document are counted, not scored.
+
+    Example: kbc eval kb.kbpack --queries queries.jsonl --qrels qrels.tsv --per-query"""
+    from ..query.knowledge_base import KnowledgeBase
+    from ..tools.evaluate import evaluate as run_eval
+    from ..tools.evaluate import read_qrels, read_queries
+
+    q = read_queries(queries)
+    empty = [qid for qid, text in q.items() if not text.strip()]
+    if empty:  # refused up front, as `kbc query ""` is, not scored on arbitrary hits
+        raise InputError(f"{queries}: query {empty[0]!r} is empty" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
+    r = read_qrels(qrels)
+    overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share}
+    modes = [m.value for m in mode] if mode else None
+    unit_name = unit.value if unit else None
+    reranker = _load_reranker(rerank)
+    with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
+                       sessions=os.cpu_count() or 1, fusion=overrides, reranker=reranker) as kb:
+        with _Progress(enabled=not as_json and sys.stderr.isatty()) as progress:
+            if vectors:
+                from ..tools.evaluate import compare_vectors
+
+                if per_query:
+                    raise InputError("--per-query lists one evaluation's queries: run it without --vectors")
+                compared = compare_vectors(kb, q, r, list(dict.fromkeys(v.value for v in vectors)), modes=modes,
+                                           progress=progress, unit=unit_name)
+            else:
+                report = run_eval(kb, q, r, modes=modes, progress=progress, unit=unit_name)
+        for w in kb.warnings:
+            print(f"kbc: warning: {w}", file=sys.stderr)
+    if vectors:
+        _print_vectors_comparison(compared, as_json=as_json, queries_file=queries)
+        return
+    if as_json:
+        _emit_json(report.to_dict(per_query=per_query))
+        return
+    names = list(report.metrics)
+    if report.level == "page":
+        level = "pages (ranked pages)" if report.unit == "page" else "pages (hits by chunk page span)"
+    else:
+        level = "documents" + (" (a document as its best page)" if report.unit == "page" else "")
+    lines = [f"{report.bundle}: {report.queries} queries, judged by {level}; {report.documents} documents, "
+             f"{report.chunks} chunks",
+             "  " + f"{'mode':<10}" + "".join(f"{n:>11}" for n in names)]
+    for mode_name, m in report.modes.items():
+        tag = mode_name + ("*" if mode_name == report.mode else "")
+        lines.append("  " + f"{tag:<10}" + "".join(f"{m[n]:>11.4f}" for n in names))
+    lines.append(f"  (* the mode --per-query and JSON `metrics` report: {report.mode})")
+    if "hybrid" in report.modes:
+        f = report.fusion
+        lines.append(f"  hybrid: {f['fusion']} fusion, lexical weight {f['weight']}, {f['depth']} candidates per list"
+                     + (" (overridden on the command line)" if any(v is not None for v in overrides.values()) else
+                        " (as the bundle records)"))
+    elif any(overrides[o] is not None for o in ("fusion", "weight", "depth")):
+        lines.append("  note: --fusion/--weight/--depth apply to hybrid mode, which this evaluation did not run")
+    if report.reranker:
+        lines.append(f"  re-ranked by {_safe(report.reranker)} (the first stage's best chunks, then this order)")
+    if report.unit == "page":
+        f = report.fusion
+        lines.append(f"  pages: from the best {f['page_depth']} chunks, score = best chunk + {f['page_share']} x the rest")
+    lines += _coverage_lines(report, queries)
+    s = report.seconds
+    lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    if per_query:
+        key, second = ("ndcg@10", "recall@10") if report.level == "document" else ("mrr@10", "hit@5")
+        depth_shown = ">100" if report.level == "document" else ">20"
+        lines.append(f"per query, {report.mode} (worst {key} first): id  {key}  {second}  first relevant rank  text")
+        for pq in sorted(report.per_query, key=lambda x: (x.metrics[key], x.id)):
+            rank = pq.first_relevant_rank if pq.first_relevant_rank is not None else depth_shown
+            lines.append(f"  {pq.id}  {pq.metrics[key]:.3f}  {pq.metrics[second]:.3f}  {rank}  "
+                         f"{_safe(' '.join(pq.text.split())[:100])}")
+    print("\n".join(lines))
+
+

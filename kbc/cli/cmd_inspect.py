@@ -1,0 +1,76 @@
+"""`kbc inspect`: options -> the bundle's manifest, sections and chunks (and --verify) -> render."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from .app import _emit_json, app, handle_errors
+from .render import _print_inspect
+
+
+@app.command()
+@handle_errors
+def inspect(
+    bundle: Path = typer.Argument(..., help="A .kbpack file."),
+    verify: bool = typer.Option(False, "--verify", help="Check every checksum and structural rule; exit 3 naming the damaged section."),
+    chunks: int = typer.Option(0, "--chunks", "-n", help="Also show the first N chunks with their provenance."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (keys documented in schemas/FORMAT.md)."),
+):
+    """Summarise a bundle: format, embedder, counts, sections, sources. Never loads a model.
+
+    Example: kbc inspect kb.kbpack --verify --json"""
+    from ..errors import BundleError
+    from ..format.bundle import Bundle
+
+    try:
+        b = Bundle(bundle)
+    except BundleError as e:
+        if as_json:
+            _emit_json({"path": str(bundle), "intact": False, "error": {"section": e.section, "message": e.detail}})
+            raise typer.Exit(e.exit_code)
+        raise
+    with b:
+        verified = None
+        error = None
+        if verify:
+            try:
+                b.verify()
+                verified = True
+            except BundleError as e:
+                verified, error = False, {"section": e.section, "message": e.detail}
+        m = b.manifest
+        emb = m.get("embedder") if isinstance(m.get("embedder"), dict) else {}
+        info = {
+            "path": str(bundle), "size": b.size, "format": {"major": b.major, "minor": b.minor},
+            "kbc_version": m.get("kbc_version"), "created": m.get("created"),
+            "embedder": {k: v for k, v in emb.items() if k != "files"},
+            "embedder_files": emb.get("files", {}),
+            "vectors": m.get("vectors"), "chunking": m.get("chunking"), "index": m.get("index"),
+            "counts": m.get("counts"), "sections": b.describe_sections(), "sources": m.get("sources", []),
+            "skipped": m.get("skipped", []), "degraded": m.get("degraded", []), "ignored": m.get("ignored", []),
+            "lexical": m.get("lexical"), "retrieval": m.get("retrieval"), "encoder": m.get("encoder"),
+            "verified": verified, "intact": verified if verify else None,
+        }
+        if error:
+            info["error"] = error
+        try:
+            ps = b.probes() if not error else None
+            info["probes"] = None if ps is None else {
+                "count": len(ps.texts), "role": ps.meta.get("role"), "prompt": ps.prompt,
+                "max_seq_length": ps.meta.get("max_seq_length"), "threshold": ps.meta.get("threshold")}
+        except BundleError as e:
+            info["probes"] = {"error": e.detail}
+        shown = [b.chunk(i) for i in range(min(chunks, b.count))] if chunks and not error else []
+        if as_json:
+            if shown:
+                info["chunks"] = shown
+            _emit_json(info)
+        else:
+            _print_inspect(info, shown, b.source_path)
+        if error:
+            if not as_json:
+                print(f"kbc: error: {bundle}: {error['section']}: {error['message']}", file=sys.stderr)
+            raise typer.Exit(3)

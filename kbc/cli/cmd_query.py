@@ -1,0 +1,73 @@
+"""`kbc query`: options -> KnowledgeBase search -> hits, pages or the device prompt."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..modes import Mode as SearchMode
+from ..modes import Unit as SearchUnit
+from .app import _emit_json, _fail, _load_reranker, _safe, app, handle_errors
+from .render import _print_chunk_body
+
+
+@app.command()
+@handle_errors
+def query(
+    bundle: Path = typer.Argument(..., help="A .kbpack file."),
+    question: str = typer.Argument(..., help="The question to retrieve context for."),
+    k: int = typer.Option(5, "-k", help="Number of hits."),
+    model: Optional[str] = typer.Option(None, help="Model directory to embed the question with (default: the one the bundle records)."),
+    allow_model_mismatch: bool = typer.Option(False, help="Query even if the local model's files differ from the recorded ones (warns)."),
+    backend: str = typer.Option("auto", help="auto (onnxruntime at the bundle's precision), onnx, onnx-int8, torch."),
+    mode: Optional[SearchMode] = typer.Option(None, "--mode", help="dense (vectors), lexical (BM25) or hybrid (both, fused as the bundle records); default: the bundle's."),
+    unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="chunk: the best chunks; page: the best pages, "
+                                              "each once with its best chunks (FORMAT.md 2.8); default: the bundle's."),
+    rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
+                                          "sentence-transformers CrossEncoder from this local directory (desktop only; "
+                                          "a device ranks as the bundle says)."),
+    prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
+    as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
+):
+    """Retrieve the chunks (or pages) a device would retrieve for QUESTION, embedded exactly as the bundle records.
+
+    Example: kbc query kb.kbpack "How do I rotate the logs?" -k 5 --mode hybrid --unit page"""
+    from ..query.knowledge_base import KnowledgeBase, check_questions, device_prompt
+
+    if k <= 0:
+        _fail(f"-k must be positive, not {k}", 2)
+    check_questions([question])  # before the bundle and the model are opened
+    reranker = _load_reranker(rerank)
+    with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
+                       reranker=reranker) as kb:
+        used = kb.retriever.resolve(mode.value if mode else None)
+        ranked_unit = kb.resolve_unit(unit.value if unit else None)
+        pages = ranked_unit == SearchUnit.page.value
+        hits = kb.search_pages(question, k=k, mode=used) if pages else kb.search(question, k=k, mode=used)
+        for w in kb.warnings:
+            print(f"kbc: warning: {w}", file=sys.stderr)
+        if not hits and not as_json:
+            print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
+        if as_json:
+            _emit_json({"question": question, "mode": used, "unit": ranked_unit,
+                        ("pages" if pages else "hits"): [h.to_dict() for h in hits]})
+        elif prompt:
+            print(device_prompt(question, hits))
+        elif pages:
+            for p in hits:
+                where = (f"{p.source}" + (f"#{p.record}" if p.record else "") + f" p.{p.page}"
+                         + (f" (labelled {p.label})" if p.label else ""))
+                print(f"{p.rank}. {p.score:.3f}  {_safe(where)}  [{len(p.chunks)} chunk{'s' if len(p.chunks) != 1 else ''}: "
+                      + ", ".join(str(c.chunk_id) for c in p.chunks) + "]")
+                _print_chunk_body(p.chunks[0], indent="   ")
+        else:
+            for h in hits:
+                where = (f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
+                         + (f" (labelled {h.labels})" if h.labels else ""))
+                print(f"{h.rank}. {h.score:.3f}  {_safe(where)}  [chunk {h.chunk_id}]")
+                _print_chunk_body(h, indent="   ")
+
+

@@ -1,0 +1,57 @@
+"""The manifest's `retrieval` object (FORMAT.md §2.5, §2.8): how a bundle asks every runtime to rank.
+
+The ranking itself is kbc/search/fusion.py."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+from ..modes import Fusion, Mode, Unit
+
+
+MAX_DEPTH = 10_000
+MAX_PAGE_CHUNKS = 100
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    # defaults chosen by bench/retrieval_sweep.py on scifact-train and financebench-dev (README)
+    default_mode: str = Mode.hybrid.value
+    fusion: str = Fusion.tmm.value
+    weight: float = 0.4  # share of the lexical list in the fused score
+    depth: int = 100  # candidates taken from each list
+    rrf_k: int = 60
+    # pages as the unit (format 1.5): the unit a query returns unless it asks, and how pages rank
+    unit: str = Unit.chunk.value
+    page_depth: int = 100  # chunks of the mode's ranking grouped into pages
+    page_share: float = 0.0  # weight of a page's other chunks' scores next to its best one
+    page_chunks: int = 3  # chunks returned with each page, best first
+
+    def to_manifest(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, d) -> "RetrievalSettings":
+        """The bundle's settings; ValueError naming what is wrong."""
+        if not isinstance(d, Mapping):
+            raise ValueError("retrieval settings are not an object")
+        s = cls(**{k: d[k] for k in asdict(cls()) if k in d})
+        s.check()
+        return s
+
+    def check(self) -> None:
+        if self.default_mode not in {m.value for m in Mode}:
+            raise ValueError(f"unknown mode {self.default_mode!r}")
+        if self.fusion not in {f.value for f in Fusion}:
+            raise ValueError(f"unknown fusion {self.fusion!r}")
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or not 0 <= self.weight <= 1:
+            raise ValueError(f"fusion weight must be within [0, 1], not {self.weight!r}")
+        for name, v, hi in (("depth", self.depth, MAX_DEPTH), ("rrf_k", self.rrf_k, 10_000),
+                            ("page_depth", self.page_depth, MAX_DEPTH), ("page_chunks", self.page_chunks, MAX_PAGE_CHUNKS)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValueError(f"{name} must be an integer within [1, {hi}], not {v!r}")
+        if self.unit not in {u.value for u in Unit}:
+            raise ValueError(f"unknown unit {self.unit!r}")
+        if not isinstance(self.page_share, (int, float)) or isinstance(self.page_share, bool) or not 0 <= self.page_share <= 1:
+            raise ValueError(f"page_share must be within [0, 1], not {self.page_share!r}")
