@@ -317,12 +317,23 @@ class LexicalBuilder:
             self._spill_folder = None
         self._runs = []
 
-    def finish(self) -> tuple[dict, list[tuple[str, str, bytes]]]:
-        """(manifest `lexical` object, [(section name, encoding, bytes)])."""
+    def finish(self, *, stream: bool = False) -> tuple[dict, list[tuple[str, str, bytes]]]:
+        """(manifest `lexical` object, [(section name, encoding, bytes)]). With `stream`, the
+        postings section comes as an open, unlinked file positioned anywhere (BundleWriter copies
+        it in 1 MiB steps), so the largest section never sits in memory."""
         try:
-            return self._finish()
+            meta, sections = self._finish()
         finally:
             self.close()
+        if not stream:
+            out = []
+            for name, encoding, data in sections:
+                if hasattr(data, "read"):
+                    data.seek(0)
+                    data = data.read()
+                out.append((name, encoding, data))
+            sections = out
+        return meta, sections
 
     def _finish(self) -> tuple[dict, list[tuple[str, str, bytes]]]:
         terms = sorted(self._vocab, key=lambda t: t.encode("utf-8"))
@@ -336,9 +347,11 @@ class LexicalBuilder:
             slices = self._merged_slices(rank, len(terms))
         else:
             slices = self._memory_slices(rank)
-        # Encoded a slice of postings at a time: the peak stays near what the builder already holds
-        # plus one slice, instead of ~100 bytes per posting at 1M chunks.
-        parts, postings_offsets, base = [], np.zeros(len(terms) + 1, dtype=np.int64), 0
+        # Encoded a slice of postings at a time and written to an unlinked spool file that the bundle
+        # writer copies from: the peak stays near what the builder already holds plus one slice, and
+        # the encoded section (tens of MB at 1M chunks) is never held in memory, let alone twice.
+        spool = tempfile.TemporaryFile(prefix=".kbc-lex-postings-", dir=self.spill_dir)
+        postings_offsets, base = np.zeros(len(terms) + 1, dtype=np.int64), 0
         prev_term, prev_chunk = -1, 0
         for t, c, f in slices:
             if len(t) == 0:
@@ -352,16 +365,14 @@ class LexicalBuilder:
             pairs[0::2], pairs[1::2] = np.where(first, c, c - before), f
             encoded_part, starts = uleb128_encode(pairs)
             postings_offsets[t[first]] = base + starts[0:-1:2][first]
-            parts.append(encoded_part)
+            spool.write(encoded_part.tobytes())
             base += len(encoded_part)
             prev_term, prev_chunk = int(t[-1]), int(c[-1])
         postings_offsets[len(terms)] = base
-        postings = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
-        del parts
         encoded = [t.encode("utf-8") for t in terms]
         vocab_offsets = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=vocab_offsets[1:])
-        if vocab_offsets[-1] >= 2 ** 32 or len(postings) >= 2 ** 32:
+        if vocab_offsets[-1] >= 2 ** 32 or base >= 2 ** 32:
             raise ValueError("lexical index over 4 GiB (u32 offsets): build with --no-lexical")
         lengths = np.frombuffer(self._lengths, dtype=np.uint32)
         n = len(lengths)
@@ -372,7 +383,7 @@ class LexicalBuilder:
         sections = [
             ("lex_vocab", "utf8", b"".join(encoded)),
             ("lex_vocab_offsets", "u32le", vocab_offsets.astype("<u4").tobytes()),
-            ("lex_postings", "uleb128", postings.tobytes()),
+            ("lex_postings", "uleb128", spool),  # an open file: BundleWriter streams it
             ("lex_postings_offsets", "u32le", postings_offsets.astype("<u4").tobytes()),
             ("lex_doc_lengths", "u32le", lengths.astype("<u4").tobytes()),
         ]

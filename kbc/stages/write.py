@@ -53,7 +53,7 @@ class BundleSink:
                  ("probe_vectors", "f32le", np.ascontiguousarray(probe_vectors, dtype="<f4").tobytes())]
         if self.lexicon is not None:
             t_lex = time.perf_counter()
-            manifest["lexical"], sections = self.lexicon.finish()
+            manifest["lexical"], sections = self.lexicon.finish(stream=True)
             extra += sections
             # tokenising happened window by window during embedding (and is inside "embed" too)
             self.seconds["lexical"] = time.perf_counter() - t_lex + self.lexicon.seconds
@@ -61,7 +61,12 @@ class BundleSink:
             meta, graph, tokenizer = encoder
             manifest["encoder"] = meta
             extra += [(meta["graph"], "onnx", graph), (meta["tokenizer"], "json", tokenizer)]
-        self.writer.finish(manifest, index=idx.data, extra_sections=extra)
+        try:
+            self.writer.finish(manifest, index=idx.data, extra_sections=extra)
+        finally:
+            for _, _, data in extra:  # the lexical postings spool: an unlinked file, gone once closed
+                if hasattr(data, "close"):
+                    data.close()
         self.seconds["write"] = time.perf_counter() - t
         return idx.manifest
 
