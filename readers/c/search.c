@@ -1,0 +1,227 @@
+/* libkbpack, search.c: retrieval settings and kbp_search (FORMAT.md §2.5; Python:
+ * kbc/retrieval.py RetrievalSettings, fuse, Retriever.search). The manifest's `retrieval` object
+ * gives the default mode, the fusion (tmm, minmax or rrf) with its weight and depth, and the
+ * page settings (read here, used by pages.c). kbp_resolve_mode says which mode a request gets;
+ * kbp_search runs it: dense (dense.c), lexical (lexical.c), or hybrid, which fuses both lists
+ * here. */
+#include "kbpack_internal.h"
+
+static kbp_status read_retrieval(kbp_bundle *kb) {
+  retrieval_settings *rs = &kb->rs;
+  const char *end = kb->manifest_end, *r = kb->m_retrieval;
+  /* without a retrieval object (formats 1.0, 1.1): dense; the other defaults are Python's */
+  rs->default_mode = r ? KBP_MODE_HYBRID : KBP_MODE_DENSE;
+  rs->fusion = FUSION_TMM;
+  rs->weight = 0.4;
+  rs->depth = 100;
+  rs->rrf_k = 60;
+  rs->unit = KBP_UNIT_CHUNK;
+  rs->page_depth = 100;
+  rs->page_share = 0.0;
+  rs->page_chunks = 3;
+  if (!r) return KBP_OK;
+  const char *mode = kbpi_jget(r, end, "default_mode"), *fusion = kbpi_jget(r, end, "fusion"), *weight = kbpi_jget(r, end, "weight");
+  const char *depth = kbpi_jget(r, end, "depth"), *rrf_k = kbpi_jget(r, end, "rrf_k");
+  if (mode) {
+    if (kbpi_jstreq(mode, end, "dense")) rs->default_mode = KBP_MODE_DENSE;
+    else if (kbpi_jstreq(mode, end, "lexical")) rs->default_mode = KBP_MODE_LEXICAL;
+    else if (kbpi_jstreq(mode, end, "hybrid")) rs->default_mode = KBP_MODE_HYBRID;
+    else return kbpi_invalid(kb, "manifest", "retrieval: unknown mode");
+  }
+  if (fusion) {
+    if (kbpi_jstreq(fusion, end, "tmm")) rs->fusion = FUSION_TMM;
+    else if (kbpi_jstreq(fusion, end, "minmax")) rs->fusion = FUSION_MINMAX;
+    else if (kbpi_jstreq(fusion, end, "rrf")) rs->fusion = FUSION_RRF;
+    else return kbpi_invalid(kb, "manifest", "retrieval: unknown fusion");
+  }
+  if (weight && !(kbpi_jtype(weight) == J_NUMBER && kbpi_jdouble(weight, end, &rs->weight) == 0 && rs->weight >= 0 && rs->weight <= 1))
+    return kbpi_invalid(kb, "manifest", "retrieval: fusion weight must be within [0, 1]");
+  if (depth && (kbpi_juint(depth, end, &rs->depth) || rs->depth < 1 || rs->depth > MAX_RETRIEVAL_DEPTH))
+    return kbpi_invalid(kb, "manifest", "retrieval: depth must be an integer within [1, %u]", MAX_RETRIEVAL_DEPTH);
+  if (rrf_k && (kbpi_juint(rrf_k, end, &rs->rrf_k) || rs->rrf_k < 1 || rs->rrf_k > MAX_RRF_K))
+    return kbpi_invalid(kb, "manifest", "retrieval: rrf_k must be an integer within [1, %u]", MAX_RRF_K);
+  /* 1.5, pages as the unit (FORMAT.md §2.8): the same verdicts as RetrievalSettings.check */
+  const char *unit = kbpi_jget(r, end, "unit"), *page_depth = kbpi_jget(r, end, "page_depth");
+  const char *page_share = kbpi_jget(r, end, "page_share"), *page_chunks = kbpi_jget(r, end, "page_chunks");
+  if (page_depth && (kbpi_juint(page_depth, end, &rs->page_depth) || rs->page_depth < 1 || rs->page_depth > MAX_PAGE_DEPTH))
+    return kbpi_invalid(kb, "manifest", "retrieval: page_depth must be an integer within [1, %u]", MAX_PAGE_DEPTH);
+  if (page_chunks && (kbpi_juint(page_chunks, end, &rs->page_chunks) || rs->page_chunks < 1 || rs->page_chunks > KBP_MAX_PAGE_CHUNKS))
+    return kbpi_invalid(kb, "manifest", "retrieval: page_chunks must be an integer within [1, %u]", (unsigned)KBP_MAX_PAGE_CHUNKS);
+  if (unit) {
+    if (kbpi_jstreq(unit, end, "chunk")) rs->unit = KBP_UNIT_CHUNK;
+    else if (kbpi_jstreq(unit, end, "page")) rs->unit = KBP_UNIT_PAGE;
+    else return kbpi_invalid(kb, "manifest", "retrieval: unknown unit");
+  }
+  if (page_share &&
+      !(kbpi_jtype(page_share) == J_NUMBER && kbpi_jdouble(page_share, end, &rs->page_share) == 0 && rs->page_share >= 0 && rs->page_share <= 1))
+    return kbpi_invalid(kb, "manifest", "retrieval: page_share must be within [0, 1]");
+  return KBP_OK;
+}
+
+KBP_INTERNAL kbp_status kbpi_retrieval_ready(kbp_bundle *kb) {
+  if (kb->retrieval_state == LOAD_READY) return KBP_OK;
+  kbp_status st = read_retrieval(kb);
+  if (st == KBP_OK) kb->retrieval_state = LOAD_READY;
+  return st;
+}
+
+kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used) {
+  kbpi_clear_error(&kb->err);
+  if (requested < KBP_MODE_DEFAULT || requested > KBP_MODE_HYBRID)
+    return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "mode must be dense, lexical or hybrid");
+  kbp_status st = kbpi_retrieval_ready(kb);
+  if (st != KBP_OK) return st;
+  if (requested == KBP_MODE_DENSE) { /* dense reads the vectors only */
+    if (used) *used = KBP_MODE_DENSE;
+    return KBP_OK;
+  }
+  st = kbpi_lexical_ready(kb);
+  if (st != KBP_OK && st != KBP_ERR_NOT_PRESENT) return st;
+  int has_lexical = st == KBP_OK;
+  kbpi_clear_error(&kb->err);
+  kbp_mode mode = requested;
+  if (mode == KBP_MODE_DEFAULT) mode = has_lexical ? kb->rs.default_mode : KBP_MODE_DENSE;
+  if (mode != KBP_MODE_DENSE && !has_lexical)
+    return kbpi_fail(kb, KBP_ERR_NOT_PRESENT, "", "%s search: this bundle has no lexical index (built before format 1.2, or "
+                "with --no-lexical); use dense", mode == KBP_MODE_LEXICAL ? "lexical" : "hybrid");
+  if (used) *used = mode;
+  return KBP_OK;
+}
+
+typedef struct {
+  double hi, lo;
+  size_t n;
+} score_range;
+
+static score_range range_of(const scored *list, size_t n) {
+  score_range r = {0.0, 0.0, n};
+  for (size_t i = 0; i < n; i++) {
+    if (i == 0 || list[i].score > r.hi) r.hi = list[i].score;
+    if (i == 0 || list[i].score < r.lo) r.lo = list[i].score;
+  }
+  return r;
+}
+
+/* Python's _normalise for tmm and minmax; `ref` spans the list's own top scores. */
+static double normalise(double score, score_range ref, fusion_method method) {
+  if (ref.n == 0) return 0.0;
+  if (!isfinite(ref.hi)) return 0.0; /* only a forged bundle's overflowing scores get here (Python too) */
+  if (method == FUSION_TMM) return ref.hi > 0.0 ? (score > 0.0 ? score : 0.0) / ref.hi : 0.0;
+  if (ref.hi > ref.lo) return (score - ref.lo) / (ref.hi - ref.lo);
+  return score >= ref.hi ? 1.0 : 0.0; /* one distinct score: the list's members 1, the rest 0 */
+}
+
+static int by_id(const void *pa, const void *pb) {
+  uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+  return a < b ? -1 : a > b;
+}
+
+static size_t position_of(const uint64_t *sorted, size_t n, uint64_t id) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (sorted[mid] < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* The sorted union of both lists' ids; returns its length. */
+static size_t candidate_union(const scored *d, size_t nd, const scored *l, size_t nl, uint64_t *out) {
+  for (size_t i = 0; i < nd; i++) out[i] = d[i].id;
+  for (size_t i = 0; i < nl; i++) out[nd + i] = l[i].id;
+  qsort(out, nd + nl, sizeof *out, by_id);
+  size_t n = 0;
+  for (size_t i = 0; i < nd + nl; i++)
+    if (n == 0 || out[n - 1] != out[i]) out[n++] = out[i];
+  return n;
+}
+
+/* Fuses the dense and lexical lists into fused[i] for each candidate (Python: fuse). */
+static void fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t nd, const scored *l,
+                 size_t nl, const uint64_t *cand, size_t nc, scored *fused) {
+  const retrieval_settings *rs = &kb->rs;
+  double w = rs->weight;
+  for (size_t i = 0; i < nc; i++) {
+    fused[i].id = cand[i];
+    fused[i].score = 0.0;
+  }
+  if (rs->fusion == FUSION_RRF) { /* the dense list's terms first, then the lexical list's */
+    for (size_t r = 0; r < nd; r++) fused[position_of(cand, nc, d[r].id)].score += (1.0 - w) / (double)(rs->rrf_k + r + 1);
+    for (size_t r = 0; r < nl; r++) fused[position_of(cand, nc, l[r].id)].score += w / (double)(rs->rrf_k + r + 1);
+    return;
+  }
+  score_range dense_range = range_of(d, nd), lexical_range = range_of(l, nl);
+  for (size_t i = 0; i < nc; i++) {
+    double ip = (double)kbpi_row_score(kb, dq, cand[i]); /* exact, in float32 */
+    if (!isfinite(ip)) ip = 0.0; /* a forged bundle's overflowing scores count for nothing, as in Python */
+    double dense = normalise(ip, dense_range, rs->fusion);
+    double lexical = normalise(kb->lex.scores[cand[i]], lexical_range, rs->fusion);
+    double a = (1.0 - w) * dense, b = w * lexical;
+    fused[i].score = a + b;
+  }
+}
+
+static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *question, size_t k, kbp_hit *hits, size_t *n_hits) {
+  uint64_t depth = k > kb->rs.depth ? k : kb->rs.depth;
+  scored *d = NULL, *l = NULL, *fused = NULL;
+  uint64_t *cand = NULL;
+  size_t nd = 0, nl = 0, nc = 0;
+  dense_query dq;
+  kbp_status st = kbpi_prepare_query(kb, q, &dq);
+  if (st == KBP_OK) st = kbpi_dense_top(kb, &dq, depth, &d, &nd); /* two-stage with binary codes, as Python's */
+  if (st == KBP_OK) st = kbpi_score_lexical(kb, question);
+  if (st == KBP_OK) st = kbpi_lexical_top(kb, depth, &l, &nl);
+  if (st == KBP_OK && nl == 0) { /* no word of the question in the index: the dense list */
+    for (size_t i = 0; i < nd && i < k; i++) hits[i] = (kbp_hit){d[i].id, d[i].score};
+    *n_hits = nd < k ? nd : k;
+  } else if (st == KBP_OK) {
+    cand = malloc((nd + nl) * sizeof *cand);
+    fused = malloc((nd + nl) * sizeof *fused);
+    if (!cand || !fused) st = kbpi_out_of_memory(kb);
+    else {
+      nc = candidate_union(d, nd, l, nl, cand);
+      fuse(kb, &dq, d, nd, l, nl, cand, nc, fused);
+      qsort(fused, nc, sizeof *fused, kbpi_by_rank);
+      for (size_t i = 0; i < nc && i < k; i++) hits[i] = (kbp_hit){fused[i].id, fused[i].score};
+      *n_hits = nc < k ? nc : k;
+    }
+  }
+  free(d);
+  free(l);
+  free(cand);
+  free(fused);
+  return st;
+}
+
+static kbp_status copy_hits(const scored *s, size_t n, size_t k, kbp_hit *hits, size_t *n_hits) {
+  for (size_t i = 0; i < n && i < k; i++) hits[i] = (kbp_hit){s[i].id, s[i].score};
+  *n_hits = n < k ? n : k;
+  return KBP_OK;
+}
+
+kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *question, size_t k, kbp_mode mode,
+                      kbp_hit *hits, size_t *n_hits) {
+  if (!kb) return KBP_ERR_ARGUMENT;
+  kbpi_clear_error(&kb->err);
+  if (!n_hits || (k && !hits)) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "kbp_search: hits and n_hits must not be NULL");
+  *n_hits = 0;
+  kbp_mode used;
+  kbp_status st = kbp_resolve_mode(kb, mode, &used);
+  if (st != KBP_OK) return st;
+  if (used != KBP_MODE_LEXICAL && (st = kbpi_check_query_vector(kb, query_vector)) != KBP_OK) return st;
+  if (used != KBP_MODE_DENSE && !question) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "this search needs a question");
+  if (k == 0) return KBP_OK;
+  scored *top = NULL;
+  size_t n = 0;
+  if (used == KBP_MODE_HYBRID) return hybrid_search(kb, query_vector, question, k, hits, n_hits);
+  if (used == KBP_MODE_DENSE) {
+    dense_query dq;
+    if ((st = kbpi_prepare_query(kb, query_vector, &dq)) == KBP_OK) st = kbpi_dense_top(kb, &dq, k, &top, &n);
+  } else if ((st = kbpi_score_lexical(kb, question)) == KBP_OK) {
+    st = kbpi_lexical_top(kb, k, &top, &n);
+  }
+  if (st == KBP_OK) copy_hits(top, n, k, hits, n_hits);
+  free(top);
+  return st;
+}

@@ -1,0 +1,67 @@
+/* libkbpack, verify.c: kbp_verify: what `kbc inspect --verify` checks, in the order
+ * Bundle.verify checks it, so that the part named is the same. Every section's checksum and the
+ * whole file's, every chunk block, the vectors (finite, or int8's scales) and the binary codes'
+ * padding, the query encoder, the probes, every posting list, the FAISS index (faiss_index.c)
+ * and the retrieval settings. */
+#include "kbpack_internal.h"
+
+static kbp_status verify_sections(kbp_bundle *kb, int *body_ok) {
+  uint8_t digest[32];
+  kbpi_sha256(kb->data + HEADER_SIZE, kb->size - HEADER_SIZE, digest);
+  *body_ok = memcmp(digest, kb->body_sha, 32) == 0;
+  for (size_t i = 0; i < kb->n_sections; i++) { /* every section's checksum again, in file order */
+    int idx = (int)kb->file_order[i];
+    const uint8_t *bytes = NULL;
+    kb->sections[idx].state = UNCHECKED;
+    kbp_status st = kbpi_section_bytes(kb, idx, &bytes);
+    if (st != KBP_OK) return st;
+  }
+  return KBP_OK;
+}
+
+static kbp_status verify_chunks(kbp_bundle *kb) {
+  kbp_status st = kbpi_check_offsets(kb);
+  for (uint64_t b = 0; st == KBP_OK && b < kb->n_blocks; b++) st = kbpi_load_block(kb, b);
+  return st;
+}
+
+static kbp_status verify_probes(kbp_bundle *kb) {
+  if (kb->known[S_PROBES] < 0) return KBP_OK;
+  kbp_status st = kbpi_probes_ready(kb);
+  if (st != KBP_OK) return st;
+  if (kbpi_first_non_finite_row(kb->probes.vectors, kb->probes.n, kb->dim, 4) >= 0)
+    return kbpi_invalid(kb, "probe_vectors", "holds NaN or infinity");
+  return KBP_OK;
+}
+
+static kbp_status verify_lexical(kbp_bundle *kb) {
+  if (!kbp_has_lexical(kb)) return KBP_OK;
+  kbp_status st = kbpi_lexical_ready(kb);
+  uint64_t df;
+  for (uint64_t t = 0; st == KBP_OK && t < kb->lex.terms; t++) st = kbpi_walk_postings(kb, t, &df, NULL, NULL);
+  return st;
+}
+
+kbp_status kbp_verify(kbp_bundle *kb) {
+  if (!kb) return KBP_ERR_ARGUMENT;
+  kbpi_clear_error(&kb->err);
+  int body_ok;
+  const uint8_t *vectors = NULL;
+  kbp_status st = verify_sections(kb, &body_ok);
+  if (st == KBP_OK) st = verify_chunks(kb);
+  if (st == KBP_OK && !body_ok) st = kbpi_invalid(kb, "file", "whole-file sha256 mismatch (damage outside any section, e.g. padding)");
+  if (st == KBP_OK) {
+    kb->vectors_checked = 0;
+    st = kbpi_vectors_bytes(kb, &vectors); /* finite, or int8's scales */
+  }
+  if (st == KBP_OK) st = kbpi_check_code_padding(kb);
+  if (st == KBP_OK && kbp_encoder_get(kb, NULL) == KBP_ERR_INVALID) st = KBP_ERR_INVALID;
+  if (st == KBP_OK) {
+    kbpi_clear_error(&kb->err); /* "no query encoder" is no failure here */
+    st = verify_probes(kb);
+  }
+  if (st == KBP_OK) st = verify_lexical(kb);
+  if (st == KBP_OK) st = kbpi_verify_index(kb);
+  if (st == KBP_OK) st = kbpi_retrieval_ready(kb);
+  return st;
+}
