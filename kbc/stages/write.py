@@ -14,6 +14,7 @@ from ..format.bundle import BundleWriter
 from ..errors import InputError, option
 from ..search.dense import build_index
 from ..format.bm25 import LexicalBuilder
+from ..infra.memory import MemoryTrimmer
 
 
 class BundleSink:
@@ -27,6 +28,8 @@ class BundleSink:
         self.vectors = vectors
         # last: it makes the temporary file
         self.writer = BundleWriter(output, dim=dim, dtype=preset.dtype, binary=preset.binary)
+        # every window passes through here: where the driver hands back what the windows freed
+        self.trimmer = MemoryTrimmer()
 
     @property
     def count(self) -> int:
@@ -39,6 +42,7 @@ class BundleSink:
             self.writer.add(records, vectors)
         except ValueError as e:  # a model whose values float16 cannot hold: the user's choice to change
             raise InputError(f"{option('vectors')} {self.vectors}: {e}") from None
+        self.trimmer.maybe_trim()
 
     def finish(self, manifest: dict, *, probes: tuple[dict, np.ndarray], encoder=None) -> dict:
         """Index, lexical sections, probes, the encoder (`(meta, graph path, tokenizer path)`, with
