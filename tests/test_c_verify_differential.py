@@ -6,7 +6,7 @@ verdict must be able to use exactly the bundles kbc's reader can.
 The crafted set is the one the sanitizer tests run (tests/fuzz_seeds.py: small real bundles of every
 kind, the schema cases, mutations of each with checksums recomputed, and the hostile cases on a real
 `kbc build` output), plus every scalar field of every FAISS index type kbc's readers accept, forged
-to values around its limits: the C walk of the index (kbpack.c, check_index) must refuse what
+to values around its limits: the C walk of the index (faiss_index.c, check_index) must refuse what
 kbc/format/faiss_guard.py (and FAISS's own loader) refuse, and nothing else.
 
 Cases whose verdict waits on Python-side work in progress are listed in PENDING with the reason and

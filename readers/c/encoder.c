@@ -2,7 +2,7 @@
  * manifest's `encoder` object names two sections, an ONNX graph and a tokenizer.json.
  * kbp_encoder_get checks the record field by field (manifest.schema.json's types and ranges) and
  * that it repeats the embedder's settings, the graph's SHA-256, and tokenizer.json's bounds
- * (size, nesting and shape, as kbc/encoder_guard.py) before it hands out the bytes. The ONNX
+ * (size, nesting and shape, as kbc/format/encoder_guard.py) before it hands out the bytes. The ONNX
  * graph itself is not inspected. */
 #include "kbpack_internal.h"
 
@@ -72,7 +72,7 @@ static kbp_status check_encoder_record(kbp_bundle *kb, const char *meta) {
   return KBP_OK;
 }
 
-/* kbc/encoder_guard.py's bounds on tokenizer.json (FORMAT.md §5.1): its size, its nesting and its shape */
+/* kbc/format/encoder_guard.py's bounds on tokenizer.json (FORMAT.md §5.1): its size, its nesting and its shape */
 #define MAX_TOKENIZER_BYTES ((uint64_t)32 << 20)
 #define MAX_TOKENIZER_DEPTH 32
 

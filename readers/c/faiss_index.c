@@ -3,7 +3,7 @@
  * budgets and why, is said below; nothing here loads or searches the index. */
 #include "kbpack_internal.h"
 
-/* The stored FAISS index (FORMAT.md §5.1; Python: kbc/faiss_guard.py, whose walk this is, check for
+/* The stored FAISS index (FORMAT.md §5.1; Python: kbc/format/faiss_guard.py, whose walk this is, check for
  * check). This library never loads or searches the index, but a device that hands a verified
  * bundle's index to FAISS must be able to trust it: faiss::read_index allocates what the bytes
  * declare before it reads the data that should fill them, and a forged id map or graph link names

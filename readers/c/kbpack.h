@@ -107,7 +107,7 @@ const kbp_error *kbp_last_error(const kbp_bundle *kb);
  * vectors finite, int8's scales >= 0 with 128 x scale finite, the binary codes' unused bits zero,
  * the query encoder (format 1.3): its manifest record field by field (manifest.schema.json) and
  * tokenizer.json's size, depth and shape (the ONNX graph itself is not walked here), the stored FAISS
- * index walked as kbc/faiss_guard.py walks it (the types kbc writes, every declared size against the
+ * index walked as kbc/format/faiss_guard.py walks it (the types kbc writes, every declared size against the
  * bytes and FORMAT.md §5.1's budgets, ids each row once, graph links within the vectors; it is never
  * loaded, so a caller may hand a verified bundle's index to FAISS) with search parameters of its
  * type, and the retrieval settings. KBP_OK means intact; KBP_ERR_INVALID names the first damaged

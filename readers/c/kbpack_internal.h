@@ -1,8 +1,8 @@
 /* kbpack_internal.h: what libkbpack's units share, none of it part of the library's interface (that
  * is kbpack.h; the format is schemas/FORMAT.md). Each unit includes this header first, and no other of ours.
  *
- * Every rule in the units mirrors kbc's Python reader (kbc/bundle.py, kbc/lexical.py, kbc/retrieval.py,
- * kbc/probe.py), so that a bundle one refuses the other refuses too, and a search ranks the same
+ * Every rule in the units mirrors kbc's Python reader (kbc/format/bundle.py, kbc/format/bm25.py, kbc/search/fusion.py,
+ * kbc/format/probes.py), so that a bundle one refuses the other refuses too, and a search ranks the same
  * chunks. Where the Python code's behaviour is subtle (Python's `==` between JSON numbers and
  * booleans, duplicate keys, the order of floating-point operations) the comment says so. Nothing is
  * allocated from a size read from the file before that size has been checked against the file or a
@@ -21,7 +21,7 @@
  *   pages.c        pages as the unit, kbp_search_pages
  *   probes.c       probes, kbp_probe_check
  *   encoder.c      the query encoder record and tokenizer.json, kbp_encoder_get
- *   faiss_index.c  the stored FAISS index, walked as kbc/faiss_guard.py walks it
+ *   faiss_index.c  the stored FAISS index, walked as kbc/format/faiss_guard.py walks it
  *   verify.c       kbp_verify
  *
  * A function one unit lends another is declared here, under the unit that defines it, and is named

@@ -1,4 +1,4 @@
-/* libkbpack, lexical.c: the lexical index and BM25 (FORMAT.md §2.4; Python: kbc/lexical.py).
+/* libkbpack, lexical.c: the lexical index and BM25 (FORMAT.md §2.4; Python: kbc/format/bm25.py).
  * Opening checks the manifest's `lexical` object and the offsets (LexicalIndex.__init__) and the
  * vocabulary order; each posting list is checked when a question uses it (postings_of), and all
  * of them by kbp_verify (check_all). The tokeniser kbc-lex-1 (steps 1-7) turns a question into

@@ -1,4 +1,4 @@
-/* libkbpack, pages.c: pages as the unit (FORMAT.md §2.8; Python: kbc/retrieval.py page_key,
+/* libkbpack, pages.c: pages as the unit (FORMAT.md §2.8; Python: kbc/search/fusion.py page_key,
  * rank_pages and KnowledgeBase.rank_pages). kbp_search_pages takes the mode's best page_depth
  * chunks, groups them by page (source, record, page_start), scores each page by its best chunk
  * plus page_share of the others, and returns the best k pages with their records and their first

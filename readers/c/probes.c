@@ -1,4 +1,4 @@
-/* libkbpack, probes.c: the probes (FORMAT.md §2.3; Python: Bundle.probes, kbc/probe.py compare):
+/* libkbpack, probes.c: the probes (FORMAT.md §2.3; Python: Bundle.probes, kbc/tools/probe.py compare):
  * texts stored with the vectors the build's encoder gave them, so that a device can check that
  * its own encoder agrees. The probes section's JSON and probe_vectors are checked on first use;
  * kbp_probe_get gives each probe's input (prompt and text) and kind, and kbp_probe_check

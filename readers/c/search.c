@@ -1,5 +1,5 @@
 /* libkbpack, search.c: retrieval settings and kbp_search (FORMAT.md §2.5; Python:
- * kbc/retrieval.py RetrievalSettings, fuse, Retriever.search). The manifest's `retrieval` object
+ * kbc/format/retrieval.py RetrievalSettings, kbc/search/fusion.py fuse, Retriever.search). The manifest's `retrieval` object
  * gives the default mode, the fusion (tmm, minmax or rrf) with its weight and depth, and the
  * page settings (read here, used by pages.c). kbp_resolve_mode says which mode a request gets;
  * kbp_search runs it: dense (dense.c), lexical (lexical.c), or hybrid, which fuses both lists
