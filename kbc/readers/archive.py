@@ -223,3 +223,26 @@ def archive_errors() -> tuple[type[BaseException], ...]:
     """What zipfile raises for bytes that are not a readable zip (damaged, truncated, odd methods)."""
     return (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError,
             KeyError, OverflowError)
+
+
+def open_or_skip(src, data: bytes, out, opts, *, kind: str, refuse) -> io.BytesIO | None:
+    """The bounded copy of `src`'s archive that the kind's library may open (DOCX for python-docx,
+    EPUB for EbookLib), or None with the skip reason recorded in `out`. `refuse(parts)` gives why
+    a part may not be read (a DTD in an Office part, entities in an EPUB), or None."""
+    from ..records import Problem
+    from .textclean import one_line
+
+    try:
+        package, parts = open_archive(data, limits_for(opts))
+    except ArchiveRefused as e:
+        out.problems.append(Problem(src.rel, "skipped", f"refused {kind}: {e}"))
+        return None
+    except archive_errors() as e:  # not a zip, truncated, damaged streams
+        out.problems.append(Problem(src.rel, "skipped", f"unreadable {kind}: {one_line(e)}"))
+        return None
+    why = refuse(parts)
+    if why is not None:
+        out.problems.append(Problem(src.rel, "skipped", f"refused {kind}: {why}"))
+        return None
+    return package
+

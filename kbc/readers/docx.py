@@ -8,31 +8,18 @@ Part 2, M1.17), so one is only there for entity expansion or an external entity.
 
 from __future__ import annotations
 
-import io
 
 from ..records import Extracted, Problem, SourceFile
 from .textclean import one_line
 from . import ReadOptions, register_reader
-from .archive import ArchiveRefused, archive_errors, declares_dtd, limits_for, open_archive
+from .archive import declares_dtd, open_or_skip
 from .html import markdown_document
 
 
-def _open_package(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> io.BytesIO | None:
-    """The bounded copy of the archive python-docx may open, or None with the skip reason recorded."""
-    try:
-        package, parts = open_archive(data, limits_for(opts))
-    except ArchiveRefused as e:
-        out.problems.append(Problem(src.rel, "skipped", f"refused DOCX: {e}"))
-        return None
-    except archive_errors() as e:  # not a zip, truncated, damaged streams
-        out.problems.append(Problem(src.rel, "skipped", f"unreadable DOCX: {one_line(e)}"))
-        return None
+def _refused_part(parts: dict[str, bytes]) -> str | None:
     dtd = next((name for name, body in parts.items() if declares_dtd(body)), None)
-    if dtd is not None:
-        out.problems.append(Problem(src.rel, "skipped", f"refused DOCX: part {dtd!r} has a document type "
-                                    "declaration, which Office files never hold (entities are not expanded)"))
-        return None
-    return package
+    return None if dtd is None else (f"part {dtd!r} has a document type declaration, which Office files "
+                                     "never hold (entities are not expanded)")
 
 
 def _heading_level(style_name: str) -> int:
@@ -54,7 +41,7 @@ def read_docx(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    package = _open_package(src, data, out, opts)
+    package = open_or_skip(src, data, out, opts, kind="DOCX", refuse=_refused_part)
     if package is None:
         return
     try:

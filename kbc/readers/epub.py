@@ -8,31 +8,17 @@ files); chapters nested deeper than the HTML parser keeps are refused as HTML fi
 
 from __future__ import annotations
 
-import io
 
 from ..records import Extracted, Problem, SourceFile
 from .textclean import clean_text, join_pages, one_line, with_markdown_structure
 from . import ReadOptions, register_reader
-from .archive import ArchiveRefused, archive_errors, declares_entities, limits_for, open_archive
+from .archive import declares_entities, open_or_skip
 from .html import MarkupRefused, html_to_markdown
 
 
-def _open_book(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> io.BytesIO | None:
-    """The bounded copy of the archive EbookLib may open, or None with the skip reason recorded."""
-    try:
-        book, parts = open_archive(data, limits_for(opts))
-    except ArchiveRefused as e:
-        out.problems.append(Problem(src.rel, "skipped", f"refused EPUB: {e}"))
-        return None
-    except archive_errors() as e:  # not a zip, truncated, damaged streams
-        out.problems.append(Problem(src.rel, "skipped", f"unreadable EPUB: {one_line(e)}"))
-        return None
+def _refused_part(parts: dict[str, bytes]) -> str | None:
     declaring = next((name for name, body in parts.items() if declares_entities(body)), None)
-    if declaring is not None:
-        out.problems.append(Problem(src.rel, "skipped", f"refused EPUB: {declaring!r} declares XML entities "
-                                    "(<!ENTITY>), which kbc does not expand"))
-        return None
-    return book
+    return None if declaring is None else f"{declaring!r} declares XML entities (<!ENTITY>), which kbc does not expand"
 
 
 @register_reader("epub", suffixes=(".epub",), description="EPUB books (EbookLib): one page per chapter")
@@ -42,7 +28,7 @@ def read_epub(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
     import ebooklib
     from ebooklib import epub
 
-    archive = _open_book(src, data, out, opts)
+    archive = open_or_skip(src, data, out, opts, kind="EPUB", refuse=_refused_part)
     if archive is None:
         return
     try:
