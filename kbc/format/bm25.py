@@ -221,7 +221,9 @@ def _uleb128_values(data) -> tuple[np.ndarray, np.ndarray]:
 _FINISH_SLICE = 1 << 18  # postings encoded per step in LexicalBuilder.finish (~40 MB of temporaries)
 # Postings (12 bytes each: term, chunk, frequency) the builder holds before it writes them to a
 # sorted run on disk: the driver's memory for the lexical index stays near this, whatever the corpus.
-SPILL_BYTES = 64 << 20
+# Sorting a run costs about twice its size again (the argsort's int64 order, the gathered arrays),
+# so 24 MB (2M postings, ~170k 12-word chunks a run) keeps that peak small; more runs cost little.
+SPILL_BYTES = 24 << 20
 _POSTING_BYTES = 12
 
 
