@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import mmap
 import os
 import re
 import tempfile
@@ -437,8 +438,29 @@ class LexicalBuilder:
             if len(parts) > 1:
                 order = np.argsort(t, kind="stable")  # run order, so chunk order, within a term
                 t, c, f = t[order], c[order], f[order]
+            del parts
+            for run in sorted_runs:  # the merge only moves forward: what it read leaves memory
+                b = int(np.searchsorted(run[0], hi))
+                for arr in run:
+                    _forget_pages(arr, b * arr.itemsize)
             yield t, c, f
         del sorted_runs
+
+
+def _forget_pages(arr, upto: int) -> None:
+    """Drop the pages of a read-only file mapping below byte `upto` from this process's resident
+    memory (they come back from the file if read again): the runs a merge has passed would
+    otherwise stay mapped in, as much resident memory as the runs are large."""
+    mm = getattr(arr, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mm is None or advice is None:
+        return
+    upto -= upto % mmap.PAGESIZE
+    if upto > 0:
+        try:
+            mm.madvise(advice, 0, upto)
+        except (OSError, ValueError):
+            pass
 
 
 # --------------------------------------------------------------------------- reading and scoring
