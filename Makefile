@@ -16,14 +16,22 @@ install: $(STAMP)
 # this machine the CPU wheel is served from local disk, and an unpinned torch pulls GBs of CUDA.
 # editable_mode=compat puts the clone on sys.path (a .pth line) instead of an import hook, so a script
 # beside a clone folder named kbc/ still imports the package, not that folder as a namespace.
-# The sed drops the machine's pip-index warnings ("Location ... is ignored"), which say nothing about kbc.
-PIP_QUIET := sed -u '/^WARNING: Location .* is ignored/d'
+# --no-compile: Python compiles what it imports on first use; compiling all of torch up front is
+# most of a minute of the first run. Ray (--engine ray) is installed by `make test` only.
+# The sed drops the machine's pip-index notices ("Location ... is ignored") and a dependency's
+# metadata notice, which say nothing about kbc.
+PIP := $(BIN)/pip install -q --disable-pip-version-check --no-compile
+PIP_QUIET := sed -u -e '/^WARNING: Location .* is ignored/d' -e "/^WARNING: .* does not provide the extra/d"
+RAY_STAMP := $(VENV)/.kbc-ray-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | $(PIP_QUIET)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,ray]' torch==2.13.0 \
-	  --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
+	$(PIP) torch==2.13.0 2>&1 | $(PIP_QUIET)
+	$(PIP) -e '.[test]' torch==2.13.0 --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
 	touch $(STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(PIP) -e '.[test,ray]' torch==2.13.0 --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
+	touch $(RAY_STAMP)
 
 sample: install
 	$(BIN)/kbc build sample_docs -o sample.kbpack
@@ -31,7 +39,7 @@ sample: install
 	$(BIN)/kbc query sample.kbpack "$(SAMPLE_QUESTION)" -k 3
 
 # one worker per core (pytest-xdist), a test file per worker so its module fixtures are built once
-test: install
+test: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: install
