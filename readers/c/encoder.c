@@ -3,7 +3,7 @@
  * kbp_encoder_get checks the record field by field (manifest.schema.json's types and ranges) and
  * that it repeats the embedder's settings, the graph's SHA-256, and tokenizer.json's bounds
  * (size, nesting and shape, as kbc/format/encoder_guard.py) before it hands out the bytes. The ONNX
- * graph itself is not inspected. */
+ * graph itself is walked by onnx_check.c (kbpi_check_graph), as encoder_guard.check_graph walks it. */
 #include "kbpack_internal.h"
 
 /* The section a manifest string names, or -1 (*name gets it, cut to fit, for the message). */
@@ -149,6 +149,8 @@ kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out) {
   for (int i = 0; i < 4; i++)
     if (!same_setting(kbpi_jget(meta, end, shared[i]), kbpi_jget(embedder, end, shared[i]), end))
       return kbpi_invalid(kb, "manifest", "encoder.%s disagrees with embedder.%s", shared[i], shared[i]);
+  /* the graph is code a bundle's author wrote (FORMAT.md §5.1): walked as encoder_guard.check_graph walks it */
+  if ((st = kbpi_check_graph(kb, names[0], graph, kb->sections[idx[0]].length)) != KBP_OK) return st;
   const section *t = &kb->sections[idx[1]];
   if (t->length > MAX_TOKENIZER_BYTES)
     return kbpi_invalid(kb, names[1], "%llu bytes exceeds the %llu-byte tokenizer limit", (unsigned long long)t->length,

@@ -20,6 +20,7 @@
  *   search.c       retrieval settings, hybrid fusion, kbp_resolve_mode, kbp_search
  *   pages.c        pages as the unit, kbp_search_pages
  *   probes.c       probes, kbp_probe_check
+ *   onnx_check.c   the encoder's ONNX graph, walked as kbc/format/encoder_guard.py walks it
  *   encoder.c      the query encoder record and tokenizer.json, kbp_encoder_get
  *   faiss_index.c  the stored FAISS index, walked as kbc/format/faiss_guard.py walks it
  *   verify.c       kbp_verify
@@ -346,6 +347,11 @@ KBP_INTERNAL kbp_status kbpi_retrieval_ready(kbp_bundle *kb);
 /* ============ probes.c: probes */
 
 KBP_INTERNAL kbp_status kbpi_probes_ready(kbp_bundle *kb);
+
+/* ============ onnx_check.c: the encoder graph walk */
+
+/* Refuses (KBP_ERR_INVALID, with `part`) the ONNX ModelProto buf[0..n) that check_graph refuses. */
+KBP_INTERNAL kbp_status kbpi_check_graph(kbp_bundle *kb, const char *part, const uint8_t *buf, uint64_t n);
 
 /* ============ faiss_index.c: the FAISS index walk */
 
