@@ -9,7 +9,8 @@ committed as a binary: the seeds are made at run time, deterministically, from
   and retrieval settings as kbc builds them, float16, int8 with binary codes, pages as the unit,
   a stored index of each FAISS type kbc's readers accept (HNSW, IVF,Flat, IVF,PQ, PQ), a query
   encoder, one with no optional part at all;
-- the crafted cases of tests/test_hostile_bundles.py applied to the first of them (`hostile()`);
+- the crafted cases of tests/test_hostile_bundles.py applied to the first of them (`hostile()`), and
+  tests/test_hostile_encoder.py's crafted graphs in the encoder bundle (`hostile_encoder()`);
 - the schema cases of issue 27 (`schema_cases()`): each bundle breaks manifest.schema.json or the
   stored index in exactly one place, every checksum recomputed, as an attacker would;
 - byte mutations of every section with checksums recomputed, as tests/test_fuzz_bundle.py makes
@@ -77,6 +78,26 @@ def _probes(dim: int, rng) -> list[tuple[str, str, bytes]]:
     return [("probes", "json", json.dumps(meta).encode()), ("probe_vectors", "f32le", vecs.tobytes())]
 
 
+def encoder_graph() -> bytes:
+    """A minimal real ONNX encoder (opset 17) that both readers' graph walks pass: embedding = the mean
+    over the sequence of a 32 x DIM table's rows for input_ids, times a Constant node's tensor (so a
+    mutation can reach an initializer, a node attribute's tensor, value infos and the opset import)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.random.default_rng(7).standard_normal((32, DIM)).astype(np.float32), "table")
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["rows"]),
+             helper.make_node("ReduceMean", ["rows"], ["pooled"], axes=[1], keepdims=0),
+             helper.make_node("Constant", [], ["scale"], value=helper.make_tensor("scale", TensorProto.FLOAT, [1], [0.5])),
+             helper.make_node("Mul", ["pooled", "scale"], ["embedding"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+              for n in ("input_ids", "attention_mask")]
+    output = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])
+    model = helper.make_model(helper.make_graph(nodes, "sentence_embedding", inputs, [output], initializer=[table]),
+                              opset_imports=[helper.make_opsetid("", 17)], producer_name="kbc-seed")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | None = None, unit="chunk",
            encoder=False, lexical=True, probes=True, n=len(TEXTS), block=3, add_with_ids=None) -> bytes:
     from kbc.format.bundle import write_bundle
@@ -105,12 +126,12 @@ def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | 
     if probes:
         extra += _probes(DIM, rng)
     if encoder:
-        graph = b"\x08\x07\x12\x04seed" + bytes(range(64))  # opaque to every reader here: only hashed
+        graph = encoder_graph()
         digest = hashlib.sha256(graph).hexdigest()
         manifest["embedder"]["runtime"] = {"graph_sha256": digest}
         manifest["encoder"] = {"format": "onnx", "graph": "encoder_graph", "tokenizer": "encoder_tokenizer",
                                "graph_sha256": digest, "precision": "float32", "inputs": ["input_ids", "attention_mask"],
-                               "output": "sentence_embedding", "pooling": "cls", "normalized": True,
+                               "output": "embedding", "pooling": "cls", "normalized": True,
                                "query_prompt": "query: ", "do_lower_case": False, "max_seq_length": 64,
                                "truncation": "longest_first", "batching": "one", "opset": 17}
         extra += [("encoder_graph", "onnx", graph), ("encoder_tokenizer", "json", b'{"version": "1.0", "model": {}}')]
@@ -261,6 +282,39 @@ def hostile(genuine: bytes) -> dict[str, bytes]:
     return {name: forge(genuine) for name, (forge, _) in h.CASES.items()}
 
 
+def with_graph(data: bytes, graph: bytes) -> bytes:
+    """`data` (a bundle with an encoder) with its ONNX graph replaced and the graph's SHA-256
+    recomputed into both manifest records, as an attacker would."""
+    m = _manifest_of(data)
+    m["encoder"]["graph_sha256"] = m["embedder"]["runtime"]["graph_sha256"] = hashlib.sha256(graph).hexdigest()
+    return rebuild(data, {"encoder_graph": graph, "manifest": json.dumps(m).encode()})
+
+
+def hostile_encoder(data: bytes, n_graph_mutations: int = 24) -> dict[str, bytes]:
+    """tests/test_hostile_encoder.py's crafted graphs (external data, in an initializer or a Constant,
+    a custom-op domain, a disallowed op, an oversized initializer, a subgraph), and the graphs it
+    runs that the walk passes, and byte mutations of `data`'s own graph, each in `data`'s encoder with
+    every checksum recomputed."""
+    import test_hostile_encoder as h
+
+    out = {name: with_graph(data, make()) for name, (make, _) in h.GRAPHS.items()}
+    out.update({f"passes the walk, {kind}": with_graph(data, h._runtime_graph(kind))
+                for kind in ("unloadable", "allocates 8 GiB", "wrong shape")})
+    import onnx
+
+    graph = bytes(sections(data)["encoder_graph"][1])
+    weights = [bytes(t.raw_data) for t in onnx.load_from_string(graph).graph.initializer]
+    spans = [(graph.find(w), len(w)) for w in weights if w]
+    headers = [i for i in range(len(graph)) if not any(a <= i < a + n for a, n in spans)]  # not weights
+    rng = np.random.default_rng(27)
+    for i in range(n_graph_mutations):  # the seed's graph with 1 to 4 header bytes replaced, its checksums recomputed
+        buf = bytearray(graph)
+        for _ in range(rng.integers(1, 5)):
+            buf[headers[rng.integers(len(headers))]] = rng.integers(256)
+        out[f"mutated graph {i}"] = with_graph(data, bytes(buf))
+    return out
+
+
 def mutations(data: bytes, n: int, seed: int = 0) -> list[bytes]:
     """n copies of `data`, each with 1 to 8 bytes of one section replaced and every checksum
     recomputed (test_fuzz_bundle's mutation, from a fixed seed)."""
@@ -284,11 +338,13 @@ def mutations(data: bytes, n: int, seed: int = 0) -> list[bytes]:
 
 
 def crafted_set(extra: dict[str, bytes] | None = None, n_mutations: int = 12) -> dict[str, bytes]:
-    """Every seed, by name: bases, schema cases, hostile cases on the HNSW base, mutations of each base."""
+    """Every seed, by name: bases, schema cases, hostile cases on the HNSW base, crafted encoder graphs,
+    mutations of each base."""
     base = bases()
     out = {f"base {k}": v for k, v in base.items()}
     out.update({f"schema {k}": v for k, v in schema_cases(base).items()})
     out.update({f"hostile {k}": v for k, v in hostile(base["hnsw"]).items()})
+    out.update({f"hostile encoder {k}": v for k, v in hostile_encoder(base["encoder"]).items()})
     for k, v in list(base.items()) + list((extra or {}).items()):
         if k in (extra or {}):
             out[f"extra {k}"] = v

@@ -9,11 +9,14 @@ kind, the schema cases, mutations of each with checksums recomputed, and the hos
 to values around its limits: the C walk of the index (faiss_index.c, check_index) must refuse what
 kbc/format/faiss_guard.py (and FAISS's own loader) refuse, and nothing else.
 
-Cases whose verdict waits on Python-side work in progress are listed in PENDING with the reason and
-run as a non-strict xfail: the test passes today and becomes strict as they are settled."""
+The crafted set holds the encoder seed (a minimal real ONNX graph), byte mutations of its graph and
+tests/test_hostile_encoder.py's crafted graphs, every checksum recomputed: libkbpack's walk of the
+graph (onnx_check.c) must refuse what kbc/format/encoder_guard.py refuses, in the same words, with
+the same constants and the same operator allow-list."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,20 +25,6 @@ import pytest
 import fuzz_seeds
 
 TIME_LIMIT_S = 60
-
-# name prefix -> why the C verdict differs from Python's today. Keep this minimal: one line each.
-PENDING = {
-    # The seed's encoder graph is opaque bytes (fuzz_seeds._write). Python's encoder_guard walks the
-    # graph as ONNX protobuf and refuses it ("encoder_graph: malformed protobuf (field number 0 in
-    # model)"); libkbpack does not parse ONNX, so it calls these bundles intact. Settled when the seed
-    # carries a real ONNX graph (or libkbpack gains the walk).
-    "base encoder": "Python refuses the seed's opaque encoder graph (ONNX protobuf checks); libkbpack does not parse ONNX",
-    "mutated encoder ": "Python refuses the seed's opaque encoder graph (ONNX protobuf checks); libkbpack does not parse ONNX",
-}
-
-
-def pending_reason(name: str) -> str | None:
-    return next((why for prefix, why in PENDING.items() if name.startswith(prefix)), None)
 
 
 def python_verdict(path: Path) -> tuple[int | str, str]:
@@ -82,19 +71,42 @@ def crafted(tmp_path_factory, genuine) -> dict[str, Path]:
     return dict(zip(seeds, paths))
 
 
-def test_both_readers_reach_the_same_verdict_on_every_settled_crafted_bundle(kbpack_tool, crafted):
-    settled = {k: v for k, v in crafted.items() if pending_reason(k) is None}
-    assert len(settled) > 150
-    found = disagreements(kbpack_tool, settled)
-    assert not found, f"{len(found)} of {len(settled)} crafted bundles get different verdicts:\n" + "\n".join(found)
+def test_both_readers_reach_the_same_verdict_on_every_crafted_bundle(kbpack_tool, crafted):
+    assert len(crafted) > 150
+    found = disagreements(kbpack_tool, crafted)
+    assert not found, f"{len(found)} of {len(crafted)} crafted bundles get different verdicts:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(strict=False, reason="; ".join(sorted(set(PENDING.values()))))
-def test_both_readers_reach_the_same_verdict_on_the_pending_crafted_bundles(kbpack_tool, crafted):
-    pending = {k: v for k, v in crafted.items() if pending_reason(k) is not None}
-    assert pending, "PENDING names no crafted bundle: drop it"
-    found = disagreements(kbpack_tool, pending)
-    assert not found, f"{len(found)} of {len(pending)} pending bundles get different verdicts:\n" + "\n".join(found)
+def test_both_readers_refuse_a_crafted_encoder_graph_in_the_same_words(kbpack_tool, crafted):
+    graphs = {k: v for k, v in crafted.items() if k.startswith("hostile encoder ")}
+    assert len(graphs) >= 6 + 3 + 20
+    refused = 0
+    for name, path in graphs.items():
+        (py, py_msg), (c, c_msg) = python_verdict(path), c_verdict(kbpack_tool, path)
+        assert py == c, (name, py_msg, c_msg)
+        if py_msg.startswith("BUNDLE: encoder_graph: "):
+            refused += 1
+            assert c_msg == "kbpack: " + py_msg.removeprefix("BUNDLE: "), name
+    assert refused >= 6 + 10
+
+
+def test_the_c_graph_walk_uses_the_python_constants_and_allow_list():
+    from conftest import LIBKBPACK_SRC
+    from kbc.format import encoder_guard
+
+    source = (LIBKBPACK_SRC / "onnx_check.c").read_text()
+    listed = re.search(r"ALLOWED_OPS\[\] = \{(.*?)\};", source, re.S)
+    assert listed, "onnx_check.c has no ALLOWED_OPS list"
+    ops = re.findall(r'"([^"]*)"', listed.group(1))
+    assert len(ops) == len(set(ops)) and set(ops) == encoder_guard.ALLOWED_OPS
+    for name in ("MAX_GRAPH_BYTES", "MAX_TENSOR_BYTES", "MAX_NODES", "MAX_TENSORS", "MAX_TENSOR_RANK"):
+        m = re.search(rf"^#define {name} (.+?)(?:\s*/\*.*)?$", source, re.M)
+        assert m, f"onnx_check.c does not define {name}"
+        assert eval(m.group(1).replace("(uint64_t)", "")) == getattr(encoder_guard, name), name  # noqa: S307
+    encoder = (LIBKBPACK_SRC / "encoder.c").read_text()
+    for name in ("MAX_TOKENIZER_BYTES", "MAX_TOKENIZER_DEPTH"):
+        m = re.search(rf"^#define {name} (.+?)$", encoder, re.M)
+        assert m and eval(m.group(1).replace("(uint64_t)", "")) == getattr(encoder_guard, name), name  # noqa: S307
 
 
 # every FAISS type kbc/format/faiss_guard.py lets FAISS load, as small real indexes written by FAISS
