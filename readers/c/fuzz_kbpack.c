@@ -1,7 +1,8 @@
 /* fuzz_kbpack: a coverage-guided fuzz target for libkbpack (libFuzzer: `make -C readers/c fuzz`).
  *
  * One input is one whole bundle, used as it is and then with its checksums recomputed (as an
- * attacker who edits a bundle recomputes them; tests/forge.py's resign). It is opened from memory (kbp_open_memory: an exact-size heap
+ * attacker who edits a bundle recomputes them; tests/forge.py's resign, and the encoder graph's
+ * SHA-256 in the manifest as tests/fuzz_seeds.py's with_graph does). It is opened from memory (kbp_open_memory: an exact-size heap
  * copy, so AddressSanitizer sees any read past its end) twice:
  *   handle A is used the way an app uses a bundle it did not verify (info, chunks, every search
  *   mode, pages, probes, the encoder), then verified;
@@ -214,6 +215,39 @@ static void put_le(uint8_t *p, uint64_t v, int n) {
   for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* The table entry whose name is `name`, or NULL. */
+static uint8_t *entry_named(uint8_t *data, size_t size, uint64_t table, uint64_t count, const char *name) {
+  for (uint64_t i = 0; i < count; i++) {
+    uint8_t *e = data + table + 128 * i;
+    size_t n = strlen(name);
+    if (memcmp(e, name, n) == 0 && e[n] == 0) {
+      uint64_t offset = get_le(e + 48, 8), length = get_le(e + 56, 8);
+      return offset <= size && length <= size - offset ? e : NULL;
+    }
+  }
+  return NULL;
+}
+
+/* The encoder graph's SHA-256 written into the manifest where its text has room (every
+ * "graph_sha256": "<64 characters>"), as an attacker who edits the graph does (tests/fuzz_seeds.py's
+ * with_graph), so that mutations of the graph reach libkbpack's walk of it (onnx_check.c). */
+static void resign_graph(uint8_t *data, size_t size, uint64_t table, uint64_t count) {
+  static const char key[] = "\"graph_sha256\"";
+  uint8_t *g = entry_named(data, size, table, count, "encoder_graph"), *m = entry_named(data, size, table, count, "manifest");
+  if (!g || !m) return;
+  uint8_t digest[32];
+  char hex[65];
+  sha256(data + get_le(g + 48, 8), (size_t)get_le(g + 56, 8), digest);
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+  uint8_t *p = data + get_le(m + 48, 8), *end = p + get_le(m + 56, 8);
+  while ((size_t)(end - p) > sizeof key) {
+    if (memcmp(p, key, sizeof key - 1) != 0) { p++; continue; }
+    p += sizeof key - 1;
+    while (p < end && (*p == ' ' || *p == ':')) p++;
+    if (p < end && *p == '"' && end - p > 64) memcpy(p + 1, hex, 64);
+  }
+}
+
 /* data with the header's file length, the table's place (when the table would then end the file on
  * a 64-byte boundary) and every checksum the bytes allow recomputed; 0 when nothing could be. */
 static int resign(uint8_t *data, size_t size) {
@@ -225,6 +259,7 @@ static int resign(uint8_t *data, size_t size) {
   if ((table > size || size - table != count * 128) && size >= 128 + count * 128 && (size - count * 128) % 64 == 0)
     put_le(data + 16, table = size - count * 128, 8);
   if (table <= size && size - table == count * 128) {
+    resign_graph(data, size, table, count);
     for (uint64_t i = 0; i < count; i++) {
       uint8_t *e = data + table + 128 * i;
       uint64_t offset = get_le(e + 48, 8), length = get_le(e + 56, 8);
