@@ -10,6 +10,13 @@ from ..readers.guarded import ExtractOptions, guarded_extract
 from ..records import Extracted, Problem, SourceFile
 
 
+STARTED = "started"  # a worker's first reply to a task: it has the file and begins reading it
+# A new worker process imports the readers before it can take a file (about a second when the
+# machine is busy): that time is not the file's, but a worker that never starts must not hang
+# the build either, so it has this long to say it began.
+START_TIMEOUT_S = 120.0
+
+
 def _worker_main(conn, memory_mb: int) -> None:
     try:
         import resource
@@ -26,6 +33,7 @@ def _worker_main(conn, memory_mb: int) -> None:
         if msg is None:
             return
         idx, src, opts = msg
+        conn.send((STARTED, idx))  # the file's clock starts now, not while this process was starting
         conn.send((idx, guarded_extract(src, opts)))
 
 
@@ -81,14 +89,14 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
         with _main_module_hidden():
             proc.start()
         child.close()
-        return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
+        return {"proc": proc, "conn": parent, "task": None, "since": 0.0, "started": False}
 
     ahead = 4 * n_workers  # results waiting for an earlier, slower file: bounded, whatever the corpus
 
     def assign(w: dict) -> None:
         if todo and len(done) < ahead:
             idx, src = todo.pop()
-            w["task"], w["since"] = (idx, src), time.monotonic()
+            w["task"], w["since"], w["started"] = (idx, src), time.monotonic(), False
             w["conn"].send((idx, src, opts))
 
     def fail(w: dict, reason: str) -> None:
@@ -117,12 +125,19 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
                     assign(w)
             busy = [w for w in workers if w["task"] is not None]
             now = time.monotonic()
-            wait_for = min((w["since"] + opts.timeout_s - now for w in busy), default=0.1)
+
+            def limit(w: dict) -> float:
+                return opts.timeout_s if w["started"] else max(START_TIMEOUT_S, opts.timeout_s)
+
+            wait_for = min((w["since"] + limit(w) - now for w in busy), default=0.1)
             ready = wait([w["conn"] for w in busy], timeout=min(max(0.0, wait_for), 60.0))
             for w in list(busy):
                 if w["conn"] in ready:
                     try:
                         idx, result = w["conn"].recv()
+                        if idx == STARTED:
+                            w["since"], w["started"] = time.monotonic(), True
+                            continue
                         done[idx] = result
                         w["task"] = None
                         assign(w)
@@ -130,8 +145,9 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
                     except (EOFError, OSError):
                         code = w["proc"].exitcode
                         fail(w, f"extractor process died (exit code {code}); file may be malformed")
-                elif time.monotonic() - w["since"] > opts.timeout_s:
-                    fail(w, f"extraction took longer than {opts.timeout_s:g} s; stopped")
+                elif time.monotonic() - w["since"] > limit(w):
+                    fail(w, f"extraction took longer than {opts.timeout_s:g} s; stopped" if w["started"] else
+                         f"the extractor process did not start within {limit(w):g} s")
                 else:
                     continue
                 if todo:
