@@ -55,3 +55,36 @@ def rebuild(data: bytes, replace: dict[str, bytes] | None = None, *, encodings: 
     head = B._HEADER.pack(magic, major, minor, len(entries), table_offset, 128 + len(body),
                           b"\0" * 32, b"\0" * 32, b"\0" * 32)
     return resign(head + bytes(body))
+
+
+def manifest_of(data: bytes) -> dict:
+    import json
+
+    return json.loads(sections(data)["manifest"][1])
+
+
+def with_json_section(data: bytes, name: str, edit) -> bytes:
+    """The bundle with JSON section `name` (the manifest, probes, ...) passed through `edit`, re-signed."""
+    import json
+
+    meta = json.loads(sections(data)[name][1])
+    edit(meta)
+    return rebuild(data, {name: json.dumps(meta).encode()})
+
+
+def with_manifest(data: bytes, edit) -> bytes:
+    return with_json_section(data, "manifest", edit)
+
+
+def set_path(path: str, value):
+    """An edit that sets `a.b.0.c` (list items by number) to `value`."""
+    def edit(obj):
+        *parents, last = path.split(".")
+        for p in parents:
+            obj = obj[int(p)] if isinstance(obj, list) else obj[p]
+        if isinstance(obj, list):
+            obj[int(last)] = value
+        else:
+            obj[last] = value
+    return edit
+

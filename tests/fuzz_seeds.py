@@ -36,7 +36,7 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from forge import rebuild, resign, sections  # noqa: E402
+from forge import manifest_of, rebuild, resign, sections, set_path, with_json_section, with_manifest  # noqa: E402
 
 TEXTS = ["The pump is oiled every spring.", "Pump 2 moves 1,577 litres an hour uphill.", "Gamma delta ÉPÉE 漢字",
          "How often is the pump oiled? Every spring, FY2018.", "Rotate the logs weekly; keep 10-K filings.",
@@ -174,34 +174,6 @@ def bases() -> dict[str, bytes]:
         }
 
 
-def _manifest_of(data: bytes) -> dict:
-    return json.loads(sections(data)["manifest"][1])
-
-
-def with_manifest(data: bytes, edit) -> bytes:
-    m = _manifest_of(data)
-    edit(m)
-    return rebuild(data, {"manifest": json.dumps(m).encode()})
-
-
-def with_json_section(data: bytes, name: str, edit) -> bytes:
-    meta = json.loads(sections(data)[name][1])
-    edit(meta)
-    return rebuild(data, {name: json.dumps(meta).encode()})
-
-
-def _set(path: str, value):
-    def edit(obj):
-        *parents, last = path.split(".")
-        for p in parents:
-            obj = obj[int(p)] if isinstance(obj, list) else obj[p]
-        if isinstance(obj, list):
-            obj[int(last)] = value
-        else:
-            obj[last] = value
-    return edit
-
-
 def _raw_manifest(data: bytes, pattern: str, replacement: str) -> bytes:
     """The manifest text edited as text: for numbers json.dumps cannot write (1e30 as an integer key's value)."""
     text = sections(data)["manifest"][1].decode()
@@ -223,49 +195,49 @@ def _index_with_ids(ids_of) -> bytes:
 SCHEMA_CASES = {
     # issue 27's cases
     "probe threshold given as a string": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
-                                                                     _set("threshold", "0.99")),
+                                                                     set_path("threshold", "0.99")),
     "chunk count given as a float": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"chunks":\{"block_size":(\d+),"compression":"zstd","count":(\d+)',
                                                             r'"chunks":{"block_size":\1,"compression":"zstd","count":\2.0'),
     "vector count given as a float": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"count":(\d+),"dim"', r'"count":\1.0,"dim"'),
     "probe kind given as an object": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
-                                                                 _set("probes.0.kind", {"short": True})),
-    "source index a huge integer": lambda b: with_manifest(b["float32-lexical-probes"], _set("sources.0.size", 10**30)),
+                                                                 set_path("probes.0.kind", {"short": True})),
+    "source index a huge integer": lambda b: with_manifest(b["float32-lexical-probes"], set_path("sources.0.size", 10**30)),
     "block size of 1e30": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"block_size":\d+', '"block_size":1e30'),
     "block size a huge integer": lambda b: _raw_manifest(b["float32-lexical-probes"], r'"block_size":\d+', '"block_size":' + "9" * 30),
     "ivf ids beyond the chunk count": lambda b: _index_with_ids(lambda n: np.arange(n) + 10**12),
     "ivf ids negative": lambda b: _index_with_ids(lambda n: -np.arange(n) - 2),
     # further schema rules
-    "embedder name a number": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.name", 7)),
-    "embedder normalize a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.normalize", "yes")),
-    "embedder pooling unknown": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.pooling", "median")),
-    "embedder max_seq_length zero": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.max_seq_length", 0)),
-    "weights_sha256 not hex": lambda b: with_manifest(b["float32-lexical-probes"], _set("embedder.weights_sha256", "x" * 64)),
-    "created not a timestamp": lambda b: with_manifest(b["float32-lexical-probes"], _set("created", "yesterday")),
-    "kbc_version a list": lambda b: with_manifest(b["float32-lexical-probes"], _set("kbc_version", ["0.1"])),
-    "format name not kbpack": lambda b: with_manifest(b["float32-lexical-probes"], _set("format.name", "zip")),
-    "chunks encoding not msgpack": lambda b: with_manifest(b["float32-lexical-probes"], _set("chunks.encoding", "cbor")),
-    "counts value negative": lambda b: with_manifest(b["float32-lexical-probes"], _set("counts.files", -1)),
-    "counts value a float": lambda b: with_manifest(b["float32-lexical-probes"], _set("counts.pages", 4.5)),
-    "source path a number": lambda b: with_manifest(b["float32-lexical-probes"], _set("sources.0.path", 12)),
-    "source chunks negative": lambda b: with_manifest(b["float32-lexical-probes"], _set("sources.1.chunks", -4)),
-    "index stored a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("index.stored", "no")),
-    "chunking overlap negative": lambda b: with_manifest(b["float32-lexical-probes"], _set("chunking.overlap", -1)),
-    "lexical k1 a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.k1", "1.2")),
-    "lexical b above 1": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.b", 1.5)),
-    "lexical terms a float": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.terms", 3.0)),
-    "lexical stop_words a number": lambda b: with_manifest(b["float32-lexical-probes"], _set("lexical.tokenizer.stop_words", 1)),
-    "retrieval depth a float": lambda b: with_manifest(b["float32-lexical-probes"], _set("retrieval.depth", 100.0)),
-    "retrieval weight a string": lambda b: with_manifest(b["float32-lexical-probes"], _set("retrieval.weight", "0.4")),
-    "encoder inputs not strings": lambda b: with_manifest(b["encoder"], _set("encoder.inputs", [1, 2])),
-    "encoder opset a string": lambda b: with_manifest(b["encoder"], _set("encoder.opset", "17")),
-    "skipped entry without a reason": lambda b: with_manifest(b["float32-lexical-probes"], _set("skipped", [{"path": "x"}])),
+    "embedder name a number": lambda b: with_manifest(b["float32-lexical-probes"], set_path("embedder.name", 7)),
+    "embedder normalize a string": lambda b: with_manifest(b["float32-lexical-probes"], set_path("embedder.normalize", "yes")),
+    "embedder pooling unknown": lambda b: with_manifest(b["float32-lexical-probes"], set_path("embedder.pooling", "median")),
+    "embedder max_seq_length zero": lambda b: with_manifest(b["float32-lexical-probes"], set_path("embedder.max_seq_length", 0)),
+    "weights_sha256 not hex": lambda b: with_manifest(b["float32-lexical-probes"], set_path("embedder.weights_sha256", "x" * 64)),
+    "created not a timestamp": lambda b: with_manifest(b["float32-lexical-probes"], set_path("created", "yesterday")),
+    "kbc_version a list": lambda b: with_manifest(b["float32-lexical-probes"], set_path("kbc_version", ["0.1"])),
+    "format name not kbpack": lambda b: with_manifest(b["float32-lexical-probes"], set_path("format.name", "zip")),
+    "chunks encoding not msgpack": lambda b: with_manifest(b["float32-lexical-probes"], set_path("chunks.encoding", "cbor")),
+    "counts value negative": lambda b: with_manifest(b["float32-lexical-probes"], set_path("counts.files", -1)),
+    "counts value a float": lambda b: with_manifest(b["float32-lexical-probes"], set_path("counts.pages", 4.5)),
+    "source path a number": lambda b: with_manifest(b["float32-lexical-probes"], set_path("sources.0.path", 12)),
+    "source chunks negative": lambda b: with_manifest(b["float32-lexical-probes"], set_path("sources.1.chunks", -4)),
+    "index stored a string": lambda b: with_manifest(b["float32-lexical-probes"], set_path("index.stored", "no")),
+    "chunking overlap negative": lambda b: with_manifest(b["float32-lexical-probes"], set_path("chunking.overlap", -1)),
+    "lexical k1 a string": lambda b: with_manifest(b["float32-lexical-probes"], set_path("lexical.k1", "1.2")),
+    "lexical b above 1": lambda b: with_manifest(b["float32-lexical-probes"], set_path("lexical.b", 1.5)),
+    "lexical terms a float": lambda b: with_manifest(b["float32-lexical-probes"], set_path("lexical.terms", 3.0)),
+    "lexical stop_words a number": lambda b: with_manifest(b["float32-lexical-probes"], set_path("lexical.tokenizer.stop_words", 1)),
+    "retrieval depth a float": lambda b: with_manifest(b["float32-lexical-probes"], set_path("retrieval.depth", 100.0)),
+    "retrieval weight a string": lambda b: with_manifest(b["float32-lexical-probes"], set_path("retrieval.weight", "0.4")),
+    "encoder inputs not strings": lambda b: with_manifest(b["encoder"], set_path("encoder.inputs", [1, 2])),
+    "encoder opset a string": lambda b: with_manifest(b["encoder"], set_path("encoder.opset", "17")),
+    "skipped entry without a reason": lambda b: with_manifest(b["float32-lexical-probes"], set_path("skipped", [{"path": "x"}])),
     "embedder object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("embedder")),
     "counts object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("counts")),
-    "binary candidates a float": lambda b: with_manifest(b["int8-binary"], _set("vectors.binary.candidates", 1000.0)),
-    "probe tokens a string": lambda b: with_json_section(b["float32-lexical-probes"], "probes", _set("probes.0.tokens", "3")),
+    "binary candidates a float": lambda b: with_manifest(b["int8-binary"], set_path("vectors.binary.candidates", 1000.0)),
+    "probe tokens a string": lambda b: with_json_section(b["float32-lexical-probes"], "probes", set_path("probes.0.tokens", "3")),
     "probe max_seq_length a float": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
-                                                                _set("max_seq_length", 64.0)),
-    "probe prompt a number": lambda b: with_json_section(b["float32-lexical-probes"], "probes", _set("prompt", 3)),
+                                                                set_path("max_seq_length", 64.0)),
+    "probe prompt a number": lambda b: with_json_section(b["float32-lexical-probes"], "probes", set_path("prompt", 3)),
 }
 
 
@@ -285,7 +257,7 @@ def hostile(genuine: bytes) -> dict[str, bytes]:
 def with_graph(data: bytes, graph: bytes) -> bytes:
     """`data` (a bundle with an encoder) with its ONNX graph replaced and the graph's SHA-256
     recomputed into both manifest records, as an attacker would."""
-    m = _manifest_of(data)
+    m = manifest_of(data)
     m["encoder"]["graph_sha256"] = m["embedder"]["runtime"]["graph_sha256"] = hashlib.sha256(graph).hexdigest()
     return rebuild(data, {"encoder_graph": graph, "manifest": json.dumps(m).encode()})
 

@@ -20,7 +20,7 @@ import pytest
 import zstandard
 
 from conftest import ROOT
-from forge import rebuild, sections
+from forge import manifest_of, rebuild, sections, set_path, with_manifest
 
 MEMORY_LIMIT = 1536 << 20  # a normal `kbc query` with onnxruntime runs under 1 GiB of address space
 TIME_LIMIT_S = 90
@@ -38,29 +38,9 @@ def _bounded(*args: str) -> subprocess.CompletedProcess:
                           timeout=TIME_LIMIT_S, preexec_fn=limit)
 
 
-def _manifest(data: bytes) -> dict:
-    return json.loads(sections(data)["manifest"][1])
-
-
-def _with_manifest(data: bytes, edit) -> bytes:
-    m = _manifest(data)
-    edit(m)
-    return rebuild(data, {"manifest": json.dumps(m).encode()})
-
-
-def _set(path: str, value):
-    def edit(m):
-        *parents, last = path.split(".")
-        obj = m
-        for p in parents:
-            obj = obj[p]
-        obj[last] = value
-    return edit
-
-
 def _chunk_block(data: bytes, chunks: list) -> bytes:
     frame = zstandard.ZstdCompressor().compress(msgpack.packb(chunks))
-    m = _manifest(data)
+    m = manifest_of(data)
     m["vectors"]["count"] = m["chunks"]["count"] = len(chunks)
     m.pop("lexical"), m.pop("retrieval"), m.pop("index")  # dense search over the new vectors only
     dim = m["vectors"]["dim"]
@@ -92,27 +72,27 @@ CASES = {
     "400-digit integer for the vector count": (
         lambda d: rebuild(d, {"manifest": sections(d)["manifest"][1].replace(
             b'"count":', b'"count":' + b"9" * 400 + b',"was":', 1)}), 3),
-    "embedder dim disagrees with the vectors": (lambda d: _with_manifest(d, _set("embedder.dim", 7)), 3),
-    "sources is a string": (lambda d: _with_manifest(d, _set("sources", "everything")), 3),
+    "embedder dim disagrees with the vectors": (lambda d: with_manifest(d, set_path("embedder.dim", 7)), 3),
+    "sources is a string": (lambda d: with_manifest(d, set_path("sources", "everything")), 3),
     # informative objects a reader does not need: the bundle stays usable, exactly (flat) searched
     "chunking and index objects missing": (
-        lambda d: _with_manifest(d, lambda m: (m.pop("chunking"), m.pop("index"))), 0),
-    "30 MB query prompt": (lambda d: _with_manifest(d, _set("embedder.query_prompt", "x" * 30_000_000)), 3),
-    "absurd efSearch": (lambda d: _with_manifest(d, _set("index.search_params", {"efSearch": 10**12})), 3),
+        lambda d: with_manifest(d, lambda m: (m.pop("chunking"), m.pop("index"))), 0),
+    "30 MB query prompt": (lambda d: with_manifest(d, set_path("embedder.query_prompt", "x" * 30_000_000)), 3),
+    "absurd efSearch": (lambda d: with_manifest(d, set_path("index.search_params", {"efSearch": 10**12})), 3),
     "index handed over as another encoding": (lambda d: rebuild(d, encodings={"index": "pickle"}), 3),
     "FAISS index declaring 2^40 vectors": (
-        lambda d: rebuild(d, {"index": _faiss_flat_claiming(1 << 40, _manifest(d)["vectors"]["dim"])}), 3),
+        lambda d: rebuild(d, {"index": _faiss_flat_claiming(1 << 40, manifest_of(d)["vectors"]["dim"])}), 3),
     "index of another size": (
-        lambda d: rebuild(d, {"index": _faiss_flat_claiming(0, _manifest(d)["vectors"]["dim"])}), 3),
+        lambda d: rebuild(d, {"index": _faiss_flat_claiming(0, manifest_of(d)["vectors"]["dim"])}), 3),
     "chunk block of five million tiny objects": (
         lambda d: _chunk_block(d, [{"text": "a", "junk": [0] * 5_000_000}]), 3),
-    "vectors dtype is a list": (lambda d: _with_manifest(d, _set("vectors.dtype", ["float32"])), 3),
+    "vectors dtype is a list": (lambda d: with_manifest(d, set_path("vectors.dtype", ["float32"])), 3),
     "a msgpack timestamp in a chunk field": (
         lambda d: _chunk_block(d, [{"text": "a", "when": msgpack.Timestamp(0, 0)}]), 3),
     "chunk fields of the wrong type": (
         lambda d: _chunk_block(d, [{"text": "a", "page_start": "1", "source": True}]), 3),
     "lexical index claiming a billion documents": (
-        lambda d: _with_manifest(d, _set("lexical.doc_count", 10**9)), 3),
+        lambda d: with_manifest(d, set_path("lexical.doc_count", 10**9)), 3),
     "lexical postings past their section": (
         lambda d: rebuild(d, {"lex_postings_offsets": np.full(
             len(sections(d)["lex_postings_offsets"][1]) // 4, 2**31, "<u4").tobytes()}), 3),
@@ -158,7 +138,7 @@ def test_escape_sequences_in_a_bundle_never_reach_the_terminal(genuine, tiny_mod
     chunks = [{"text": f"{evil} the pump is oiled every spring", "source": 0, "seq": 0, "page_start": 1,
                "page_end": 1, "context": evil}]
     data = _chunk_block(genuine, chunks)
-    m = _manifest(data)
+    m = manifest_of(data)
     m["sources"] = [{**m["sources"][0], "path": f"{evil}.md"}]
     path.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
     for name, command in COMMANDS.items():
