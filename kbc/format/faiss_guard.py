@@ -279,7 +279,7 @@ def load_index(index_bytes, shape: tuple[int, int], index_manifest: dict):
 
     n, dim = shape
     try:
-        check_index(index_bytes, count=n, dim=dim)
+        kind = check_index(index_bytes, count=n, dim=dim)
     except IndexFormatError as e:
         raise BundleError(str(e), section="index") from None
     try:
@@ -293,7 +293,6 @@ def load_index(index_bytes, shape: tuple[int, int], index_manifest: dict):
     params = index_manifest.get("search_params") or {}
     if not isinstance(params, dict):
         raise BundleError("index.search_params is not an object", section="manifest")
-    kind = TOP_LEVEL[bytes(memoryview(index_bytes)[:4]).decode("latin-1")]
     # what FAISS accepts on each type (it raises on efSearch for an IVF index, nprobe for HNSW, either for PQ)
     applies = {"nprobe": kind.startswith("IVF"), "efSearch": kind.startswith("HNSW")}
     for key, value in params.items():

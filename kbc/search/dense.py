@@ -30,16 +30,17 @@ class IndexResult:
     manifest: dict
 
 
-def _check_factory(factory: str, n: int, dim: int) -> None:
-    """Refuse, in kbc's words, a factory string this corpus cannot train or FAISS cannot parse."""
+def _untrained_index(factory: str, n: int, dim: int):
+    """The untrained FAISS index `factory` names; refused, in kbc's words, when this corpus cannot
+    train it or FAISS cannot parse it."""
     import faiss
 
     pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
     if pq and int(pq.group(1)) and dim % int(pq.group(1)):
         m = int(pq.group(1))
         raise InputError(f"{option('index')} {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
-    try:  # an untrained index costs nothing to make; FAISS's own error is a C++ signature and stack
-        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    try:  # FAISS's own error is a C++ signature and stack
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except Exception:
         raise InputError(f"{option('index')} {factory!r}: not a FAISS factory string FAISS accepts; "
                          "valid ones are e.g. Flat, HNSW32, IVF1024,Flat") from None
@@ -54,6 +55,7 @@ def _check_factory(factory: str, n: int, dim: int) -> None:
         if n < (1 << nbits):
             raise InputError(f"{option('index')} {factory}: needs at least {1 << nbits} chunks to train "
                              f"{nbits}-bit product quantizers, corpus has {n}; use Flat or HNSW32")
+    return index
 
 
 def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: str = "ip") -> IndexResult:
@@ -65,11 +67,7 @@ def build_index(vectors: np.ndarray, factory: str = DEFAULT_INDEX, *, metric: st
         return IndexResult(None, {**base, "stored": False, "search": "exact"})
     import faiss
 
-    _check_factory(factory, n, dim)
-    try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except Exception as e:
-        raise InputError(f"{option('index')} {factory}: not a valid FAISS factory string ({str(e).splitlines()[0][:120]})") from None
+    index = _untrained_index(factory, n, dim)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     params: dict = {}
     threads = faiss.omp_get_max_threads()
