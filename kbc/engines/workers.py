@@ -109,6 +109,10 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
         w["conn"].close()
         workers.remove(w)
 
+    def limit(w: dict) -> float:
+        """How long the worker's task may take from `since`: the file's limit once it began."""
+        return opts.timeout_s if w["started"] else max(START_TIMEOUT_S, opts.timeout_s)
+
     try:
         for _ in range(n_workers):
             w = start_worker()
@@ -125,10 +129,6 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
                     assign(w)
             busy = [w for w in workers if w["task"] is not None]
             now = time.monotonic()
-
-            def limit(w: dict) -> float:
-                return opts.timeout_s if w["started"] else max(START_TIMEOUT_S, opts.timeout_s)
-
             wait_for = min((w["since"] + limit(w) - now for w in busy), default=0.1)
             ready = wait([w["conn"] for w in busy], timeout=min(max(0.0, wait_for), 60.0))
             for w in list(busy):
