@@ -78,7 +78,7 @@ def main() -> None:
     rows = []
 
     def run(label: str, lexical, settings: RetrievalSettings, modes) -> None:
-        kb._retriever = Retriever(searcher=kb.searcher, vectors=kb.bundle.vectors, lexical=lexical, settings=settings)
+        kb._retriever = Retriever(searcher=kb.searcher, lexical=lexical, settings=settings)
         rep = evaluate(kb, queries, qrels, modes=modes)
         for mode, m in rep.modes.items():
             name = f"{mode} {label}".strip()
