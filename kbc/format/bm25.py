@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import mmap
 import os
 import re
 import tempfile
@@ -404,8 +403,13 @@ class LexicalBuilder:
 
     def _merged_slices(self, rank: np.ndarray, n_terms: int):
         """The same slices from the runs on disk: each run re-sorted by term rank (one run in memory
-        at a time), then ranges of ranks taken from every run in run order and merged."""
-        sorted_runs, df = [], np.zeros(n_terms, dtype=np.int64)
+        at a time), then ranges of ranks taken from every run in run order and merged.
+
+        The runs are read with plain sequential reads, a range at a time, never mapped: what a step
+        read leaves memory with it (a mapping's binary searches and read-around would keep pages of
+        every run resident). A term whose postings alone exceed a step is copied run by run in
+        slices, so no step holds more than about _FINISH_SLICE postings, however common a term."""
+        df = np.zeros(n_terms, dtype=np.int64)
         for stem, _ in self._runs:
             r = rank[np.fromfile(f"{stem}.term", dtype=np.uint32)]
             order = np.argsort(r, kind="stable")
@@ -415,52 +419,43 @@ class LexicalBuilder:
             df += np.bincount(r, minlength=n_terms)
             os.remove(f"{stem}.term")
             del r, order
-            sorted_runs.append(tuple(np.memmap(f"{stem}.{name}", dtype=np.uint32, mode="r")
-                                     if os.path.getsize(f"{stem}.{name}") else np.zeros(0, dtype=np.uint32)
-                                     for name in ("rank", "chunk", "tf")))
-        # rank boundaries so that a step merges about _FINISH_SLICE postings (a frequent term alone
-        # may make a bigger step: its postings are one run slice each, already in order)
+        # rank boundaries so that a step merges about _FINISH_SLICE postings; a term with more has a
+        # step of its own
         cum = np.cumsum(df)
-        bounds = np.unique(np.searchsorted(cum, np.arange(_FINISH_SLICE, int(cum[-1]) if len(cum) else 0,
-                                                          _FINISH_SLICE), side="right"))
-        edges = [0, *[int(b) for b in bounds if 0 < b < n_terms], n_terms]
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            parts = []
-            for ranks, chunks, tfs in sorted_runs:
-                a, b = np.searchsorted(ranks, [lo, hi])
-                if b > a:
-                    parts.append((ranks[a:b], chunks[a:b], tfs[a:b]))
-            if not parts:
+        bounds = np.searchsorted(cum, np.arange(_FINISH_SLICE, int(cum[-1]) if len(cum) else 0, _FINISH_SLICE),
+                                 side="right")
+        big = np.flatnonzero(df > _FINISH_SLICE)
+        edges = np.unique(np.concatenate([[0, n_terms], bounds, big, big + 1]).astype(np.int64))
+        edges = edges[(edges >= 0) & (edges <= n_terms)]
+        # where each step starts in each run (one run's ranks in memory at a time)
+        starts = []
+        for stem, _ in self._runs:
+            ranks = np.fromfile(f"{stem}.rank", dtype=np.uint32)
+            starts.append(np.searchsorted(ranks, edges))
+            del ranks
+
+        def read(stem, name, a, b):
+            return np.fromfile(f"{stem}.{name}", dtype=np.uint32, count=b - a, offset=a * 4).astype(np.int64)
+
+        for k in range(len(edges) - 1):
+            spans = [(stem, int(pos[k]), int(pos[k + 1])) for (stem, _), pos in zip(self._runs, starts)
+                     if pos[k + 1] > pos[k]]
+            if not spans:
                 continue
-            t = np.concatenate([p[0] for p in parts]).astype(np.int64)
-            c = np.concatenate([p[1] for p in parts]).astype(np.int64)
-            f = np.concatenate([p[2] for p in parts]).astype(np.int64)
-            if len(parts) > 1:
+            if edges[k + 1] - edges[k] == 1:  # one term: its postings are in run order already
+                for stem, a, b in spans:
+                    for lo in range(a, b, _FINISH_SLICE):
+                        hi = min(b, lo + _FINISH_SLICE)
+                        yield (np.full(hi - lo, edges[k], dtype=np.int64), read(stem, "chunk", lo, hi),
+                               read(stem, "tf", lo, hi))
+                continue
+            t = np.concatenate([read(stem, "rank", a, b) for stem, a, b in spans])
+            c = np.concatenate([read(stem, "chunk", a, b) for stem, a, b in spans])
+            f = np.concatenate([read(stem, "tf", a, b) for stem, a, b in spans])
+            if len(spans) > 1:
                 order = np.argsort(t, kind="stable")  # run order, so chunk order, within a term
                 t, c, f = t[order], c[order], f[order]
-            del parts
-            for run in sorted_runs:  # the merge only moves forward: what it read leaves memory
-                b = int(np.searchsorted(run[0], hi))
-                for arr in run:
-                    _forget_pages(arr, b * arr.itemsize)
             yield t, c, f
-        del sorted_runs
-
-
-def _forget_pages(arr, upto: int) -> None:
-    """Drop the pages of a read-only file mapping below byte `upto` from this process's resident
-    memory (they come back from the file if read again): the runs a merge has passed would
-    otherwise stay mapped in, as much resident memory as the runs are large."""
-    mm = getattr(arr, "_mmap", None)
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if mm is None or advice is None:
-        return
-    upto -= upto % mmap.PAGESIZE
-    if upto > 0:
-        try:
-            mm.madvise(advice, 0, upto)
-        except (OSError, ValueError):
-            pass
 
 
 # --------------------------------------------------------------------------- reading and scoring
