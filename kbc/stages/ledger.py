@@ -46,8 +46,10 @@ class Ledger:
 
     def windows(self, files: Iterator[Extracted], chunk_records: Callable[[Extracted], list[dict]],
                 size: int, *, first: int | None = None) -> Iterator[list[dict]]:
-        """Chunk records, file after file in input order, in lists of at least `size` (`first` for
-        the first one; the last one shorter): the unit the embed stage looks up, embeds and writes."""
+        """Chunk records, file after file in input order, in lists of `size` (`first` for the first
+        one; the last one shorter): the unit the embed stage looks up, embeds and writes. A file of
+        many chunks spans several windows, so what the embed stage holds at once (the texts, their
+        token encodings) is bounded by `size` whatever the files hold."""
         pending: list[dict] = []
         want = first or size
         while True:
@@ -60,11 +62,15 @@ class Ledger:
             if not ex.documents:
                 continue
             t = time.perf_counter()
-            pending += self.add(ex, chunk_records(ex))
+            records = self.add(ex, chunk_records(ex))
+            del ex  # its documents: only the records travel on
             self.seconds += time.perf_counter() - t
-            if len(pending) >= want:
-                yield pending
-                pending, want = [], size
+            pending = pending + records if pending else records
+            start = 0
+            while len(pending) - start >= want:
+                yield pending[start:start + want]
+                start, want = start + want, size
+            pending = pending[start:] if start else pending
         if pending:
             yield pending
 
