@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -17,11 +22,15 @@ SHARED = Path(os.environ.get("KBC_SHARED", ROOT.parent / "shared"))
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests never touch the user's cache; one ONNX export per test session."""
+    """Tests never touch the user's cache. One cache per test run, shared by its xdist workers
+    (kbc's cache is safe for concurrent builds): one ONNX export of each model, and sample_docs
+    embedded once, whichever worker builds it first."""
     if "KBC_TEST_CACHE_DIR" in os.environ:
         os.environ["KBC_CACHE_DIR"] = os.environ["KBC_TEST_CACHE_DIR"]
     else:
-        os.environ["KBC_CACHE_DIR"] = str(tmp_path_factory.mktemp("kbc-cache"))
+        cache = _run_root(tmp_path_factory) / "kbc-cache"
+        cache.mkdir(exist_ok=True)
+        os.environ["KBC_CACHE_DIR"] = str(cache)
     os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
     yield
 
@@ -50,6 +59,8 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def run_kbc(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """`python -m kbc ARGS` in a child process: for what only a process shows (its exit status and
+    stderr from kbc's entry point, signals, memory limits, imports, environment read at start-up)."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "kbc", *args], capture_output=True, text=True, env=full_env,
                           cwd=ROOT, timeout=600)
@@ -58,11 +69,85 @@ def run_kbc(*args: str, env: dict | None = None, check: bool = False) -> subproc
     return proc
 
 
+@contextlib.contextmanager
+def _environment(env: dict | None):
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def kbc_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """`kbc ARGS` run in this process through the entry point `python -m kbc` calls (kbc.cli.main:
+    the same argument parsing, one-line errors, exit codes and --json error object), with stdin,
+    stdout and stderr captured as run_kbc captures them and `env` added to os.environ meanwhile.
+    It saves the ~0.5 s a child Python spends importing kbc, for tests that are not about the
+    process; an exception kbc lets escape fails the test (a child would print a traceback, exit 1)."""
+    from click.testing import CliRunner
+
+    from kbc.cli import main
+
+    argv, cwd, term = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
+    code: int | str | None = 0
+    runner = CliRunner()
+    with _environment(env), runner.isolation() as streams:
+        sys.argv = ["kbc", *args]
+        os.chdir(ROOT)
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code
+        finally:
+            sys.argv = argv
+            os.chdir(cwd)
+            signal.signal(signal.SIGTERM, term)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = streams[0].getvalue(), streams[1].getvalue()
+    code = 0 if code is None else code if isinstance(code, int) else 1
+    proc = subprocess.CompletedProcess(["kbc", *args], code, stdout.decode("utf-8", "replace"),
+                                       stderr.decode("utf-8", "replace"))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kbc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _run_root(tmp_path_factory) -> Path:
+    """The folder one pytest run shares across its xdist workers (each has its own basetemp in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build(folder)` fills once per test run, whichever xdist worker asks first: the
+    others wait on a file lock and reuse it. A build that fails is not marked done, so the next
+    asker builds again (and fails the same way, in its own test)."""
+    root = _run_root(tmp_path_factory) / "kbc-built-once"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample") / "sample.kbpack"
-    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--quiet", check=True)
-    return out
+    """sample_docs built by `kbc build` with the default model, once per test run."""
+    def build(d: Path) -> None:
+        run_kbc("build", str(SAMPLE_DOCS), "-o", str(d / "sample.kbpack"), "--quiet", check=True)
+
+    return built_once(tmp_path_factory, "sample", build) / "sample.kbpack"
 
 
 def make_tiny_model(d: Path, *, seed: int = 0) -> Path:
@@ -100,7 +185,18 @@ def make_tiny_model(d: Path, *, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+    return built_once(tmp_path_factory, "tiny-model", lambda d: make_tiny_model(d, seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_bundle(tmp_path_factory, tiny_model) -> Path:
+    """sample_docs with the 32-d test model and its query encoder (--with-encoder, format 1.3),
+    built once per test run: 330 chunks in 6 blocks of 64, the last one partial."""
+    def build(d: Path) -> None:
+        kbc_cli("build", str(SAMPLE_DOCS), "-o", str(d / "tiny.kbpack"), "--model", str(tiny_model), "--with-encoder",
+                "-q", check=True)
+
+    return built_once(tmp_path_factory, "tiny-encoder", build) / "tiny.kbpack"
 
 
 LIBKBPACK_SRC = ROOT / "readers" / "c"
@@ -131,17 +227,26 @@ class LibKbpack:
         return exe
 
 
-@pytest.fixture(scope="session")
-def libkbpack(tmp_path_factory) -> LibKbpack:
-    """`make -C readers/c` once per test session, into a temporary folder. Skipped, with the reason,
-    without make, a C compiler or zstd.h (the Makefile's `check` target says which).
-    LIBKBPACK_CFLAGS="-std=c99 -O1 -g -fsanitize=address,undefined" runs the C tests under sanitizers."""
+def sources_key(*extra: str) -> str:
+    """A short hash of readers/c (every file in it) and `extra` (compiler, flags, target): the name
+    of a build of it, so a build made once per test run is never one of other sources or flags."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in LIBKBPACK_SRC.iterdir() if p.is_file()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for part in extra:
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def make_libkbpack(tmp_path_factory, target: str | None = None, cflags: str | None = None) -> tuple[str, Path]:
+    """`make -C readers/c [target]` once per test run (whichever xdist worker is first; the others
+    reuse that build), into a folder named by sources_key. Skipped, with the reason, without make, a
+    C compiler or zstd.h (the Makefile's `check` target says which); under KBC_REQUIRE_LIBKBPACK (CI)
+    a missing prerequisite is a failure. Returns (the compiler, the build folder)."""
     cc = find_c_compiler()
     if shutil.which("make") is None or cc is None:
         pytest.skip("libkbpack: no make or no C compiler on this machine")
-    build = tmp_path_factory.mktemp("libkbpack")
-    make = ["make", "-s", "-C", str(LIBKBPACK_SRC), f"BUILD={build}", f"CC={cc}"]
-    cflags = os.environ.get("LIBKBPACK_CFLAGS")
+    make = ["make", "-s", "-C", str(LIBKBPACK_SRC), f"CC={cc}"]
     if cflags:
         make.append(f"CFLAGS={cflags}")
     check = subprocess.run([*make, "check"], capture_output=True, text=True)
@@ -149,8 +254,21 @@ def libkbpack(tmp_path_factory) -> LibKbpack:
         pytest.fail(check.stderr.strip() or check.stdout.strip() or "libkbpack: prerequisites missing")
     if check.returncode != 0:
         pytest.skip(check.stderr.strip() or check.stdout.strip() or "libkbpack: prerequisites missing")
-    proc = subprocess.run(make, capture_output=True, text=True)
-    assert proc.returncode == 0, f"make -C readers/c failed:\n{proc.stdout}\n{proc.stderr}"
+
+    def build(folder: Path) -> None:
+        proc = subprocess.run([*make, f"BUILD={folder}", *([target] if target else [])], capture_output=True, text=True)
+        assert proc.returncode == 0, f"make -C readers/c {target or ''} failed:\n{proc.stdout}\n{proc.stderr}"
+
+    name = f"libkbpack-{target or 'all'}-{sources_key(cc, cflags or '', target or '')}"
+    return cc, built_once(tmp_path_factory, name, build)
+
+
+@pytest.fixture(scope="session")
+def libkbpack(tmp_path_factory) -> LibKbpack:
+    """`make -C readers/c` once per test run, into a temporary folder (make_libkbpack).
+    LIBKBPACK_CFLAGS="-std=c99 -O1 -g -fsanitize=address,undefined" runs the C tests under sanitizers."""
+    cflags = os.environ.get("LIBKBPACK_CFLAGS")
+    cc, build = make_libkbpack(tmp_path_factory, cflags=cflags)
     lib = LibKbpack(cc=cc, build=build, include=LIBKBPACK_SRC)
     return replace(lib, cflags=tuple(cflags.split())) if cflags else lib
 
@@ -163,14 +281,33 @@ def kbpack_tool(libkbpack) -> Path:
 
 @pytest.fixture(scope="session")
 def genuine(tmp_path_factory, tiny_model) -> bytes:
-    """A real bundle (HNSW index, lexical sections, probes) built with the tiny test model: what
-    the hostile-bundle tests, in Python and in C, forge their cases from."""
-    base = tmp_path_factory.mktemp("genuine")
-    docs = base / "docs"
-    docs.mkdir()
-    for i in range(6):
-        (docs / f"pumps{i}.md").write_text(f"# Pump {i}\n\nThe pump {i} moves water uphill at {i * 100} litres "
-                                           f"an hour.\n\n## Care\n\nOil the pump {i} every spring.\n")
-    out = base / "genuine.kbpack"
-    run_kbc("build", str(docs), "-o", str(out), "--model", str(tiny_model), "--index", "HNSW16", "-q", check=True)
-    return out.read_bytes()
+    """A real bundle (HNSW index, lexical sections, probes) built with the tiny test model, once
+    per test run: what the hostile-bundle tests, in Python and in C, forge their cases from."""
+    def build(base: Path) -> None:
+        docs = base / "docs"
+        docs.mkdir()
+        for i in range(6):
+            (docs / f"pumps{i}.md").write_text(f"# Pump {i}\n\nThe pump {i} moves water uphill at {i * 100} litres "
+                                               f"an hour.\n\n## Care\n\nOil the pump {i} every spring.\n")
+        run_kbc("build", str(docs), "-o", str(base / "genuine.kbpack"), "--model", str(tiny_model), "--index",
+                "HNSW16", "-q", check=True)
+
+    return (built_once(tmp_path_factory, "genuine", build) / "genuine.kbpack").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def crafted_bundles(tmp_path_factory, genuine) -> dict[str, Path]:
+    """Every crafted bundle by name, one file each, written once per test run: tests/fuzz_seeds.py's
+    set (with the real `genuine` build as an extra base) and test_hostile_bundles' cases on
+    `genuine`. What the C sanitizer and differential tests run."""
+    import fuzz_seeds
+
+    def build(folder: Path) -> None:
+        seeds = fuzz_seeds.crafted_set({"genuine": genuine})
+        seeds.update({f"hostile on genuine {k}": v for k, v in fuzz_seeds.hostile(genuine).items()})
+        paths = fuzz_seeds.write_seeds(folder / "seeds", seeds)
+        assert len(paths) == len(seeds)
+        (folder / "names.json").write_text(json.dumps(dict(zip(seeds, (p.name for p in paths)))))
+
+    folder = built_once(tmp_path_factory, "crafted", build)
+    return {name: folder / "seeds" / file for name, file in json.loads((folder / "names.json").read_text()).items()}

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_kbc
+from conftest import kbc_cli
 from forge import resign
 from kbc.format import bundle as B
 from kbc.format.bundle import Bundle, BundleWriter, write_bundle
@@ -361,7 +361,7 @@ def test_non_finite_vectors_with_valid_checksums_fail_verify(tmp_path, bad):
         with pytest.raises(BundleError, match="row 2 holds NaN or infinity") as e:
             b.verify()
     assert e.value.section == "vectors"
-    proc = run_kbc("inspect", str(forged), "--verify")
+    proc = kbc_cli("inspect", str(forged), "--verify")
     assert proc.returncode == 3 and "row 2" in proc.stderr
 
 
@@ -398,7 +398,7 @@ def test_mistyped_manifest_objects_are_invalid_bundles(tmp_path, manifest, messa
                        chunks=[{"text": "a"}, {"text": "b"}])
     with pytest.raises(BundleError, match=message):
         B.Bundle(p)
-    proc = run_kbc("inspect", str(p))
+    proc = kbc_cli("inspect", str(p))
     assert proc.returncode == 3 and proc.stderr.count("\n") == 1
 
 

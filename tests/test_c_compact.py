@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_DOCS, run_kbc
+from conftest import SAMPLE_DOCS, kbc_cli
 from forge import rebuild, sections
 from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
@@ -47,7 +47,7 @@ def sample_encoded(tmp_path_factory, sample_bundle) -> dict[str, Path]:
     out = {}
     for name in ("int8", "binary"):
         out[name] = d / f"{name}.kbpack"
-        run_kbc("build", str(SAMPLE_DOCS), "-o", str(out[name]), "--vectors", name, "-q", check=True)
+        kbc_cli("build", str(SAMPLE_DOCS), "-o", str(out[name]), "--vectors", name, "-q", check=True)
     out["binary-narrow"] = with_binary_settings(out["binary"], d / "narrow.kbpack", candidates=1, multiplier=1)
     return out
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_kbc
+from conftest import kbc_cli
 from forge import rebuild, sections
 from kbc.format.bundle import write_bundle
 from kbc.errors import BundleError
@@ -162,7 +162,7 @@ def mixed_bundle(tmp_path_factory) -> Path:
     (docs / "pumps.md").write_text("# Pumps\n\nThe pump moves water uphill at 100 litres an hour.\n\n## Care\n\n"
                                    "Oil the pump every spring. Check the valve and the pressure gauge.\n")
     out = d / "mixed.kbpack"
-    run_kbc("build", str(docs), "-o", str(out), "--chunk-size", "24", "--chunk-overlap", "4", "-q", check=True)
+    kbc_cli("build", str(docs), "-o", str(out), "--chunk-size", "24", "--chunk-overlap", "4", "-q", check=True)
     return out
 
 

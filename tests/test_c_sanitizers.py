@@ -12,14 +12,13 @@ terabytes of shadow memory. The memory bound itself is tested by those tests, on
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import fuzz_seeds
-from conftest import LIBKBPACK_SRC, find_c_compiler
+from conftest import make_libkbpack
 
 TIME_LIMIT_S = 120
 SANITIZER_EXIT = 86  # what a sanitizer report exits with here: none of kbpack's own codes (0, 2, 3, 6)
@@ -31,32 +30,20 @@ SANITIZER_ENV = {
 
 @pytest.fixture(scope="module")
 def asan_build(tmp_path_factory) -> Path:
-    """`make -C readers/c asan` into a temporary folder: $BUILD/asan/{kbpack,fuzz_kbpack}. Skipped
-    like the other C tests without a compiler or zstd.h, a failure under KBC_REQUIRE_LIBKBPACK (CI)."""
-    cc = find_c_compiler()
-    if shutil.which("make") is None or cc is None:
-        pytest.skip("libkbpack: no make or no C compiler on this machine")
-    build = tmp_path_factory.mktemp("libkbpack-asan")
-    make = ["make", "-s", "-C", str(LIBKBPACK_SRC), f"BUILD={build}", f"CC={cc}"]
-    check = subprocess.run([*make, "check"], capture_output=True, text=True)
-    if check.returncode != 0:
-        message = check.stderr.strip() or "libkbpack: prerequisites missing"
-        if os.environ.get("KBC_REQUIRE_LIBKBPACK"):
-            pytest.fail(message)
-        pytest.skip(message)
-    proc = subprocess.run([*make, "asan"], capture_output=True, text=True)
-    # a compiler without sanitizer runtimes is a failure, not a skip: this file exists to run them
-    assert proc.returncode == 0, f"make -C readers/c asan failed:\n{proc.stdout}\n{proc.stderr}"
+    """`make -C readers/c asan` once per test run (conftest.make_libkbpack): $BUILD/asan/{kbpack,
+    fuzz_kbpack}. Skipped like the other C tests without a compiler or zstd.h, a failure under
+    KBC_REQUIRE_LIBKBPACK (CI); a compiler without sanitizer runtimes is a failure, not a skip: this
+    file exists to run them."""
+    _, build = make_libkbpack(tmp_path_factory, target="asan")
     return build / "asan"
 
 
 @pytest.fixture(scope="module")
-def crafted(tmp_path_factory, genuine) -> list[Path]:
+def crafted(crafted_bundles) -> list[Path]:
     """Every crafted bundle, one file each: fuzz_seeds' set (with a real kbc build as an extra base)
-    and the hostile cases on that real bundle, as tests/test_hostile_bundles.py makes them."""
-    seeds = fuzz_seeds.crafted_set({"genuine": genuine})
-    seeds.update({f"hostile on genuine {k}": v for k, v in fuzz_seeds.hostile(genuine).items()})
-    return fuzz_seeds.write_seeds(tmp_path_factory.mktemp("crafted"), seeds)
+    and the hostile cases on that real bundle, as tests/test_hostile_bundles.py makes them
+    (conftest.crafted_bundles, written once per test run)."""
+    return list(crafted_bundles.values())
 
 
 def sanitized(*args, timeout: int = TIME_LIMIT_S) -> subprocess.CompletedProcess:

@@ -62,13 +62,10 @@ def disagreements(tool: Path, cases: dict[str, Path]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def crafted(tmp_path_factory, genuine) -> dict[str, Path]:
-    """Every crafted bundle by name, one file each, as tests/test_c_sanitizers.py makes the set."""
-    seeds = fuzz_seeds.crafted_set({"genuine": genuine})
-    seeds.update({f"hostile on genuine {k}": v for k, v in fuzz_seeds.hostile(genuine).items()})
-    paths = fuzz_seeds.write_seeds(tmp_path_factory.mktemp("crafted"), seeds)
-    assert len(paths) == len(seeds)
-    return dict(zip(seeds, paths))
+def crafted(crafted_bundles) -> dict[str, Path]:
+    """Every crafted bundle by name, one file each: the set tests/test_c_sanitizers.py runs
+    (conftest.crafted_bundles, written once per test run)."""
+    return crafted_bundles
 
 
 def test_both_readers_reach_the_same_verdict_on_every_crafted_bundle(kbpack_tool, crafted):

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import kbc
-from conftest import make_tiny_model, run_kbc
+from conftest import kbc_cli, make_tiny_model, run_kbc
 from kbc.cli import app
 
 runner = CliRunner()
@@ -28,6 +28,7 @@ def test_version_help_and_completion():
 
 
 def test_usage_errors_are_one_line_and_json_callers_get_an_error_object(tmp_path):
+    """In a child process: what a shell sees, exit code and stderr from `python -m kbc` itself."""
     proc = run_kbc("build", str(tmp_path), "--frobnicate")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("kbc: error: No such option: --frobnicate") and "kbc build -h" in proc.stderr
@@ -76,24 +77,24 @@ def two_builds(tmp_path_factory, tiny_model):
         out = base / f"{name}.kbpack"
         if model is None:
             model = make_tiny_model(base / "other-model", seed=1)
-        run_kbc("build", str(folder), "-o", str(out), "--model", str(model), "-q", check=True)
+        kbc_cli("build", str(folder), "-o", str(out), "--model", str(model), "-q", check=True)
         paths[name] = out
     return paths
 
 
 def test_diff_reports_sources_chunks_and_settings_and_gates_ci(two_builds):
-    same = run_kbc("diff", str(two_builds["a"]), str(two_builds["a"]))
+    same = kbc_cli("diff", str(two_builds["a"]), str(two_builds["a"]))
     assert same.returncode == 0 and same.stdout.strip().endswith("no differences")
-    proc = run_kbc("diff", str(two_builds["a"]), str(two_builds["b"]), "--json")
+    proc = kbc_cli("diff", str(two_builds["a"]), str(two_builds["b"]), "--json")
     assert proc.returncode == 7, proc.stderr
     d = json.loads(proc.stdout)
     assert d["sources"] == {"added": ["added.md"], "removed": ["removed.md"], "changed": ["changed.md"]}
     assert d["chunks"]["added"] == 2 and d["chunks"]["removed"] == 2 and d["chunks"]["kept"] == 1
     assert d["settings"] == {} and d["changed"] is True
-    model = json.loads(run_kbc("diff", str(two_builds["a"]), str(two_builds["c"]), "--json").stdout)
+    model = json.loads(kbc_cli("diff", str(two_builds["a"]), str(two_builds["c"]), "--json").stdout)
     assert model["sources"] == {"added": [], "removed": [], "changed": []} and model["chunks"]["kept"] == 3
     assert "weights_sha256" in model["settings"]["embedder"] and model["vectors_changed"] is True
-    human = run_kbc("diff", str(two_builds["a"]), str(two_builds["b"])).stdout
+    human = kbc_cli("diff", str(two_builds["a"]), str(two_builds["b"])).stdout
     assert "+ added.md" in human and "- removed.md" in human and "~ changed.md" in human
 
 

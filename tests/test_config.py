@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_kbc
+from conftest import kbc_cli
 from kbc.format.bundle import Bundle
 
 
@@ -29,7 +29,7 @@ def test_kbc_toml_is_found_upward_and_flags_override_it(project, tiny_model):
     (project / "kbc.toml").write_text(f'model = "{tiny_model}"\nchunk-size = 30\nexclude = ["drafts"]\n'
                                       'no_lexical = true\n')
     out = project / "kb.kbpack"
-    proc = run_kbc("build", str(project / "docs"), "-o", str(out), "--json")
+    proc = kbc_cli("build", str(project / "docs"), "-o", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["config_file"] == str(project / "kbc.toml")
@@ -37,9 +37,9 @@ def test_kbc_toml_is_found_upward_and_flags_override_it(project, tiny_model):
     assert m["chunking"]["size"] == 30 and "lexical" not in m and {"path": "drafts/", "reason":
                                                                      "excluded by --exclude drafts"} in m["ignored"]
     assert m["build_options"]["chunk_size"] == 30 and m["build_options"]["model"] == str(tiny_model)
-    run_kbc("build", str(project / "docs"), "-o", str(out), "--chunk-size", "40", "-q", check=True)
+    kbc_cli("build", str(project / "docs"), "-o", str(out), "--chunk-size", "40", "-q", check=True)
     assert _manifest(out)["chunking"]["size"] == 40  # the flag wins
-    run_kbc("build", str(project / "docs"), "-o", str(out), "--no-config", "--model", str(tiny_model), "-q",
+    kbc_cli("build", str(project / "docs"), "-o", str(out), "--no-config", "--model", str(tiny_model), "-q",
             check=True)
     assert _manifest(out)["chunking"]["size"] != 30 and "lexical" in _manifest(out)
 
@@ -48,7 +48,7 @@ def test_pyproject_tool_kbc_is_read(project, tiny_model):
     (project / "pyproject.toml").write_text(f'[project]\nname = "x"\n\n[tool.kbc]\nmodel = "{tiny_model}"\n'
                                             'chunk_size = 25\n')
     out = project / "kb.kbpack"
-    run_kbc("build", str(project / "docs"), "-o", str(out), "-q", check=True)
+    kbc_cli("build", str(project / "docs"), "-o", str(out), "-q", check=True)
     assert _manifest(out)["chunking"]["size"] == 25
 
 
@@ -60,7 +60,7 @@ def test_pyproject_tool_kbc_is_read(project, tiny_model):
 ])
 def test_a_bad_config_is_one_line_naming_the_file(project, text, message):
     (project / "kbc.toml").write_text(text)
-    proc = run_kbc("build", str(project / "docs"), "-o", str(project / "kb.kbpack"))
+    proc = kbc_cli("build", str(project / "docs"), "-o", str(project / "kb.kbpack"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert str(project / "kbc.toml") in proc.stderr and message in proc.stderr
 
@@ -68,10 +68,10 @@ def test_a_bad_config_is_one_line_naming_the_file(project, text, message):
 def test_a_bundle_can_be_rebuilt_from_its_recorded_options(project, tiny_model):
     (project / "kbc.toml").write_text(f'model = "{tiny_model}"\nchunk-size = 30\nexclude = ["drafts"]\n')
     first = project / "a.kbpack"
-    run_kbc("build", str(project / "docs"), "-o", str(first), "-q", check=True)
+    kbc_cli("build", str(project / "docs"), "-o", str(first), "-q", check=True)
     (project / "kbc.toml").unlink()
     again = project / "b.kbpack"
-    run_kbc("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q", check=True)
+    kbc_cli("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q", check=True)
     assert again.read_bytes() == first.read_bytes()
 
 
@@ -79,7 +79,7 @@ def test_a_config_inside_the_docs_folder_is_never_read(project, tiny_model):
     """The docs folder is untrusted: a kbc.toml dropped into it cannot lift the build's limits."""
     (project / "docs" / "kbc.toml").write_text('follow-symlinks = true\nworkers = 0\nchunk-size = 20\n')
     out = project / "kb.kbpack"
-    proc = run_kbc("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "--json")
+    proc = kbc_cli("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["config_file"] is None and _manifest(out)["chunking"]["size"] != 20
 
@@ -87,7 +87,7 @@ def test_a_config_inside_the_docs_folder_is_never_read(project, tiny_model):
 def test_odd_pyprojects_and_forged_bundle_options(project, tiny_model):
     (project / "pyproject.toml").write_text('tool = "kbc"\n')
     out = project / "kb.kbpack"
-    run_kbc("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "-q", check=True)
+    kbc_cli("build", str(project / "docs"), "-o", str(out), "--model", str(tiny_model), "-q", check=True)
     from kbc.cli.config import checked_options, RECORDED
     from kbc.errors import InputError
 

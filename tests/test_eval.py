@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import SHARED, run_kbc
+from conftest import SHARED, kbc_cli
 from kbc.errors import InputError
 from kbc.tools.evaluate import (PAGE_METRICS, _score_pages, hit_metrics, mean_metrics, page_judgements, query_metrics,
                                 rank_all, rank_documents, read_qrels, read_queries)
@@ -138,13 +138,13 @@ def tiny_eval_set(tmp_path_factory):
     (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tbees\t1\nq2\ttides\t1\nq3\trust\t2\n"
                                  "q5\tbread\t1\nq4\tvolcano\t0\n")
     out = d / "kb.kbpack"
-    run_kbc("build", str(d / "corpus.jsonl"), "-o", str(out), "--quiet", check=True)
+    kbc_cli("build", str(d / "corpus.jsonl"), "-o", str(out), "--quiet", check=True)
     return d, out
 
 
 def test_kbc_eval_end_to_end(tiny_eval_set):
     d, bundle = tiny_eval_set
-    proc = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"),
+    proc = kbc_cli("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"),
                    "--json", "--per-query", check=True)
     rep = json.loads(proc.stdout)
     assert rep["queries"] == 3 and rep["documents"] == 5
@@ -154,7 +154,7 @@ def test_kbc_eval_end_to_end(tiny_eval_set):
     assert by_id["q3"]["retrieved"][0] == "rust" and by_id["q3"]["first_relevant_rank"] == 1
     assert len(by_id["q1"]["retrieved"]) == 5  # every document, best first
 
-    human = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"), "--per-query",
+    human = kbc_cli("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"), "--per-query",
                     check=True).stdout
     assert "ndcg@10" in human and "1 queries with no relevant document" in human
     dense_row = next(line for line in human.splitlines() if line.strip().startswith("dense"))
@@ -165,14 +165,14 @@ def test_kbc_eval_reports_a_wrong_corpus_and_bad_input(tiny_eval_set, tmp_path):
     d, bundle = tiny_eval_set
     other = tmp_path / "other.tsv"
     other.write_text("q1\tnot-in-bundle\t1\nq2\ttides\t1\n")
-    proc = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(other), check=True)
+    proc = kbc_cli("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(other), check=True)
     assert "1 relevant documents are not in the bundle" in proc.stdout
-    missing = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(tmp_path / "nope.tsv"))
+    missing = kbc_cli("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(tmp_path / "nope.tsv"))
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "nope.tsv: no such file" in missing.stderr
     mismatch = tmp_path / "ids.tsv"
     mismatch.write_text("zz\tbees\t1\n")
-    proc = run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(mismatch))
+    proc = kbc_cli("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(mismatch))
     assert proc.returncode == 2 and "query ids" in proc.stderr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, run_kbc
+from conftest import SHARED, kbc_cli
 from kbc.readers.guarded import ExtractOptions, extract_file
 from kbc.engines.workers import extract_all
 from kbc.stages.sources import discover
@@ -139,23 +139,23 @@ def test_build_lists_every_problem_and_strict_writes_nothing(tmp_path):
     (docs / "half.pdf").write_bytes(make_pdf(["Typed.", ""]))
     (docs / "junk.pdf").write_bytes(b"not a pdf")
     out = tmp_path / "kb.kbpack"
-    proc = run_kbc("build", str(docs), "-o", str(out), "--json", check=True)
+    proc = kbc_cli("build", str(docs), "-o", str(out), "--json", check=True)
     rep = json.loads(proc.stdout)
     skipped = {p["source"]: p["reason"] for p in rep["skipped"]}
     degraded = {p["source"]: p["reason"] for p in rep["degraded"]}
     assert set(skipped) == {"locked.pdf", "scan.pdf", "junk.pdf"} and set(degraded) == {"half.pdf"}
     assert "needs a password" in skipped["locked.pdf"] and "no text layer" in skipped["scan.pdf"]
-    human = run_kbc("build", str(docs), "-o", str(out), check=True).stdout
+    human = kbc_cli("build", str(docs), "-o", str(out), check=True).stdout
     assert "skipped (3):" in human and "degraded (1):" in human and "junk.pdf: unreadable PDF" in human
-    assert run_kbc("inspect", str(out), "--verify").returncode == 0
+    assert kbc_cli("inspect", str(out), "--verify").returncode == 0
 
     strict_out = tmp_path / "strict.kbpack"
-    proc = run_kbc("build", str(docs), "-o", str(strict_out), "--strict")
+    proc = kbc_cli("build", str(docs), "-o", str(strict_out), "--strict")
     assert proc.returncode == 5 and not strict_out.exists()
     assert "locked.pdf" in proc.stderr
     assert not list(tmp_path.glob("strict.kbpack*"))  # no temp file left behind either
 
-    with_pw = run_kbc("build", str(docs), "-o", str(out), "--password", "pw", "--json", check=True)
+    with_pw = kbc_cli("build", str(docs), "-o", str(out), "--password", "pw", "--json", check=True)
     assert "locked.pdf" not in {p["source"] for p in json.loads(with_pw.stdout)["skipped"]}
 
 
@@ -195,17 +195,19 @@ def test_shared_ligatures_become_letters(reader):
 
 
 @needs_shared
-def test_shared_folder_builds_and_strict_fails(tmp_path):
+def test_shared_folder_builds_and_strict_fails(tmp_path, tiny_model):
+    """The tiny test model: what is asserted is extraction's verdicts and a valid bundle, and the
+    default model would spend most of a minute embedding these 760 chunks."""
     out = tmp_path / "pdfs.kbpack"
-    proc = run_kbc("build", str(PDFS), "-o", str(out), "--json", check=True)
+    proc = kbc_cli("build", str(PDFS), "-o", str(out), "--json", "--model", str(tiny_model), check=True)
     rep = json.loads(proc.stdout)
     skipped = {p["source"]: p["reason"] for p in rep["skipped"]}
     assert set(skipped) == {"empty.pdf", "libreoffice-writer-password.pdf", "grayscale-image.pdf",
                             "imagemagick-CCITTFaxDecode.pdf"}
     assert "issue-625-identity-cmap.pdf" not in skipped
-    assert run_kbc("inspect", str(out), "--verify").returncode == 0
+    assert kbc_cli("inspect", str(out), "--verify").returncode == 0
     strict = tmp_path / "strict.kbpack"
-    assert run_kbc("build", str(PDFS), "-o", str(strict), "--strict").returncode == 5
+    assert kbc_cli("build", str(PDFS), "-o", str(strict), "--model", str(tiny_model), "--strict").returncode == 5
     assert not strict.exists()
 
 
@@ -327,7 +329,7 @@ def test_the_reader_is_chosen_recorded_and_keys_the_cache(tmp_path):
     built = {}
     for reader in ("pypdf", "pdfium"):
         out = tmp_path / f"{reader}.kbpack"
-        rep = json.loads(run_kbc("build", str(docs), "-o", str(out), "--pdf-reader", reader, "--json",
+        rep = json.loads(kbc_cli("build", str(docs), "-o", str(out), "--pdf-reader", reader, "--json",
                                  "--cache-dir", str(cache), check=True).stdout)
         with Bundle(out) as b:
             m = b.manifest
@@ -336,10 +338,10 @@ def test_the_reader_is_chosen_recorded_and_keys_the_cache(tmp_path):
         assert f"({reader}" in m["extraction"]["readers"]["pdf"]
     # the second build found nothing in the cache: the reader is part of the extraction key
     assert built["pdfium"]["cache"]["files_extracted"] == 1 and built["pdfium"]["cache"]["files_cached"] == 0
-    again = json.loads(run_kbc("build", str(docs), "-o", str(tmp_path / "again.kbpack"), "--pdf-reader", "pypdf",
+    again = json.loads(kbc_cli("build", str(docs), "-o", str(tmp_path / "again.kbpack"), "--pdf-reader", "pypdf",
                                "--json", "--cache-dir", str(cache), check=True).stdout)
     assert again["cache"]["files_cached"] == 1
-    bad = run_kbc("build", str(docs), "-o", str(tmp_path / "x.kbpack"), "--pdf-reader", "pdfminer")
+    bad = kbc_cli("build", str(docs), "-o", str(tmp_path / "x.kbpack"), "--pdf-reader", "pdfminer")
     assert bad.returncode == 2 and "pdfminer" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -348,6 +350,6 @@ def test_an_unknown_reader_in_a_config_file_is_one_line(tmp_path):
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nSome text about owls.\n")
     (tmp_path / "kbc.toml").write_text('pdf-reader = "pdfminer"\n')
-    proc = run_kbc("build", str(docs), "-o", str(tmp_path / "x.kbpack"))
+    proc = kbc_cli("build", str(docs), "-o", str(tmp_path / "x.kbpack"))
     assert proc.returncode == 2 and "pdfminer" in proc.stderr and "pdfium" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.kbpack").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_kbc
+from conftest import kbc_cli
 from kbc.readers import READERS
 from kbc.stages.sources import discover
 
@@ -88,7 +88,7 @@ def test_every_reader_kind_is_in_the_folder(mixed):
 
 def test_a_mixed_folder_builds_with_text_headings_and_reasons(mixed, tmp_path, tiny_model):
     out = tmp_path / "kb.kbpack"
-    proc = run_kbc("build", str(mixed), "-o", str(out), "--model", str(tiny_model), "--json")
+    proc = kbc_cli("build", str(mixed), "-o", str(out), "--model", str(tiny_model), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     ignored = {i["path"]: i["reason"] for i in report["ignored"]}
@@ -98,7 +98,7 @@ def test_a_mixed_folder_builds_with_text_headings_and_reasons(mixed, tmp_path, t
     degraded = {p["source"]: p["reason"] for p in report["degraded"]}
     assert degraded == {"records.jsonl": "1 bad line(s) skipped: line 2: not a JSON object"}
 
-    info = json.loads(run_kbc("inspect", str(out), "--json", "-n", "200").stdout)
+    info = json.loads(kbc_cli("inspect", str(out), "--json", "-n", "200").stdout)
     assert info["counts"]["ignored_files"] == 2
     by_source: dict[str, list[dict]] = {}
     paths = [s["path"] for s in info["sources"]]
@@ -151,16 +151,16 @@ def test_source_code_is_read_only_when_asked(tmp_path, tiny_model):
                                           "    pump.valve.open()\n\n\nclass Seal:\n    pass\n")
     (docs / "src" / "config.yaml").write_text("pump:\n  max_flow: 55\n")
     (docs / "logo.svg").write_text("<svg/>")
-    without = {i["path"]: i["reason"] for i in json.loads(run_kbc(
+    without = {i["path"]: i["reason"] for i in json.loads(kbc_cli(
         "build", str(docs), "-o", str(tmp_path / "a.kbpack"), "--model", str(tiny_model), "--json").stdout)["ignored"]}
     assert without == {"src/pump.py": "code file .py: read only with --code",
                        "src/config.yaml": "code file .yaml: read only with --code",
                        "logo.svg": "unsupported file type .svg"}
-    proc = run_kbc("build", str(docs), "-o", str(tmp_path / "b.kbpack"), "--model", str(tiny_model), "--code", "--json")
+    proc = kbc_cli("build", str(docs), "-o", str(tmp_path / "b.kbpack"), "--model", str(tiny_model), "--code", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert [i["path"] for i in report["ignored"]] == ["logo.svg"] and report["files"] == 3
-    info = json.loads(run_kbc("inspect", str(tmp_path / "b.kbpack"), "--json", "-n", "50").stdout)
+    info = json.loads(kbc_cli("inspect", str(tmp_path / "b.kbpack"), "--json", "-n", "50").stdout)
     paths = [s["path"] for s in info["sources"]]
     code = [c for c in info["chunks"] if paths[c["source"]] == "src/pump.py"]
     assert "def prime(pump):\n    \"\"\"Fill the casing" in code[0]["text"]  # indentation kept
@@ -176,10 +176,10 @@ def test_encoding_can_be_forced(tmp_path, tiny_model):
     d.mkdir()
     (d / "koi.txt").write_bytes("Насос перекачивает воду".encode("koi8-r"))
     out = tmp_path / "kb.kbpack"
-    run_kbc("build", str(d), "-o", str(out), "--model", str(tiny_model), "--encoding", "koi8-r", "-q", check=True)
-    info = json.loads(run_kbc("inspect", str(out), "--json", "-n", "1").stdout)
+    kbc_cli("build", str(d), "-o", str(out), "--model", str(tiny_model), "--encoding", "koi8-r", "-q", check=True)
+    info = json.loads(kbc_cli("inspect", str(out), "--json", "-n", "1").stdout)
     assert info["chunks"][0]["text"] == "Насос перекачивает воду"
-    bad = run_kbc("build", str(d), "-o", str(out), "--model", str(tiny_model), "--encoding", "klingon")
+    bad = kbc_cli("build", str(d), "-o", str(out), "--model", str(tiny_model), "--encoding", "klingon")
     assert bad.returncode == 2 and bad.stderr.strip() == "kbc: error: --encoding klingon: unknown encoding"
 
 

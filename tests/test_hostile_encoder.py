@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_kbc
+from conftest import ROOT, kbc_cli, run_kbc
 from forge import rebuild, sections
 from kbc.format import encoder_guard as G
 from kbc.backends import bert_onnx
@@ -28,11 +28,9 @@ SECRET = b"SECRET-FILE-BYTES-THAT-MUST-NOT-LEAVE-THE-DISK" * 4  # 188 bytes
 
 
 @pytest.fixture(scope="module")
-def encoded(tmp_path_factory, tiny_model):
-    out = tmp_path_factory.mktemp("hostile-enc") / "kb.kbpack"
-    run_kbc("build", str(ROOT / "sample_docs"), "-o", str(out), "--model", str(tiny_model), "--with-encoder", "-q",
-            check=True)
-    return out
+def encoded(tiny_encoder_bundle):
+    """sample_docs built with the tiny model --with-encoder (conftest, once per test run)."""
+    return tiny_encoder_bundle
 
 
 def _model(nodes, inits=(), *, opsets=(("", 17),), outputs=None) -> onnx.ModelProto:
@@ -139,7 +137,7 @@ def _script(bundle, cwd, *args):
 
 
 def _refused_everywhere(forged, tmp_path, section: str, reason: str) -> None:
-    _one_line(run_kbc("inspect", str(forged), "--verify"), section, reason)
+    _one_line(kbc_cli("inspect", str(forged), "--verify"), section, reason)
     _one_line(run_kbc("query", str(forged), "how do I water seedlings"), section, reason)
     out = tmp_path / "q.f32"
     proc = _script(forged, tmp_path, "how do I water seedlings", "--out", str(out))
@@ -169,7 +167,7 @@ def test_a_200000_deep_tokenizer_is_refused_before_it_is_parsed(encoded, tmp_pat
 ])
 def test_a_tokenizer_of_the_wrong_shape_is_refused(encoded, tmp_path, tokenizer, reason):
     forged = forge(encoded, tmp_path, tokenizer=tokenizer)
-    _one_line(run_kbc("inspect", str(forged), "--verify"), "encoder_tokenizer", reason)
+    _one_line(kbc_cli("inspect", str(forged), "--verify"), "encoder_tokenizer", reason)
     proc = _script(forged, tmp_path, "q", "--out", str(tmp_path / "q.f32"))
     assert proc.returncode == 3 and reason.encode() in proc.stderr and proc.stderr.count(b"\n") == 1
 
@@ -179,14 +177,14 @@ def test_a_damaged_graph_is_named_by_its_checksum_first(encoded, tmp_path):
     data = encoded.read_bytes()
     forged = tmp_path / "forged.kbpack"
     forged.write_bytes(rebuild(data, {"encoder_graph": b"\xff" * 64}))
-    _one_line(run_kbc("inspect", str(forged), "--verify"), "encoder_graph",
+    _one_line(kbc_cli("inspect", str(forged), "--verify"), "encoder_graph",
               "differs from the manifest's encoder.graph_sha256")
 
 
 def test_kbc_own_bundle_with_an_encoder_still_verifies_queries_and_embeds(encoded, tmp_path):
-    proc = run_kbc("inspect", str(encoded), "--verify")
+    proc = kbc_cli("inspect", str(encoded), "--verify")
     assert proc.returncode == 0, proc.stderr
-    proc = run_kbc("query", str(encoded), "how do I water seedlings", "--mode", "lexical")
+    proc = kbc_cli("query", str(encoded), "how do I water seedlings", "--mode", "lexical")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "q.f32"
     proc = _script(encoded, tmp_path, "how do I water seedlings", "--out", str(out))

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, run_kbc
+from conftest import ROOT, kbc_cli
 from forge import rebuild, sections
 from test_hostile_bundles import MEMORY_LIMIT, TIME_LIMIT_S
 
@@ -38,7 +38,7 @@ def built(tmp_path_factory, tiny_model) -> dict[str, bytes]:
     out = {}
     for factory in FACTORIES:
         path = tmp_path_factory.mktemp("index") / "kb.kbpack"
-        run_kbc("build", str(docs), "-o", str(path), "--model", str(tiny_model), "--index", factory, "-q",
+        kbc_cli("build", str(docs), "-o", str(path), "--model", str(tiny_model), "--index", factory, "-q",
                 "--chunk-size", "16", "--chunk-overlap", "0", check=True)
         out[factory] = path.read_bytes()
     return out

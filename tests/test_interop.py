@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, make_tiny_model, run_kbc
+from conftest import ROOT, kbc_cli, make_tiny_model
 from kbc.format import bundle as bundle_mod
 from kbc.format.bundle import Bundle, write_bundle
 
@@ -22,7 +22,7 @@ def test_edge_slm_json_validates_and_round_trips(sample_bundle, tmp_path):
     import jsonschema
 
     out = tmp_path / "embeddings.json"
-    run_kbc("export", str(sample_bundle), str(out), "--to", "edge-slm-json", check=True)
+    kbc_cli("export", str(sample_bundle), str(out), "--to", "edge-slm-json", check=True)
     data = json.loads(out.read_text(encoding="utf-8"))
     jsonschema.validate(data, json.loads((ROOT / "schemas" / "edge-slm.schema.json").read_text()))
     rows, vectors = bundle_rows(sample_bundle)
@@ -36,7 +36,7 @@ def test_edge_slm_json_validates_and_round_trips(sample_bundle, tmp_path):
 
 def test_jsonl_round_trips_with_provenance(sample_bundle, tmp_path):
     out = tmp_path / "chunks.jsonl"
-    run_kbc("export", str(sample_bundle), str(out), "--to", "jsonl", check=True)
+    kbc_cli("export", str(sample_bundle), str(out), "--to", "jsonl", check=True)
     lines = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     rows, vectors = bundle_rows(sample_bundle)
     assert len(lines) == len(rows)
@@ -57,7 +57,7 @@ def test_npy_keeps_the_stored_dtype_and_ids(tmp_path, dtype):
     write_bundle(src, manifest={"sources": [{"path": "a.md"}, {"path": "b.md"}]}, vectors=vecs, chunks=chunks,
                  dtype=dtype)
     out = tmp_path / "vectors.npy"
-    run_kbc("export", str(src), str(out), "--to", "npy", "-q", check=True)
+    kbc_cli("export", str(src), str(out), "--to", "npy", "-q", check=True)
     arr = np.load(out, allow_pickle=False)
     assert arr.dtype == np.dtype(dtype) and np.array_equal(arr, vecs)
     ids = [json.loads(l) for l in (tmp_path / "vectors.ids.jsonl").read_text().splitlines()]
@@ -65,9 +65,9 @@ def test_npy_keeps_the_stored_dtype_and_ids(tmp_path, dtype):
 
 
 def test_export_bad_target_writes_nothing(sample_bundle, tmp_path):
-    proc = run_kbc("export", str(sample_bundle), str(tmp_path / "missing" / "x.json"), "--to", "edge-slm-json")
+    proc = kbc_cli("export", str(sample_bundle), str(tmp_path / "missing" / "x.json"), "--to", "edge-slm-json")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
-    proc = run_kbc("export", str(sample_bundle), str(tmp_path / "x.json"), "--to", "csv")
+    proc = kbc_cli("export", str(sample_bundle), str(tmp_path / "x.json"), "--to", "csv")
     assert proc.returncode == 2 and "edge-slm-json" in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -87,7 +87,7 @@ def test_probe_set_covers_the_token_limit(sample_bundle):
     assert not any("\n" in t for t in ps.texts)  # --texts prints one per line
     assert ps.vectors.shape == (len(kinds), 384)
     assert np.allclose(np.linalg.norm(ps.vectors, axis=1), 1.0, atol=1e-5)
-    shown = json.loads(run_kbc("inspect", str(sample_bundle), "--json", check=True).stdout)["probes"]
+    shown = json.loads(kbc_cli("inspect", str(sample_bundle), "--json", check=True).stdout)["probes"]
     assert shown == {"count": len(kinds), "role": "query", "prompt": "", "max_seq_length": limit, "threshold": 0.99}
 
 
@@ -98,7 +98,7 @@ def test_damaged_probe_vectors_fail_verify(sample_bundle, tmp_path):
         info = b.sections["probe_vectors"]
     data[info.offset + 10] ^= 0x01
     damaged.write_bytes(bytes(data))
-    proc = run_kbc("inspect", str(damaged), "--verify")
+    proc = kbc_cli("inspect", str(damaged), "--verify")
     assert proc.returncode == 3 and "probe_vectors" in proc.stderr
 
 
@@ -111,7 +111,7 @@ def test_older_bundles_and_older_readers(tmp_path, monkeypatch):
     monkeypatch.undo()
     with Bundle(old) as b:
         assert (b.major, b.minor) == (1, 0) and b.probes() is None
-    proc = run_kbc("probe", str(old), "--texts")
+    proc = kbc_cli("probe", str(old), "--texts")
     assert proc.returncode == 2 and "has no probes" in proc.stderr and "1.0" in proc.stderr
 
 
@@ -121,13 +121,13 @@ def torch_built(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("probe")
     (d / "doc.md").write_text("# Notes\n\nSome text to embed for the probe tests.\n")
     out = d / "kb.kbpack"
-    run_kbc("build", str(d / "doc.md"), "-o", str(out), "--model", str(tiny_model), "--backend", "torch", "-q",
+    kbc_cli("build", str(d / "doc.md"), "-o", str(out), "--model", str(tiny_model), "--backend", "torch", "-q",
             check=True)
     return out
 
 
 def probe_inputs(bundle) -> list[str]:
-    proc = run_kbc("probe", str(bundle), "--texts", check=True)
+    proc = kbc_cli("probe", str(bundle), "--texts", check=True)
     assert "prompt 'query: ' already prepended" in proc.stderr
     return proc.stdout.split("\n")[:-1]
 
@@ -150,19 +150,19 @@ def test_probe_passes_for_a_second_engine_running_the_same_model(torch_built, ti
     vecs = onnx_vectors(tiny_model, inputs)
     npy = tmp_path / "onnx.npy"
     np.save(npy, vecs)
-    proc = run_kbc("probe", str(torch_built), "--vectors", str(npy), "--json")
+    proc = kbc_cli("probe", str(torch_built), "--vectors", str(npy), "--json")
     rep = json.loads(proc.stdout)
     assert proc.returncode == 0 and rep["passed"] and rep["min"] > 0.9999 and rep["prompt"] == "query: "
     as_json = tmp_path / "v.json"
     as_json.write_text(json.dumps([{"embedding": v} for v in vecs.tolist()]))
-    assert run_kbc("probe", str(torch_built), "--vectors", str(as_json)).returncode == 0
+    assert kbc_cli("probe", str(torch_built), "--vectors", str(as_json)).returncode == 0
 
 
 def test_probe_fails_for_another_model(torch_built, tmp_path):
     inputs = probe_inputs(torch_built)
     other = make_tiny_model(tmp_path / "other", seed=1)
     np.save(tmp_path / "other.npy", onnx_vectors(other, inputs))
-    proc = run_kbc("probe", str(torch_built), "--vectors", str(tmp_path / "other.npy"))
+    proc = kbc_cli("probe", str(torch_built), "--vectors", str(tmp_path / "other.npy"))
     assert proc.returncode == 6 and "FAIL" in proc.stdout
 
 
@@ -170,9 +170,9 @@ def test_probe_exposes_an_engine_that_does_not_truncate(sample_bundle, tmp_path)
     """The disagreement llama.cpp showed with MiniLM: the same model, but no cut at 256 tokens."""
     from kbc.backends.model import resolve_model
 
-    inputs = run_kbc("probe", str(sample_bundle), "--texts", check=True).stdout.split("\n")[:-1]
+    inputs = kbc_cli("probe", str(sample_bundle), "--texts", check=True).stdout.split("\n")[:-1]
     np.save(tmp_path / "untruncated.npy", onnx_vectors(resolve_model(None).path, inputs, truncate=False))
-    proc = run_kbc("probe", str(sample_bundle), "--vectors", str(tmp_path / "untruncated.npy"), "--json")
+    proc = kbc_cli("probe", str(sample_bundle), "--vectors", str(tmp_path / "untruncated.npy"), "--json")
     rep = json.loads(proc.stdout)
     assert proc.returncode == 6
     by_kind = {p["kind"]: p["cosine"] for p in rep["probes"]}
@@ -183,10 +183,10 @@ def test_probe_exposes_an_engine_that_does_not_truncate(sample_bundle, tmp_path)
 def test_probe_input_errors(torch_built, tmp_path):
     bad = tmp_path / "short.npy"
     np.save(bad, np.ones((3, 32)))
-    proc = run_kbc("probe", str(torch_built), "--vectors", str(bad))
+    proc = kbc_cli("probe", str(torch_built), "--vectors", str(bad))
     assert proc.returncode == 2 and "3 vectors, but the bundle has" in proc.stderr
     wrong_dim = tmp_path / "dim.json"
     wrong_dim.write_text(json.dumps({"vectors": np.ones((17, 8)).tolist()}))
-    proc = run_kbc("probe", str(torch_built), "--vectors", str(wrong_dim))
+    proc = kbc_cli("probe", str(torch_built), "--vectors", str(wrong_dim))
     assert proc.returncode == 2 and ("8-d vectors" in proc.stderr or "vectors, but" in proc.stderr)
-    assert run_kbc("probe", str(torch_built)).returncode == 2
+    assert kbc_cli("probe", str(torch_built)).returncode == 2

@@ -8,6 +8,7 @@ that allocates what a forged file asks for, or loops, fails the test instead of 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 import test_hostile_bundles as hostile
-from conftest import SAMPLE_DOCS, run_kbc
+from conftest import SAMPLE_DOCS, kbc_cli
 from forge import rebuild, resign, sections
 from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
@@ -72,25 +73,23 @@ def ranked(scores, ids) -> list[tuple[int, float]]:
 # --------------------------------------------------------------------------- bundles
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, tiny_model) -> Path:
+def tiny_bundle(tiny_encoder_bundle) -> Path:
     """sample_docs with the 32-d test model: 330 chunks in 6 blocks of 64, the last one partial, and
-    the query encoder (format 1.3)."""
-    out = tmp_path_factory.mktemp("tiny") / "tiny.kbpack"
-    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--model", str(tiny_model), "--with-encoder", "-q", check=True)
-    return out
+    the query encoder (format 1.3); conftest.tiny_encoder_bundle, built once per test run."""
+    return tiny_encoder_bundle
 
 
 @pytest.fixture(scope="module")
 def tiny_f16_bundle(tmp_path_factory, tiny_model) -> Path:
     out = tmp_path_factory.mktemp("tiny16") / "tiny16.kbpack"
-    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--model", str(tiny_model), "--float16", "-q", check=True)
+    kbc_cli("build", str(SAMPLE_DOCS), "-o", str(out), "--model", str(tiny_model), "--float16", "-q", check=True)
     return out
 
 
 @pytest.fixture(scope="module")
 def sample_f16_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample16") / "sample16.kbpack"
-    run_kbc("build", str(SAMPLE_DOCS), "-o", str(out), "--float16", "-q", check=True)
+    kbc_cli("build", str(SAMPLE_DOCS), "-o", str(out), "--float16", "-q", check=True)
     return out
 
 
@@ -526,13 +525,21 @@ def test_a_query_encoder_other_than_the_recorded_one_is_refused_by_both(kbpack_t
         assert kbpack(kbpack_tool, "chunk", path, 0).returncode == 0  # the rest reads as before
 
 
-def python_verdict(path: Path) -> tuple[int, str | None]:
-    """`kbc inspect --verify --json`, run in this process: (exit code, the damaged part or None)."""
-    from typer.testing import CliRunner
+@functools.cache
+def _kbc_command():
+    """kbc's typer app as the click command typer's CliRunner makes of it on every call (~15 ms)."""
+    from typer.main import get_command
 
     from kbc.cli import app
 
-    result = CliRunner().invoke(app, ["inspect", str(path), "--verify", "--json"])
+    return get_command(app)
+
+
+def python_verdict(path: Path) -> tuple[int, str | None]:
+    """`kbc inspect --verify --json`, run in this process: (exit code, the damaged part or None)."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(_kbc_command(), ["inspect", str(path), "--verify", "--json"])
     info = json.loads(result.stdout)
     return result.exit_code, (info.get("error") or {}).get("section")
 

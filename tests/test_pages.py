@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import run_kbc
+from conftest import kbc_cli
 from kbc.format.retrieval import RetrievalSettings
 from kbc.search.fusion import rank_pages
 from pdfgen import make_pdf
@@ -75,10 +75,10 @@ QUESTION = "How do I run only the tests whose names match a filter?"
 def test_query_unit_page_returns_each_page_once_grouped_from_the_chunk_ranking(sample_bundle):
     import kbc
 
-    paged = json.loads(run_kbc("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "4", "--json",
+    paged = json.loads(kbc_cli("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "4", "--json",
                                check=True).stdout)
     assert paged["unit"] == "page" and 1 <= len(paged["pages"]) <= 4
-    chunks = json.loads(run_kbc("query", str(sample_bundle), QUESTION, "-k", "100", "--json", check=True).stdout)["hits"]
+    chunks = json.loads(kbc_cli("query", str(sample_bundle), QUESTION, "-k", "100", "--json", check=True).stdout)["hits"]
     want: dict = {}
     for h in chunks:  # group the chunk ranking by hand: the page a chunk starts on
         want.setdefault((h["source"], h.get("record"), h["page_start"]), []).append(h)
@@ -93,9 +93,9 @@ def test_query_unit_page_returns_each_page_once_grouped_from_the_chunk_ranking(s
 
 
 def test_prompt_from_pages_lists_each_chunk_once_in_reading_order(sample_bundle):
-    paged = json.loads(run_kbc("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "3", "--json",
+    paged = json.loads(kbc_cli("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "3", "--json",
                                check=True).stdout)["pages"]
-    prompt = run_kbc("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "3", "--prompt", check=True).stdout
+    prompt = kbc_cli("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "3", "--prompt", check=True).stdout
     lines = [ln for ln in prompt.splitlines() if ln.startswith("context_")]
     expected = [c for p in paged for c in sorted(p["chunks"], key=lambda c: c["chunk_id"])]
     assert len(lines) == len(expected)
@@ -125,7 +125,7 @@ def paged_set(tmp_path_factory):
     (d / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tanimals:p2\t1\nq2\tweather:p2\t1\nq3\tanimals:p1\t1\n")
     out = d / "kb.kbpack"
     # chunks of one page each (a chunk that crosses pages counts for the page it starts on)
-    run_kbc("build", str(docs), "-o", str(out), "--quiet", "--chunk-unit", "chars", "--chunk-size", "100",
+    kbc_cli("build", str(docs), "-o", str(out), "--quiet", "--chunk-unit", "chars", "--chunk-size", "100",
             "--chunk-overlap", "0", check=True)
     return d, out
 
@@ -134,15 +134,15 @@ def test_eval_unit_page_ranks_pages(paged_set):
     d, bundle = paged_set
     args = ["eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"), "--json",
             "--per-query"]
-    rep = json.loads(run_kbc(*args, "--unit", "page", check=True).stdout)
+    rep = json.loads(kbc_cli(*args, "--unit", "page", check=True).stdout)
     assert rep["unit"] == "page" and rep["level"] == "page"
     assert rep["metrics"]["hit@1"] == pytest.approx(1.0)
     for q in rep["per_query"]:
         assert len(q["retrieved"]) == len(set(q["retrieved"]))  # a page once
         assert all(":p" in r and "-" not in r.rsplit(":p", 1)[1] for r in q["retrieved"])
-    human = run_kbc(*args[:-2], "--unit", "page", "--page-share", "0.3", check=True).stdout
+    human = kbc_cli(*args[:-2], "--unit", "page", "--page-share", "0.3", check=True).stdout
     assert "ranked pages" in human and "0.3 x the rest" in human
-    bad = run_kbc(*args[:-2], "--unit", "page", "--page-share", "3")
+    bad = kbc_cli(*args[:-2], "--unit", "page", "--page-share", "3")
     assert bad.returncode == 2 and "page_share" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -155,17 +155,17 @@ def test_rerank_orders_by_the_cross_encoder(paged_set, tmp_path):
     d, bundle = paged_set
     ce = make_tiny_cross_encoder(tmp_path / "ce")
     q = "why do tides rise and fall twice a day"
-    got = json.loads(run_kbc("query", str(bundle), q, "-k", "3", "--rerank", str(ce), "--json", check=True).stdout)["hits"]
+    got = json.loads(kbc_cli("query", str(bundle), q, "-k", "3", "--rerank", str(ce), "--json", check=True).stdout)["hits"]
     with KnowledgeBase(bundle) as kb:
         first = kb.search(q, k=50)  # every chunk of this small bundle
     scores = load_reranker(ce).score(q, [passage_text(h) for h in first])
     order = sorted(range(len(first)), key=lambda i: (-scores[i], i))[:3]
     assert [h["chunk_id"] for h in got] == [first[i].chunk_id for i in order]
     assert [h["score"] for h in got] == pytest.approx([float(scores[i]) for i in order])
-    rep = json.loads(run_kbc("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"),
+    rep = json.loads(kbc_cli("eval", str(bundle), "--queries", str(d / "queries.jsonl"), "--qrels", str(d / "qrels.tsv"),
                              "--rerank", str(ce), "--json", check=True).stdout)
     assert rep["reranker"]
-    missing = run_kbc("query", str(bundle), q, "--rerank", str(tmp_path / "nope"))
+    missing = kbc_cli("query", str(bundle), q, "--rerank", str(tmp_path / "nope"))
     assert missing.returncode == 4 and "nope" in missing.stderr and "Traceback" not in missing.stderr
 
 
@@ -174,14 +174,14 @@ def test_default_unit_page_is_recorded_and_used(paged_set, tmp_path):
 
     d, _ = paged_set
     out = tmp_path / "paged.kbpack"
-    run_kbc("build", str(d / "docs"), "-o", str(out), "--quiet", "--default-unit", "page", check=True)
+    kbc_cli("build", str(d / "docs"), "-o", str(out), "--quiet", "--default-unit", "page", check=True)
     with Bundle(out) as b:
         assert b.manifest["retrieval"]["unit"] == "page" and b.manifest["build_options"]["default_unit"] == "page"
-    got = json.loads(run_kbc("query", str(out), "owls and mice", "--json", check=True).stdout)
+    got = json.loads(kbc_cli("query", str(out), "owls and mice", "--json", check=True).stdout)
     assert got["unit"] == "page" and "pages" in got
-    assert json.loads(run_kbc("query", str(out), "owls", "--unit", "chunk", "--json", check=True).stdout)["unit"] == "chunk"
+    assert json.loads(kbc_cli("query", str(out), "owls", "--unit", "chunk", "--json", check=True).stdout)["unit"] == "chunk"
     (tmp_path / "kbc.toml").write_text('default-unit = "paragraph"\n')
-    bad = run_kbc("build", str(d / "docs"), "-o", str(tmp_path / "x.kbpack"), "--config", str(tmp_path / "kbc.toml"))
+    bad = kbc_cli("build", str(d / "docs"), "-o", str(tmp_path / "x.kbpack"), "--config", str(tmp_path / "kbc.toml"))
     assert bad.returncode == 2 and "paragraph" in bad.stderr and not (tmp_path / "x.kbpack").exists()
 
 
