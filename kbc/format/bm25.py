@@ -218,12 +218,14 @@ def _uleb128_values(data) -> tuple[np.ndarray, np.ndarray]:
     return np.add.reduceat(contrib, first), first
 
 
-_FINISH_SLICE = 1 << 18  # postings encoded per step in LexicalBuilder.finish (~40 MB of temporaries)
+_FINISH_SLICE = 1 << 16  # postings encoded per step in LexicalBuilder.finish (~10 MB of temporaries)
 # Postings (12 bytes each: term, chunk, frequency) the builder holds before it writes them to a
 # sorted run on disk: the driver's memory for the lexical index stays near this, whatever the corpus.
 # Sorting a run costs about twice its size again (the argsort's int64 order, the gathered arrays),
-# so 24 MB (2M postings, ~170k 12-word chunks a run) keeps that peak small; more runs cost little.
-SPILL_BYTES = 24 << 20
+# so 8 MB (700k postings, ~60k 12-word chunks a run) keeps that peak small (a 1M-chunk build's
+# driver peaks at the same height as a 100k one's); more runs cost little (the merge reads each
+# run's part of a step in one sequential read).
+SPILL_BYTES = 8 << 20
 _POSTING_BYTES = 12
 
 
