@@ -193,7 +193,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             # Extraction, and chunking a window ahead of embedding, start now in their own threads,
             # while the model may still be loading. The first window is small so that the embedder
             # starts early, the rest big enough to keep every session busy.
-            files = prefetch(extract.run(sources, runner.extract_files))
+            # (a short queue: the engine holds the results that wait, bounded by their bytes)
+            files = prefetch(extract.run(sources, runner.extract_files), depth=2)
             windows = prefetch(ledger.windows(files, chunk.records, max(batch_size * 8, 256),
                                               first=max(batch_size * 2, 64)), depth=1)
             # when the build stops early: hashing and extraction first, then the threads, each of

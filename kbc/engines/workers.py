@@ -15,6 +15,10 @@ STARTED = "started"  # a worker's first reply to a task: it has the file and beg
 # machine is busy): that time is not the file's, but a worker that never starts must not hang
 # the build either, so it has this long to say it began.
 START_TIMEOUT_S = 120.0
+# Results that wait for an earlier, slower file are bounded in number (4 a worker) and in bytes (as
+# they came through the pipe, pickled: about a sixth of what they hold unpickled), so that a corpus
+# of big files (10,000 records each) does not fill the driver while a small one keeps every worker busy.
+AHEAD_BYTES = 8 << 20
 
 
 def _worker_main(conn, memory_mb: int) -> None:
@@ -72,6 +76,7 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
             yield guarded_extract(src, opts)
         return
     import multiprocessing as mp
+    import pickle
     import time
     from multiprocessing.connection import wait
 
@@ -92,9 +97,10 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
         return {"proc": proc, "conn": parent, "task": None, "since": 0.0, "started": False}
 
     ahead = 4 * n_workers  # results waiting for an earlier, slower file: bounded, whatever the corpus
+    sizes: dict[int, int] = {}  # pickled bytes of each result in `done`
 
     def assign(w: dict) -> None:
-        if todo and len(done) < ahead:
+        if todo and len(done) < ahead and sum(sizes.values()) < AHEAD_BYTES:
             idx, src = todo.pop()
             w["task"], w["since"], w["started"] = (idx, src), time.monotonic(), False
             w["conn"].send((idx, src, opts))
@@ -120,6 +126,7 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
             assign(w)
         while next_out < len(sources):
             while next_out in done:
+                sizes.pop(next_out, None)
                 yield done.pop(next_out)
                 next_out += 1
             if next_out >= len(sources):
@@ -134,11 +141,13 @@ def extract_all(sources: Sequence[SourceFile], opts: ExtractOptions = ExtractOpt
             for w in list(busy):
                 if w["conn"] in ready:
                     try:
-                        idx, result = w["conn"].recv()
+                        message = w["conn"].recv_bytes()
+                        idx, result = pickle.loads(message)
                         if idx == STARTED:
                             w["since"], w["started"] = time.monotonic(), True
                             continue
-                        done[idx] = result
+                        done[idx], sizes[idx] = result, len(message)
+                        del message
                         w["task"] = None
                         assign(w)
                         continue
