@@ -38,9 +38,10 @@ sample: install
 	$(BIN)/kbc inspect sample.kbpack --verify
 	$(BIN)/kbc query sample.kbpack "$(SAMPLE_QUESTION)" -k 3
 
-# one worker per core (pytest-xdist), a test file per worker so its module fixtures are built once
+# one worker per core (pytest-xdist), a test file per worker so its module fixtures are built once,
+# the files in collection order: tests/conftest.py puts the longest first (LONGEST_FIRST)
 test: $(RAY_STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(BIN)/python bench/run_bench.py
