@@ -310,6 +310,30 @@ def test_info_shows_what_python_reads(kbpack_tool, sample_bundle):
             (s["name"], s["encoding"], s["offset"], s["length"], s["sha256"][:16]) for s in b.describe_sections()]
 
 
+
+@pytest.mark.parametrize("tricky", ['a \\" b', 'ends in a backslash \\', '\\\\\\" \\\\"', '"quoted" \\\\\\\\'])
+def test_lookups_skip_strings_with_escaped_quotes_and_backslash_runs(kbpack_tool, sample_bundle, tricky, tmp_path):
+    """Lookups skip the strings before their key by the first quote after an even run of
+    backslashes (readers/c/json.c): a quote after an odd run is inside the string. Every manifest
+    string the lookup of embedder.name and the sections after it passes holds such runs here."""
+    from forge import with_manifest
+
+    def edit(m):
+        for key in ("dim_note", "document_prompt"):  # keys before and after "name" in the embedder object
+            m["embedder"][key] = tricky
+        m["embedder"]["name"] = f"model {tricky}"
+        m["a_note"] = {"x": tricky, "y": [tricky, {"z": tricky}]}  # a top-level value before every key
+
+    p = tmp_path / "tricky.kbpack"
+    p.write_bytes(with_manifest(sample_bundle.read_bytes(), edit))
+    with Bundle(p) as b:
+        name = b.manifest["embedder"]["name"]
+    assert name == f"model {tricky}"
+    out = kbpack(kbpack_tool, "info", p)
+    assert out.returncode == 0, out.stderr
+    assert f"\nembedder: {name}\nlexical: yes\n" in out.stdout
+    assert kbpack(kbpack_tool, "verify", p).stdout == "intact\n"
+
 def test_unknown_sections_are_skipped_but_verified(kbpack_tool, tmp_path):
     p = write_bundle(tmp_path / "u.kbpack", manifest={}, vectors=np.ones((3, 4), np.float32),
                      chunks=[{"text": str(i)} for i in range(3)], extra_sections=[("from_the_future", "cbor", b"\x01" * 100)])

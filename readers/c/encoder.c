@@ -158,7 +158,7 @@ kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out) {
   if ((st = kbpi_section_bytes(kb, idx[1], &tokenizer)) != KBP_OK) return st;
   if ((st = check_tokenizer(kb, names[1], (const char *)tokenizer, t->length)) != KBP_OK) return st;
   if (out) {
-    jcur c = {meta, end};
+    jcur c = {meta, end, 0};
     kbpi_jscan_value(&c, 0);
     *out = (kbp_encoder){graph, (size_t)kb->sections[idx[0]].length, (const char *)tokenizer, (size_t)t->length,
                          meta, (size_t)(c.p - meta)};

@@ -22,6 +22,21 @@ static int jlit(jcur *c, const char *lit) {
 
 static int jscan_string(jcur *c) { /* at '"'; moves past the closing quote */
   if (c->p >= c->end || *c->p != '"') return -1;
+  if (!c->check) {
+    /* A lookup skips a string kbpi_json_check accepted: its closing quote is the first '"' after an
+     * even run of backslashes. memchr instead of a byte loop, because a lookup skips every value
+     * before its key: a 30 MB string in a manifest was scanned 40 times byte by byte (1.4 s). The
+     * backslashes counted back from each quote stop at the one before it, so this stays linear. */
+    for (const char *s = c->p + 1; s < c->end;) {
+      const char *q = memchr(s, '"', (size_t)(c->end - s));
+      if (!q) return -1;
+      size_t run = 0;
+      while (q - run - 1 > c->p && q[-(ptrdiff_t)run - 1] == '\\') run++;
+      s = q + 1;
+      if (!(run & 1)) { c->p = s; return 0; }
+    }
+    return -1;
+  }
   for (c->p++; c->p < c->end; c->p++) {
     unsigned char ch = (unsigned char)*c->p;
     if (ch == '"') { c->p++; return 0; }
@@ -104,7 +119,7 @@ KBP_INTERNAL int kbpi_jscan_value(jcur *c, int depth) { /* checks and skips one 
 /* 0 and *root = the value if text[0..n) is UTF-8 holding exactly one JSON value. */
 KBP_INTERNAL int kbpi_json_check(const char *text, uint64_t n, const char **root) {
   if (!kbpi_utf8_valid((const uint8_t *)text, (size_t)n)) return -1;
-  jcur c = {text, text + n};
+  jcur c = {text, text + n, 1};
   jws(&c);
   *root = c.p;
   if (kbpi_jscan_value(&c, 0)) return -1;
@@ -130,6 +145,7 @@ KBP_INTERNAL int kbpi_jopen(const char *v, const char *end, char open, jcur *it)
   if (!v || *v != open) return 0;
   it->p = v + 1;
   it->end = end;
+  it->check = 0;
   jws(it);
   return 1;
 }
@@ -194,7 +210,7 @@ KBP_INTERNAL long kbpi_jdecode(const char *v, const char *end, uint8_t *out, siz
 
 /* Bytes kbpi_jdecode needs for the string at v (at most its encoded length). */
 KBP_INTERNAL size_t kbpi_jdecoded_bound(const char *v, const char *end) {
-  jcur c = {v, end};
+  jcur c = {v, end, 0};
   jscan_string(&c);
   return (size_t)(c.p - v);
 }
@@ -242,7 +258,7 @@ KBP_INTERNAL const char *kbpi_jget(const char *obj, const char *end, const char 
 
 static int jis_integer_literal(const char *v, const char *end) {
   if (kbpi_jtype(v) != J_NUMBER || *v == 'N' || *v == 'I' || (v[0] == '-' && v + 1 < end && v[1] == 'I')) return 0;
-  jcur c = {v, end};
+  jcur c = {v, end, 0};
   if (jscan_number(&c)) return 0;
   for (const char *p = v; p < c.p; p++)
     if (*p == '.' || *p == 'e' || *p == 'E') return 0;
@@ -270,7 +286,7 @@ KBP_INTERNAL int kbpi_juint(const char *v, const char *end, uint64_t *out) {
  * correctly, as Python's float() does. Integers too large for a double become infinite. */
 KBP_INTERNAL int kbpi_jdouble(const char *v, const char *end, double *out) {
   if (kbpi_jtype(v) != J_NUMBER) return -1;
-  jcur c = {v, end};
+  jcur c = {v, end, 0};
   if (jscan_number(&c)) return -1;
   size_t n = (size_t)(c.p - v);
   char small[64], *copy = n < sizeof small ? small : malloc(n + 1);

@@ -132,6 +132,7 @@ KBP_INTERNAL void kbpi_sha256(const uint8_t *p, uint64_t n, uint8_t out[32]);
 
 typedef struct {
   const char *p, *end;
+  int check; /* 1 only inside kbpi_json_check: validate while scanning; 0: skip text it accepted */
 } jcur;
 
 typedef enum { J_NONE, J_OBJECT, J_ARRAY, J_STRING, J_NUMBER, J_TRUE, J_FALSE, J_NULL } jkind;
