@@ -72,6 +72,14 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
 
 
+def with_address_space(limit_bytes: int, argv) -> list[str]:
+    """argv run under an address-space limit (RLIMIT_AS) of `limit_bytes`, set by sh's `ulimit -v`
+    before it execs the program. A preexec_fn would set the same limit, but it makes subprocess
+    fork this whole test process (torch loaded: about 0.1 s a run, hundreds of runs) instead of
+    spawning the child."""
+    return ["/bin/sh", "-c", f'ulimit -v {limit_bytes // 1024} && exec "$@"', "sh", *map(str, argv)]
+
+
 def run_kbc(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """`python -m kbc ARGS` in a child process: for what only a process shows (its exit status and
     stderr from kbc's entry point, signals, memory limits, imports, environment read at start-up)."""

@@ -3,14 +3,13 @@ whatever a bundle holds, every command that reads it ends in bounded time and me
 (the bundle was usable, and nothing it holds reached the terminal unescaped) or exit 3 and one line
 naming what is wrong, and the bundle file is left as it was.
 
-Each command runs in a child process with an address-space limit (`resource.RLIMIT_AS`) and a
+Each command runs in a child process with an address-space limit (RLIMIT_AS, `ulimit -v`) and a
 timeout, so a reader that allocates what a manifest asks for, or loops, fails the test instead of
 the machine."""
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from conftest import ROOT
+from conftest import ROOT, with_address_space
 from forge import manifest_of, rebuild, sections, set_path, with_manifest
 
 MEMORY_LIMIT = 1536 << 20  # a normal `kbc query` with onnxruntime runs under 1 GiB of address space
@@ -31,11 +30,8 @@ def _refuse(literal: str):
 
 
 def _bounded(*args: str) -> subprocess.CompletedProcess:
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-    return subprocess.run([sys.executable, "-m", "kbc", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=TIME_LIMIT_S, preexec_fn=limit)
+    return subprocess.run(with_address_space(MEMORY_LIMIT, [sys.executable, "-m", "kbc", *args]), capture_output=True,
+                          text=True, cwd=ROOT, timeout=TIME_LIMIT_S)
 
 
 def _chunk_block(data: bytes, chunks: list) -> bytes:

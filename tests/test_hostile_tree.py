@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_kbc
+from conftest import run_kbc, with_address_space
 from kbc.errors import InputError
 from kbc.stages.sources import check_output_path, discover
 
@@ -162,7 +162,6 @@ def test_a_hostile_tree_builds_within_time_and_memory_bounds(tmp_path, tiny_mode
     sparse file, and a damaged cache; then a cache directory that cannot be created. Each build
     ends with exit 0, only one-line warnings on stderr, every skipped file listed with its reason,
     and nothing under the folder changed."""
-    import resource
     import sqlite3
     import subprocess
     import sys
@@ -193,15 +192,13 @@ def test_a_hostile_tree_builds_within_time_and_memory_bounds(tmp_path, tiny_mode
     blocker.write_text("a file where the cache directory would go")
     before = _digests(docs)
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-
     for cache_dir in (cache, blocker / "cache"):
         out = tmp_path / "kb.kbpack"
         t = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "kbc", "build", str(docs), "-o", str(out), "--json",
-                               "--model", str(tiny_model), "--cache-dir", str(cache_dir)],
-                              capture_output=True, text=True, cwd=ROOT, timeout=180, preexec_fn=limit)
+        proc = subprocess.run(with_address_space(2 << 30, [sys.executable, "-m", "kbc", "build", str(docs), "-o", str(out),
+                                                           "--json", "--model", str(tiny_model), "--cache-dir",
+                                                           str(cache_dir)]),
+                              capture_output=True, text=True, cwd=ROOT, timeout=180)
         assert proc.returncode == 0, proc.stderr
         assert time.monotonic() - t < 120
         assert all(line.startswith("kbc: warning: ") for line in proc.stderr.splitlines()), proc.stderr

@@ -12,7 +12,6 @@ import functools
 import json
 import math
 import os
-import resource
 import struct
 import subprocess
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 import test_hostile_bundles as hostile
-from conftest import SAMPLE_DOCS, kbc_cli
+from conftest import SAMPLE_DOCS, kbc_cli, with_address_space
 from forge import rebuild, resign, sections
 from kbc.format.bundle import Bundle, write_bundle
 from kbc.errors import BundleError
@@ -33,12 +32,10 @@ TIME_LIMIT_S = 60
 
 
 def kbpack(tool: Path, *args) -> subprocess.CompletedProcess:
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
+    argv = [str(tool), *map(str, args)]
     sanitized = "-fsanitize" in os.environ.get("LIBKBPACK_CFLAGS", "")  # ASan reserves terabytes of address space
-    return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, timeout=TIME_LIMIT_S,
-                          preexec_fn=None if sanitized else limit)
+    return subprocess.run(argv if sanitized else with_address_space(MEMORY_LIMIT, argv), capture_output=True,
+                          text=True, timeout=TIME_LIMIT_S)
 
 
 def hits_of(proc: subprocess.CompletedProcess) -> list[tuple[int, float]]:
