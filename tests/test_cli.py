@@ -204,3 +204,22 @@ def test_library_errors_name_keywords_and_the_cli_names_flags(tmp_path):
     assert out.exit_code == 2 and "--chunk-overlap must be >= 0 and smaller than --chunk-size" in out.stderr
     with pytest.raises(InputError, match="^chunk_size must be positive"):  # the CLI left the library's names
         kbc.build(tmp_path / "a.md", tmp_path / "kb.kbpack", chunk_size=0)
+
+
+def test_a_command_imports_only_its_own_module_and_a_typo_still_gets_every_suggestion():
+    """`kbc query` is the start-up-time path: it must not pay for the readers, engines and exporters
+    that only `kbc build` uses. A mistyped command loads every command so the suggestion can name it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, atexit\n"
+             "atexit.register(lambda: print(' '.join(sorted(m for m in sys.modules if m.startswith('kbc.'))),"
+             " file=sys.stderr))\n"
+             "sys.argv = ['kbc'] + sys.argv[1:]\n"
+             "from kbc.cli import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "query", "--help"], capture_output=True, text=True, timeout=120)
+    loaded = set(proc.stderr.split())
+    assert proc.returncode == 0 and "--unit" in proc.stdout
+    assert "kbc.cli.cmd_query" in loaded and "kbc.cli.cmd_build" not in loaded and "kbc.cli.choices" not in loaded
+    typo = subprocess.run([sys.executable, "-c", probe, "querry"], capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "Did you mean 'query'" in typo.stderr

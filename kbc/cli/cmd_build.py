@@ -15,7 +15,7 @@ from ..modes import ContextMode
 from ..modes import Mode as SearchMode
 from ..modes import Unit as SearchUnit
 from ..readers import supported_suffixes, variants_of
-from .app import (
+from .choices import (
     _BACKEND_HELP,
     _ENGINE_HELP,
     _PDF_READER_HELP,
@@ -24,14 +24,8 @@ from .app import (
     EngineChoice,
     PdfReaderChoice,
     VectorsChoice,
-    _emit_json,
-    _fold_float16,
-    _human_bytes,
-    _Progress,
-    _safe,
-    app,
-    handle_errors,
 )
+from .typer_app import _emit_json, _fold_float16, _human_bytes, _Progress, _safe, app, handle_errors
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from .app import _emit_json, _human_bytes, _safe, app, handle_errors
+from .typer_app import _emit_json, _human_bytes, _safe, app, handle_errors
 
 cache_app = typer.Typer(help="See, prune or clear the local build cache (extracted text, chunks, vectors, ONNX exports).",
                         no_args_is_help=True)

@@ -13,15 +13,8 @@ from ..errors import InputError
 from ..modes import Fusion as FusionMethod
 from ..modes import Mode as SearchMode
 from ..modes import Unit as SearchUnit
-from .app import (
-    VectorsChoice,
-    _emit_json,
-    _load_reranker,
-    _Progress,
-    _safe,
-    app,
-    handle_errors,
-)
+from .choices import VectorsChoice
+from .typer_app import _emit_json, _load_reranker, _Progress, _safe, app, handle_errors
 from .render import _coverage_lines, _print_vectors_comparison
 
 

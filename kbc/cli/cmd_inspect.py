@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .app import _emit_json, app, handle_errors
+from .typer_app import _emit_json, app, handle_errors
 from .render import _print_inspect
 
 

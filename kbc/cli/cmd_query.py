@@ -10,7 +10,7 @@ import typer
 
 from ..modes import Mode as SearchMode
 from ..modes import Unit as SearchUnit
-from .app import _emit_json, _fail, _load_reranker, _safe, app, handle_errors
+from .typer_app import _emit_json, _fail, _load_reranker, _safe, app, handle_errors
 from .render import _print_chunk_body
 
 

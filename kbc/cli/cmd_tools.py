@@ -9,17 +9,8 @@ from typing import Optional
 
 import typer
 
-from .app import (
-    _EXPORT_HELP,
-    ExportChoice,
-    _emit_json,
-    _fail,
-    _human_bytes,
-    _Progress,
-    _safe,
-    app,
-    handle_errors,
-)
+from .choices import _EXPORT_HELP, ExportChoice
+from .typer_app import _emit_json, _fail, _human_bytes, _Progress, _safe, app, handle_errors
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .app import _emit_json, _human_bytes, _safe
+from .typer_app import _emit_json, _human_bytes, _safe
 
 
 def _print_chunk_body(h, *, indent: str) -> None:

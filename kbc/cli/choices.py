@@ -1,0 +1,26 @@
+"""Option choices that list a registry (--backend, --engine, --export, --vectors, --pdf-reader), shown
+in `--help`: a new backend, engine, exporter or reader file shows up here. Imported by the commands
+that offer them, so a command without them (`kbc query`) never imports the registries' modules."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from ..backends import BACKENDS
+from ..engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
+from ..exporters import EXPORTERS
+from ..format.vectors import PRESETS as VECTOR_PRESETS
+from ..readers import VARIANTS as READER_VARIANTS
+from ..readers import variants_of
+
+# --backend and --engine choices come from the registries: a new backend or engine file shows up here.
+BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)
+EngineChoice = Enum("EngineChoice", {name: name for name in ENGINE_DESCRIPTIONS}, type=str)
+_BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+ExportChoice = Enum("ExportChoice", {name: name for name in EXPORTERS}, type=str)
+VectorsChoice = Enum("VectorsChoice", {name: name for name in VECTOR_PRESETS}, type=str)
+_VECTORS_HELP = "; ".join(f"{p.name}: {p.description}" for p in VECTOR_PRESETS.values())
+_EXPORT_HELP = "; ".join(f"{e.name}: {e.description}" for e in EXPORTERS.values())
+PdfReaderChoice = Enum("PdfReaderChoice", {name: name for name in variants_of("pdf")}, type=str)
+_PDF_READER_HELP = "; ".join(f"{name}: {READER_VARIANTS['pdf'][name].description}" for name in variants_of("pdf"))
+_ENGINE_HELP = "; ".join(f"{name}: {d}" for name, d in ENGINE_DESCRIPTIONS.items())
