@@ -200,3 +200,23 @@ def test_exact_dense_search_keeps_the_lower_ids_tied_at_the_cut():
     s = rows @ q
     want = sorted(range(32), key=lambda i: (-s[i], i))[:5]
     assert list(ids[0]) == want and list(ids[0][2:]) == list(tied[:3])
+
+
+def test_a_cold_search_that_loads_the_model_beside_the_lexical_side_ranks_as_a_warm_one(sample_bundle, tmp_path):
+    """The first dense or hybrid search loads the model in a thread while the index is read and the
+    lexical side scored: its answer must be the warm path's, and the model's error must still be the error."""
+    import kbc
+    from conftest import make_tiny_model
+    from kbc.errors import ModelError
+
+    for mode in ("hybrid", "dense"):
+        with kbc.open(sample_bundle) as kb:
+            cold = kb.rank([QUESTION, "pump maintenance"], 12, mode=mode)
+            assert kb._embedder is not None
+            warm = kb.rank([QUESTION, "pump maintenance"], 12, mode=mode)
+        for (cs, ci), (ws, wi) in zip(cold, warm):
+            assert ci.tolist() == wi.tolist() and np.array_equal(cs, ws)
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    with kbc.open(sample_bundle, model=str(other)) as kb:
+        with pytest.raises(ModelError, match="model files differ"):
+            kb.search(QUESTION)

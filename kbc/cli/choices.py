@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..backends import BACKENDS
+from ..backends import all_backends
 from ..engines import DESCRIPTIONS as ENGINE_DESCRIPTIONS
 from ..exporters import EXPORTERS
 from ..format.vectors import PRESETS as VECTOR_PRESETS
@@ -14,6 +14,7 @@ from ..readers import VARIANTS as READER_VARIANTS
 from ..readers import variants_of
 
 # --backend and --engine choices come from the registries: a new backend or engine file shows up here.
+BACKENDS = all_backends()
 BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)
 EngineChoice = Enum("EngineChoice", {name: name for name in ENGINE_DESCRIPTIONS}, type=str)
 _BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())

@@ -49,8 +49,8 @@ def _choices(kind: str) -> Callable[[], list[str]]:
     and readers, so the registries are read after they load)."""
     def names() -> list[str]:
         if kind == "backend":
-            from ..backends import BACKENDS
-            return list(BACKENDS)
+            from ..backends import all_backends
+            return list(all_backends())
         if kind == "engine":
             from ..engines import DESCRIPTIONS
             return list(DESCRIPTIONS)

@@ -197,20 +197,44 @@ class KnowledgeBase:
     def embed_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         return self.embedder.embed_queries([t[:MAX_QUESTION_CHARS] for t in texts], batch_size=batch_size)
 
+    # questions whose lexical scores (one float per chunk each) are computed while a cold model loads
+    OVERLAP_QUESTIONS = 4
+
+    def _embed_first(self, texts: list[str], mode: str) -> tuple[np.ndarray, list | None]:
+        """The questions' vectors and, for a cold hybrid search of a few questions, their lexical
+        scores: while the model loads and embeds in a thread (onnxruntime's session set-up and run
+        release the GIL), this one reads the dense index and scores the lexical side, the work a cold
+        `kbc query` would otherwise do after it. Warm, it is plain embedding."""
+        if self._embedder is not None:
+            return self.embed_queries(texts), None
+        from ..infra.background import Background
+
+        pending = Background(lambda: self.embed_queries(texts), name="kbc-query-model")
+        try:
+            self.retriever.searcher  # noqa: B018 (reads the FAISS index and vectors)
+            lexical = None
+            if mode == "hybrid" and len(texts) <= self.OVERLAP_QUESTIONS:
+                lexical = [self.retriever.lexical.scores(t) for t in texts]
+        finally:
+            vectors = pending.result()  # its error (a model that will not load) wins: it is the cause
+        return vectors, lexical
+
     def rank(self, texts: Sequence[str], k: int, *, mode: str | None = None,
              vectors: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per question (scores, chunk ids), best first. Lexical mode never loads the model."""
         texts = [t[:MAX_QUESTION_CHARS] for t in texts]
         check_questions(texts)
         mode = self.retriever.resolve(mode)
+        lexical = None
         if vectors is None and mode != "lexical":
-            vectors = self.embed_queries(texts)
+            vectors, lexical = self._embed_first(texts, mode)
         if self.reranker is None:
-            return self.retriever.search(vectors, texts, k, mode=mode)
+            return self.retriever.search(vectors, texts, k, mode=mode, lexical_scores=lexical)
         from .rerank import candidates_for, rerank
 
         out = []
-        for text, first in zip(texts, self.retriever.search(vectors, texts, candidates_for(k), mode=mode)):
+        for text, first in zip(texts, self.retriever.search(vectors, texts, candidates_for(k), mode=mode,
+                                                             lexical_scores=lexical)):
             reranked = rerank(self.reranker, text, self.hits(first), k=k)
             out.append((np.array([r.hit.score for r in reranked], dtype=np.float64),
                         np.array([r.hit.chunk_id for r in reranked], dtype=np.int64)))

@@ -89,9 +89,10 @@ class Retriever:
                              "--no-lexical); use --mode dense or rebuild it")
         return mode
 
-    def search(self, query_vectors: np.ndarray | None, texts: list[str], k: int, *,
-               mode: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query (scores, chunk ids), best first."""
+    def search(self, query_vectors: np.ndarray | None, texts: list[str], k: int, *, mode: str | None = None,
+               lexical_scores: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query (scores, chunk ids), best first. `lexical_scores[i]`, where given, is
+        `self.lexical.scores(texts[i])` computed beforehand (while the model loaded)."""
         mode = self.resolve(mode)
         n = len(texts)
         if mode == Mode.lexical.value:
@@ -106,7 +107,7 @@ class Retriever:
             return [(s[:k], ids[:k]) for s, ids in dense]
         out = []
         for i, text in enumerate(texts):
-            all_lex = self.lexical.scores(text)
+            all_lex = self.lexical.scores(text) if lexical_scores is None else lexical_scores[i]
             l_scores, l_ids = top_k(all_lex, depth)
             ds, di = dense[i]
             if len(l_ids) == 0:

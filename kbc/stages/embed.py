@@ -6,42 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..backends import check_backend, load_embedder
+from ..infra.background import Background
 from ..infra.cache import vector_key
 from ..backends.model import EmbedderSpec, TokenCounter, read_spec, resolve_model
 from .chunk import embedded_text
-
-
-class Background:
-    """One call run in a thread; `result()` waits for it and returns its value or raises its error."""
-
-    def __init__(self, call, *, name: str):
-        self._call, self._value, self._error, self.seconds = call, None, None, 0.0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        t = time.perf_counter()
-        try:
-            self._value = self._call()
-        except BaseException as e:  # raised in the thread that asks for the result
-            self._error = e
-        self.seconds = time.perf_counter() - t
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def embedder_identity(spec: EmbedderSpec) -> str:
