@@ -1,6 +1,6 @@
 """One call run in a thread while the caller does other work: the build loads the model while it walks
 the folder, and a cold query loads the model while it reads the index and scores the lexical side
-(onnxruntime and FAISS release the GIL for most of their work, so the two overlap)."""
+(onnxruntime and FAISS release the GIL for part of their work, so the two partly overlap)."""
 
 from __future__ import annotations
 
