@@ -13,11 +13,9 @@ from ..format.vectors import PRESETS as VECTOR_PRESETS
 from ..readers import VARIANTS as READER_VARIANTS
 from ..readers import variants_of
 
-# --backend and --engine choices come from the registries: a new backend or engine file shows up here.
-BACKENDS = all_backends()
-BackendChoice = Enum("BackendChoice", {name: name for name in BACKENDS}, type=str)
+BackendChoice = Enum("BackendChoice", {name: name for name in all_backends()}, type=str)
 EngineChoice = Enum("EngineChoice", {name: name for name in ENGINE_DESCRIPTIONS}, type=str)
-_BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+_BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in all_backends().values())
 ExportChoice = Enum("ExportChoice", {name: name for name in EXPORTERS}, type=str)
 VectorsChoice = Enum("VectorsChoice", {name: name for name in VECTOR_PRESETS}, type=str)
 _VECTORS_HELP = "; ".join(f"{p.name}: {p.description}" for p in VECTOR_PRESETS.values())

@@ -202,9 +202,9 @@ class KnowledgeBase:
 
     def _embed_first(self, texts: list[str], mode: str) -> tuple[np.ndarray, list | None]:
         """The questions' vectors and, for a cold hybrid search of a few questions, their lexical
-        scores: while the model loads and embeds in a thread (onnxruntime releases the GIL for
-        part of its session set-up), this one reads the dense index and scores the lexical side, the work a cold
-        `kbc query` would otherwise do after it. Warm, it is plain embedding."""
+        scores: while the model loads and embeds in a thread (onnxruntime releases the GIL for part
+        of its session set-up), this one reads the dense index and scores the lexical side, the work
+        a cold `kbc query` would otherwise do after it. Warm, it is plain embedding."""
         if self._embedder is not None:
             return self.embed_queries(texts), None
         from ..infra.background import Background
