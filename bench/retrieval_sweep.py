@@ -72,13 +72,17 @@ def main() -> None:
                for f, ws in (("tmm", (0.1, 0.2, 0.3, 0.4, 0.5)), ("minmax", (0.2, 0.3, 0.5)), ("rrf", (0.3, 0.5)))
                for w in ws for d in (100,)]
     fusions += [RetrievalSettings(fusion="tmm", weight=0.4, depth=d) for d in (20, 50, 200)]
+    # the context match (FORMAT.md 2.9): off, each part alone, stronger
+    fusions += [RetrievalSettings(identity_weight=i, heading_weight=h)
+                for i, h in ((0.0, 0.0), (0.1, 0.0), (0.0, 0.05), (0.0, 0.1), (0.1, 0.1), (0.2, 0.1), (0.1, 0.2))]
     if a.quick:
         fusions = [RetrievalSettings(fusion="tmm", weight=w) for w in (0.3, 0.4)] + [
             RetrievalSettings(fusion="rrf", weight=0.5)]
     rows = []
 
     def run(label: str, lexical, settings: RetrievalSettings, modes) -> None:
-        kb._retriever = Retriever(searcher=kb.searcher, lexical=lexical, settings=settings)
+        kb._retriever = Retriever(searcher=kb.searcher, lexical=lexical, settings=settings,
+                                  contexts=lambda ids: kb.context_fields(ids, lexical.options))
         rep = evaluate(kb, queries, qrels, modes=modes)
         for mode, m in rep.modes.items():
             name = f"{mode} {label}".strip()
@@ -95,7 +99,10 @@ def main() -> None:
         run(tag, lex, RetrievalSettings(), ["dense", "lexical"] if first else ["lexical"])
         settings = fusions if first else [RetrievalSettings()]
         for s in settings:
-            run(f"{s.fusion} w={s.weight} depth={s.depth} {tag if not first else ''}".strip(), lex, s, ["hybrid"])
+            context = ("" if (s.identity_weight, s.heading_weight) == (RetrievalSettings.identity_weight,
+                                                                        RetrievalSettings.heading_weight)
+                       else f" context={s.identity_weight}/{s.heading_weight}")
+            run(f"{s.fusion} w={s.weight} depth={s.depth}{context} {tag if not first else ''}".strip(), lex, s, ["hybrid"])
         first = False
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

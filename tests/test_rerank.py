@@ -188,7 +188,9 @@ def test_long_passages_and_questions_are_truncated(reranker, ce_dir):
     # what lies past max_length tokens does not count
     base = " ".join(["red cat"] * 200)
     a, b = reranker.score("cat", [base + " dog", base + " fish water fire"])
-    assert a == b
+    # the same tokens: equal but for float32 rounding, which can differ by the row's place in the batch
+    # (AVX-512 kernels on AMD EPYC: 1.2e-7); a word past the cut that counted would move it far more
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     short = load_reranker(ce_dir, max_length=16)  # [CLS] cat [SEP] + 12 passage tokens + [SEP]
     assert short.max_length == 16
     pair = ["the cat is red and blue and green and the dog is red dog", "the cat is red and blue and green and "

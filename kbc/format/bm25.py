@@ -499,6 +499,7 @@ class LexicalIndex:
         self.postings_offsets = self._array(sections, "lex_postings_offsets", "<u4", t + 1, len(self.postings))
         self.lengths = self._array(sections, "lex_doc_lengths", "<u4", n, None)
         self._norm = None
+        self._df: dict[int, int] = {}  # term id -> document frequency, as postings are decoded
 
     @staticmethod
     def _array(sections, name, dtype, n, end):
@@ -556,10 +557,24 @@ class LexicalIndex:
             if t < 0:
                 continue
             ids, tf = self.postings_of(t)
-            df = len(ids)
+            df = self._df[t] = len(ids)
             idf = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
             tf = tf.astype(np.float64)
             out[ids] += idf * tf * (self.k1 + 1.0) / (tf + self._norm[ids])
+        return out
+
+    def term_weights(self, text: str) -> list[tuple[str, float]]:
+        """The question's distinct terms found in the vocabulary, in first-seen order, with their
+        BM25 idf (what `scores` weighs them by): the context match's weights (FORMAT.md §2.9)."""
+        out = []
+        for term in self.query_terms(text):
+            t = self.lookup(term)
+            if t < 0:
+                continue
+            if t not in self._df:
+                self._df[t] = len(self.postings_of(t)[0])
+            df = self._df[t]
+            out.append((term, math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))))
         return out
 
     def search(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,8 +36,8 @@ from ..errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 5  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
-# 1.5 pages as a retrieval unit (manifest retrieval keys only)
+FORMAT_MINOR = 6  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
+# 1.5 pages as a retrieval unit, 1.6 the context match (manifest retrieval keys only)
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64

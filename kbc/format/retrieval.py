@@ -12,6 +12,9 @@ from ..modes import Fusion, Mode, Unit
 
 MAX_DEPTH = 10_000
 MAX_PAGE_CHUNKS = 100
+# a chunk's context is its document's identity, then this, then its section heading (FORMAT.md §2.9)
+HEADING_SEPARATOR = " | "
+CONTEXT_MATCH_KEYS = ("identity_weight", "heading_weight")  # added in 1.6: absent means 0
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,10 @@ class RetrievalSettings:
     page_depth: int = 100  # chunks of the mode's ranking grouped into pages
     page_share: float = 0.0  # weight of a page's other chunks' scores next to its best one
     page_chunks: int = 3  # chunks returned with each page, best first
+    # context match (format 1.6, FORMAT.md §2.9): hybrid candidates whose document identity (path
+    # words, title) or section heading holds the question's words gain these shares of the fused score
+    identity_weight: float = 0.1
+    heading_weight: float = 0.05
 
     def to_manifest(self) -> dict:
         return asdict(self)
@@ -36,7 +43,8 @@ class RetrievalSettings:
         """The bundle's settings; ValueError naming what is wrong."""
         if not isinstance(d, Mapping):
             raise ValueError("retrieval settings are not an object")
-        s = cls(**{k: d[k] for k in asdict(cls()) if k in d})
+        # a bundle written before 1.6 ranks as it was written: without the context match
+        s = cls(**{**dict.fromkeys(CONTEXT_MATCH_KEYS, 0.0), **{k: d[k] for k in asdict(cls()) if k in d}})
         s.check()
         return s
 
@@ -53,5 +61,7 @@ class RetrievalSettings:
                 raise ValueError(f"{name} must be an integer within [1, {hi}], not {v!r}")
         if self.unit not in {u.value for u in Unit}:
             raise ValueError(f"unknown unit {self.unit!r}")
-        if not isinstance(self.page_share, (int, float)) or isinstance(self.page_share, bool) or not 0 <= self.page_share <= 1:
-            raise ValueError(f"page_share must be within [0, 1], not {self.page_share!r}")
+        for name in ("page_share", *CONTEXT_MATCH_KEYS):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise ValueError(f"{name} must be within [0, 1], not {v!r}")

@@ -110,6 +110,8 @@ class KnowledgeBase:
         self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
         self._page_keys: dict[int, tuple] = {}  # chunk id -> its page (retrieval.page_key), as read
+        # tokeniser options -> chunk id -> its context's terms (the context match), as read
+        self._context_fields: dict = {}
 
     @property
     def embedder(self):
@@ -186,8 +188,9 @@ class KnowledgeBase:
                     settings.check()
                 except ValueError as e:
                     raise InputError(str(e)) from None
-            self._retriever = Retriever(searcher=lambda: self.searcher,
-                                        lexical=self.bundle.lexical(), settings=settings)
+            lexical = self.bundle.lexical()
+            self._retriever = Retriever(searcher=lambda: self.searcher, lexical=lexical, settings=settings,
+                                        contexts=self.context_fields if lexical is not None else None)
         return self._retriever
 
     @property
@@ -266,6 +269,17 @@ class KnowledgeBase:
         for i in sorted({int(i) for i in ids} - self._page_keys.keys()):
             self._page_keys[i] = page_key(self.bundle.chunk(i))
         return [self._page_keys[int(i)] for i in ids]
+
+    def context_fields(self, ids, options=None) -> list[tuple]:
+        """Each chunk's context as the context match reads it (kbc.search.fusion.context_fields) with
+        the lexical index's tokeniser (or `options`); blocks are read in id order, once each."""
+        from ..search.fusion import context_fields
+
+        options = options or self.retriever.lexical.options
+        known = self._context_fields.setdefault(options, {})
+        for i in sorted({int(i) for i in ids} - known.keys()):
+            known[i] = context_fields(self.bundle.chunk(i).get("context"), options)
+        return [known[int(i)] for i in ids]
 
     def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,
                    vectors: np.ndarray | None = None) -> list[list]:

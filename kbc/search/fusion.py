@@ -12,6 +12,13 @@ bench/retrieval_sweep.py on two evaluation sets):
   within its top `depth` (no term for a candidate outside it).
 Ties go to the lower chunk id. A question with no word in the lexical index falls back to dense.
 
+The context match (FORMAT.md §2.9): with tmm or minmax, a hybrid candidate also gains
+`identity_weight` x I' + `heading_weight` x H', where I and H are the idf (BM25's) of the question's
+terms found in the candidate's document identity (its context before " | ": path words, title) and
+in its section heading (after it), each over its best among the candidates. A question that names
+the company and year, or the statement ("balance sheet"), then lifts the chunks filed under them,
+which a chunk cut from the middle of a table cannot say in its own words.
+
 Pages as the unit (FORMAT.md §2.8): the mode's best `page_depth` chunks are grouped by the page
 they start on (source, record, page_start); a page scores as its best chunk plus `page_share`
 times the sum of its other chunks' scores (each at least 0), so a page that answers in three
@@ -21,14 +28,52 @@ chunks outranks one that matches once; ties go to the page whose best chunk has 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError, option
-from ..format.bm25 import LexicalIndex, top_k
+from ..format.bm25 import LexicalIndex, TokenizerOptions, tokenize, top_k
 from ..modes import Fusion, Mode
-from ..format.retrieval import RetrievalSettings
+from ..format.retrieval import HEADING_SEPARATOR, RetrievalSettings
+
+# a chunk's context as the context match reads it: (identity terms, heading terms)
+ContextFields = tuple[frozenset, frozenset]
+NO_CONTEXT: ContextFields = (frozenset(), frozenset())
+
+
+MAX_CONTEXT_CHARS = 4096  # code points of each part read: kbc writes 48 tokens; a forged context costs no more
+
+
+def context_fields(context, options: TokenizerOptions) -> ContextFields:
+    """The kbc-lex-1 terms of a chunk context's identity (before the first " | ") and heading (after it)."""
+    if not context or not isinstance(context, str):
+        return NO_CONTEXT
+    identity, _, heading = context.partition(HEADING_SEPARATOR)
+    return (frozenset(tokenize(identity[:MAX_CONTEXT_CHARS], options)),
+            frozenset(tokenize(heading[:MAX_CONTEXT_CHARS], options)))
+
+
+def _over_best(x: np.ndarray) -> np.ndarray:
+    hi = float(x.max()) if len(x) else 0.0
+    return x / hi if hi > 0 else np.zeros_like(x)
+
+
+def context_match(weights: Sequence[tuple[str, float]], fields: Sequence[ContextFields]) -> tuple[np.ndarray, np.ndarray]:
+    """(I', H') per candidate: the summed weights of the question's terms (in the question's order)
+    found in its identity and in its heading, each divided by its best over the candidates (0 when
+    that best is 0)."""
+    ident = np.zeros(len(fields), dtype=np.float64)
+    head = np.zeros(len(fields), dtype=np.float64)
+    for i, (a, b) in enumerate(fields):
+        x = y = 0.0
+        for term, w in weights:
+            if term in a:
+                x += w
+            if term in b:
+                y += w
+        ident[i], head[i] = x, y
+    return _over_best(ident), _over_best(head)
 
 
 def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -> np.ndarray:
@@ -47,9 +92,11 @@ def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -
 
 def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.ndarray,
          lexical_scores: np.ndarray, candidate_dense: np.ndarray, candidate_lexical: np.ndarray,
-         candidates: np.ndarray, settings: RetrievalSettings, k: int) -> tuple[np.ndarray, np.ndarray]:
+         candidates: np.ndarray, settings: RetrievalSettings, k: int,
+         context: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fuse one query's lists. `dense_*`/`lexical_*` are each list's top `depth` (best first);
-    `candidate_*` are the exact scores of `candidates` (their sorted union) in each list."""
+    `candidate_*` are the exact scores of `candidates` (their sorted union) in each list;
+    `context`: the candidates' (I', H') of the context match (tmm and minmax only)."""
     w = float(settings.weight)
     if settings.fusion == Fusion.rrf.value:
         fused = np.zeros(len(candidates), dtype=np.float64)
@@ -60,6 +107,9 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
         d = _normalise(candidate_dense, dense_scores, settings.fusion, 0.0)
         lx = _normalise(candidate_lexical, lexical_scores, settings.fusion, 0.0)
         fused = (1.0 - w) * d + w * lx
+        if context is not None:  # added one after the other, as every runtime does (FORMAT.md §2.9)
+            fused = fused + float(settings.identity_weight) * context[0]
+            fused = fused + float(settings.heading_weight) * context[1]
     order = np.lexsort((candidates, -fused))[:k]
     return fused[order], candidates[order]
 
@@ -67,12 +117,22 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
 class Retriever:
     """Runs a mode over a bundle's dense searcher and (when present) its lexical index."""
 
-    def __init__(self, *, searcher, lexical: LexicalIndex | None, settings: RetrievalSettings):
+    def __init__(self, *, searcher, lexical: LexicalIndex | None, settings: RetrievalSettings,
+                 contexts: Callable[[np.ndarray], Sequence[ContextFields]] | None = None):
         # a Searcher, or a function making one on first dense use: lexical search never reads the
         # vectors (so, as in libkbpack, it answers even when they are damaged)
         self._searcher = searcher
         self.lexical = lexical
         self.settings = settings
+        # chunk ids -> their context_fields (the context match); None: no context match
+        self.contexts = contexts
+
+    def _context_match(self, text: str, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        s = self.settings
+        if (self.contexts is None or s.fusion == Fusion.rrf.value
+                or not (s.identity_weight or s.heading_weight)):
+            return None
+        return context_match(self.lexical.term_weights(text), self.contexts(candidates))
 
     @property
     def searcher(self):
@@ -118,7 +178,8 @@ class Retriever:
             cand_dense[~np.isfinite(cand_dense)] = 0.0  # a forged bundle's overflowing scores count for nothing
             out.append(fuse(dense_ids=di, dense_scores=ds, lexical_ids=l_ids, lexical_scores=l_scores,
                             candidate_dense=cand_dense.astype(np.float64), candidate_lexical=all_lex[cand],
-                            candidates=cand, settings=self.settings, k=k))
+                            candidates=cand, settings=self.settings, k=k,
+                            context=self._context_match(text, cand)))
         return out
 
 

@@ -17,7 +17,8 @@ from ..records import Extracted
 from ..readers.textclean import has_words
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
-CHUNK_RECORDS_VERSION = "4"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only; 4: whole fits
+CHUNK_RECORDS_VERSION = "5"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only; 4: whole fits;
+# 5: no " | " inside a document identity
 
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from ..backends.model import TokenCounter
 from ..errors import InputError, option
+from ..format.retrieval import HEADING_SEPARATOR
 from ..records import Document
 
 SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
@@ -31,7 +32,8 @@ DEFAULT_CHAR_OVERLAP = 200
 # A chunk's context (its document's title or path) is embedded as `context + CONTEXT_SEPARATOR + text`.
 CONTEXT_SEPARATOR = "\n"
 CONTEXT_MAX_TOKENS = 48  # longer contexts are cut: the chunk's own text keeps most of the budget
-CONTEXT_HEADING_SEPARATOR = " | "  # between the document's identity and the section heading
+# between the document's identity and the section heading: the context match splits there (FORMAT.md §2.9)
+CONTEXT_HEADING_SEPARATOR = HEADING_SEPARATOR
 CONTEXT_MARGIN = 2  # tokens kept spare for merges where context and text meet
 
 
@@ -222,7 +224,9 @@ def document_context(path: str, title: str | None, counter: TokenCounter) -> str
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     words = " ".join(_PATH_SEPARATORS.split(stem)).strip()
     context = f"{title} ({words})" if title and words and words.lower() not in title.lower() else (title or words)
-    return _cap(" ".join(context.split()), counter)
+    # "Install | MyProject" (a web page's title) must not read as an identity and a heading
+    context = " ".join(context.split()).replace(HEADING_SEPARATOR, " / ")
+    return _cap(context, counter)
 
 
 def section_context(document: str, heading: str, counter: TokenCounter) -> str:

@@ -134,6 +134,15 @@ KBP_INTERNAL kbp_string kbpi_put_string(char *area, size_t *used, const void *p,
   return s;
 }
 
+KBP_INTERNAL kbp_status kbpi_chunk_fields(kbp_bundle *kb, uint64_t id, chunk_fields *f) {
+  kbp_status st = kbpi_load_block(kb, id / kb->block_size);
+  if (st != KBP_OK) return st;
+  const block_cache *bc = &kb->block;
+  mp_cursor c = {bc->raw + bc->starts[id % kb->block_size], bc->raw + bc->raw_len};
+  kbpi_read_chunk_map(&c, f, 0); /* checked when the block was loaded */
+  return KBP_OK;
+}
+
 kbp_status kbp_chunk_get(kbp_bundle *kb, uint64_t i, kbp_chunk *out) {
   kbpi_clear_error(&kb->err);
   if (!out) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "kbp_chunk_get: out must not be NULL");

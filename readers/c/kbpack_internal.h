@@ -83,6 +83,7 @@
 #define MIN_CHUNK_MAP_BYTES 7u               /* {"text": ""}: fixmap + fixstr "text" + fixstr */
 #define MAX_QUESTION_CHARS 1000000u
 #define MAX_QUERY_TERMS 1024u
+#define MAX_CONTEXT_CHARS 4096u /* code points of each part of a chunk's context the context match reads */
 #define MAX_TOKEN_CHARS 64u
 #define MAX_TERM_BYTES (4u * MAX_TOKEN_CHARS)
 #define MAX_RETRIEVAL_DEPTH 10000u
@@ -197,6 +198,7 @@ typedef struct {
   kbp_unit unit;                  /* 1.5 (FORMAT.md §2.8): KBP_UNIT_CHUNK or KBP_UNIT_PAGE */
   uint64_t page_depth, page_chunks;
   double page_share;
+  double identity_weight, heading_weight; /* 1.6, the context match (FORMAT.md §2.9); absent: 0 */
 } retrieval_settings;
 
 typedef struct {
@@ -294,6 +296,8 @@ typedef struct {
 KBP_INTERNAL kbp_status kbpi_check_offsets(kbp_bundle *kb);
 KBP_INTERNAL const char *kbpi_read_chunk_map(mp_cursor *c, chunk_fields *out, int checking);
 KBP_INTERNAL kbp_status kbpi_load_block(kbp_bundle *kb, uint64_t b);
+/* Chunk id's fields (its block loaded, and checked, first); valid until another block is loaded. */
+KBP_INTERNAL kbp_status kbpi_chunk_fields(kbp_bundle *kb, uint64_t id, chunk_fields *f);
 KBP_INTERNAL kbp_string kbpi_put_string(char *area, size_t *used, const void *p, size_t n);
 
 /* ============ dense.c: dense search and ranked lists */
@@ -340,6 +344,13 @@ KBP_INTERNAL kbp_status kbpi_lexical_ready(kbp_bundle *kb);
 KBP_INTERNAL kbp_status kbpi_walk_postings(kbp_bundle *kb, uint64_t t, uint64_t *df, posting_visitor visit, void *ctx);
 KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question);
 KBP_INTERNAL kbp_status kbpi_lexical_top(kbp_bundle *kb, uint64_t k, scored **out, size_t *n);
+/* The context match (FORMAT.md §2.9): the question's terms in the vocabulary with their idf; then,
+ * for a text (a part of a chunk's context, its first MAX_CONTEXT_CHARS code points), the idf summed
+ * over the question's terms found in it, in the question's order. */
+typedef struct context_query context_query;
+KBP_INTERNAL kbp_status kbpi_context_query(kbp_bundle *kb, const char *question, context_query **out);
+KBP_INTERNAL kbp_status kbpi_context_sum(kbp_bundle *kb, context_query *cq, const uint8_t *text, size_t n, double *sum);
+KBP_INTERNAL void kbpi_context_query_free(context_query *cq);
 
 /* ============ search.c: retrieval settings */
 

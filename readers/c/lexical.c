@@ -218,11 +218,11 @@ typedef struct {
   size_t len;
 } term;
 
-/* Steps 1-3: decode (an invalid byte becomes U+FFFD, a separator), fold case, drop thousands
- * commas; at most MAX_QUESTION_CHARS code points. Returns the count; *out is malloc'd. */
-static long question_code_points(const char *q, uint32_t **out) {
-  size_t qn = strlen(q), n = 0;
-  size_t cap = qn < MAX_QUESTION_CHARS ? qn : MAX_QUESTION_CHARS;
+/* Steps 1-3 over q[0, qn): decode (an invalid byte becomes U+FFFD, a separator), fold case, drop
+ * thousands commas; at most `limit` code points. Returns the count; *out is malloc'd. */
+static long code_points(const char *q, size_t qn, size_t limit, uint32_t **out) {
+  size_t n = 0;
+  size_t cap = qn < limit ? qn : limit;
   uint32_t *cp = malloc((cap + 1) * sizeof *cp);
   if (!cp) return -1;
   for (size_t i = 0; i < qn && n < cap;) {
@@ -245,13 +245,11 @@ static long question_code_points(const char *q, uint32_t **out) {
   return (long)w;
 }
 
-/* The question's distinct terms in order of first occurrence, at most MAX_QUERY_TERMS (steps 4-7). */
-static long question_terms(const char *q, int stop_words, int stem, term *out) {
-  uint32_t *cp;
-  long n = question_code_points(q, &cp);
-  if (n < 0) return -1;
-  long nt = 0;
-  for (long i = 0; i < n && nt < (long)MAX_QUERY_TERMS;) {
+/* Steps 4-7 over folded code points: each token, in order, to `visit` until it returns nonzero. */
+typedef int (*token_visitor)(void *ctx, const term *t);
+
+static void each_token(const uint32_t *cp, long n, int stop_words, int stem, token_visitor visit, void *ctx) {
+  for (long i = 0; i < n;) {
     int k = char_class(cp[i]);
     if (k == SEP) { i++; continue; }
     long s = i++;
@@ -266,12 +264,32 @@ static long question_terms(const char *q, int stop_words, int stem, term *out) {
     term t;
     t.len = 0;
     for (size_t j = 0; j < len; j++) t.len += kbpi_utf8_put(tok[j], t.bytes + t.len);
-    int seen = 0;
-    for (long j = 0; j < nt && !seen; j++) seen = out[j].len == t.len && memcmp(out[j].bytes, t.bytes, t.len) == 0;
-    if (!seen) out[nt++] = t;
+    if (visit(ctx, &t)) return;
   }
+}
+
+typedef struct {
+  term *out;
+  long n;
+} distinct_terms;
+
+static int add_distinct(void *ctx, const term *t) {
+  distinct_terms *d = ctx;
+  int seen = 0;
+  for (long j = 0; j < d->n && !seen; j++) seen = d->out[j].len == t->len && memcmp(d->out[j].bytes, t->bytes, t->len) == 0;
+  if (!seen) d->out[d->n++] = *t;
+  return d->n >= (long)MAX_QUERY_TERMS;
+}
+
+/* The question's distinct terms in order of first occurrence, at most MAX_QUERY_TERMS (steps 4-7). */
+static long question_terms(const char *q, int stop_words, int stem, term *out) {
+  uint32_t *cp;
+  long n = code_points(q, strlen(q), MAX_QUESTION_CHARS, &cp);
+  if (n < 0) return -1;
+  distinct_terms d = {out, 0};
+  each_token(cp, n, stop_words, stem, add_distinct, &d);
   free(cp);
-  return nt;
+  return d.n;
 }
 
 static int64_t lookup_term(const lexical_index *x, const term *q) { /* binary search on bytes; -1 if absent */
@@ -349,5 +367,106 @@ KBP_INTERNAL kbp_status kbpi_lexical_top(kbp_bundle *kb, uint64_t k, scored **ou
   kbpi_top_k_sort(&t);
   *out = t.items;
   *n = t.n;
+  return KBP_OK;
+}
+
+/* ---- the context match (FORMAT.md §2.9; Python: kbc/search/fusion.py context_match) ---- */
+
+typedef struct {
+  term t;
+  size_t i; /* its place in the question's order */
+} indexed_term;
+
+struct context_query {
+  indexed_term *sorted; /* the question's terms found in the vocabulary, by bytes: a text's tokens are looked up here */
+  double *idf;          /* each one's BM25 idf, in the question's (first-seen) order */
+  char *found;          /* per term, in the question's order: seen in the text being read */
+  size_t n;
+  int stop_words, stem;
+};
+
+static int by_term_bytes(const void *pa, const void *pb) {
+  const indexed_term *a = pa, *b = pb;
+  return compare_bytes(a->t.bytes, a->t.len, b->t.bytes, b->t.len);
+}
+
+KBP_INTERNAL void kbpi_context_query_free(context_query *cq) {
+  if (!cq) return;
+  free(cq->idf);
+  free(cq->sorted);
+  free(cq->found);
+  free(cq);
+}
+
+KBP_INTERNAL kbp_status kbpi_context_query(kbp_bundle *kb, const char *question, context_query **out) {
+  lexical_index *x = &kb->lex;
+  *out = NULL;
+  context_query *cq = calloc(1, sizeof *cq);
+  term *all = malloc(MAX_QUERY_TERMS * sizeof *all);
+  if (cq) {
+    cq->idf = malloc(MAX_QUERY_TERMS * sizeof *cq->idf);
+    cq->sorted = malloc(MAX_QUERY_TERMS * sizeof *cq->sorted);
+    cq->found = calloc(MAX_QUERY_TERMS, 1);
+  }
+  long nt = all ? question_terms(question, x->stop_words, x->stem, all) : -1;
+  if (!cq || !cq->idf || !cq->sorted || !cq->found || nt < 0) {
+    free(all);
+    kbpi_context_query_free(cq);
+    return kbpi_out_of_memory(kb);
+  }
+  cq->stop_words = x->stop_words;
+  cq->stem = x->stem;
+  const double N = (double)x->n;
+  kbp_status st = KBP_OK;
+  for (long i = 0; i < nt; i++) {
+    int64_t t = lookup_term(x, &all[i]);
+    uint64_t df;
+    if (t < 0) continue;
+    if ((st = kbpi_walk_postings(kb, (uint64_t)t, &df, NULL, NULL)) != KBP_OK) break;
+    double num = (N - (double)df) + 0.5, den = (double)df + 0.5;
+    cq->sorted[cq->n] = (indexed_term){all[i], cq->n};
+    cq->idf[cq->n] = log(1.0 + num / den);
+    cq->n++;
+  }
+  free(all);
+  if (st != KBP_OK) {
+    kbpi_context_query_free(cq);
+    return st;
+  }
+  qsort(cq->sorted, cq->n, sizeof *cq->sorted, by_term_bytes);
+  *out = cq;
+  return KBP_OK;
+}
+
+static int mark_found(void *ctx, const term *t) {
+  context_query *cq = ctx;
+  size_t lo = 0, hi = cq->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const indexed_term *m = &cq->sorted[mid];
+    int c = compare_bytes(m->t.bytes, m->t.len, t->bytes, t->len);
+    if (c == 0) {
+      cq->found[m->i] = 1;
+      return 0;
+    }
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return 0;
+}
+
+KBP_INTERNAL kbp_status kbpi_context_sum(kbp_bundle *kb, context_query *cq, const uint8_t *text, size_t n, double *sum) {
+  *sum = 0.0;
+  if (cq->n == 0 || n == 0) return KBP_OK;
+  uint32_t *cp;
+  long m = code_points((const char *)text, n, MAX_CONTEXT_CHARS, &cp);
+  if (m < 0) return kbpi_out_of_memory(kb);
+  memset(cq->found, 0, cq->n);
+  each_token(cp, m, cq->stop_words, cq->stem, mark_found, cq);
+  free(cp);
+  double acc = 0.0; /* in the question's order, as Python sums */
+  for (size_t i = 0; i < cq->n; i++)
+    if (cq->found[i]) acc += cq->idf[i];
+  *sum = acc;
   return KBP_OK;
 }

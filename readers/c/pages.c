@@ -47,18 +47,9 @@ typedef struct {
 } page_group;
 
 /* The msgpack map of chunk `id` (its block checked when loaded). */
-static kbp_status chunk_fields_of(kbp_bundle *kb, uint64_t id, chunk_fields *f) {
-  kbp_status st = kbpi_load_block(kb, id / kb->block_size);
-  if (st != KBP_OK) return st;
-  const block_cache *bc = &kb->block;
-  mp_cursor c = {bc->raw + bc->starts[id % kb->block_size], bc->raw + bc->raw_len};
-  kbpi_read_chunk_map(&c, f, 0);
-  return KBP_OK;
-}
-
 static kbp_status read_page_key(kbp_bundle *kb, page_member *m) {
   chunk_fields f;
-  kbp_status st = chunk_fields_of(kb, m->id, &f);
+  kbp_status st = kbpi_chunk_fields(kb, m->id, &f);
   if (st != KBP_OK) return st;
   if (f.present & 1u << F_SOURCE) {
     m->source = f.value[F_SOURCE].i;
@@ -138,7 +129,7 @@ static kbp_status fill_pages(kbp_bundle *kb, const page_member *members, page_gr
     pages[g].record = (kbp_string){NULL, 0};
     if (!m->has_record) continue;
     chunk_fields f;
-    if ((st = chunk_fields_of(kb, m->id, &f)) != KBP_OK) break;
+    if ((st = kbpi_chunk_fields(kb, m->id, &f)) != KBP_OK) break;
     pages[g].record = kbpi_put_string(kb->page_strings, &used, f.value[F_RECORD].data, (size_t)f.value[F_RECORD].len);
   }
   free(by_id);

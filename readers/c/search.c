@@ -19,6 +19,8 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
   rs->page_depth = 100;
   rs->page_share = 0.0;
   rs->page_chunks = 3;
+  rs->identity_weight = 0.0; /* absent (before 1.6): no context match */
+  rs->heading_weight = 0.0;
   if (!r) return KBP_OK;
   const char *mode = kbpi_jget(r, end, "default_mode"), *fusion = kbpi_jget(r, end, "fusion"), *weight = kbpi_jget(r, end, "weight");
   const char *depth = kbpi_jget(r, end, "depth"), *rrf_k = kbpi_jget(r, end, "rrf_k");
@@ -55,6 +57,15 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
   if (page_share &&
       !(kbpi_jtype(page_share) == J_NUMBER && kbpi_jdouble(page_share, end, &rs->page_share) == 0 && rs->page_share >= 0 && rs->page_share <= 1))
     return kbpi_invalid(kb, "manifest", "retrieval: page_share must be within [0, 1]");
+  /* 1.6, the context match (FORMAT.md §2.9) */
+  static const char *const context_keys[] = {"identity_weight", "heading_weight"};
+  double *context_weights[] = {&rs->identity_weight, &rs->heading_weight};
+  for (int i = 0; i < 2; i++) {
+    const char *v = kbpi_jget(r, end, context_keys[i]);
+    if (v && !(kbpi_jtype(v) == J_NUMBER && kbpi_jdouble(v, end, context_weights[i]) == 0 && *context_weights[i] >= 0 &&
+               *context_weights[i] <= 1))
+      return kbpi_invalid(kb, "manifest", "retrieval: %s must be within [0, 1]", context_keys[i]);
+  }
   return KBP_OK;
 }
 
@@ -137,9 +148,45 @@ static size_t candidate_union(const scored *d, size_t nd, const scored *l, size_
   return n;
 }
 
+/* The context match (FORMAT.md §2.9; Python: Retriever._context_match, context_match): adds
+ * identity_weight x I / best I, then heading_weight x H / best H, to each candidate's fused score. */
+static kbp_status add_context_match(kbp_bundle *kb, const char *question, const uint64_t *cand, size_t nc, scored *fused) {
+  const retrieval_settings *rs = &kb->rs;
+  context_query *cq = NULL;
+  double *sums = malloc(2 * (nc ? nc : 1) * sizeof *sums), best[2] = {0.0, 0.0};
+  kbp_status st = sums ? kbpi_context_query(kb, question, &cq) : kbpi_out_of_memory(kb);
+  for (size_t i = 0; st == KBP_OK && i < nc; i++) { /* candidates in id order: each block is read once */
+    double *ident = &sums[2 * i], *head = &sums[2 * i + 1];
+    *ident = *head = 0.0;
+    chunk_fields f;
+    if ((st = kbpi_chunk_fields(kb, cand[i], &f)) != KBP_OK) break;
+    const mp_value *ctx = &f.value[F_CONTEXT];
+    if (!(f.present & 1u << F_CONTEXT) || ctx->kind != MP_STR) continue;
+    /* the identity ends at the first " | " (ASCII: never inside a UTF-8 sequence) */
+    size_t n = (size_t)ctx->len, cut = n, rest = n;
+    for (size_t j = 0; j + 3 <= n; j++)
+      if (ctx->data[j] == ' ' && ctx->data[j + 1] == '|' && ctx->data[j + 2] == ' ') {
+        cut = j;
+        rest = j + 3;
+        break;
+      }
+    if ((st = kbpi_context_sum(kb, cq, ctx->data, cut, ident)) != KBP_OK) break;
+    if ((st = kbpi_context_sum(kb, cq, ctx->data + rest, n - rest, head)) != KBP_OK) break;
+    for (int p = 0; p < 2; p++)
+      if (sums[2 * i + p] > best[p]) best[p] = sums[2 * i + p];
+  }
+  for (size_t i = 0; st == KBP_OK && i < nc; i++) {
+    fused[i].score = fused[i].score + rs->identity_weight * (best[0] > 0.0 ? sums[2 * i] / best[0] : 0.0);
+    fused[i].score = fused[i].score + rs->heading_weight * (best[1] > 0.0 ? sums[2 * i + 1] / best[1] : 0.0);
+  }
+  kbpi_context_query_free(cq);
+  free(sums);
+  return st;
+}
+
 /* Fuses the dense and lexical lists into fused[i] for each candidate (Python: fuse). */
-static void fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t nd, const scored *l,
-                 size_t nl, const uint64_t *cand, size_t nc, scored *fused) {
+static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const char *question, const scored *d, size_t nd,
+                       const scored *l, size_t nl, const uint64_t *cand, size_t nc, scored *fused) {
   const retrieval_settings *rs = &kb->rs;
   double w = rs->weight;
   for (size_t i = 0; i < nc; i++) {
@@ -149,7 +196,7 @@ static void fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t 
   if (rs->fusion == FUSION_RRF) { /* the dense list's terms first, then the lexical list's */
     for (size_t r = 0; r < nd; r++) fused[position_of(cand, nc, d[r].id)].score += (1.0 - w) / (double)(rs->rrf_k + r + 1);
     for (size_t r = 0; r < nl; r++) fused[position_of(cand, nc, l[r].id)].score += w / (double)(rs->rrf_k + r + 1);
-    return;
+    return KBP_OK;
   }
   score_range dense_range = range_of(d, nd), lexical_range = range_of(l, nl);
   for (size_t i = 0; i < nc; i++) {
@@ -160,6 +207,8 @@ static void fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t 
     double a = (1.0 - w) * dense, b = w * lexical;
     fused[i].score = a + b;
   }
+  if (rs->identity_weight == 0.0 && rs->heading_weight == 0.0) return KBP_OK;
+  return add_context_match(kb, question, cand, nc, fused);
 }
 
 static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *question, size_t k, kbp_hit *hits, size_t *n_hits) {
@@ -181,10 +230,12 @@ static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *ques
     if (!cand || !fused) st = kbpi_out_of_memory(kb);
     else {
       nc = candidate_union(d, nd, l, nl, cand);
-      fuse(kb, &dq, d, nd, l, nl, cand, nc, fused);
-      qsort(fused, nc, sizeof *fused, kbpi_by_rank);
-      for (size_t i = 0; i < nc && i < k; i++) hits[i] = (kbp_hit){fused[i].id, fused[i].score};
-      *n_hits = nc < k ? nc : k;
+      st = fuse(kb, &dq, question, d, nd, l, nl, cand, nc, fused);
+      if (st == KBP_OK) {
+        qsort(fused, nc, sizeof *fused, kbpi_by_rank);
+        for (size_t i = 0; i < nc && i < k; i++) hits[i] = (kbp_hit){fused[i].id, fused[i].score};
+        *n_hits = nc < k ? nc : k;
+      }
     }
   }
   free(d);

@@ -1,0 +1,202 @@
+"""The context match (FORMAT.md §2.9): a hybrid candidate gains identity_weight x I' + heading_weight x H',
+I and H the BM25 idf of the question's terms found in its document identity and in its section heading,
+each over its best among the candidates. libkbpack's equality with it is in test_c_pages.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import kbc_cli
+from forge import rebuild, sections
+from kbc.format.bm25 import TokenizerOptions, tokenize
+from kbc.format.retrieval import RetrievalSettings
+from kbc.query.knowledge_base import KnowledgeBase
+from kbc.search.fusion import MAX_CONTEXT_CHARS, context_fields, context_match
+from kbc.stages.splitter import document_context
+from pdfgen import make_pdf
+
+OPTIONS = TokenizerOptions()
+
+
+def test_a_context_splits_at_its_first_heading_separator():
+    ident, head = context_fields("NETFLIX 2017 10K | NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS | Assets", OPTIONS)
+    assert ident == {"netflix", "2017", "10", "k"}  # digits and letters split
+    assert head == {"netflix", "inc", "consolidated", "balance", "sheet", "asset"}  # plurals folded
+    assert context_fields("Pump manual", OPTIONS) == (frozenset({"pump", "manual"}), frozenset())
+    assert context_fields(None, OPTIONS) == context_fields("", OPTIONS) == (frozenset(), frozenset())
+    assert context_fields(7, OPTIONS) == (frozenset(), frozenset())  # a forged non-string context: no match
+
+
+def test_each_part_is_read_to_its_first_4096_code_points():
+    far = "é" * (MAX_CONTEXT_CHARS - 1) + " beyond"  # the word starts past the cut
+    ident, head = context_fields(far + " | " + far, OPTIONS)
+    assert "beyond" not in ident and "beyond" not in head
+    near = "é" * (MAX_CONTEXT_CHARS - 8) + " inside"
+    ident, head = context_fields(near + " | " + near, OPTIONS)
+    assert "inside" in ident and "inside" in head
+
+
+def test_sums_follow_the_question_order_and_each_part_is_divided_by_its_best():
+    weights = [("balance", 1.5), ("sheet", 0.5), ("netflix", 2.0)]
+    fields = [
+        (frozenset({"netflix"}), frozenset({"balance", "sheet"})),  # I 2.0, H 2.0
+        (frozenset({"netflix", "balance"}), frozenset({"sheet"})),  # I 3.5, H 0.5
+        (frozenset(), frozenset()),
+    ]
+    ident, head = context_match(weights, fields)
+    assert ident.tolist() == [2.0 / 3.5, 1.0, 0.0]
+    assert head.tolist() == [1.0, 0.25, 0.0]
+    none_i, none_h = context_match(weights, [(frozenset({"other"}), frozenset())])
+    assert none_i.tolist() == [0.0] and none_h.tolist() == [0.0]  # a best of 0: no match, not a division by 0
+
+
+def test_a_document_title_cannot_fake_a_heading():
+    class Counter:  # whitespace tokens: enough for the cap
+        def offsets(self, text):
+            out, pos = [], 0
+            for word in text.split():
+                pos = text.index(word, pos)
+                out.append((pos, pos + len(word)))
+                pos += len(word)
+            return out
+
+    context = document_context("docs/install.html", "Install | MyProject docs", Counter())
+    assert " | " not in context and "Install" in context and "MyProject" in context
+
+
+# --------------------------------------------------------------------------- on a built bundle
+
+PAGES = [
+    "Annual report 2021\nOur stores sold more goods this year than last year.\nRevenue grew in every region.",
+    "CONSOLIDATED BALANCE SHEETS\nCash and cash equivalents 1,200 900\nMerchandise inventories 5,409 5,174\n"
+    "Total current assets 9,103 8,500\nTotal assets 15,000 14,000",
+    "Notes to the statements\nInventories are valued at the lower of cost and net realisable value.\nWe count "
+    "inventories in every store twice a year and write down damaged goods.",
+    "CONSOLIDATED STATEMENTS OF CASH FLOWS\nNet earnings 1,000 800\nPurchases of property and equipment (700) (650)",
+]
+
+
+@pytest.fixture(scope="module")
+def filings(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ctx")
+    docs = d / "docs"
+    docs.mkdir()
+    (docs / "ACME_2021_10K.pdf").write_bytes(make_pdf(PAGES))
+    (docs / "OTHERCO_2019_10K.pdf").write_bytes(make_pdf([p.replace("2021", "2019") for p in PAGES]))
+    out = d / "f.kbpack"
+    kbc_cli("build", str(docs), "-o", str(out), "--chunk-size", "32", "--chunk-overlap", "8", "-q", check=True)
+    return out
+
+
+def with_settings(src, dst, settings: dict):
+    data = src.read_bytes()
+    m = json.loads(sections(data)["manifest"][1])
+    m["retrieval"].update(settings)
+    dst.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
+    return dst
+
+
+QUESTION = "What were ACME's merchandise inventories in FY2021? Use the balance sheet."
+
+
+def test_a_new_bundle_records_the_weights_and_an_old_one_ranks_without_them(filings, tmp_path):
+    recorded = json.loads(sections(filings.read_bytes())["manifest"][1])["retrieval"]
+    defaults = RetrievalSettings()
+    assert recorded["identity_weight"] == defaults.identity_weight > 0
+    assert recorded["heading_weight"] == defaults.heading_weight > 0
+    data = filings.read_bytes()
+    m = json.loads(sections(data)["manifest"][1])
+    for key in ("identity_weight", "heading_weight"):
+        del m["retrieval"][key]
+    old = tmp_path / "old.kbpack"
+    old.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
+    with KnowledgeBase(old) as kb:
+        s = kb.retriever.settings
+        assert (s.identity_weight, s.heading_weight) == (0.0, 0.0)
+
+
+def test_fused_scores_gain_exactly_the_weighted_shares(filings, tmp_path):
+    """Every hybrid candidate's score with the match equals its score without it plus
+    iw * I / best I + hw * H / best H, I and H recomputed here from the chunks' contexts."""
+    on = with_settings(filings, tmp_path / "on.kbpack", {"identity_weight": 0.3, "heading_weight": 0.2})
+    off = with_settings(filings, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
+    with KnowledgeBase(on) as a, KnowledgeBase(off) as b:
+        v = a.embed_queries([QUESTION])
+        n = a.bundle.count
+        with_s, with_ids = a.rank([QUESTION], n, mode="hybrid", vectors=v)[0]
+        without_s, without_ids = b.rank([QUESTION], n, mode="hybrid", vectors=v)[0]
+        assert set(with_ids.tolist()) == set(without_ids.tolist())  # the same candidates
+        lex = a.retriever.lexical
+        n_chunks = lex.n
+        weights = []
+        for term in dict.fromkeys(tokenize(QUESTION, lex.options)):
+            t = lex.lookup(term)
+            if t >= 0:
+                df = len(lex.postings_of(t)[0])
+                weights.append((term, math.log(1 + (n_chunks - df + 0.5) / (df + 0.5))))
+        ident, head = {}, {}
+        for cid in with_ids.tolist():
+            context = a.bundle.chunk(cid).get("context") or ""
+            i_part, _, h_part = context.partition(" | ")
+            i_terms, h_terms = set(tokenize(i_part, lex.options)), set(tokenize(h_part, lex.options))
+            ident[cid] = sum(w for t, w in weights if t in i_terms)
+            head[cid] = sum(w for t, w in weights if t in h_terms)
+        best_i, best_h = max(ident.values()), max(head.values())
+        assert best_i > 0 and best_h > 0  # the question names the company, the year and the statement
+        base = dict(zip(without_ids.tolist(), without_s.tolist()))
+        for cid, score in zip(with_ids.tolist(), with_s.tolist()):
+            expected = base[cid] + 0.3 * ident[cid] / best_i + 0.2 * head[cid] / best_h
+            assert score == pytest.approx(expected, abs=1e-12), cid
+
+
+def test_the_named_filing_leads_the_other_companys_identical_page_by_more(filings, tmp_path):
+    """Both filings hold the same balance sheet; the question names ACME and 2021. ACME's page is
+    first either way here, and the context match widens its lead over OTHERCO's copy (identity terms
+    only ACME's context holds), the lead that decides such questions in real filings."""
+    off = with_settings(filings, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
+    leads = []
+    for path in (off, filings):
+        with KnowledgeBase(path) as kb:
+            pages = {(p.source.split("_")[0], p.page): p.score for p in kb.search_pages(QUESTION, k=8)}
+            first = kb.search_pages(QUESTION, k=1)[0]
+        assert (first.source, first.page) == ("ACME_2021_10K.pdf", 2)
+        leads.append(pages[("ACME", 2)] - pages[("OTHERCO", 2)])
+    assert leads[1] > leads[0] + 0.05, leads
+
+
+def test_rrf_and_lexical_mode_are_left_as_they_were(filings, tmp_path):
+    on = with_settings(filings, tmp_path / "on.kbpack", {"identity_weight": 1, "heading_weight": 1})
+    off = with_settings(filings, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
+    with KnowledgeBase(on) as a, KnowledgeBase(off) as b:
+        v = a.embed_queries([QUESTION])
+        for mode in ("lexical", "dense"):
+            x, y = a.rank([QUESTION], 10, mode=mode, vectors=v)[0], b.rank([QUESTION], 10, mode=mode, vectors=v)[0]
+            assert x[1].tolist() == y[1].tolist() and np.array_equal(x[0], y[0]), mode
+        a.retriever.settings = replace(a.retriever.settings, fusion="rrf")
+        b.retriever.settings = replace(b.retriever.settings, fusion="rrf")
+        x, y = a.rank([QUESTION], 10, mode="hybrid", vectors=v)[0], b.rank([QUESTION], 10, mode="hybrid", vectors=v)[0]
+        assert x[1].tolist() == y[1].tolist() and np.array_equal(x[0], y[0])
+        # while tmm (the default) does move scores
+        a.retriever.settings = replace(a.retriever.settings, fusion="tmm")
+        b.retriever.settings = replace(b.retriever.settings, fusion="tmm")
+        x, y = a.rank([QUESTION], 10, mode="hybrid", vectors=v)[0], b.rank([QUESTION], 10, mode="hybrid", vectors=v)[0]
+        assert not np.array_equal(x[0], y[0])
+
+
+def test_eval_takes_the_weights_from_the_command_line(filings, tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"_id": "q1", "text": QUESTION}) + "\n")
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tACME_2021_10K:p2\t1\n")
+    out = kbc_cli("eval", str(filings), "--queries", str(queries), "--qrels", str(qrels), "--mode", "hybrid",
+                  "--identity-weight", "0.2", "--heading-weight", "0.3", "--json", check=True)
+    report = json.loads(out.stdout)
+    assert (report["fusion"]["identity_weight"], report["fusion"]["heading_weight"]) == (0.2, 0.3)
+    bad = kbc_cli("eval", str(filings), "--queries", str(queries), "--qrels", str(qrels), "--heading-weight", "2")
+    assert bad.returncode == 2 and "heading_weight must be within [0, 1]" in bad.stderr
+    assert "Traceback" not in bad.stderr
