@@ -73,7 +73,7 @@ def main() -> None:
                for w in ws for d in (100,)]
     fusions += [RetrievalSettings(fusion="tmm", weight=0.4, depth=d) for d in (20, 50, 200)]
     # the context match (FORMAT.md 2.9): off, each part alone, stronger
-    fusions += [RetrievalSettings(identity_weight=i, heading_weight=h)
+    fusions += [RetrievalSettings(path_weight=i, heading_weight=h)
                 for i, h in ((0.0, 0.0), (0.1, 0.0), (0.0, 0.05), (0.0, 0.1), (0.1, 0.1), (0.2, 0.1), (0.1, 0.2))]
     if a.quick:
         fusions = [RetrievalSettings(fusion="tmm", weight=w) for w in (0.3, 0.4)] + [
@@ -99,9 +99,9 @@ def main() -> None:
         run(tag, lex, RetrievalSettings(), ["dense", "lexical"] if first else ["lexical"])
         settings = fusions if first else [RetrievalSettings()]
         for s in settings:
-            context = ("" if (s.identity_weight, s.heading_weight) == (RetrievalSettings.identity_weight,
+            context = ("" if (s.path_weight, s.heading_weight) == (RetrievalSettings.path_weight,
                                                                         RetrievalSettings.heading_weight)
-                       else f" context={s.identity_weight}/{s.heading_weight}")
+                       else f" context={s.path_weight}/{s.heading_weight}")
             run(f"{s.fusion} w={s.weight} depth={s.depth}{context} {tag if not first else ''}".strip(), lex, s, ["hybrid"])
         first = False
     if a.json:

@@ -114,9 +114,9 @@ SETTINGS = {
     "share-rrf-chunks-1": {"page_share": 0.25, "page_chunks": 1, "fusion": "rrf", "weight": 0.3, "depth": 20, "rrf_k": 10},
     "minmax-depth-10000": {"page_share": 0.3, "page_depth": 10000, "page_chunks": 100, "fusion": "minmax", "depth": 30},
     # the context match (FORMAT.md §2.9): off, strong, and with minmax
-    "context-off": {"identity_weight": 0, "heading_weight": 0},
-    "context-strong": {"identity_weight": 1, "heading_weight": 0.75, "page_share": 0.2},
-    "context-minmax": {"identity_weight": 0.5, "heading_weight": 0.25, "fusion": "minmax", "depth": 20},
+    "context-off": {"path_weight": 0, "heading_weight": 0},
+    "context-strong": {"path_weight": 1, "heading_weight": 0.75, "page_share": 0.2},
+    "context-minmax": {"path_weight": 0.5, "heading_weight": 0.25, "fusion": "minmax", "depth": 20},
 }
 
 
@@ -241,8 +241,8 @@ def test_page_ranking_with_page_share_changes_the_order_somewhere(kbpack_tool, m
 def test_the_context_match_changes_the_order_somewhere_in_both_readers(kbpack_tool, mixed_bundle, query_vectors, tmp_path):
     """Headings and identities that hold the question's words lift their chunks: the context match
     tested equal above is not a no-op on these bundles (with weights 0 the order differs)."""
-    off = with_retrieval_settings(mixed_bundle, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
-    on = with_retrieval_settings(mixed_bundle, tmp_path / "on.kbpack", {"identity_weight": 1, "heading_weight": 1})
+    off = with_retrieval_settings(mixed_bundle, tmp_path / "off.kbpack", {"path_weight": 0, "heading_weight": 0})
+    on = with_retrieval_settings(mixed_bundle, tmp_path / "on.kbpack", {"path_weight": 1, "heading_weight": 1})
     differs = 0
     for question, v in zip(QUESTIONS, query_vectors["mixed"]):
         qf = write_f32(tmp_path / "q.f32", v)
@@ -505,12 +505,12 @@ BAD = {
     "page_share null": {"page_share": None},
     "page_share nan": {"page_share": float("nan")},
     "page_share inf": {"page_share": float("inf")},
-    "identity_weight 2": {"identity_weight": 2},
-    "identity_weight -0.1": {"identity_weight": -0.1},
-    "identity_weight string": {"identity_weight": "0.1"},
-    "identity_weight true": {"identity_weight": True},
-    "identity_weight null": {"identity_weight": None},
-    "identity_weight nan": {"identity_weight": float("nan")},
+    "path_weight 2": {"path_weight": 2},
+    "path_weight -0.1": {"path_weight": -0.1},
+    "path_weight string": {"path_weight": "0.1"},
+    "path_weight true": {"path_weight": True},
+    "path_weight null": {"path_weight": None},
+    "path_weight nan": {"path_weight": float("nan")},
     "heading_weight 1.5": {"heading_weight": 1.5},
     "heading_weight inf": {"heading_weight": float("inf")},
     "heading_weight list": {"heading_weight": [0.1]},
@@ -531,8 +531,8 @@ GOOD = {
     "page_share 0.0": {"page_share": 0.0},
     "page_share -0.0": {"page_share": -0.0},
     "page_share 1e-300": {"page_share": 1e-300},
-    "identity_weight 0": {"identity_weight": 0},
-    "identity_weight 1": {"identity_weight": 1},
+    "path_weight 0": {"path_weight": 0},
+    "path_weight 1": {"path_weight": 1},
     "heading_weight 0.5": {"heading_weight": 0.5},
     "page_chunks 1": {"page_chunks": 1},
     "page_chunks 100": {"page_chunks": 100},

@@ -1,6 +1,7 @@
-"""The context match (FORMAT.md §2.9): a hybrid candidate gains identity_weight x I' + heading_weight x H',
-I and H the BM25 idf of the question's terms found in its document identity and in its section heading,
-each over its best among the candidates. libkbpack's equality with it is in test_c_pages.py."""
+"""The context match (FORMAT.md §2.9): a hybrid candidate gains path_weight x P' + heading_weight x H',
+P and H the BM25 idf of the question's terms found in its source path (without the extension) and in
+its section heading, each over its best among the candidates. libkbpack's equality with it is in
+test_c_pages.py."""
 
 from __future__ import annotations
 
@@ -16,43 +17,48 @@ from forge import rebuild, sections
 from kbc.format.bm25 import TokenizerOptions, tokenize
 from kbc.format.retrieval import RetrievalSettings
 from kbc.query.knowledge_base import KnowledgeBase
-from kbc.search.fusion import MAX_CONTEXT_CHARS, context_fields, context_match
+from kbc.search.fusion import MAX_CONTEXT_CHARS, context_fields, context_match, path_stem
 from kbc.stages.splitter import document_context
 from pdfgen import make_pdf
 
 OPTIONS = TokenizerOptions()
 
 
-def test_a_context_splits_at_its_first_heading_separator():
-    ident, head = context_fields("NETFLIX 2017 10K | NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS | Assets", OPTIONS)
-    assert ident == {"netflix", "2017", "10", "k"}  # digits and letters split
+def test_the_path_loses_its_extension_and_the_heading_follows_the_first_separator():
+    path, head = context_fields("filings/NETFLIX_2017_10K.pdf",
+                                "Annual report (NETFLIX 2017 10K) | NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS | Assets",
+                                OPTIONS)
+    assert path == {"filing", "netflix", "2017", "10", "k"}  # folders too; digits and letters split; no "pdf"
     assert head == {"netflix", "inc", "consolidated", "balance", "sheet", "asset"}  # plurals folded
-    assert context_fields("Pump manual", OPTIONS) == (frozenset({"pump", "manual"}), frozenset())
-    assert context_fields(None, OPTIONS) == context_fields("", OPTIONS) == (frozenset(), frozenset())
-    assert context_fields(7, OPTIONS) == (frozenset(), frozenset())  # a forged non-string context: no match
+    assert "annual" not in path | head and "report" not in path | head  # a title is in neither part
+    assert context_fields("pump.manual.md", "Pump manual", OPTIONS) == (frozenset({"pump", "manual"}), frozenset())
+    assert context_fields("?", None, OPTIONS) == context_fields("", "", OPTIONS) == (frozenset(), frozenset())
+    assert context_fields(7, 7, OPTIONS) == (frozenset(), frozenset())  # forged non-strings: no match
+    assert [path_stem(p) for p in ("a/b.c/d", "a/b.c/d.txt", ".hidden", "x.tar.gz", "noext")] == \
+        ["a/b.c/d", "a/b.c/d", "", "x.tar", "noext"]
 
 
 def test_each_part_is_read_to_its_first_4096_code_points():
     far = "é" * (MAX_CONTEXT_CHARS - 1) + " beyond"  # the word starts past the cut
-    ident, head = context_fields(far + " | " + far, OPTIONS)
-    assert "beyond" not in ident and "beyond" not in head
+    path, head = context_fields(far + ".md", "title | " + far, OPTIONS)
+    assert "beyond" not in path and "beyond" not in head
     near = "é" * (MAX_CONTEXT_CHARS - 8) + " inside"
-    ident, head = context_fields(near + " | " + near, OPTIONS)
-    assert "inside" in ident and "inside" in head
+    path, head = context_fields(near + ".md", "title | " + near, OPTIONS)
+    assert "inside" in path and "inside" in head
 
 
 def test_sums_follow_the_question_order_and_each_part_is_divided_by_its_best():
     weights = [("balance", 1.5), ("sheet", 0.5), ("netflix", 2.0)]
     fields = [
-        (frozenset({"netflix"}), frozenset({"balance", "sheet"})),  # I 2.0, H 2.0
-        (frozenset({"netflix", "balance"}), frozenset({"sheet"})),  # I 3.5, H 0.5
+        (frozenset({"netflix"}), frozenset({"balance", "sheet"})),  # P 2.0, H 2.0
+        (frozenset({"netflix", "balance"}), frozenset({"sheet"})),  # P 3.5, H 0.5
         (frozenset(), frozenset()),
     ]
-    ident, head = context_match(weights, fields)
-    assert ident.tolist() == [2.0 / 3.5, 1.0, 0.0]
+    path, head = context_match(weights, fields)
+    assert path.tolist() == [2.0 / 3.5, 1.0, 0.0]
     assert head.tolist() == [1.0, 0.25, 0.0]
-    none_i, none_h = context_match(weights, [(frozenset({"other"}), frozenset())])
-    assert none_i.tolist() == [0.0] and none_h.tolist() == [0.0]  # a best of 0: no match, not a division by 0
+    none_p, none_h = context_match(weights, [(frozenset({"other"}), frozenset())])
+    assert none_p.tolist() == [0.0] and none_h.tolist() == [0.0]  # a best of 0: no match, not a division by 0
 
 
 def test_a_document_title_cannot_fake_a_heading():
@@ -107,24 +113,24 @@ QUESTION = "What were ACME's merchandise inventories in FY2021? Use the balance 
 def test_a_new_bundle_records_the_weights_and_an_old_one_ranks_without_them(filings, tmp_path):
     recorded = json.loads(sections(filings.read_bytes())["manifest"][1])["retrieval"]
     defaults = RetrievalSettings()
-    assert recorded["identity_weight"] == defaults.identity_weight > 0
+    assert recorded["path_weight"] == defaults.path_weight > 0
     assert recorded["heading_weight"] == defaults.heading_weight > 0
     data = filings.read_bytes()
     m = json.loads(sections(data)["manifest"][1])
-    for key in ("identity_weight", "heading_weight"):
+    for key in ("path_weight", "heading_weight"):
         del m["retrieval"][key]
     old = tmp_path / "old.kbpack"
     old.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
     with KnowledgeBase(old) as kb:
         s = kb.retriever.settings
-        assert (s.identity_weight, s.heading_weight) == (0.0, 0.0)
+        assert (s.path_weight, s.heading_weight) == (0.0, 0.0)
 
 
 def test_fused_scores_gain_exactly_the_weighted_shares(filings, tmp_path):
     """Every hybrid candidate's score with the match equals its score without it plus
-    iw * I / best I + hw * H / best H, I and H recomputed here from the chunks' contexts."""
-    on = with_settings(filings, tmp_path / "on.kbpack", {"identity_weight": 0.3, "heading_weight": 0.2})
-    off = with_settings(filings, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
+    pw * P / best P + hw * H / best H, P and H recomputed here from the chunks' paths and contexts."""
+    on = with_settings(filings, tmp_path / "on.kbpack", {"path_weight": 0.3, "heading_weight": 0.2})
+    off = with_settings(filings, tmp_path / "off.kbpack", {"path_weight": 0, "heading_weight": 0})
     with KnowledgeBase(on) as a, KnowledgeBase(off) as b:
         v = a.embed_queries([QUESTION])
         n = a.bundle.count
@@ -139,26 +145,27 @@ def test_fused_scores_gain_exactly_the_weighted_shares(filings, tmp_path):
             if t >= 0:
                 df = len(lex.postings_of(t)[0])
                 weights.append((term, math.log(1 + (n_chunks - df + 0.5) / (df + 0.5))))
-        ident, head = {}, {}
+        in_path, in_head = {}, {}
         for cid in with_ids.tolist():
-            context = a.bundle.chunk(cid).get("context") or ""
-            i_part, _, h_part = context.partition(" | ")
-            i_terms, h_terms = set(tokenize(i_part, lex.options)), set(tokenize(h_part, lex.options))
-            ident[cid] = sum(w for t, w in weights if t in i_terms)
-            head[cid] = sum(w for t, w in weights if t in h_terms)
-        best_i, best_h = max(ident.values()), max(head.values())
-        assert best_i > 0 and best_h > 0  # the question names the company, the year and the statement
+            chunk = a.bundle.chunk(cid)
+            stem = a.bundle.source_path(chunk).rsplit(".", 1)[0]
+            heading = (chunk.get("context") or "").partition(" | ")[2]
+            p_terms, h_terms = set(tokenize(stem, lex.options)), set(tokenize(heading, lex.options))
+            in_path[cid] = sum(w for t, w in weights if t in p_terms)
+            in_head[cid] = sum(w for t, w in weights if t in h_terms)
+        best_p, best_h = max(in_path.values()), max(in_head.values())
+        assert best_p > 0 and best_h > 0  # the question names the company, the year and the statement
         base = dict(zip(without_ids.tolist(), without_s.tolist()))
         for cid, score in zip(with_ids.tolist(), with_s.tolist()):
-            expected = base[cid] + 0.3 * ident[cid] / best_i + 0.2 * head[cid] / best_h
+            expected = base[cid] + 0.3 * in_path[cid] / best_p + 0.2 * in_head[cid] / best_h
             assert score == pytest.approx(expected, abs=1e-12), cid
 
 
 def test_the_named_filing_leads_the_other_companys_identical_page_by_more(filings, tmp_path):
     """Both filings hold the same balance sheet; the question names ACME and 2021. ACME's page is
-    first either way here, and the context match widens its lead over OTHERCO's copy (identity terms
-    only ACME's context holds), the lead that decides such questions in real filings."""
-    off = with_settings(filings, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
+    first either way here, and the context match widens its lead over OTHERCO's copy (terms only
+    ACME's file name holds), the lead that decides such questions in real filings."""
+    off = with_settings(filings, tmp_path / "off.kbpack", {"path_weight": 0, "heading_weight": 0})
     leads = []
     for path in (off, filings):
         with KnowledgeBase(path) as kb:
@@ -170,8 +177,8 @@ def test_the_named_filing_leads_the_other_companys_identical_page_by_more(filing
 
 
 def test_rrf_and_lexical_mode_are_left_as_they_were(filings, tmp_path):
-    on = with_settings(filings, tmp_path / "on.kbpack", {"identity_weight": 1, "heading_weight": 1})
-    off = with_settings(filings, tmp_path / "off.kbpack", {"identity_weight": 0, "heading_weight": 0})
+    on = with_settings(filings, tmp_path / "on.kbpack", {"path_weight": 1, "heading_weight": 1})
+    off = with_settings(filings, tmp_path / "off.kbpack", {"path_weight": 0, "heading_weight": 0})
     with KnowledgeBase(on) as a, KnowledgeBase(off) as b:
         v = a.embed_queries([QUESTION])
         for mode in ("lexical", "dense"):
@@ -194,9 +201,9 @@ def test_eval_takes_the_weights_from_the_command_line(filings, tmp_path):
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\tACME_2021_10K:p2\t1\n")
     out = kbc_cli("eval", str(filings), "--queries", str(queries), "--qrels", str(qrels), "--mode", "hybrid",
-                  "--identity-weight", "0.2", "--heading-weight", "0.3", "--json", check=True)
+                  "--path-weight", "0.2", "--heading-weight", "0.3", "--json", check=True)
     report = json.loads(out.stdout)
-    assert (report["fusion"]["identity_weight"], report["fusion"]["heading_weight"]) == (0.2, 0.3)
+    assert (report["fusion"]["path_weight"], report["fusion"]["heading_weight"]) == (0.2, 0.3)
     bad = kbc_cli("eval", str(filings), "--queries", str(queries), "--qrels", str(qrels), "--heading-weight", "2")
     assert bad.returncode == 2 and "heading_weight must be within [0, 1]" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -397,7 +397,7 @@ def test_sample_bundle_searches_in_every_mode(sample_bundle):
             assert hits[0]["score"] > 1.0  # BM25, not a cosine
         if mode == "hybrid":  # tmm: at most 1, plus the context match's shares (FORMAT.md §2.9)
             s = RetrievalSettings()
-            assert 0 < hits[0]["score"] <= 1.0 + s.identity_weight + s.heading_weight + 1e-9
+            assert 0 < hits[0]["score"] <= 1.0 + s.path_weight + s.heading_weight + 1e-9
     assert set(firsts.values()) == {"ch11-02-running-tests.pdf"}
     prompt = run_kbc("query", str(sample_bundle), question, "-k", "1", "--prompt", check=True).stdout
     assert prompt.startswith("context_0: [") and "running tests]" in prompt

@@ -33,8 +33,8 @@ def evaluate(
     depth: Optional[int] = typer.Option(None, help="Override the candidates taken from each list in hybrid mode."),
     unit: Optional[SearchUnit] = typer.Option(None, "--unit", help="Rank chunks or pages (FORMAT.md 2.8); default: the bundle's."),
     page_share: Optional[float] = typer.Option(None, help="Override the weight of a page's other chunks in its score (0..1; --unit page)."),
-    identity_weight: Optional[float] = typer.Option(None, help="Override the context match's weight of the question's "
-                                                    "words in a chunk's document identity (0..1; FORMAT.md 2.9)."),
+    path_weight: Optional[float] = typer.Option(None, help="Override the context match's weight of the question's "
+                                                "words in a chunk's file path (0..1; FORMAT.md 2.9)."),
     heading_weight: Optional[float] = typer.Option(None, help="Override the context match's weight of the question's "
                                                    "words in a chunk's section heading (0..1; FORMAT.md 2.9)."),
     rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
@@ -67,7 +67,7 @@ def evaluate(
         raise InputError(f"{queries}: query {empty[0]!r} is empty" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
     r = read_qrels(qrels)
     overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share,
-                 "identity_weight": identity_weight, "heading_weight": heading_weight}
+                 "path_weight": path_weight, "heading_weight": heading_weight}
     modes = [m.value for m in mode] if mode else None
     unit_name = unit.value if unit else None
     reranker = _load_reranker(rerank)
@@ -105,14 +105,14 @@ def evaluate(
     lines.append(f"  (* the mode --per-query and JSON `metrics` report: {report.mode})")
     if "hybrid" in report.modes:
         f = report.fusion
-        context = (f", context match {f['identity_weight']} identity + {f['heading_weight']} heading"
-                   if f["fusion"] != "rrf" and (f["identity_weight"] or f["heading_weight"]) else "")
+        context = (f", context match {f['path_weight']} path + {f['heading_weight']} heading"
+                   if f["fusion"] != "rrf" and (f["path_weight"] or f["heading_weight"]) else "")
         lines.append(f"  hybrid: {f['fusion']} fusion, lexical weight {f['weight']}, {f['depth']} candidates per list"
                      + context
                      + (" (overridden on the command line)" if any(v is not None for v in overrides.values()) else
                         " (as the bundle records)"))
-    elif any(overrides[o] is not None for o in ("fusion", "weight", "depth", "identity_weight", "heading_weight")):
-        lines.append("  note: --fusion/--weight/--depth/--identity-weight/--heading-weight apply to hybrid mode, which this evaluation did not run")
+    elif any(overrides[o] is not None for o in ("fusion", "weight", "depth", "path_weight", "heading_weight")):
+        lines.append("  note: --fusion/--weight/--depth/--path-weight/--heading-weight apply to hybrid mode, which this evaluation did not run")
     if report.reranker:
         lines.append(f"  re-ranked by {_safe(report.reranker)} (the first stage's best chunks, then this order)")
     if report.unit == "page":

@@ -14,7 +14,7 @@ MAX_DEPTH = 10_000
 MAX_PAGE_CHUNKS = 100
 # a chunk's context is its document's identity, then this, then its section heading (FORMAT.md §2.9)
 HEADING_SEPARATOR = " | "
-CONTEXT_MATCH_KEYS = ("identity_weight", "heading_weight")  # added in 1.6: absent means 0
+CONTEXT_MATCH_KEYS = ("path_weight", "heading_weight")  # added in 1.6: absent means 0
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,9 @@ class RetrievalSettings:
     page_depth: int = 100  # chunks of the mode's ranking grouped into pages
     page_share: float = 0.0  # weight of a page's other chunks' scores next to its best one
     page_chunks: int = 3  # chunks returned with each page, best first
-    # context match (format 1.6, FORMAT.md §2.9): hybrid candidates whose document identity (path
-    # words, title) or section heading holds the question's words gain these shares of the fused score
-    identity_weight: float = 0.1
+    # context match (format 1.6, FORMAT.md §2.9): hybrid candidates whose file path or section
+    # heading holds the question's words gain these shares of the fused score
+    path_weight: float = 0.1
     heading_weight: float = 0.05
 
     def to_manifest(self) -> dict:

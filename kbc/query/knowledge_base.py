@@ -278,7 +278,8 @@ class KnowledgeBase:
         options = options or self.retriever.lexical.options
         known = self._context_fields.setdefault(options, {})
         for i in sorted({int(i) for i in ids} - known.keys()):
-            known[i] = context_fields(self.bundle.chunk(i).get("context"), options)
+            chunk = self.bundle.chunk(i)
+            known[i] = context_fields(self.bundle.source_path(chunk), chunk.get("context"), options)
         return [known[int(i)] for i in ids]
 
     def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,

@@ -13,11 +13,12 @@ bench/retrieval_sweep.py on two evaluation sets):
 Ties go to the lower chunk id. A question with no word in the lexical index falls back to dense.
 
 The context match (FORMAT.md §2.9): with tmm or minmax, a hybrid candidate also gains
-`identity_weight` x I' + `heading_weight` x H', where I and H are the idf (BM25's) of the question's
-terms found in the candidate's document identity (its context before " | ": path words, title) and
-in its section heading (after it), each over its best among the candidates. A question that names
-the company and year, or the statement ("balance sheet"), then lifts the chunks filed under them,
-which a chunk cut from the middle of a table cannot say in its own words.
+`path_weight` x P' + `heading_weight` x H', where P and H are the idf (BM25's) of the question's
+terms found in the candidate's file path (its folders and name, without the extension) and in its
+section heading (its context after " | "), each over its best among the candidates. A question that
+names the company and year ("NETFLIX_2017_10K.pdf") or the statement ("balance sheet") then lifts
+the chunks filed under them, which a chunk cut from the middle of a table cannot say in its own
+words. A descriptive title is not in either part: as a field of its own it cost SciFact (README).
 
 Pages as the unit (FORMAT.md §2.8): the mode's best `page_depth` chunks are grouped by the page
 they start on (source, record, page_start); a page scores as its best chunk plus `page_share`
@@ -37,21 +38,23 @@ from ..format.bm25 import LexicalIndex, TokenizerOptions, tokenize, top_k
 from ..modes import Fusion, Mode
 from ..format.retrieval import HEADING_SEPARATOR, RetrievalSettings
 
-# a chunk's context as the context match reads it: (identity terms, heading terms)
+# a chunk as the context match reads it: (its path's terms, its heading's terms)
 ContextFields = tuple[frozenset, frozenset]
 NO_CONTEXT: ContextFields = (frozenset(), frozenset())
+MAX_CONTEXT_CHARS = 4096  # code points of each part read: a forged path or context costs no more
 
 
-MAX_CONTEXT_CHARS = 4096  # code points of each part read: kbc writes 48 tokens; a forged context costs no more
+def path_stem(path: str) -> str:
+    """A source path without its extension: "10k/NETFLIX_2017_10K.pdf" -> "10k/NETFLIX_2017_10K"."""
+    return path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
 
 
-def context_fields(context, options: TokenizerOptions) -> ContextFields:
-    """The kbc-lex-1 terms of a chunk context's identity (before the first " | ") and heading (after it)."""
-    if not context or not isinstance(context, str):
-        return NO_CONTEXT
-    identity, _, heading = context.partition(HEADING_SEPARATOR)
-    return (frozenset(tokenize(identity[:MAX_CONTEXT_CHARS], options)),
-            frozenset(tokenize(heading[:MAX_CONTEXT_CHARS], options)))
+def context_fields(path, context, options: TokenizerOptions) -> ContextFields:
+    """The kbc-lex-1 terms of a chunk's source path (without its extension) and of its section
+    heading (its context after the first " | "; none without one)."""
+    path = path_stem(path)[:MAX_CONTEXT_CHARS] if isinstance(path, str) else ""
+    heading = context.partition(HEADING_SEPARATOR)[2][:MAX_CONTEXT_CHARS] if isinstance(context, str) else ""
+    return frozenset(tokenize(path, options)), frozenset(tokenize(heading, options))
 
 
 def _over_best(x: np.ndarray) -> np.ndarray:
@@ -60,8 +63,8 @@ def _over_best(x: np.ndarray) -> np.ndarray:
 
 
 def context_match(weights: Sequence[tuple[str, float]], fields: Sequence[ContextFields]) -> tuple[np.ndarray, np.ndarray]:
-    """(I', H') per candidate: the summed weights of the question's terms (in the question's order)
-    found in its identity and in its heading, each divided by its best over the candidates (0 when
+    """(P', H') per candidate: the summed weights of the question's terms (in the question's order)
+    found in its path and in its heading, each divided by its best over the candidates (0 when
     that best is 0)."""
     ident = np.zeros(len(fields), dtype=np.float64)
     head = np.zeros(len(fields), dtype=np.float64)
@@ -96,7 +99,7 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
          context: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fuse one query's lists. `dense_*`/`lexical_*` are each list's top `depth` (best first);
     `candidate_*` are the exact scores of `candidates` (their sorted union) in each list;
-    `context`: the candidates' (I', H') of the context match (tmm and minmax only)."""
+    `context`: the candidates' (P', H') of the context match (tmm and minmax only)."""
     w = float(settings.weight)
     if settings.fusion == Fusion.rrf.value:
         fused = np.zeros(len(candidates), dtype=np.float64)
@@ -108,7 +111,7 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
         lx = _normalise(candidate_lexical, lexical_scores, settings.fusion, 0.0)
         fused = (1.0 - w) * d + w * lx
         if context is not None:  # added one after the other, as every runtime does (FORMAT.md §2.9)
-            fused = fused + float(settings.identity_weight) * context[0]
+            fused = fused + float(settings.path_weight) * context[0]
             fused = fused + float(settings.heading_weight) * context[1]
     order = np.lexsort((candidates, -fused))[:k]
     return fused[order], candidates[order]
@@ -130,7 +133,7 @@ class Retriever:
     def _context_match(self, text: str, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         s = self.settings
         if (self.contexts is None or s.fusion == Fusion.rrf.value
-                or not (s.identity_weight or s.heading_weight)):
+                or not (s.path_weight or s.heading_weight)):
             return None
         return context_match(self.lexical.term_weights(text), self.contexts(candidates))
 

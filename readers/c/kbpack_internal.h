@@ -198,7 +198,7 @@ typedef struct {
   kbp_unit unit;                  /* 1.5 (FORMAT.md §2.8): KBP_UNIT_CHUNK or KBP_UNIT_PAGE */
   uint64_t page_depth, page_chunks;
   double page_share;
-  double identity_weight, heading_weight; /* 1.6, the context match (FORMAT.md §2.9); absent: 0 */
+  double path_weight, heading_weight; /* 1.6, the context match (FORMAT.md §2.9); absent: 0 */
 } retrieval_settings;
 
 typedef struct {

@@ -19,7 +19,7 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
   rs->page_depth = 100;
   rs->page_share = 0.0;
   rs->page_chunks = 3;
-  rs->identity_weight = 0.0; /* absent (before 1.6): no context match */
+  rs->path_weight = 0.0; /* absent (before 1.6): no context match */
   rs->heading_weight = 0.0;
   if (!r) return KBP_OK;
   const char *mode = kbpi_jget(r, end, "default_mode"), *fusion = kbpi_jget(r, end, "fusion"), *weight = kbpi_jget(r, end, "weight");
@@ -58,8 +58,8 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
       !(kbpi_jtype(page_share) == J_NUMBER && kbpi_jdouble(page_share, end, &rs->page_share) == 0 && rs->page_share >= 0 && rs->page_share <= 1))
     return kbpi_invalid(kb, "manifest", "retrieval: page_share must be within [0, 1]");
   /* 1.6, the context match (FORMAT.md §2.9) */
-  static const char *const context_keys[] = {"identity_weight", "heading_weight"};
-  double *context_weights[] = {&rs->identity_weight, &rs->heading_weight};
+  static const char *const context_keys[] = {"path_weight", "heading_weight"};
+  double *context_weights[] = {&rs->path_weight, &rs->heading_weight};
   for (int i = 0; i < 2; i++) {
     const char *v = kbpi_jget(r, end, context_keys[i]);
     if (v && !(kbpi_jtype(v) == J_NUMBER && kbpi_jdouble(v, end, context_weights[i]) == 0 && *context_weights[i] >= 0 &&
@@ -148,38 +148,59 @@ static size_t candidate_union(const scored *d, size_t nd, const scored *l, size_
   return n;
 }
 
-/* The context match (FORMAT.md §2.9; Python: Retriever._context_match, context_match): adds
- * identity_weight x I / best I, then heading_weight x H / best H, to each candidate's fused score. */
+/* The context match (FORMAT.md §2.9; Python: Retriever._context_match, context_fields, context_match):
+ * adds path_weight x P / best P, then heading_weight x H / best H, to each candidate's fused score. */
 static kbp_status add_context_match(kbp_bundle *kb, const char *question, const uint64_t *cand, size_t nc, scored *fused) {
   const retrieval_settings *rs = &kb->rs;
   context_query *cq = NULL;
   double *sums = malloc(2 * (nc ? nc : 1) * sizeof *sums), best[2] = {0.0, 0.0};
+  uint8_t *path = NULL;
+  size_t path_cap = 0;
   kbp_status st = sums ? kbpi_context_query(kb, question, &cq) : kbpi_out_of_memory(kb);
   for (size_t i = 0; st == KBP_OK && i < nc; i++) { /* candidates in id order: each block is read once */
-    double *ident = &sums[2 * i], *head = &sums[2 * i + 1];
-    *ident = *head = 0.0;
+    double *in_path = &sums[2 * i], *in_heading = &sums[2 * i + 1];
+    *in_path = *in_heading = 0.0;
     chunk_fields f;
     if ((st = kbpi_chunk_fields(kb, cand[i], &f)) != KBP_OK) break;
-    const mp_value *ctx = &f.value[F_CONTEXT];
-    if (!(f.present & 1u << F_CONTEXT) || ctx->kind != MP_STR) continue;
-    /* the identity ends at the first " | " (ASCII: never inside a UTF-8 sequence) */
-    size_t n = (size_t)ctx->len, cut = n, rest = n;
-    for (size_t j = 0; j + 3 <= n; j++)
-      if (ctx->data[j] == ' ' && ctx->data[j + 1] == '|' && ctx->data[j + 2] == ' ') {
-        cut = j;
-        rest = j + 3;
-        break;
+    /* the source path (kbp_chunk_get's rule: "?" when absent or out of range) without its extension */
+    int64_t src = f.present & 1u << F_SOURCE ? f.value[F_SOURCE].i : -1;
+    if (src >= 0 && (uint64_t)src < kb->n_sources) {
+      const char *v = kb->source_paths[src];
+      size_t need = kbpi_jdecoded_bound(v, kb->manifest_end) + 1;
+      if (need > path_cap) {
+        void *grown = realloc(path, need);
+        if (!grown) { st = kbpi_out_of_memory(kb); break; }
+        path = grown;
+        path_cap = need;
       }
-    if ((st = kbpi_context_sum(kb, cq, ctx->data, cut, ident)) != KBP_OK) break;
-    if ((st = kbpi_context_sum(kb, cq, ctx->data + rest, n - rest, head)) != KBP_OK) break;
+      long n = kbpi_jdecode(v, kb->manifest_end, path, path_cap);
+      size_t len = n < 0 ? 0 : (size_t)n, dot = len; /* the stem ends at the last '.' after the last '/' */
+      for (size_t j = 0; j < len; j++) {
+        if (path[j] == '/') dot = len;
+        else if (path[j] == '.') dot = j;
+      }
+      if ((st = kbpi_context_sum(kb, cq, path, dot, in_path)) != KBP_OK) break;
+    }
+    /* the heading: the context after its first " | " (ASCII: never inside a UTF-8 sequence) */
+    const mp_value *ctx = &f.value[F_CONTEXT];
+    if (f.present & 1u << F_CONTEXT && ctx->kind == MP_STR) {
+      size_t n = (size_t)ctx->len;
+      for (size_t j = 0; j + 3 <= n; j++)
+        if (ctx->data[j] == ' ' && ctx->data[j + 1] == '|' && ctx->data[j + 2] == ' ') {
+          st = kbpi_context_sum(kb, cq, ctx->data + j + 3, n - j - 3, in_heading);
+          break;
+        }
+      if (st != KBP_OK) break;
+    }
     for (int p = 0; p < 2; p++)
       if (sums[2 * i + p] > best[p]) best[p] = sums[2 * i + p];
   }
   for (size_t i = 0; st == KBP_OK && i < nc; i++) {
-    fused[i].score = fused[i].score + rs->identity_weight * (best[0] > 0.0 ? sums[2 * i] / best[0] : 0.0);
+    fused[i].score = fused[i].score + rs->path_weight * (best[0] > 0.0 ? sums[2 * i] / best[0] : 0.0);
     fused[i].score = fused[i].score + rs->heading_weight * (best[1] > 0.0 ? sums[2 * i + 1] / best[1] : 0.0);
   }
   kbpi_context_query_free(cq);
+  free(path);
   free(sums);
   return st;
 }
@@ -207,7 +228,7 @@ static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const char *questi
     double a = (1.0 - w) * dense, b = w * lexical;
     fused[i].score = a + b;
   }
-  if (rs->identity_weight == 0.0 && rs->heading_weight == 0.0) return KBP_OK;
+  if (rs->path_weight == 0.0 && rs->heading_weight == 0.0) return KBP_OK;
   return add_context_match(kb, question, cand, nc, fused);
 }
 
