@@ -273,13 +273,15 @@ class KnowledgeBase:
     def context_fields(self, ids, options=None) -> list[tuple]:
         """Each chunk's context as the context match reads it (kbc.search.fusion.context_fields) with
         the lexical index's tokeniser (or `options`); blocks are read in id order, once each."""
-        from ..search.fusion import context_fields
+        from ..search.fusion import context_fields, page_key
 
         options = options or self.retriever.lexical.options
         known = self._context_fields.setdefault(options, {})
         for i in sorted({int(i) for i in ids} - known.keys()):
             chunk = self.bundle.chunk(i)
             known[i] = context_fields(self.bundle.source_path(chunk), chunk.get("context"), options)
+            # the page ranking that follows reads these chunks' pages: from here, not a second read
+            self._page_keys.setdefault(i, page_key(chunk))
         return [known[int(i)] for i in ids]
 
     def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,
