@@ -66,17 +66,17 @@ def context_match(weights: Sequence[tuple[str, float]], fields: Sequence[Context
     """(P', H') per candidate: the summed weights of the question's terms (in the question's order)
     found in its path and in its heading, each divided by its best over the candidates (0 when
     that best is 0)."""
-    ident = np.zeros(len(fields), dtype=np.float64)
-    head = np.zeros(len(fields), dtype=np.float64)
-    for i, (a, b) in enumerate(fields):
-        x = y = 0.0
+    in_path = np.zeros(len(fields), dtype=np.float64)
+    in_heading = np.zeros(len(fields), dtype=np.float64)
+    for i, (path_terms, heading_terms) in enumerate(fields):
+        p = h = 0.0
         for term, w in weights:
-            if term in a:
-                x += w
-            if term in b:
-                y += w
-        ident[i], head[i] = x, y
-    return _over_best(ident), _over_best(head)
+            if term in path_terms:
+                p += w
+            if term in heading_terms:
+                h += w
+        in_path[i], in_heading[i] = p, h
+    return _over_best(in_path), _over_best(in_heading)
 
 
 def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -> np.ndarray:
