@@ -89,8 +89,10 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
                          f"{lx.get('postings')} postings, tokenizer {tok.get('name')} (stop words "
                          f"{'on' if tok.get('stop_words') else 'off'}, stem {tok.get('stem') or 'off'})")
     if isinstance(r, dict) and isinstance(lx, dict):
+        context = (f"; context match: path {r.get('path_weight')}, heading {r.get('heading_weight')}"
+                   if r.get("path_weight") or r.get("heading_weight") else "")  # FORMAT.md 2.9 (1.6)
         lines.insert(-1, f"search: default mode {r.get('default_mode')}; hybrid fuses by {r.get('fusion')}, "
-                         f"lexical weight {r.get('weight')}, {r.get('depth')} candidates per list")
+                         f"lexical weight {r.get('weight')}, {r.get('depth')} candidates per list{context}")
     else:
         lines.insert(-1, "search: dense only (no lexical index)")
     p = info.get("probes")
