@@ -124,6 +124,9 @@ def test_a_new_bundle_records_the_weights_and_an_old_one_ranks_without_them(fili
     with KnowledgeBase(old) as kb:
         s = kb.retriever.settings
         assert (s.path_weight, s.heading_weight) == (0.0, 0.0)
+    shown = kbc_cli("inspect", str(filings), check=True).stdout
+    assert f"context match: path {defaults.path_weight}, heading {defaults.heading_weight}" in shown
+    assert "context match" not in kbc_cli("inspect", str(old), check=True).stdout
 
 
 def test_fused_scores_gain_exactly_the_weighted_shares(filings, tmp_path):
