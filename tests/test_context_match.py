@@ -15,9 +15,9 @@ import pytest
 from conftest import kbc_cli
 from forge import rebuild, sections
 from kbc.format.bm25 import TokenizerOptions, tokenize
-from kbc.format.retrieval import RetrievalSettings
+from kbc.format.retrieval import RetrievalSettings, path_stem
 from kbc.query.knowledge_base import KnowledgeBase
-from kbc.search.fusion import MAX_CONTEXT_CHARS, context_fields, context_match, path_stem
+from kbc.search.fusion import MAX_CONTEXT_CHARS, context_fields, context_match
 from kbc.stages.splitter import document_context
 from pdfgen import make_pdf
 

@@ -17,6 +17,12 @@ HEADING_SEPARATOR = " | "
 CONTEXT_MATCH_KEYS = ("path_weight", "heading_weight")  # added in 1.6: absent means 0
 
 
+def path_stem(path: str) -> str:
+    """A source path without its extension ("10k/NETFLIX_2017_10K.pdf" -> "10k/NETFLIX_2017_10K"):
+    the words a chunk's context starts with, and the path part of the context match (§2.9)."""
+    return path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+
+
 @dataclass(frozen=True)
 class RetrievalSettings:
     # defaults chosen by bench/retrieval_sweep.py on scifact-train and financebench-dev (README)

@@ -36,17 +36,12 @@ import numpy as np
 from ..errors import InputError, option
 from ..format.bm25 import LexicalIndex, TokenizerOptions, tokenize, top_k
 from ..modes import Fusion, Mode
-from ..format.retrieval import HEADING_SEPARATOR, RetrievalSettings
+from ..format.retrieval import HEADING_SEPARATOR, RetrievalSettings, path_stem
 
 # a chunk as the context match reads it: (its path's terms, its heading's terms)
 ContextFields = tuple[frozenset, frozenset]
 NO_CONTEXT: ContextFields = (frozenset(), frozenset())
 MAX_CONTEXT_CHARS = 4096  # code points of each part read: a forged path or context costs no more
-
-
-def path_stem(path: str) -> str:
-    """A source path without its extension: "10k/NETFLIX_2017_10K.pdf" -> "10k/NETFLIX_2017_10K"."""
-    return path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
 
 
 def context_fields(path, context, options: TokenizerOptions) -> ContextFields:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ..backends.model import TokenCounter
 from ..errors import InputError, option
-from ..format.retrieval import HEADING_SEPARATOR
+from ..format.retrieval import HEADING_SEPARATOR, path_stem
 from ..records import Document
 
 SEPARATORS = ["\n\n", ". ", ".\n", "? ", "! ", "\n", "; ", ", ", " ", ""]
@@ -221,8 +221,7 @@ def document_context(path: str, title: str | None, counter: TokenCounter) -> str
     """What a chunk cannot say about itself: which document it is from. The file's path words
     (directories, then the name without its extension: `3M_2018_10K.pdf` -> `3M 2018 10K`) and
     the document's own title when it has one, cut to CONTEXT_MAX_TOKENS tokens."""
-    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
-    words = " ".join(_PATH_SEPARATORS.split(stem)).strip()
+    words = " ".join(_PATH_SEPARATORS.split(path_stem(path))).strip()
     context = f"{title} ({words})" if title and words and words.lower() not in title.lower() else (title or words)
     # "Install | MyProject" (a web page's title) must not read as an identity and a heading
     context = " ".join(context.split()).replace(HEADING_SEPARATOR, " / ")
