@@ -81,8 +81,7 @@ def main() -> None:
     rows = []
 
     def run(label: str, lexical, settings: RetrievalSettings, modes) -> None:
-        kb._retriever = Retriever(searcher=kb.searcher, lexical=lexical, settings=settings,
-                                  contexts=lambda ids: kb.context_fields(ids, lexical.options))
+        kb._retriever = Retriever(searcher=kb.searcher, lexical=lexical, settings=settings, contexts=kb.context_parts)
         rep = evaluate(kb, queries, qrels, modes=modes)
         for mode, m in rep.modes.items():
             name = f"{mode} {label}".strip()

@@ -252,6 +252,71 @@ def test_the_context_match_changes_the_order_somewhere_in_both_readers(kbpack_to
     assert differs >= 2
 
 
+# paths and headings that test the two readers' reading of them: escapes, a lone surrogate, dots in
+# folders, no extension, a path past the 4,096-code-point cut, an out-of-range source, no context
+CONTEXT_SOURCES = [
+    {"path": "filings/NETFLIX_2017_10K.pdf"},
+    {"path": "other.v2/ACME balance"},  # a dot in a folder, no extension: the whole path
+    # 50 lone surrogates (escaped into the JSON below) count one code point each: "netflix" ends
+    # before the 4,096-code-point cut only if they do
+    {"path": "SURROGATES" + "é" * 4000 + " netflix \u00e9\"quoted\" sheet.md"},
+    {"path": "é" * 4094 + " netflix.md"},  # the word starts past the cut
+    {"path": "x.tar.gz"},
+]
+CONTEXT_CHUNKS = [
+    {"text": "alpha netflix text", "source": 0, "context": "NETFLIX | CONSOLIDATED BALANCE SHEETS"},
+    {"text": "alpha balance", "source": 0, "context": "NETFLIX | Notes | more balance"},
+    {"text": "alpha sheet", "source": 1, "context": "ACME"},
+    {"text": "alpha netflix", "source": 2, "context": "x | " + "balance " * 700 + "sheet"},
+    {"text": "alpha", "source": 3, "context": " | netflix balance"},
+    {"text": "alpha tar", "source": 4},
+    {"text": "alpha netflix sheet", "source": 9, "context": "nowhere | sheet"},  # out of range: no path
+    {"text": "alpha balance sheet", "context": "|no separator| balance"},
+    {"text": "alpha 2017", "source": 0},  # a path, no context
+]
+
+
+@pytest.mark.parametrize("retrieval", [None, {"path_weight": 0.1, "heading_weight": 0.05},
+                                       {"path_weight": 1, "heading_weight": 1, "fusion": "minmax"},
+                                       {"path_weight": 1, "heading_weight": 1, "fusion": "rrf"}],
+                         ids=["no-retrieval", "default", "minmax", "rrf"])
+def test_paths_and_headings_read_the_same_in_both_readers(kbpack_tool, tmp_path, retrieval):
+    """The context match on hand-made paths and contexts (FORMAT.md §2.9): the same ids and scores
+    from both readers; without a retrieval object neither applies it."""
+    chunks = [dict(c) for c in CONTEXT_CHUNKS]
+    if retrieval is not None:
+        retrieval = {"default_mode": "hybrid", **retrieval}
+    builder = LexicalBuilder()
+    for c in chunks:
+        builder.add(c["text"], context=c["context"] if isinstance(c.get("context"), str) else "")
+    meta, lex_sections = builder.finish()
+    manifest = {"lexical": meta, "sources": CONTEXT_SOURCES, **({"retrieval": retrieval} if retrieval else {})}
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((len(chunks), 8)).astype(np.float32)
+    written = write_bundle(tmp_path / "w.kbpack", manifest=manifest, vectors=vectors, chunks=chunks,
+                           extra_sections=lex_sections, chunks_per_block=4)
+    # JSON may hold a lone surrogate escape that kbc's writer cannot: forged into the manifest text
+    p = with_manifest_text(written, tmp_path / "ctx.kbpack", lambda t: t.replace("SURROGATES", "\\ud800" * 50))
+    moved = 0
+    with KnowledgeBase(p) as kb:
+        s = kb.retriever.settings
+        if retrieval is None:
+            assert (s.path_weight, s.heading_weight) == (0.0, 0.0)
+        for i in range(6):
+            q = rng.standard_normal(8).astype(np.float32)
+            qf = write_f32(tmp_path / "q.f32", q)
+            for question in ("netflix balance sheet", "alpha 2017 tar", "quoted sheet", "acme balance"):
+                c = hits_of(kbpack(kbpack_tool, "search", p, "--mode", "hybrid", "-k", 9, "--vector", qf, "--", question))
+                scores, ids = kb.rank([question], 9, mode="hybrid", vectors=q[None])[0]
+                assert [i for i, _ in c] == ids.tolist(), (question, c, ids)
+                assert all(abs(a - b) <= 1e-5 for (_, a), b in zip(c, scores.tolist())), (question, c, scores)
+                moved += max(scores) > 1.0 + 1e-9  # only the match lifts a tmm score past 1
+    if retrieval is not None and retrieval.get("fusion", "tmm") == "tmm":
+        assert moved > 0
+    if retrieval is None or retrieval.get("fusion") == "rrf":
+        assert moved == 0
+
+
 def test_unit_page_is_the_default_when_the_bundle_says_so(kbpack_tool, mixed_bundle, query_vectors, tmp_path):
     question, v = QUESTIONS[6], query_vectors["mixed"][6]
     qf = write_f32(tmp_path / "q.f32", v)

@@ -17,47 +17,50 @@ from forge import rebuild, sections
 from kbc.format.bm25 import TokenizerOptions, tokenize
 from kbc.format.retrieval import RetrievalSettings, path_stem
 from kbc.query.knowledge_base import KnowledgeBase
-from kbc.search.fusion import MAX_CONTEXT_CHARS, context_fields, context_match
+from kbc.search.fusion import MAX_CONTEXT_CHARS, context_match, context_parts
 from kbc.stages.splitter import document_context
 from pdfgen import make_pdf
 
 OPTIONS = TokenizerOptions()
 
 
+def terms(text: str) -> set:
+    return set(tokenize(text, OPTIONS))
+
+
 def test_the_path_loses_its_extension_and_the_heading_follows_the_first_separator():
-    path, head = context_fields("filings/NETFLIX_2017_10K.pdf",
-                                "Annual report (NETFLIX 2017 10K) | NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS | Assets",
-                                OPTIONS)
-    assert path == {"filing", "netflix", "2017", "10", "k"}  # folders too; digits and letters split; no "pdf"
-    assert head == {"netflix", "inc", "consolidated", "balance", "sheet", "asset"}  # plurals folded
-    assert "annual" not in path | head and "report" not in path | head  # a title is in neither part
-    assert context_fields("pump.manual.md", "Pump manual", OPTIONS) == (frozenset({"pump", "manual"}), frozenset())
-    assert context_fields("?", None, OPTIONS) == context_fields("", "", OPTIONS) == (frozenset(), frozenset())
-    assert context_fields(7, 7, OPTIONS) == (frozenset(), frozenset())  # forged non-strings: no match
+    path, head = context_parts("filings/NETFLIX_2017_10K.pdf",
+                               "Annual report (NETFLIX 2017 10K) | NETFLIX, INC. — CONSOLIDATED BALANCE SHEETS | Assets")
+    assert terms(path) == {"filing", "netflix", "2017", "10", "k"}  # folders too; digits and letters split; no "pdf"
+    assert terms(head) == {"netflix", "inc", "consolidated", "balance", "sheet", "asset"}  # plurals folded
+    assert "annual" not in terms(path) | terms(head)  # a title is in neither part
+    assert context_parts("pump.manual.md", "Pump manual") == ("pump.manual", "")
+    assert context_parts("?", None) == ("?", "") and terms("?") == set()
+    assert context_parts(7, 7) == ("", "")  # forged non-strings: nothing to match
     assert [path_stem(p) for p in ("a/b.c/d", "a/b.c/d.txt", ".hidden", "x.tar.gz", "noext")] == \
         ["a/b.c/d", "a/b.c/d", "", "x.tar", "noext"]
 
 
 def test_each_part_is_read_to_its_first_4096_code_points():
     far = "é" * (MAX_CONTEXT_CHARS - 1) + " beyond"  # the word starts past the cut
-    path, head = context_fields(far + ".md", "title | " + far, OPTIONS)
-    assert "beyond" not in path and "beyond" not in head
+    path, head = context_parts(far + ".md", "title | " + far)
+    assert "beyond" not in terms(path) and "beyond" not in terms(head)
     near = "é" * (MAX_CONTEXT_CHARS - 8) + " inside"
-    path, head = context_fields(near + ".md", "title | " + near, OPTIONS)
-    assert "inside" in path and "inside" in head
+    path, head = context_parts(near + ".md", "title | " + near)
+    assert "inside" in terms(path) and "inside" in terms(head)
 
 
 def test_sums_follow_the_question_order_and_each_part_is_divided_by_its_best():
     weights = [("balance", 1.5), ("sheet", 0.5), ("netflix", 2.0)]
-    fields = [
-        (frozenset({"netflix"}), frozenset({"balance", "sheet"})),  # P 2.0, H 2.0
-        (frozenset({"netflix", "balance"}), frozenset({"sheet"})),  # P 3.5, H 0.5
-        (frozenset(), frozenset()),
+    parts = [
+        ("netflix", "balance sheets"),  # P 2.0, H 2.0
+        ("netflix/balance", "sheet"),  # P 3.5, H 0.5
+        ("", ""),
     ]
-    path, head = context_match(weights, fields)
+    path, head = context_match(weights, parts, OPTIONS)
     assert path.tolist() == [2.0 / 3.5, 1.0, 0.0]
     assert head.tolist() == [1.0, 0.25, 0.0]
-    none_p, none_h = context_match(weights, [(frozenset({"other"}), frozenset())])
+    none_p, none_h = context_match(weights, [("other", "")], OPTIONS)
     assert none_p.tolist() == [0.0] and none_h.tolist() == [0.0]  # a best of 0: no match, not a division by 0
 
 
@@ -73,6 +76,8 @@ def test_a_document_title_cannot_fake_a_heading():
 
     context = document_context("docs/install.html", "Install | MyProject docs", Counter())
     assert " | " not in context and "Install" in context and "MyProject" in context
+    overlapping = document_context("docs/install.html", "Install | | MyProject docs", Counter())
+    assert " | " not in overlapping and "MyProject" in overlapping
 
 
 # --------------------------------------------------------------------------- on a built bundle

@@ -110,8 +110,6 @@ class KnowledgeBase:
         self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
         self._page_keys: dict[int, tuple] = {}  # chunk id -> its page (retrieval.page_key), as read
-        # tokeniser options -> chunk id -> its context's terms (the context match), as read
-        self._context_fields: dict = {}
 
     @property
     def embedder(self):
@@ -190,7 +188,7 @@ class KnowledgeBase:
                     raise InputError(str(e)) from None
             lexical = self.bundle.lexical()
             self._retriever = Retriever(searcher=lambda: self.searcher, lexical=lexical, settings=settings,
-                                        contexts=self.context_fields if lexical is not None else None)
+                                        contexts=self.context_parts if lexical is not None else None)
         return self._retriever
 
     @property
@@ -270,19 +268,18 @@ class KnowledgeBase:
             self._page_keys[i] = page_key(self.bundle.chunk(i))
         return [self._page_keys[int(i)] for i in ids]
 
-    def context_fields(self, ids, options=None) -> list[tuple]:
-        """Each chunk's context as the context match reads it (kbc.search.fusion.context_fields) with
-        the lexical index's tokeniser (or `options`); blocks are read in id order, once each."""
-        from ..search.fusion import context_fields, page_key
+    def context_parts(self, ids) -> list[tuple[str, str]]:
+        """Each chunk's path and heading as the context match reads them (kbc.search.fusion.context_parts),
+        read for this query only; blocks in id order, once each."""
+        from ..search.fusion import context_parts, page_key
 
-        options = options or self.retriever.lexical.options
-        known = self._context_fields.setdefault(options, {})
-        for i in sorted({int(i) for i in ids} - known.keys()):
+        chunks = {}
+        for i in sorted({int(i) for i in ids}):
             chunk = self.bundle.chunk(i)
-            known[i] = context_fields(self.bundle.source_path(chunk), chunk.get("context"), options)
+            chunks[i] = context_parts(self.bundle.source_path(chunk), chunk.get("context"))
             # the page ranking that follows reads these chunks' pages: from here, not a second read
             self._page_keys.setdefault(i, page_key(chunk))
-        return [known[int(i)] for i in ids]
+        return [chunks[int(i)] for i in ids]
 
     def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,
                    vectors: np.ndarray | None = None) -> list[list]:

@@ -38,18 +38,16 @@ from ..format.bm25 import LexicalIndex, TokenizerOptions, tokenize, top_k
 from ..modes import Fusion, Mode
 from ..format.retrieval import HEADING_SEPARATOR, RetrievalSettings, path_stem
 
-# a chunk as the context match reads it: (its path's terms, its heading's terms)
-ContextFields = tuple[frozenset, frozenset]
-NO_CONTEXT: ContextFields = (frozenset(), frozenset())
 MAX_CONTEXT_CHARS = 4096  # code points of each part read: a forged path or context costs no more
 
 
-def context_fields(path, context, options: TokenizerOptions) -> ContextFields:
-    """The kbc-lex-1 terms of a chunk's source path (without its extension) and of its section
-    heading (its context after the first " | "; none without one)."""
+def context_parts(path, context) -> tuple[str, str]:
+    """What the context match reads of a chunk: its source path without the extension, and its
+    section heading (its context after the first " | "; none without one), each cut to
+    MAX_CONTEXT_CHARS code points. A forged non-string reads as nothing."""
     path = path_stem(path)[:MAX_CONTEXT_CHARS] if isinstance(path, str) else ""
     heading = context.partition(HEADING_SEPARATOR)[2][:MAX_CONTEXT_CHARS] if isinstance(context, str) else ""
-    return frozenset(tokenize(path, options)), frozenset(tokenize(heading, options))
+    return path, heading
 
 
 def _over_best(x: np.ndarray) -> np.ndarray:
@@ -57,20 +55,27 @@ def _over_best(x: np.ndarray) -> np.ndarray:
     return x / hi if hi > 0 else np.zeros_like(x)
 
 
-def context_match(weights: Sequence[tuple[str, float]], fields: Sequence[ContextFields]) -> tuple[np.ndarray, np.ndarray]:
-    """(P', H') per candidate: the summed weights of the question's terms (in the question's order)
-    found in its path and in its heading, each divided by its best over the candidates (0 when
-    that best is 0)."""
-    in_path = np.zeros(len(fields), dtype=np.float64)
-    in_heading = np.zeros(len(fields), dtype=np.float64)
-    for i, (path_terms, heading_terms) in enumerate(fields):
-        p = h = 0.0
-        for term, w in weights:
-            if term in path_terms:
-                p += w
-            if term in heading_terms:
-                h += w
-        in_path[i], in_heading[i] = p, h
+def context_match(weights: Sequence[tuple[str, float]], parts: Sequence[tuple[str, str]],
+                  options: TokenizerOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(P', H') per candidate (`parts`: each one's context_parts): the summed weights of the
+    question's terms (in the question's order) found among the kbc-lex-1 terms of its path and of
+    its heading, each divided by its best over the candidates (0 when that best is 0). Nothing is
+    kept past the query but one float per distinct text: memory is bounded by the question."""
+    wanted = {t for t, _ in weights}
+    sums: dict[str, float] = {}
+
+    def summed(text: str) -> float:
+        if text not in sums:
+            found = {t for t in tokenize(text, options) if t in wanted} if wanted and text else set()
+            s = 0.0
+            for term, w in weights:
+                if term in found:
+                    s += w
+            sums[text] = s
+        return sums[text]
+
+    in_path = np.array([summed(p) for p, _ in parts], dtype=np.float64)
+    in_heading = np.array([summed(h) for _, h in parts], dtype=np.float64)
     return _over_best(in_path), _over_best(in_heading)
 
 
@@ -116,13 +121,13 @@ class Retriever:
     """Runs a mode over a bundle's dense searcher and (when present) its lexical index."""
 
     def __init__(self, *, searcher, lexical: LexicalIndex | None, settings: RetrievalSettings,
-                 contexts: Callable[[np.ndarray], Sequence[ContextFields]] | None = None):
+                 contexts: Callable[[np.ndarray], Sequence[tuple[str, str]]] | None = None):
         # a Searcher, or a function making one on first dense use: lexical search never reads the
         # vectors (so, as in libkbpack, it answers even when they are damaged)
         self._searcher = searcher
         self.lexical = lexical
         self.settings = settings
-        # chunk ids -> their context_fields (the context match); None: no context match
+        # chunk ids -> their context_parts (the context match); None: no context match
         self.contexts = contexts
 
     def _context_match(self, text: str, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -130,7 +135,7 @@ class Retriever:
         if (self.contexts is None or s.fusion == Fusion.rrf.value
                 or not (s.path_weight or s.heading_weight)):
             return None
-        return context_match(self.lexical.term_weights(text), self.contexts(candidates))
+        return context_match(self.lexical.term_weights(text), self.contexts(candidates), self.lexical.options)
 
     @property
     def searcher(self):

@@ -224,7 +224,9 @@ def document_context(path: str, title: str | None, counter: TokenCounter) -> str
     words = " ".join(_PATH_SEPARATORS.split(path_stem(path))).strip()
     context = f"{title} ({words})" if title and words and words.lower() not in title.lower() else (title or words)
     # "Install | MyProject" (a web page's title) must not read as an identity and a heading
-    context = " ".join(context.split()).replace(HEADING_SEPARATOR, " / ")
+    context = " ".join(context.split())
+    while HEADING_SEPARATOR in context:  # "a | | b" overlaps: one replace leaves "a / | b"
+        context = context.replace(HEADING_SEPARATOR, " / ")
     return _cap(context, counter)
 
 

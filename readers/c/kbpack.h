@@ -228,7 +228,11 @@ kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used);
  * about 0.7 ms for those 100,000 x 384. The first search also checks the SHA-256 of the sections it
  * reads (vectors, vector_scales, vectors_binary), that every float vector is finite and every
  * scale >= 0 with 128 x scale finite (about 0.6 s for those 100,000 x 384 float32). With codes it keeps 4 bytes
- * per chunk for their distances until kbp_close; lexical search keeps 8 for BM25 scores. */
+ * per chunk for their distances until kbp_close; lexical search keeps 8 for BM25 scores.
+ * Hybrid search with tmm or minmax fusion and a context match (format 1.6, FORMAT.md §2.9: the
+ * manifest's path_weight or heading_weight above 0) also reads every candidate's chunk record (its
+ * block decompressed and checked, as kbp_chunk_get does: a damaged chunks section fails the search)
+ * and each candidate source's path once, its first 4,096 code points tokenised. */
 kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
                       kbp_mode mode, kbp_hit *hits, size_t *n_hits);
 

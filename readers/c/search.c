@@ -148,38 +148,59 @@ static size_t candidate_union(const scored *d, size_t nd, const scored *l, size_
   return n;
 }
 
-/* The context match (FORMAT.md §2.9; Python: Retriever._context_match, context_fields, context_match):
- * adds path_weight x P / best P, then heading_weight x H / best H, to each candidate's fused score. */
+/* P for source `src`: the question's terms in its path without the extension (Python: context_parts). */
+static kbp_status path_sum(kbp_bundle *kb, context_query *cq, int64_t src, uint8_t **buf, size_t *cap, double *sum) {
+  const char *v = kb->source_paths[src];
+  size_t need = kbpi_jdecoded_bound(v, kb->manifest_end) + 1;
+  if (need > *cap) {
+    void *grown = realloc(*buf, need);
+    if (!grown) return kbpi_out_of_memory(kb);
+    *buf = grown;
+    *cap = need;
+  }
+  uint8_t *path = *buf;
+  long n = kbpi_jdecode(v, kb->manifest_end, path, *cap);
+  size_t len = 0;
+  /* A lone surrogate escape (\ud800) decodes to ED A0..BF 80..BF, three invalid bytes that would read
+   * as three code points; Python holds it as one, of the separator class: one space here. */
+  for (size_t j = 0; n > 0 && j < (size_t)n; j++) {
+    if (path[j] == 0xED && j + 2 < (size_t)n && (path[j + 1] & 0xE0) == 0xA0 && (path[j + 2] & 0xC0) == 0x80) {
+      path[len++] = ' ';
+      j += 2;
+    } else {
+      path[len++] = path[j];
+    }
+  }
+  size_t dot = len; /* the stem ends at the last '.' after the last '/' */
+  for (size_t j = 0; j < len; j++) {
+    if (path[j] == '/') dot = len;
+    else if (path[j] == '.') dot = j;
+  }
+  return kbpi_context_sum(kb, cq, path, dot, sum);
+}
+
+/* The context match (FORMAT.md §2.9; Python: Retriever._context_match, context_parts, context_match):
+ * adds path_weight x (P / best P), then heading_weight x (H / best H), to each candidate's fused
+ * score. Each source's path is read once a query, however many candidates share it. */
 static kbp_status add_context_match(kbp_bundle *kb, const char *question, const uint64_t *cand, size_t nc, scored *fused) {
   const retrieval_settings *rs = &kb->rs;
   context_query *cq = NULL;
   double *sums = malloc(2 * (nc ? nc : 1) * sizeof *sums), best[2] = {0.0, 0.0};
-  uint8_t *path = NULL;
+  double *by_source = malloc((kb->n_sources ? kb->n_sources : 1) * sizeof *by_source);
+  uint8_t *seen = calloc(kb->n_sources ? kb->n_sources : 1, 1), *path = NULL;
   size_t path_cap = 0;
-  kbp_status st = sums ? kbpi_context_query(kb, question, &cq) : kbpi_out_of_memory(kb);
+  kbp_status st = sums && by_source && seen ? kbpi_context_query(kb, question, &cq) : kbpi_out_of_memory(kb);
   for (size_t i = 0; st == KBP_OK && i < nc; i++) { /* candidates in id order: each block is read once */
     double *in_path = &sums[2 * i], *in_heading = &sums[2 * i + 1];
     *in_path = *in_heading = 0.0;
     chunk_fields f;
     if ((st = kbpi_chunk_fields(kb, cand[i], &f)) != KBP_OK) break;
-    /* the source path (kbp_chunk_get's rule: "?" when absent or out of range) without its extension */
+    /* the source path (kbp_chunk_get's rule: none when absent or out of range) */
     int64_t src = f.present & 1u << F_SOURCE ? f.value[F_SOURCE].i : -1;
     if (src >= 0 && (uint64_t)src < kb->n_sources) {
-      const char *v = kb->source_paths[src];
-      size_t need = kbpi_jdecoded_bound(v, kb->manifest_end) + 1;
-      if (need > path_cap) {
-        void *grown = realloc(path, need);
-        if (!grown) { st = kbpi_out_of_memory(kb); break; }
-        path = grown;
-        path_cap = need;
-      }
-      long n = kbpi_jdecode(v, kb->manifest_end, path, path_cap);
-      size_t len = n < 0 ? 0 : (size_t)n, dot = len; /* the stem ends at the last '.' after the last '/' */
-      for (size_t j = 0; j < len; j++) {
-        if (path[j] == '/') dot = len;
-        else if (path[j] == '.') dot = j;
-      }
-      if ((st = kbpi_context_sum(kb, cq, path, dot, in_path)) != KBP_OK) break;
+      if (!seen[src] && (st = path_sum(kb, cq, src, &path, &path_cap, &by_source[src])) != KBP_OK) break;
+      seen[src] = 1;
+      *in_path = by_source[src];
     }
     /* the heading: the context after its first " | " (ASCII: never inside a UTF-8 sequence) */
     const mp_value *ctx = &f.value[F_CONTEXT];
@@ -201,6 +222,8 @@ static kbp_status add_context_match(kbp_bundle *kb, const char *question, const 
   }
   kbpi_context_query_free(cq);
   free(path);
+  free(seen);
+  free(by_source);
   free(sums);
   return st;
 }
