@@ -411,6 +411,7 @@ void kbp_close(kbp_bundle *kb) {
   free(kb->histogram);
   free(kb->candidate_ids);
   free(kb->lex.scores);
+  kbpi_context_query_free(kb->lex.question);
   free(kb->probes.items);
   free(kb->probe_strings);
   free(kb->page_strings);

@@ -186,6 +186,7 @@ typedef struct {
   int stop_words;
   int stem; /* 0 none, 1 s-stemmer, 2 snowball-english (not implemented here) */
   double *scores; /* one per chunk, reused by every query */
+  struct context_query *question; /* the question scored last (lexical.c), for the context match */
 } lexical_index;
 
 typedef enum { FUSION_TMM, FUSION_MINMAX, FUSION_RRF } fusion_method;
@@ -344,11 +345,11 @@ KBP_INTERNAL kbp_status kbpi_lexical_ready(kbp_bundle *kb);
 KBP_INTERNAL kbp_status kbpi_walk_postings(kbp_bundle *kb, uint64_t t, uint64_t *df, posting_visitor visit, void *ctx);
 KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question);
 KBP_INTERNAL kbp_status kbpi_lexical_top(kbp_bundle *kb, uint64_t k, scored **out, size_t *n);
-/* The context match (FORMAT.md §2.9): the question's terms in the vocabulary with their idf; then,
- * for a text (a part of a chunk's context, its first MAX_CONTEXT_CHARS code points), the idf summed
- * over the question's terms found in it, in the question's order. */
+/* The context match (FORMAT.md §2.9): the question kbpi_score_lexical scored last (its terms in the
+ * vocabulary with their idf); for a text (a part of a chunk's context, its first MAX_CONTEXT_CHARS
+ * code points), the idf summed over those terms found in it, in the question's order. */
 typedef struct context_query context_query;
-KBP_INTERNAL kbp_status kbpi_context_query(kbp_bundle *kb, const char *question, context_query **out);
+KBP_INTERNAL context_query *kbpi_scored_question(kbp_bundle *kb);
 KBP_INTERNAL kbp_status kbpi_context_sum(kbp_bundle *kb, context_query *cq, const uint8_t *text, size_t n, double *sum);
 KBP_INTERNAL void kbpi_context_query_free(context_query *cq);
 

@@ -327,49 +327,6 @@ static void add_bm25(void *ctx, uint64_t id, uint64_t tf_count) {
   x->scores[id] += top / bottom;
 }
 
-/* BM25 of every chunk for the question into kb->lex.scores. */
-KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question) {
-  lexical_index *x = &kb->lex;
-  if (x->stem == 2) return kbpi_invalid(kb, "manifest", "lexical: stemmer snowball-english is not supported by this reader");
-  memset(x->scores, 0, (size_t)x->n * sizeof *x->scores);
-  if (x->n == 0) return KBP_OK;
-  term *terms = malloc(MAX_QUERY_TERMS * sizeof *terms);
-  if (!terms) return kbpi_out_of_memory(kb);
-  long nt = question_terms(question, x->stop_words, x->stem, terms);
-  if (nt < 0) {
-    free(terms);
-    return kbpi_out_of_memory(kb);
-  }
-  const double N = (double)x->n;
-  bm25_term bt = {x, 0, x->avg > 0 ? x->avg : 1.0};
-  kbp_status st = KBP_OK;
-  for (long i = 0; i < nt && st == KBP_OK; i++) {
-    int64_t t = lookup_term(x, &terms[i]);
-    uint64_t df;
-    if (t < 0) continue;
-    if ((st = kbpi_walk_postings(kb, (uint64_t)t, &df, NULL, NULL)) != KBP_OK) break; /* the whole list is valid first */
-    double num = (N - (double)df) + 0.5, den = (double)df + 0.5;
-    bt.idf = log(1.0 + num / den);
-    st = kbpi_walk_postings(kb, (uint64_t)t, &df, add_bm25, &bt);
-  }
-  free(terms);
-  return st;
-}
-
-/* The k best chunks with a score > 0; *out malloc'd, best first. */
-KBP_INTERNAL kbp_status kbpi_lexical_top(kbp_bundle *kb, uint64_t k, scored **out, size_t *n) {
-  const lexical_index *x = &kb->lex;
-  top_k t = {NULL, 0, (size_t)(k < x->n ? k : x->n)};
-  t.items = malloc((t.k ? t.k : 1) * sizeof *t.items);
-  if (!t.items) return kbpi_out_of_memory(kb);
-  for (uint64_t id = 0; id < x->n; id++)
-    if (x->scores[id] > 0 && !(t.n == t.k && !(x->scores[id] > t.items[0].score))) kbpi_top_k_offer(&t, x->scores[id], id);
-  kbpi_top_k_sort(&t);
-  *out = t.items;
-  *n = t.n;
-  return KBP_OK;
-}
-
 /* ---- the context match (FORMAT.md §2.9; Python: kbc/search/fusion.py context_match) ---- */
 
 typedef struct {
@@ -377,9 +334,11 @@ typedef struct {
   size_t i; /* its place in the question's order */
 } indexed_term;
 
+/* The question kbpi_score_lexical scored last: its terms in the vocabulary with the idf BM25 gave
+ * them, kept for the context match of the same search (one allocation per handle, reused). */
 struct context_query {
-  indexed_term *sorted; /* the question's terms found in the vocabulary, by bytes: a text's tokens are looked up here */
-  double *idf;          /* each one's BM25 idf, in the question's (first-seen) order */
+  indexed_term *sorted; /* the terms by bytes: a text's tokens are looked up here */
+  double *idf;          /* each one's idf, in the question's (first-seen) order */
   char *found;          /* per term, in the question's order: seen in the text being read */
   size_t n;
   int stop_words, stem;
@@ -398,44 +357,23 @@ KBP_INTERNAL void kbpi_context_query_free(context_query *cq) {
   free(cq);
 }
 
-KBP_INTERNAL kbp_status kbpi_context_query(kbp_bundle *kb, const char *question, context_query **out) {
-  lexical_index *x = &kb->lex;
-  *out = NULL;
-  context_query *cq = calloc(1, sizeof *cq);
-  term *all = malloc(MAX_QUERY_TERMS * sizeof *all);
-  if (cq) {
+static context_query *scored_question(lexical_index *x) {
+  if (!x->question) {
+    context_query *cq = calloc(1, sizeof *cq);
+    if (!cq) return NULL;
     cq->idf = malloc(MAX_QUERY_TERMS * sizeof *cq->idf);
     cq->sorted = malloc(MAX_QUERY_TERMS * sizeof *cq->sorted);
     cq->found = calloc(MAX_QUERY_TERMS, 1);
+    if (!cq->idf || !cq->sorted || !cq->found) {
+      kbpi_context_query_free(cq);
+      return NULL;
+    }
+    x->question = cq;
   }
-  long nt = all ? question_terms(question, x->stop_words, x->stem, all) : -1;
-  if (!cq || !cq->idf || !cq->sorted || !cq->found || nt < 0) {
-    free(all);
-    kbpi_context_query_free(cq);
-    return kbpi_out_of_memory(kb);
-  }
-  cq->stop_words = x->stop_words;
-  cq->stem = x->stem;
-  const double N = (double)x->n;
-  kbp_status st = KBP_OK;
-  for (long i = 0; i < nt; i++) {
-    int64_t t = lookup_term(x, &all[i]);
-    uint64_t df;
-    if (t < 0) continue;
-    if ((st = kbpi_walk_postings(kb, (uint64_t)t, &df, NULL, NULL)) != KBP_OK) break;
-    double num = (N - (double)df) + 0.5, den = (double)df + 0.5;
-    cq->sorted[cq->n] = (indexed_term){all[i], cq->n};
-    cq->idf[cq->n] = log(1.0 + num / den);
-    cq->n++;
-  }
-  free(all);
-  if (st != KBP_OK) {
-    kbpi_context_query_free(cq);
-    return st;
-  }
-  qsort(cq->sorted, cq->n, sizeof *cq->sorted, by_term_bytes);
-  *out = cq;
-  return KBP_OK;
+  x->question->n = 0;
+  x->question->stop_words = x->stop_words;
+  x->question->stem = x->stem;
+  return x->question;
 }
 
 static int mark_found(void *ctx, const term *t) {
@@ -470,3 +408,55 @@ KBP_INTERNAL kbp_status kbpi_context_sum(kbp_bundle *kb, context_query *cq, cons
   *sum = acc;
   return KBP_OK;
 }
+
+/* BM25 of every chunk for the question into kb->lex.scores; its terms in the vocabulary, with
+ * their idf, into kb->lex.question (kbpi_scored_question). */
+KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question) {
+  lexical_index *x = &kb->lex;
+  if (x->stem == 2) return kbpi_invalid(kb, "manifest", "lexical: stemmer snowball-english is not supported by this reader");
+  context_query *scored = scored_question(x);
+  if (!scored) return kbpi_out_of_memory(kb);
+  memset(x->scores, 0, (size_t)x->n * sizeof *x->scores);
+  if (x->n == 0) return KBP_OK;
+  term *terms = malloc(MAX_QUERY_TERMS * sizeof *terms);
+  if (!terms) return kbpi_out_of_memory(kb);
+  long nt = question_terms(question, x->stop_words, x->stem, terms);
+  if (nt < 0) {
+    free(terms);
+    return kbpi_out_of_memory(kb);
+  }
+  const double N = (double)x->n;
+  bm25_term bt = {x, 0, x->avg > 0 ? x->avg : 1.0};
+  kbp_status st = KBP_OK;
+  for (long i = 0; i < nt && st == KBP_OK; i++) {
+    int64_t t = lookup_term(x, &terms[i]);
+    uint64_t df;
+    if (t < 0) continue;
+    if ((st = kbpi_walk_postings(kb, (uint64_t)t, &df, NULL, NULL)) != KBP_OK) break; /* the whole list is valid first */
+    double num = (N - (double)df) + 0.5, den = (double)df + 0.5;
+    bt.idf = log(1.0 + num / den);
+    scored->sorted[scored->n] = (indexed_term){terms[i], scored->n};
+    scored->idf[scored->n++] = bt.idf;
+    st = kbpi_walk_postings(kb, (uint64_t)t, &df, add_bm25, &bt);
+  }
+  free(terms);
+  qsort(scored->sorted, scored->n, sizeof *scored->sorted, by_term_bytes);
+  return st;
+}
+
+KBP_INTERNAL context_query *kbpi_scored_question(kbp_bundle *kb) { return kb->lex.question; }
+
+/* The k best chunks with a score > 0; *out malloc'd, best first. */
+KBP_INTERNAL kbp_status kbpi_lexical_top(kbp_bundle *kb, uint64_t k, scored **out, size_t *n) {
+  const lexical_index *x = &kb->lex;
+  top_k t = {NULL, 0, (size_t)(k < x->n ? k : x->n)};
+  t.items = malloc((t.k ? t.k : 1) * sizeof *t.items);
+  if (!t.items) return kbpi_out_of_memory(kb);
+  for (uint64_t id = 0; id < x->n; id++)
+    if (x->scores[id] > 0 && !(t.n == t.k && !(x->scores[id] > t.items[0].score))) kbpi_top_k_offer(&t, x->scores[id], id);
+  kbpi_top_k_sort(&t);
+  *out = t.items;
+  *n = t.n;
+  return KBP_OK;
+}
+

@@ -182,14 +182,14 @@ static kbp_status path_sum(kbp_bundle *kb, context_query *cq, int64_t src, uint8
 /* The context match (FORMAT.md §2.9; Python: Retriever._context_match, context_parts, context_match):
  * adds path_weight x (P / best P), then heading_weight x (H / best H), to each candidate's fused
  * score. Each source's path is read once a query, however many candidates share it. */
-static kbp_status add_context_match(kbp_bundle *kb, const char *question, const uint64_t *cand, size_t nc, scored *fused) {
+static kbp_status add_context_match(kbp_bundle *kb, const uint64_t *cand, size_t nc, scored *fused) {
   const retrieval_settings *rs = &kb->rs;
-  context_query *cq = NULL;
+  context_query *cq = kbpi_scored_question(kb); /* hybrid search scored the question just before */
   double *sums = malloc(2 * (nc ? nc : 1) * sizeof *sums), best[2] = {0.0, 0.0};
   double *by_source = malloc((kb->n_sources ? kb->n_sources : 1) * sizeof *by_source);
   uint8_t *seen = calloc(kb->n_sources ? kb->n_sources : 1, 1), *path = NULL;
   size_t path_cap = 0;
-  kbp_status st = sums && by_source && seen ? kbpi_context_query(kb, question, &cq) : kbpi_out_of_memory(kb);
+  kbp_status st = sums && by_source && seen ? KBP_OK : kbpi_out_of_memory(kb);
   for (size_t i = 0; st == KBP_OK && i < nc; i++) { /* candidates in id order: each block is read once */
     double *in_path = &sums[2 * i], *in_heading = &sums[2 * i + 1];
     *in_path = *in_heading = 0.0;
@@ -220,7 +220,6 @@ static kbp_status add_context_match(kbp_bundle *kb, const char *question, const 
     fused[i].score = fused[i].score + rs->path_weight * (best[0] > 0.0 ? sums[2 * i] / best[0] : 0.0);
     fused[i].score = fused[i].score + rs->heading_weight * (best[1] > 0.0 ? sums[2 * i + 1] / best[1] : 0.0);
   }
-  kbpi_context_query_free(cq);
   free(path);
   free(seen);
   free(by_source);
@@ -229,7 +228,7 @@ static kbp_status add_context_match(kbp_bundle *kb, const char *question, const 
 }
 
 /* Fuses the dense and lexical lists into fused[i] for each candidate (Python: fuse). */
-static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const char *question, const scored *d, size_t nd,
+static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t nd,
                        const scored *l, size_t nl, const uint64_t *cand, size_t nc, scored *fused) {
   const retrieval_settings *rs = &kb->rs;
   double w = rs->weight;
@@ -252,7 +251,7 @@ static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const char *questi
     fused[i].score = a + b;
   }
   if (rs->path_weight == 0.0 && rs->heading_weight == 0.0) return KBP_OK;
-  return add_context_match(kb, question, cand, nc, fused);
+  return add_context_match(kb, cand, nc, fused);
 }
 
 static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *question, size_t k, kbp_hit *hits, size_t *n_hits) {
@@ -274,7 +273,7 @@ static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *ques
     if (!cand || !fused) st = kbpi_out_of_memory(kb);
     else {
       nc = candidate_union(d, nd, l, nl, cand);
-      st = fuse(kb, &dq, question, d, nd, l, nl, cand, nc, fused);
+      st = fuse(kb, &dq, d, nd, l, nl, cand, nc, fused);
       if (st == KBP_OK) {
         qsort(fused, nc, sizeof *fused, kbpi_by_rank);
         for (size_t i = 0; i < nc && i < k; i++) hits[i] = (kbp_hit){fused[i].id, fused[i].score};
