@@ -122,6 +122,24 @@ def test_the_batch_counting_splitter_splits_exactly_as_langchains(minilm, size, 
     assert ours.split_text(text[:500]) == plain.split_text(text[:500])  # nothing remembered across documents
 
 
+@pytest.mark.parametrize("prompt", ["", "passage: "])
+def test_a_text_that_fits_whole_is_counted_as_the_embedder_sees_it(minilm, prompt):
+    """Short records skip the second count of their text; every chunk's count must still be the
+    tokenizer's for prompt + text with its special tokens, whatever the whitespace or case."""
+    ref, spec, counter = minilm
+    lower = TokenCounter(ref.path, do_lower_case=True)
+    texts = ["Net income rose 12% in FY2018.", "  padded both sides \n", "\ttab-led line", "UPPER Case Ü",
+             "x", "语言模型 and ümlauts", " ", "", "trailing newline\n", "w123 ##4 [CLS] [SEP] [PAD]"]
+    budget = token_budget(counter, spec.max_seq_length, prompt)
+    for c in (counter, lower):
+        chunker = Chunker(resolve_spec(unit=None, size=None, overlap=None, budget=budget), c,
+                          max_seq_length=spec.max_seq_length, document_prompt=prompt)
+        for text in texts:
+            chunks = chunker.split(Document("r.jsonl", text, [Page(1, None, 0, len(text))]))
+            assert [ch.text for ch in chunks] == ([text.strip()] if text.strip() else [])
+            assert [ch.n_tokens for ch in chunks] == c.count_batch([prompt + ch.text for ch in chunks])
+
+
 def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
     """A long title shrinks the chunks so that context + separator + text still fits the model."""
     ref, spec, counter = minilm

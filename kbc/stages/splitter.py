@@ -121,12 +121,18 @@ class Chunker:
             size = max(16, min(size, self.budget - self.counter.count_batch([context], add_special_tokens=False)[0]
                                - CONTEXT_MARGIN))
         length = self.counter.count if self.spec.unit == "tokens" else len
-        if length(doc.text) <= size:  # fits whole (a JSONL record, a short note): no splitter needed
+        whole = length(doc.text)
+        counts = None
+        if whole <= size:  # fits whole (a JSONL record, a short note): no splitter needed
             pieces = [doc.text.strip()] if doc.text.strip() else []
+            if self.spec.unit == "tokens" and not prefix and pieces == [doc.text]:
+                # what the embedder sees is exactly the text just counted, plus the special tokens
+                # (added after tokenising, never merged): counting it again would double the
+                # tokenizer's share of chunking a corpus of short records
+                counts = [whole + self.counter.special]
         else:
             pieces = [p for p in self._splitter_for(size).split_text(doc.text) if p.strip()]
-        counts = None
-        if self.spec.unit == "tokens":
+        if self.spec.unit == "tokens" and (counts is None or counts[0] > self.max_seq_length):
             pieces, counts = self._enforce_budget(pieces, prefix)
         starts = [p.start for p in doc.pages]
         chunks: list[Chunk] = []
