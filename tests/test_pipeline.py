@@ -140,6 +140,43 @@ def test_a_text_that_fits_whole_is_counted_as_the_embedder_sees_it(minilm, promp
             assert [ch.n_tokens for ch in chunks] == c.count_batch([prompt + ch.text for ch in chunks])
 
 
+def _tricky_texts(n: int) -> list[str]:
+    """Strings where a tokenizer could join across the prefix: combining marks, CJK, final sigma,
+    control and odd whitespace characters, punctuation, digits and subwords."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = (list("abcXYZ09 ,.-:!?'\"()[]#") + ["\u0301", "\u0308", "\u00e9", "\u03a3", "\u03c3", "ΟΔΟΣ", "語言",
+                "\u200b", "\u00a0", "\u3000", "\t", "\n", "\r", "\x1c", "\x00", "\x85", "İ", "ß", "##", "[SEP]",
+                "unbelievable", "w123", "FY2018", "😀", "\ufeff"])
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+
+
+def test_counts_add_up_only_where_the_tokenizer_splits_at_whitespace(minilm, tiny_model, tmp_path):
+    """count_joined(P, count(T)) must be the tokenizer's own count of P + T, or None."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    ref, spec, counter = minilm
+    counters = [counter, TokenCounter(ref.path, do_lower_case=True), TokenCounter(tiny_model)]
+    assert all(c.splits_at_whitespace for c in counters)
+    prefixes = ["passage: ", "query:\n", "Annual report (3M 2018 10K) | Notes\n", "ΟΔΟΣ\t", "語言 ", "x\u0301\r"]
+    texts = _tricky_texts(300)
+    for c in counters:
+        for prefix in prefixes:
+            joined = [c.count_joined(prefix, c.count(t)) for t in texts]
+            assert joined == c.count_batch([prefix + t for t in texts]), prefix
+        # a prefix that does not end in whitespace may join the text's first word: no shortcut
+        assert c.count_joined("passage:", 3) is None and c.count_joined("a\x1c", 3) is None
+        assert c.count_joined("", 3) == 3 + c.special
+
+    # byte-level BPE (GPT-2 style) carries the space into the next word: never added up
+    bpe = Tokenizer(models.BPE(vocab={chr(i): i for i in range(33, 127)} | {"Ġ": 127}, merges=[]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    byte_level = TokenCounter(tmp_path)
+    assert not byte_level.splits_at_whitespace and byte_level.count_joined("passage: ", 4) is None
+
+
 def test_context_is_counted_in_the_budget_and_never_truncates(minilm):
     """A long title shrinks the chunks so that context + separator + text still fits the model."""
     ref, spec, counter = minilm

@@ -180,6 +180,15 @@ def read_spec(ref: ModelRef, *, query_prompt: str | None = None, document_prompt
         backend="sentence-transformers", precision="float32")
 
 
+# Tokenizers whose tokens of "P T", P ending in whitespace, are exactly P's tokens then T's: they
+# change text only character by character, split words at whitespace and tokenize each word on its
+# own (BERT's WordPiece family: MiniLM, gte, bge, e5). For them a text's count and its prefix's
+# make the count of prefix + text, and chunking short records tokenizes each once instead of twice.
+_SPLITS_AT_WHITESPACE = {"normalizer": {"NoneType", "BertNormalizer", "Lowercase"},
+                         "pre_tokenizer": {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"},
+                         "model": {"WordPiece"}}
+
+
 class TokenCounter:
     """The model's own tokenizer, used to keep every chunk within max_seq_length."""
 
@@ -194,6 +203,9 @@ class TokenCounter:
         self.tokenizer.no_padding()
         self.lower = do_lower_case
         self.special = len(self.tokenizer.encode("", add_special_tokens=True).ids)
+        self.splits_at_whitespace = all(type(getattr(self.tokenizer, part)).__name__ in kinds
+                                        for part, kinds in _SPLITS_AT_WHITESPACE.items())
+        self._prefix_counts: dict[str, int] = {}
 
     def count(self, text: str) -> int:
         """Tokens without special tokens."""
@@ -202,6 +214,21 @@ class TokenCounter:
     def count_batch(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[int]:
         encs = self.tokenizer.encode_batch([self._prep(t) for t in texts], add_special_tokens=add_special_tokens)
         return [len(e.ids) for e in encs]
+
+    def count_joined(self, prefix: str, text_tokens: int) -> int | None:
+        """Tokens of prefix + text with special tokens, given the text's own count, when that
+        follows without tokenizing again: no prefix, or a prefix ending in whitespace before a
+        tokenizer that splits words there (else None)."""
+        if not prefix:
+            return text_tokens + self.special
+        if prefix[-1] not in " \t\n\r" or not self.splits_at_whitespace:
+            return None
+        n = self._prefix_counts.get(prefix)
+        if n is None:
+            if len(self._prefix_counts) >= 4096:  # contexts differ by document: keep the memory bounded
+                self._prefix_counts.clear()
+            n = self._prefix_counts[prefix] = self.count(prefix)
+        return n + text_tokens + self.special
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         return self.tokenizer.encode(self._prep(text), add_special_tokens=False).offsets

@@ -125,11 +125,12 @@ class Chunker:
         counts = None
         if whole <= size:  # fits whole (a JSONL record, a short note): no splitter needed
             pieces = [doc.text.strip()] if doc.text.strip() else []
-            if self.spec.unit == "tokens" and not prefix and pieces == [doc.text]:
-                # what the embedder sees is exactly the text just counted, plus the special tokens
-                # (added after tokenising, never merged): counting it again would double the
-                # tokenizer's share of chunking a corpus of short records
-                counts = [whole + self.counter.special]
+            if self.spec.unit == "tokens" and pieces == [doc.text]:
+                # what the embedder sees is the prefix, then the text just counted, then the special
+                # tokens: counting it whole again would double the tokenizer's share of chunking a
+                # corpus of short records, where the counter can add the counts up exactly
+                joined = self.counter.count_joined(prefix, whole)
+                counts = None if joined is None else [joined]
         else:
             pieces = [p for p in self._splitter_for(size).split_text(doc.text) if p.strip()]
         if self.spec.unit == "tokens" and (counts is None or counts[0] > self.max_seq_length):
