@@ -169,6 +169,16 @@ def test_counts_add_up_only_where_the_tokenizer_splits_at_whitespace(minilm, tin
         assert c.count_joined("passage:", 3) is None and c.count_joined("a\x1c", 3) is None
         assert c.count_joined("", 3) == 3 + c.special
 
+    # an added token with a space in it is matched across the boundary: never added up
+    save = tmp_path / "added"
+    save.mkdir()
+    tok = Tokenizer.from_file(str(ref.path / "tokenizer.json"))
+    tok.add_tokens(["new york"])
+    tok.save(str(save / "tokenizer.json"))
+    added = TokenCounter(save)
+    assert added.count_batch(["new york"]) != [added.count("new ") + added.count("york") + added.special]
+    assert not added.splits_at_whitespace and added.count_joined("new ", added.count("york")) is None
+
     # byte-level BPE (GPT-2 style) carries the space into the next word: never added up
     bpe = Tokenizer(models.BPE(vocab={chr(i): i for i in range(33, 127)} | {"Ġ": 127}, merges=[]))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -203,8 +203,11 @@ class TokenCounter:
         self.tokenizer.no_padding()
         self.lower = do_lower_case
         self.special = len(self.tokenizer.encode("", add_special_tokens=True).ids)
-        self.splits_at_whitespace = all(type(getattr(self.tokenizer, part)).__name__ in kinds
-                                        for part, kinds in _SPLITS_AT_WHITESPACE.items())
+        # an added token with a space in it ("new york") is matched across the boundary
+        self.splits_at_whitespace = (all(type(getattr(self.tokenizer, part)).__name__ in kinds
+                                         for part, kinds in _SPLITS_AT_WHITESPACE.items())
+                                     and not any(any(ch.isspace() for ch in token.content)
+                                                 for token in self.tokenizer.get_added_tokens_decoder().values()))
         self._prefix_counts: dict[str, int] = {}
 
     def count(self, text: str) -> int:
