@@ -557,8 +557,8 @@ class LexicalIndex:
             if t < 0:
                 continue
             ids, tf = self.postings_of(t)
-            df = self._df[t] = len(ids)
-            idf = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
+            self._df[t] = len(ids)
+            idf = self._idf(t)
             tf = tf.astype(np.float64)
             out[ids] += idf * tf * (self.k1 + 1.0) / (tf + self._norm[ids])
         return out
@@ -571,11 +571,15 @@ class LexicalIndex:
             t = self.lookup(term)
             if t < 0:
                 continue
-            if t not in self._df:
-                self._df[t] = len(self.postings_of(t)[0])
-            df = self._df[t]
-            out.append((term, math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))))
+            out.append((term, self._idf(t)))
         return out
+
+    def _idf(self, t: int) -> float:
+        """BM25's idf of term id t; its document frequency decoded once, then kept."""
+        df = self._df.get(t)
+        if df is None:
+            df = self._df[t] = len(self.postings_of(t)[0])
+        return math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
 
     def search(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, chunk ids) by BM25, best first, lower id first on ties; only chunks that
