@@ -5,7 +5,7 @@ measured inside a small C program linked to libkbpack (no process start in it), 
 
     .venv/bin/python bench/c_vectors.py [--count 100000] [--dim 384] [--queries 200] [-k 10]
 
-Needs a C compiler and libzstd (readers/c/Makefile). Bundles go to a temporary folder (about
+Needs a C compiler and libzstd (runtimes/c/Makefile). Bundles go to a temporary folder (about
 330 MB for the four) unless --keep DIR. Run it on an idle machine: it prints the load average.
 """
 
@@ -169,9 +169,9 @@ def main() -> int:
     try:
         build = work / "build"
         cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
-        subprocess.run(["make", "-s", "-C", str(ROOT / "readers" / "c"), f"BUILD={build}", f"CC={cc}"], check=True)
+        subprocess.run(["make", "-s", "-C", str(ROOT / "runtimes" / "c"), f"BUILD={build}", f"CC={cc}"], check=True)
         (work / "driver.c").write_text(DRIVER)
-        subprocess.run([cc, "-std=c99", "-O2", f"-I{ROOT / 'readers' / 'c'}", "-o", str(work / "driver"),
+        subprocess.run([cc, "-std=c99", "-O2", f"-I{ROOT / 'runtimes' / 'c'}", "-o", str(work / "driver"),
                         str(work / "driver.c"), str(build / "libkbpack.a"), "-lzstd", "-lm"], check=True)
 
         print(f"cpu: {cpu_model()} ({os.cpu_count()} cores), load average at start: "

@@ -229,7 +229,7 @@ def tiny_encoder_bundle(tmp_path_factory, tiny_model) -> Path:
     return built_once(tmp_path_factory, "tiny-encoder", build) / "tiny.kbpack"
 
 
-LIBKBPACK_SRC = ROOT / "readers" / "c"
+LIBKBPACK_SRC = ROOT / "runtimes" / "c"
 
 
 def find_c_compiler() -> str | None:
@@ -238,7 +238,7 @@ def find_c_compiler() -> str | None:
 
 @dataclass(frozen=True)
 class LibKbpack:
-    """readers/c built by its Makefile: the library, its header and the `kbpack` tool."""
+    """runtimes/c built by its Makefile: the library, its header and the `kbpack` tool."""
     cc: str
     build: Path  # libkbpack.a, libkbpack.so, kbpack
     include: Path  # kbpack.h
@@ -258,7 +258,7 @@ class LibKbpack:
 
 
 def sources_key(*extra: str) -> str:
-    """A short hash of readers/c (every file in it) and `extra` (compiler, flags, target): the name
+    """A short hash of runtimes/c (every file in it) and `extra` (compiler, flags, target): the name
     of a build of it, so a build made once per test run is never one of other sources or flags."""
     h = hashlib.sha256()
     for path in sorted(p for p in LIBKBPACK_SRC.iterdir() if p.is_file()):
@@ -269,7 +269,7 @@ def sources_key(*extra: str) -> str:
 
 
 def make_libkbpack(tmp_path_factory, target: str | None = None, cflags: str | None = None) -> tuple[str, Path]:
-    """`make -C readers/c [target]` once per test run (whichever xdist worker is first; the others
+    """`make -C runtimes/c [target]` once per test run (whichever xdist worker is first; the others
     reuse that build), into a folder named by sources_key. Skipped, with the reason, without make, a
     C compiler or zstd.h (the Makefile's `check` target says which); under KBC_REQUIRE_LIBKBPACK (CI)
     a missing prerequisite is a failure. Returns (the compiler, the build folder)."""
@@ -287,7 +287,7 @@ def make_libkbpack(tmp_path_factory, target: str | None = None, cflags: str | No
 
     def build(folder: Path) -> None:
         proc = subprocess.run([*make, f"BUILD={folder}", *([target] if target else [])], capture_output=True, text=True)
-        assert proc.returncode == 0, f"make -C readers/c {target or ''} failed:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, f"make -C runtimes/c {target or ''} failed:\n{proc.stdout}\n{proc.stderr}"
 
     name = f"libkbpack-{target or 'all'}-{sources_key(cc, cflags or '', target or '')}"
     return cc, built_once(tmp_path_factory, name, build)
@@ -295,7 +295,7 @@ def make_libkbpack(tmp_path_factory, target: str | None = None, cflags: str | No
 
 @pytest.fixture(scope="session")
 def libkbpack(tmp_path_factory) -> LibKbpack:
-    """`make -C readers/c` once per test run, into a temporary folder (make_libkbpack).
+    """`make -C runtimes/c` once per test run, into a temporary folder (make_libkbpack).
     LIBKBPACK_CFLAGS="-std=c99 -O1 -g -fsanitize=address,undefined" runs the C tests under sanitizers."""
     cflags = os.environ.get("LIBKBPACK_CFLAGS")
     cc, build = make_libkbpack(tmp_path_factory, cflags=cflags)
@@ -305,7 +305,7 @@ def libkbpack(tmp_path_factory) -> LibKbpack:
 
 @pytest.fixture(scope="session")
 def kbpack_tool(libkbpack) -> Path:
-    """The `kbpack` command-line tool (readers/c/kbpack_cli.c over libkbpack)."""
+    """The `kbpack` command-line tool (runtimes/c/kbpack_cli.c over libkbpack)."""
     return libkbpack.tool
 
 

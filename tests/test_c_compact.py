@@ -1,4 +1,4 @@
-"""libkbpack (readers/c) on format 1.4's vector encodings (FORMAT.md §2.7): int8 vectors with their
+"""libkbpack (runtimes/c) on format 1.4's vector encodings (FORMAT.md §2.7): int8 vectors with their
 scales and binary codes with the two-stage search, compared with kbc's Python reader on the same
 bytes. Dense and hybrid rankings must be the same ids, scores within 1e-5; forged and damaged
 scales and codes must get the same verdict from both readers; the `kbpack` tool runs under the

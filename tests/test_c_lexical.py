@@ -1,6 +1,6 @@
 """The lexical promise: a C program written from FORMAT.md §2.4 tokenises a question and scores it
 with BM25 to the same top-k chunk ids, and the same score bits, as kbc's Python reader. The C side
-is libkbpack's `kbpack search FILE --mode lexical` (readers/c)."""
+is libkbpack's `kbpack search FILE --mode lexical` (runtimes/c)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pages as the unit (FORMAT.md §2.8) in libkbpack (readers/c): `kbp_search_pages` and `kbpack search
+"""Pages as the unit (FORMAT.md §2.8) in libkbpack (runtimes/c): `kbp_search_pages` and `kbpack search
 --unit page` rank the same pages as kbc's Python reader (KnowledgeBase.rank_pages, kbc.search.fusion.rank_pages):
 the same page keys in the same order, the same member chunks, page and chunk scores within 1e-5
 (dense, hybrid: float32 inner products) or equal (lexical: BM25 is bit-identical, and the page sum

@@ -1,7 +1,7 @@
-"""libkbpack under AddressSanitizer and UndefinedBehaviorSanitizer (`make -C readers/c asan`): every
+"""libkbpack under AddressSanitizer and UndefinedBehaviorSanitizer (`make -C runtimes/c asan`): every
 crafted bundle of the suite (tests/fuzz_seeds.py: the hostile cases, the schema cases, mutations
 of real bundles, and a real `kbc build` output) goes through the fuzz target's checks
-(readers/c/fuzz_kbpack.c built as a plain program) and through the sanitized `kbpack` tool. Any
+(runtimes/c/fuzz_kbpack.c built as a plain program) and through the sanitized `kbpack` tool. Any
 sanitizer report (an out-of-bounds read, a use after free, a leak, signed overflow, a misaligned
 load, ...) is fatal there (-fno-sanitize-recover=all) and fails the test, as does any broken
 promise the fuzz target checks (verify said intact and a search then failed, ...).
@@ -30,7 +30,7 @@ SANITIZER_ENV = {
 
 @pytest.fixture(scope="module")
 def asan_build(tmp_path_factory) -> Path:
-    """`make -C readers/c asan` once per test run (conftest.make_libkbpack): $BUILD/asan/{kbpack,
+    """`make -C runtimes/c asan` once per test run (conftest.make_libkbpack): $BUILD/asan/{kbpack,
     fuzz_kbpack}. Skipped like the other C tests without a compiler or zstd.h, a failure under
     KBC_REQUIRE_LIBKBPACK (CI); a compiler without sanitizer runtimes is a failure, not a skip: this
     file exists to run them."""
@@ -68,7 +68,7 @@ def test_the_crafted_set_covers_every_class(crafted):
 
 
 def test_every_crafted_bundle_keeps_the_fuzz_targets_promises_under_sanitizers(asan_build, crafted):
-    """readers/c/fuzz_kbpack.c (as a program) opens, uses and verifies each bundle as it is and
+    """runtimes/c/fuzz_kbpack.c (as a program) opens, uses and verifies each bundle as it is and
     re-signed, in both orders: no sanitizer report, no broken promise, every file done."""
     proc = sanitized(asan_build / "fuzz_kbpack", *crafted, timeout=300)
     assert_no_report(proc, "fuzz_kbpack")

@@ -1,4 +1,4 @@
-"""libkbpack in units: readers/c's library is a set of C files a reviewer can hold, each saying its job
+"""libkbpack in units: runtimes/c's library is a set of C files a reviewer can hold, each saying its job
 at its top, behind one private header (kbpack_internal.h); and `make amalgamation` concatenates them
 into one kbpack_amalgamation.c, SQLite's way, for embedders who want one file. That file must compile
 alone with -Wall -Wextra -Werror into the same library: a `kbpack` tool linked from it answers verify,
@@ -24,7 +24,7 @@ NOT_UNITS = {"kbpack_cli", "fuzz_kbpack"}  # the tool and the fuzz target use th
 def makefile_units() -> list[str]:
     """UNITS, the Makefile's list of the library's C files."""
     m = re.search(r"^UNITS\s*:=\s*(.+)$", (LIBKBPACK_SRC / "Makefile").read_text(), re.M)
-    assert m, "readers/c/Makefile has no UNITS list"
+    assert m, "runtimes/c/Makefile has no UNITS list"
     return m.group(1).split()
 
 
@@ -35,7 +35,7 @@ def run(*args, cwd: Path | None = None, timeout: int = 120) -> subprocess.Comple
 def test_every_unit_is_built_small_and_says_its_job():
     units = makefile_units()
     on_disk = {p.stem for p in LIBKBPACK_SRC.glob("*.c")} - NOT_UNITS
-    assert sorted(units) == sorted(on_disk), "a C file in readers/c the library does not build, or the reverse"
+    assert sorted(units) == sorted(on_disk), "a C file in runtimes/c the library does not build, or the reverse"
     assert len(units) == len(set(units))
     for name in units:
         text = (LIBKBPACK_SRC / f"{name}.c").read_text()

@@ -1,5 +1,5 @@
 """`kbc build --with-encoder`: the bundle carries the ONNX graph that made its vectors and the
-tokenizer, and a script with no kbc import (readers/python/kbpack_encoder.py: numpy, onnxruntime,
+tokenizer, and a script with no kbc import (runtimes/python/kbpack_encoder.py: numpy, onnxruntime,
 tokenizers) embeds the probe texts from the bundle alone and passes `kbc probe`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from conftest import ROOT, run_kbc
 from forge import rebuild, sections
 from kbc.format.bundle import Bundle
 
-SCRIPT = ROOT / "readers" / "python" / "kbpack_encoder.py"
+SCRIPT = ROOT / "runtimes" / "python" / "kbpack_encoder.py"
 
 
 @pytest.fixture(scope="module", params=["onnx", "onnx-int8"])

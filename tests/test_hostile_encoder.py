@@ -1,7 +1,7 @@
 """The encoder section is untrusted input (FORMAT.md §5.1, issue 27 item 3): a bundle's ONNX graph
 and tokenizer.json, crafted by an author who recomputes every SHA-256 into the manifest, are refused
 before onnxruntime or tokenizers sees them, by `kbc inspect --verify`, by `kbc query` (at open) and by
-readers/python/kbpack_encoder.py, each with one line and exit status 3. kbc's own graphs pass."""
+runtimes/python/kbpack_encoder.py, each with one line and exit status 3. kbc's own graphs pass."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from kbc.format.bundle import Bundle
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-SCRIPT = ROOT / "readers" / "python" / "kbpack_encoder.py"
+SCRIPT = ROOT / "runtimes" / "python" / "kbpack_encoder.py"
 SECRET = b"SECRET-FILE-BYTES-THAT-MUST-NOT-LEAVE-THE-DISK" * 4  # 188 bytes
 
 
@@ -235,7 +235,7 @@ def test_session_options_keep_onnxruntime_off_the_file_system(tmp_path, monkeypa
 
 
 def test_the_encoder_script_carries_the_same_guard():
-    start = "# ---- shared with readers/python/kbpack_encoder.py"
+    start = "# ---- shared with runtimes/python/kbpack_encoder.py"
     end = "# ---- end of the shared part ----"
     theirs = SCRIPT.read_text(encoding="utf-8")
     ours = (ROOT / "kbc" / "format" / "encoder_guard.py").read_text(encoding="utf-8")

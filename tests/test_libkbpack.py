@@ -1,4 +1,4 @@
-"""libkbpack (readers/c): the C library and its `kbpack` tool open, verify, read and search bundles
+"""libkbpack (runtimes/c): the C library and its `kbpack` tool open, verify, read and search bundles
 as kbc's Python reader does. Every test runs the tool (or a program linked against the library)
 and compares it with the Python reader on the same bytes: the same top-k ids and scores, the same
 chunks, the same verdict on damaged and forged files.
@@ -311,7 +311,7 @@ def test_info_shows_what_python_reads(kbpack_tool, sample_bundle):
 @pytest.mark.parametrize("tricky", ['a \\" b', 'ends in a backslash \\', '\\\\\\" \\\\"', '"quoted" \\\\\\\\'])
 def test_lookups_skip_strings_with_escaped_quotes_and_backslash_runs(kbpack_tool, sample_bundle, tricky, tmp_path):
     """Lookups skip the strings before their key by the first quote after an even run of
-    backslashes (readers/c/json.c): a quote after an odd run is inside the string. Every manifest
+    backslashes (runtimes/c/json.c): a quote after an odd run is inside the string. Every manifest
     string the lookup of embedder.name and the sections after it passes holds such runs here."""
     from forge import with_manifest
 

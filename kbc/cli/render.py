@@ -103,7 +103,7 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
     if isinstance(enc, dict):
         lines.insert(-1, f"encoder: {_safe(str(enc.get('format')))} {_safe(str(enc.get('precision')))} graph in section "
                          f"{_safe(str(enc.get('graph')))}, tokenizer in {_safe(str(enc.get('tokenizer')))} (see "
-                         "readers/python/kbpack_encoder.py)")
+                         "runtimes/python/kbpack_encoder.py)")
     lines += [f"  {s['name']:<20} {s['encoding']:<13} {_human_bytes(s['length']):>10}  sha256 {s['sha256'][:16]}..."
               for s in info["sections"]]
     sources = [x for x in info["sources"] if isinstance(x, dict)] if isinstance(info["sources"], list) else []

@@ -3,7 +3,7 @@
 Small embedders miss exact words (a line item, a product code, a year) that BM25 finds, so a
 bundle can carry an inverted index over its chunks. Everything here is specified in
 schemas/FORMAT.md §2.4 precisely enough for a C, Kotlin or Swift runtime to tokenise a question
-and score it to the same top-k; readers/c does it, and the tests compare the two.
+and score it to the same top-k; runtimes/c does it, and the tests compare the two.
 
 Stored form (all little-endian; T terms, N chunks):
   lex_vocab            utf8     the terms' UTF-8 bytes, concatenated in ascending byte order

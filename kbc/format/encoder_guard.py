@@ -10,7 +10,7 @@ relatives), no subgraphs, functions or training info, and every tensor's declare
 bytes it carries. The walk reads headers only (weights are skipped, not copied), never recurses
 past the fixed depth of Model > Graph > Node > Attribute > Tensor, and stops at the first refusal.
 
-`readers/python/kbpack_encoder.py` carries the same checks (it must run without kbc); the tests
+`runtimes/python/kbpack_encoder.py` carries the same checks (it must run without kbc); the tests
 run both on every crafted graph.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-# ---- shared with readers/python/kbpack_encoder.py, verbatim (tests/test_hostile_encoder.py compares) ----
+# ---- shared with runtimes/python/kbpack_encoder.py, verbatim (tests/test_hostile_encoder.py compares) ----
 MAX_GRAPH_BYTES = (2 << 30) - 1  # protobuf's own limit for one message
 MAX_TENSOR_BYTES = 2 << 30  # all tensors' declared sizes together
 MAX_NODES = 100_000

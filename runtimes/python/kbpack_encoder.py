@@ -42,7 +42,7 @@ class Refused(Exception):
         super().__init__(f"{section}: {reason}")
 
 
-# ---- shared with readers/python/kbpack_encoder.py, verbatim (tests/test_hostile_encoder.py compares) ----
+# ---- shared with runtimes/python/kbpack_encoder.py, verbatim (tests/test_hostile_encoder.py compares) ----
 MAX_GRAPH_BYTES = (2 << 30) - 1  # protobuf's own limit for one message
 MAX_TENSOR_BYTES = 2 << 30  # all tensors' declared sizes together
 MAX_NODES = 100_000

@@ -1,4 +1,4 @@
-/* fuzz_kbpack: a coverage-guided fuzz target for libkbpack (libFuzzer: `make -C readers/c fuzz`).
+/* fuzz_kbpack: a coverage-guided fuzz target for libkbpack (libFuzzer: `make -C runtimes/c fuzz`).
  *
  * One input is one whole bundle, used as it is and then with its checksums recomputed (as an
  * attacker who edits a bundle recomputes them; tests/forge.py's resign, and the encoder graph's
