@@ -29,15 +29,25 @@ import os
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
+from typing import Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
 from ..stages.splitter import CONTEXT_SEPARATOR
 from ..errors import InputError, ModelError, option
 
-if TYPE_CHECKING:
-    from .knowledge_base import Hit
+
+class RankedPassage(Protocol):
+    """What rerank() needs of a first-stage hit (kbc.query.knowledge_base.Hit is one, a dataclass
+    that dataclasses.replace copies). Declared here, not imported, so that this module does not
+    import knowledge_base, which imports it: the two modules would otherwise form an import cycle."""
+    rank: int
+    score: float
+    text: str
+    context: str | None
+
+
+HitT = TypeVar("HitT", bound=RankedPassage)  # the caller's hit type, handed back re-ordered
 
 # The most first-stage hits one rerank() call scores: a cross-encoder costs a model call per hit
 # (about 1-5 ms each for a MiniLM on a CPU), so 200 keeps one question under a second or so. Hits
@@ -110,7 +120,7 @@ def load_reranker(path: str | os.PathLike, *, kind: str = "cross-encoder", devic
     return RERANKERS[kind].load(Path(path), device=device, batch_size=batch_size, max_length=max_length)
 
 
-def passage_text(hit: Hit) -> str:
+def passage_text(hit: RankedPassage) -> str:
     """What a re-ranker reads of a hit: what the embedder read at build time (context, then text;
     kbc.stages.chunk.embedded_text), so a chunk's title or path counts for it here too."""
     return f"{hit.context}{CONTEXT_SEPARATOR}{hit.text}" if hit.context else hit.text
@@ -122,17 +132,17 @@ def candidates_for(k: int) -> int:
 
 
 @dataclass(frozen=True)
-class Reranked:
+class Reranked(Generic[HitT]):
     """One re-ranked hit: `hit` carries the re-ranker's score and its new 1-based rank; what the
     first stage said is kept beside it (reports, eval comparisons, score fusion)."""
 
-    hit: Hit
+    hit: HitT
     first_stage_score: float
     first_stage_rank: int
 
 
-def rerank(reranker: Reranker, question: str, hits: Iterable[Hit], *, k: int | None = None,
-           text: Callable[[Hit], str] = passage_text) -> list[Reranked]:
+def rerank(reranker: Reranker, question: str, hits: Iterable[HitT], *, k: int | None = None,
+           text: Callable[[HitT], str] = passage_text) -> list[Reranked[HitT]]:
     """The hits re-ordered by `reranker`'s score, best first, at most `k` of them.
 
     Only the first MAX_RERANK_CANDIDATES hits (in first-stage order) are scored; equal scores keep
