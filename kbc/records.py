@@ -33,6 +33,8 @@ class Document:
     title: str | None = None  # the document's own title: PDF metadata, a Markdown file's first heading
     # section headings as (start, end, text): the character span of Document.text each one covers
     headings: list[tuple[int, int, str]] = field(default_factory=list)
+    # what the document says of itself (front matter, metadata): FORMAT.md §2.10 attributes
+    attributes: dict = field(default_factory=dict)
 
     def heading_at(self, pos: int) -> str:
         """The heading that covers character `pos` ("" if none); headings are in text order."""

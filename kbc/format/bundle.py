@@ -29,15 +29,15 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import msgpack
 import numpy as np
 import zstandard
+from kbpack_runtime import guard as encoder_guard  # one copy, shared with the device runtime
 
-from . import encoder_guard
 from . import vectors as vec_enc
 from ..errors import BundleError, InputError
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 6  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
-# 1.5 pages as a retrieval unit, 1.6 the context match (manifest retrieval keys only)
+FORMAT_MINOR = 7  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
+# 1.5 pages as a retrieval unit, 1.6 the context match (manifest retrieval keys only), 1.7 document attributes
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64
@@ -860,6 +860,37 @@ class Bundle:
         except LexicalFormatError as e:
             raise self._err(e.section, str(e)) from None
 
+    def attributes(self):
+        """The document attributes (format 1.7, FORMAT.md §2.10): a checked AttributeTable, or None
+        for a bundle without them. Checked in libkbpack's order (attributes.c): the pairing of the
+        manifest object and the section, the keys, the section's encoding, size and checksum, its rows."""
+        from .attributes import SECTION, AttributeFormatError, AttributeTable
+
+        if getattr(self, "_attributes", None) is not None:
+            return self._attributes
+        meta = self.manifest.get("attributes")
+        if meta is None and SECTION not in self.sections:
+            return None
+        if meta is None:
+            raise self._err(SECTION, "present although the manifest has no attributes object")
+        try:
+            keys = AttributeTable.parse_keys(meta)
+            info = self.sections.get(SECTION)
+            if info is None:
+                raise self._err(SECTION, "missing although the manifest names it")
+            if info.encoding != "json":
+                raise self._err(SECTION, f"encoding {info.encoding!r}, expected 'json'")
+            if info.length > MAX_JSON_SECTION_BYTES:
+                raise self._err(SECTION, f"{info.length} bytes exceeds the JSON section limit")
+            table = AttributeTable.parse(keys, self._section(SECTION), count=self.count, n_sources=len(self.sources))
+        except AttributeFormatError as e:
+            raise self._err(e.section, str(e)) from None
+        self._attributes = table
+        return table
+
+    def source_paths(self) -> list[str]:
+        return [s["path"] for s in self.sources]
+
     def retrieval_settings(self):
         """Search settings the bundle was built with (format 1.2); defaults for older bundles."""
         from .retrieval import RetrievalSettings
@@ -958,6 +989,7 @@ class Bundle:
 
             load_index(self.index_bytes(), self.stored_vectors.shape, self.manifest.get("index") or {})
         self.retrieval_settings()
+        self.attributes()
 
     def check_vectors_finite(self) -> None:
         """NaN or infinity in a vector poisons every score it meets and makes JSON exports that

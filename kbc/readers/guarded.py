@@ -14,7 +14,7 @@ from typing import Sequence
 from ..readers import ReadOptions, reader_for
 from ..records import Document, Extracted, Page, Problem, SourceFile
 
-EXTRACTOR_VERSION = "11"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "12"  # bump when output for the same input changes (it keys the build cache)
 
 
 def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool = True,

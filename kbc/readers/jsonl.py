@@ -12,7 +12,8 @@ from .text import decode_text
 
 @register_reader("records", suffixes=(".jsonl",), description="JSONL records with an id and a text (BEIR corpus.jsonl)")
 def read_records(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
-    """One document per record (`_id` or `id`; `text` or `contents`; optional `title`). A bad line
+    """One document per record (`_id` or `id`; `text` or `contents`; optional `title` and `metadata`,
+    an object whose values become the record's attributes). A bad line
     is reported and skipped; the file's other records are kept."""
     text = decode_text(src, data, out, opts)
     if text is None:
@@ -28,6 +29,7 @@ def read_records(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions
             rid = rec.get("_id", rec.get("id"))
             body = rec.get("text", rec.get("contents", ""))
             title = rec.get("title") or ""
+            metadata = rec.get("metadata")
         except (ValueError, AttributeError, RecursionError):
             bad.append(f"line {lineno}: not a JSON object")
             continue
@@ -45,6 +47,9 @@ def read_records(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions
         if full:
             doc = join_pages(src.rel, [full], [None])
             doc.record_id = rid
+            # the record's attributes (FORMAT.md §2.10): its title and its `metadata` object's values
+            doc.attributes = {**({"title": title} if title else {}),
+                              **(metadata if isinstance(metadata, dict) else {})}
             out.documents.append(doc)
     out.page_count = len(out.documents)
     if bad:

@@ -42,7 +42,12 @@ def rst_headings(text: str) -> list[tuple[int, int, str]]:
 
 @register_reader("rst", suffixes=(".rst", ".rest"), description="reStructuredText, section titles kept for context")
 def read_rst(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
+    from .markdown import split_front_matter
+
+    # the same `---` block as Markdown's (Sphinx's MyST and many static-site tools accept it)
+    attributes, data = split_front_matter(data)
     doc = read_plain(src, data, out, opts)
     if doc is not None:
+        doc.attributes = attributes
         doc.headings = rst_headings(doc.text)
         doc.title = meaningful_title(doc.headings[0][2].split(" > ")[0]) if doc.headings else None

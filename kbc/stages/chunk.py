@@ -12,14 +12,18 @@ from .splitter import (CONTEXT_HEADING_SEPARATOR, CONTEXT_MAX_TOKENS, CONTEXT_SE
                        document_context, resolve_spec, section_context, token_budget, whole_document_chunks)
 from ..backends.model import EmbedderSpec, TokenCounter
 from ..errors import InputError, option
+from ..format.attributes import clean_values
 from ..readers import READERS
 from ..records import Extracted
 from ..readers.textclean import has_words
 
 # Bump when the chunk records made from the same extracted text change (it keys the chunk cache).
-CHUNK_RECORDS_VERSION = "5"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only; 4: whole fits;
-# 5: no " | " inside a document identity
+CHUNK_RECORDS_VERSION = "6"  # 2: contexts, furniture-only chunks dropped; 3: from PDFs only; 4: whole fits;
+# 5: no " | " inside a document identity; 6: a document's first record carries its attributes
 
+
+# a record's private key for its document's attributes: popped before the record is stored
+ATTRIBUTES_KEY = "_attributes"
 
 
 def embedded_text(record: dict) -> str:
@@ -80,6 +84,7 @@ class ChunkStage:
         drop_furniture = reader is not None and reader.furniture and not self.whole_docs
         records: list[dict] = []
         for doc in ex.documents:
+            first = len(records)
             # Files get their identity (path words, title) and, per chunk, the section heading that
             # covers its start; JSONL records already carry their title in the text.
             base = (document_context(doc.source, doc.title, counter)
@@ -112,6 +117,11 @@ class ChunkStage:
                     record["label_start"] = labels.get(c.page_start, str(c.page_start))
                     record["label_end"] = labels.get(c.page_end, str(c.page_end))
                 records.append(record)
+            if len(records) > first:
+                # the document's attributes ride on its first record to the writer, which stores them
+                # once per run of chunks and never in the chunk itself (BundleSink pops them)
+                records[first][ATTRIBUTES_KEY] = clean_values(
+                    {**({"title": doc.title} if doc.title else {}), **(getattr(doc, "attributes", None) or {})})
         return records
 
     def manifest(self) -> dict:

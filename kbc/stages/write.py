@@ -10,11 +10,36 @@ from pathlib import Path
 import numpy as np
 
 from ..format import vectors as vec_enc
+from ..format.attributes import SECTION as ATTRIBUTES_SECTION, AttributeRows
 from ..format.bundle import BundleWriter
 from ..errors import InputError, option
 from ..search.dense import build_index
 from ..format.bm25 import LexicalBuilder
 from ..infra.memory import MemoryTrimmer
+from .chunk import ATTRIBUTES_KEY
+
+
+def declared_attributes(build_options) -> list[tuple[str | None, dict]]:
+    """The builder's attributes (FORMAT.md §2.10), as the build options record them: `attr`, the
+    `--attr key=value` pairs for every source, then kbc.toml's `attributes` tables (`match` a path
+    glob, the other keys values), later ones winning. They live in build_options because they decide
+    content: `kbc build --from-bundle` must declare them again."""
+    if not isinstance(build_options, dict):
+        return []
+    out: list[tuple[str | None, dict]] = []
+    pairs = build_options.get("attr") or []
+    every: dict = {}
+    for pair in pairs if isinstance(pairs, list) else []:
+        if isinstance(pair, str) and "=" in pair:
+            key, _, value = pair.partition("=")
+            every[key.strip()] = value.strip()
+    if every:
+        out.append((None, every))
+    tables = build_options.get("attributes") or []
+    for table in tables if isinstance(tables, list) else []:
+        if isinstance(table, dict) and isinstance(table.get("match"), str):
+            out.append((table["match"], {k: v for k, v in table.items() if k != "match"}))
+    return out
 
 
 class BundleSink:
@@ -30,12 +55,21 @@ class BundleSink:
         self.writer = BundleWriter(output, dim=dim, dtype=preset.dtype, binary=preset.binary)
         # every window passes through here: where the driver hands back what the windows freed
         self.trimmer = MemoryTrimmer()
+        self.attributes = AttributeRows()  # FORMAT.md §2.10: one row per run of chunks
 
     @property
     def count(self) -> int:
         return self.writer.count
 
     def add(self, records: list[dict], vectors: np.ndarray) -> None:
+        first = self.writer.count
+        stored = []
+        for i, r in enumerate(records):  # a document's attributes leave its first record here
+            values = r.get(ATTRIBUTES_KEY)
+            self.attributes.add(first + i, r.get("source", 0), values)
+            # a copy without them: the caller's record (perhaps a cache's) stays as it was
+            stored.append({k: v for k, v in r.items() if k != ATTRIBUTES_KEY} if values is not None else r)
+        records = stored
         if self.lexicon is not None:
             self.lexicon.add_chunks(records)
         try:
@@ -61,6 +95,9 @@ class BundleSink:
             extra += sections
             # tokenising happened window by window during embedding (and is inside "embed" too)
             self.seconds["lexical"] = time.perf_counter() - t_lex + self.lexicon.seconds
+        manifest["attributes"], attribute_bytes = self.attributes.section(
+            manifest.get("sources") or [], declared_attributes(manifest.get("build_options")))
+        extra.append((ATTRIBUTES_SECTION, "json", attribute_bytes))
         if encoder is not None:
             meta, graph, tokenizer = encoder
             manifest["encoder"] = meta
