@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -29,6 +29,9 @@ def query(
     rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
                                           "sentence-transformers CrossEncoder from this local directory (desktop only; "
                                           "a device ranks as the bundle says)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", help="Search only chunks whose document meets this "
+                                              "condition (repeat: all must hold): path:GLOB, key=value, key=v1,v2, "
+                                              "key>=N, key<=N, key>N, key<N (FORMAT.md 2.10; kbc inspect lists the keys)."),
     prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
     as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
 ):
@@ -46,13 +49,19 @@ def query(
         used = kb.retriever.resolve(mode.value if mode else None)
         ranked_unit = kb.resolve_unit(unit.value if unit else None)
         pages = ranked_unit == SearchUnit.page.value
-        hits = kb.search_pages(question, k=k, mode=used) if pages else kb.search(question, k=k, mode=used)
+        allowed = kb.filter(where) if where else None  # refused before the model loads
+        hits = (kb.search_pages(question, k=k, mode=used, where=allowed) if pages
+                else kb.search(question, k=k, mode=used, where=allowed))
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
+        if allowed is not None and not as_json:
+            print(f"kbc: filter {' and '.join(_safe(c) for c in where)}: {allowed.matched} of {kb.bundle.count} "
+                  "chunks match", file=sys.stderr)
         if not hits and not as_json:
             print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
         if as_json:
-            _emit_json({"question": question, "mode": used, "unit": ranked_unit,
+            extra = {"where": list(where), "matched": allowed.matched} if allowed is not None else {}
+            _emit_json({"question": question, "mode": used, "unit": ranked_unit, **extra,
                         ("pages" if pages else "hits"): [h.to_dict() for h in hits]})
         elif prompt:
             print(device_prompt(question, hits))

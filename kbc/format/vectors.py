@@ -125,9 +125,18 @@ class BinaryIndex:
     def manifest(self) -> dict:
         return {"section": BINARY_SECTION, "candidates": self.candidates, "multiplier": self.multiplier}
 
-    def shortlist(self, query: np.ndarray, k: int) -> np.ndarray:
+    def shortlist(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> np.ndarray:
         """The R = min(count, max(multiplier x k, candidates)) rows nearest the query's bits by
-        Hamming distance, lower chunk id first on equal distances (FORMAT.md §2.7)."""
+        Hamming distance, lower chunk id first on equal distances (FORMAT.md §2.7); with `allowed`
+        (a filter's increasing ids, §2.10.2) drawn from those rows only, count being their number."""
+        if allowed is not None:
+            r = min(len(allowed), max(self.multiplier * k, self.candidates))
+            if r <= 0:
+                return np.zeros(0, np.int64)
+            bits = np.packbits(np.asarray(query) > 0)
+            distance = _popcount(np.bitwise_xor(self.codes[allowed], bits)).sum(axis=1, dtype=np.int64)
+            key = distance * len(self.codes) + allowed  # unique: distance, then id
+            return np.sort(allowed[np.argpartition(key, r - 1)[:r]]) if r < len(allowed) else allowed
         n = len(self.codes)
         r = min(n, max(self.multiplier * k, self.candidates))
         if r <= 0:

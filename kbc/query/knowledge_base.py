@@ -110,6 +110,7 @@ class KnowledgeBase:
         self._settings_override = {k: v for k, v in (fusion or {}).items() if v is not None}
         self.warnings: list[str] = []
         self._page_keys: dict[int, tuple] = {}  # chunk id -> its page (retrieval.page_key), as read
+        self._filters: dict[tuple, object] = {}  # the last compiled filter, by its conditions
 
     @property
     def embedder(self):
@@ -220,22 +221,48 @@ class KnowledgeBase:
             vectors = pending.result()  # its error (a model that will not load) wins: it is the cause
         return vectors, lexical
 
+    def filter(self, where: str | Sequence[str]):
+        """The compiled filter (kbc.format.filters.Filter: its chunk ids and `matched`, their number)
+        for conditions such as "product=x200", "path:manuals/**", "year>=2022" (FORMAT.md §2.10.1),
+        all of which a chunk must meet. InputError, one line naming the condition and the bundle's
+        keys, for what this bundle cannot apply."""
+        from ..format.filters import FilterError, compile_filter, normalise_where
+
+        key = tuple(normalise_where(where))
+        cached = self._filters.get(key)
+        if cached is None:
+            try:
+                cached = compile_filter(list(key), self.bundle.attributes(), self.bundle.source_paths())
+            except FilterError as e:
+                raise InputError(f"{self.bundle.path}: {e}") from None
+            self._filters = {key: cached}  # one filter kept: a loop over questions reuses it
+        return cached
+
+    def _allowed(self, where):
+        from ..format.filters import Filter
+
+        if where is None or isinstance(where, Filter):
+            return where
+        return self.filter(where)
+
     def rank(self, texts: Sequence[str], k: int, *, mode: str | None = None,
-             vectors: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per question (scores, chunk ids), best first. Lexical mode never loads the model."""
+             vectors: np.ndarray | None = None, where=None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per question (scores, chunk ids), best first. Lexical mode never loads the model. `where`:
+        conditions (or a compiled filter) every returned chunk meets, applied inside the search."""
         texts = [t[:MAX_QUESTION_CHARS] for t in texts]
         check_questions(texts)
+        allowed = self._allowed(where)
         mode = self.retriever.resolve(mode)
         lexical = None
         if vectors is None and mode != "lexical":
             vectors, lexical = self._embed_first(texts, mode)
         if self.reranker is None:
-            return self.retriever.search(vectors, texts, k, mode=mode, lexical_scores=lexical)
+            return self.retriever.search(vectors, texts, k, mode=mode, lexical_scores=lexical, allowed=allowed)
         from .rerank import candidates_for, rerank
 
         out = []
         for text, first in zip(texts, self.retriever.search(vectors, texts, candidates_for(k), mode=mode,
-                                                             lexical_scores=lexical)):
+                                                             lexical_scores=lexical, allowed=allowed)):
             reranked = rerank(self.reranker, text, self.hits(first), k=k)
             out.append((np.array([r.hit.score for r in reranked], dtype=np.float64),
                         np.array([r.hit.chunk_id for r in reranked], dtype=np.int64)))
@@ -282,14 +309,14 @@ class KnowledgeBase:
         return [chunks[int(i)] for i in ids]
 
     def rank_pages(self, texts: Sequence[str], k: int, *, mode: str | None = None,
-                   vectors: np.ndarray | None = None) -> list[list]:
+                   vectors: np.ndarray | None = None, where=None) -> list[list]:
         """Per question the k best pages (kbc.search.fusion.RankedPage), ranked from the mode's best
-        `page_depth` chunks as FORMAT.md §2.8 says."""
+        `page_depth` chunks (those `where` keeps) as FORMAT.md §2.8 says."""
         from ..search.fusion import rank_pages
 
         settings = self.retriever.settings
         out = []
-        for scores, ids in self.rank(texts, settings.page_depth, mode=mode, vectors=vectors):
+        for scores, ids in self.rank(texts, settings.page_depth, mode=mode, vectors=vectors, where=where):
             out.append(rank_pages(scores, ids, self.page_keys(ids), settings=settings, k=k))
         return out
 
@@ -303,20 +330,23 @@ class KnowledgeBase:
                                record=best.record, label=label if label != str(p.key[2]) else None))
         return out
 
-    def search_pages(self, text: str, k: int = 5, *, mode: str | None = None) -> list[PageHit]:
+    def search_pages(self, text: str, k: int = 5, *, mode: str | None = None, where=None) -> list[PageHit]:
         """The k best pages for a question, each once with its best chunks (FORMAT.md §2.8)."""
-        return self.page_hits(self.rank_pages([text], k, mode=mode)[0])
+        return self.page_hits(self.rank_pages([text], k, mode=mode, where=where)[0])
 
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
         """Dense search for precomputed query vectors."""
         return [self.hits(r) for r in self.retriever.search(vectors, [""] * len(vectors), k, mode="dense")]
 
-    def search(self, text: str, k: int = 5, *, mode: str | None = None) -> list[Hit]:
-        """The k best chunks for a question; mode dense, lexical or hybrid (default: the bundle's)."""
-        return self.hits(self.rank([text], k, mode=mode)[0])
+    def search(self, text: str, k: int = 5, *, mode: str | None = None, where=None) -> list[Hit]:
+        """The k best chunks for a question; mode dense, lexical or hybrid (default: the bundle's).
+        `where`: a condition or a list of them ("product=x200", "year>=2022", "path:manuals/**"),
+        all met by every hit; whenever k chunks match, k come back (`filter(where).matched` says how many match)."""
+        return self.hits(self.rank([text], k, mode=mode, where=where)[0])
 
-    def search_many(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None) -> list[list[Hit]]:
-        return [self.hits(r) for r in self.rank(texts, k, mode=mode)]
+    def search_many(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None,
+                    where=None) -> list[list[Hit]]:
+        return [self.hits(r) for r in self.rank(texts, k, mode=mode, where=where)]
 
     def close(self) -> None:
         self._searcher = None

@@ -116,8 +116,12 @@ class Searcher:
 
             self.faiss_index = load_index(index_bytes, vectors.shape, index_manifest)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best rows per query, best first, lower id first on ties. `allowed` (increasing chunk
+        ids, a filter's, FORMAT.md §2.10.2): only those rows are scored, exactly, so min(k, m) come back."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed is not None:
+            return self._search_allowed(q, k, np.asarray(allowed, dtype=np.int64))
         n = self.vectors.shape[0]
         k = max(0, min(k, n))
         if k == 0:
@@ -146,6 +150,21 @@ class Searcher:
         order = np.lexsort((top, -top_scores), axis=1)
         ids = np.take_along_axis(top, order, axis=1)
         return np.take_along_axis(top_scores, order, axis=1), ids
+
+    def _search_allowed(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Search restricted to `allowed` rows: the binary codes' shortlist drawn from them, or every
+        one of them scored; a stored FAISS index is not used (it cannot promise k matching answers)."""
+        from ..format.vectors import top_k
+
+        k = max(0, min(k, len(allowed)))
+        scores = np.zeros((len(q), k), np.float32)
+        ids = np.zeros((len(q), k), np.int64)
+        if k == 0:
+            return scores, ids
+        for i, query in enumerate(q):
+            rows = self.binary.shortlist(query, k, allowed=allowed) if self.binary is not None else allowed
+            scores[i], ids[i] = top_k(self.score(query, rows), rows, k)
+        return scores, ids
 
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """The dense scores of some rows for one query (hybrid's candidates, binary's shortlist):

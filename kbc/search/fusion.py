@@ -153,15 +153,27 @@ class Retriever:
         return mode
 
     def search(self, query_vectors: np.ndarray | None, texts: list[str], k: int, *, mode: str | None = None,
-               lexical_scores: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+               lexical_scores: list[np.ndarray] | None = None, allowed=None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query (scores, chunk ids), best first. `lexical_scores[i]`, where given, is
-        `self.lexical.scores(texts[i])` computed beforehand (while the model loaded)."""
+        `self.lexical.scores(texts[i])` computed beforehand (while the model loaded). `allowed`, a
+        compiled filter (kbc.format.filters.Filter), keeps every list inside its chunks (FORMAT.md
+        §2.10.2): dense scores only them, BM25 counts only their postings, hybrid fuses lists of them."""
         mode = self.resolve(mode)
         n = len(texts)
+
+        def lexical_of(i: int, text: str) -> np.ndarray:
+            scores = self.lexical.scores(text) if lexical_scores is None else lexical_scores[i]
+            if allowed is not None:  # other chunks' postings count for nothing (N, df, avgdl stay the bundle's)
+                scores = np.where(allowed.mask, scores, 0.0)
+            return scores
+
         if mode == Mode.lexical.value:
-            return [self.lexical.search(t, k) for t in texts]
+            if allowed is None:
+                return [self.lexical.search(t, k) for t in texts]
+            return [top_k(lexical_of(i, t), k) for i, t in enumerate(texts)]
         depth = max(k, self.settings.depth)
-        d_scores, d_ids = self.searcher.search(query_vectors, depth if mode == Mode.hybrid.value else k)
+        d_scores, d_ids = self.searcher.search(query_vectors, depth if mode == Mode.hybrid.value else k,
+                                               **({} if allowed is None else {"allowed": allowed.ids}))
         dense = []
         for i in range(n):
             keep = d_ids[i] >= 0
@@ -170,7 +182,7 @@ class Retriever:
             return [(s[:k], ids[:k]) for s, ids in dense]
         out = []
         for i, text in enumerate(texts):
-            all_lex = self.lexical.scores(text) if lexical_scores is None else lexical_scores[i]
+            all_lex = lexical_of(i, text)
             l_scores, l_ids = top_k(all_lex, depth)
             ds, di = dense[i]
             if len(l_ids) == 0:
