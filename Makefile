@@ -28,10 +28,13 @@ install: $(STAMP)
 PIP := $(BIN)/pip install -q --disable-pip-version-check --no-compile
 PIP_QUIET := sed -u -e '/^WARNING: Location .* is ignored/d' -e "/^WARNING: .* does not provide the extra/d"
 RAY_STAMP := $(VENV)/.kbc-ray-installed
-$(STAMP): pyproject.toml
+# kbc imports kbpack_runtime (runtimes/python), which kbc's compat editable install leaves off sys.path:
+# it is installed editable too (its dependencies are kbc's already).
+$(STAMP): pyproject.toml runtimes/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0 2>&1 | $(PIP_QUIET)
 	$(PIP) -e '.[test]' torch==2.13.0 --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
+	$(PIP) --no-deps -e runtimes/python --config-settings editable_mode=compat 2>&1 | $(PIP_QUIET)
 	touch $(STAMP)
 
 $(RAY_STAMP): $(STAMP)

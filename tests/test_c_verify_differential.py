@@ -11,7 +11,7 @@ kbc/format/faiss_guard.py (and FAISS's own loader) refuse, and nothing else.
 
 The crafted set holds the encoder seed (a minimal real ONNX graph), byte mutations of its graph and
 tests/test_hostile_encoder.py's crafted graphs, every checksum recomputed: libkbpack's walk of the
-graph (onnx_check.c) must refuse what kbc/format/encoder_guard.py refuses, in the same words, with
+graph (onnx_check.c) must refuse what runtimes/python/kbpack_runtime/guard.py refuses, in the same words, with
 the same constants and the same operator allow-list."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_both_readers_refuse_a_crafted_encoder_graph_in_the_same_words(kbpack_to
 
 def test_the_c_graph_walk_uses_the_python_constants_and_allow_list():
     from conftest import LIBKBPACK_SRC
-    from kbc.format import encoder_guard
+    from kbpack_runtime import guard as encoder_guard
 
     source = (LIBKBPACK_SRC / "onnx_check.c").read_text()
     listed = re.search(r"ALLOWED_OPS\[\] = \{(.*?)\};", source, re.S)

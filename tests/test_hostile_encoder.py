@@ -1,7 +1,8 @@
 """The encoder section is untrusted input (FORMAT.md §5.1, issue 27 item 3): a bundle's ONNX graph
 and tokenizer.json, crafted by an author who recomputes every SHA-256 into the manifest, are refused
 before onnxruntime or tokenizers sees them, by `kbc inspect --verify`, by `kbc query` (at open) and by
-runtimes/python/kbpack_encoder.py, each with one line and exit status 3. kbc's own graphs pass."""
+runtimes/python/kbpack_encoder.py (the kbpack_runtime package's command), each with one line and exit
+status 3. kbc's own graphs pass. The checks are kbpack_runtime.guard, the one copy kbc imports."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, kbc_cli, run_kbc
 from forge import rebuild, sections
-from kbc.format import encoder_guard as G
+from kbpack_runtime import guard as G
 from kbc.backends import bert_onnx
 from kbc.format.bundle import Bundle
 
@@ -234,17 +236,39 @@ def test_session_options_keep_onnxruntime_off_the_file_system(tmp_path, monkeypa
         ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def test_the_encoder_script_carries_the_same_guard():
-    start = "# ---- shared with runtimes/python/kbpack_encoder.py"
-    end = "# ---- end of the shared part ----"
-    theirs = SCRIPT.read_text(encoding="utf-8")
-    ours = (ROOT / "kbc" / "format" / "encoder_guard.py").read_text(encoding="utf-8")
+def test_kbc_checks_encoders_with_the_runtime_guard_the_one_copy():
+    """kbc's reader and the device runtime refuse with the same code, not two copies kept equal."""
+    from kbc.format import bundle
 
-    def part(s):
-        return s[s.index(start):s.index(end)]
+    assert bundle.encoder_guard is G
+    assert Path(G.__file__).resolve() == ROOT / "runtimes" / "python" / "kbpack_runtime" / "guard.py"
+    assert not (ROOT / "kbc" / "format" / "encoder_guard.py").exists()
 
-    assert part(theirs) == part(ours)
-    assert not re.search(r"^\s*(import|from)\s+kbc\b", theirs, re.M)
+
+def test_the_runtime_package_never_imports_kbc():
+    package = ROOT / "runtimes" / "python"
+    files = sorted(package.rglob("*.py"))
+    assert len(files) >= 5  # the package's modules, the script, the example
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(import|from)\s+kbc\b", text, re.M), path
+
+
+def test_the_encoder_script_runs_where_kbc_cannot_be_imported(encoded, tmp_path):
+    """A device has numpy, onnxruntime and tokenizers, not kbc: with `import kbc` made to fail, the
+    script still embeds a question, the same vector as with kbc importable."""
+    # sys.modules['kbc'] = None makes every `import kbc...` raise ImportError; the script's own
+    # folder goes first on sys.path, as `python SCRIPT` puts it
+    blocked = ("import os, sys, runpy; sys.modules['kbc'] = None; sys.argv = sys.argv[1:]; "
+               "sys.path.insert(0, os.path.dirname(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = tmp_path / "q.f32"
+    proc = subprocess.run([sys.executable, "-c", blocked, str(SCRIPT), str(encoded), "pumps", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plain = _script(encoded, tmp_path, "pumps", "--out", str(tmp_path / "plain.f32"))
+    assert plain.returncode == 0, plain.stderr
+    vector = np.fromfile(out, "<f4")
+    assert vector.shape == (32,) and np.array_equal(vector, np.fromfile(tmp_path / "plain.f32", "<f4"))
 
 
 @pytest.mark.parametrize("text, depth", [

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import msgpack
 import numpy as np
 import zstandard
-from . import encoder_guard
+from kbpack_runtime import guard as encoder_guard  # one copy, shared with the device runtime
 
 from . import vectors as vec_enc
 from ..errors import BundleError, InputError

@@ -1,5 +1,5 @@
-"""The encoder section as untrusted input: an ONNX graph and a tokenizer.json checked before
-onnxruntime or tokenizers sees a byte of them (FORMAT.md §5.1).
+"""The encoder sections as untrusted input: an ONNX graph and a tokenizer.json checked before
+onnxruntime or tokenizers sees a byte of them (schemas/FORMAT.md §5.1).
 
 onnxruntime follows external-data references (file paths below the working directory), resolves
 custom-op domains and allocates what tensors declare; tokenizers parses whatever JSON it is given.
@@ -10,15 +10,16 @@ relatives), no subgraphs, functions or training info, and every tensor's declare
 bytes it carries. The walk reads headers only (weights are skipped, not copied), never recurses
 past the fixed depth of Model > Graph > Node > Attribute > Tensor, and stops at the first refusal.
 
-`runtimes/python/kbpack_encoder.py` carries the same checks (it must run without kbc); the tests
-run both on every crafted graph.
+This is the one copy: kbc (kbc/format/bundle.py: `kbc inspect --verify`, `kbc query`) imports it
+from here, as does this package's encoder (kbpack_runtime.encoder), which runs on a device without
+kbc. libkbpack's runtimes/c/onnx_check.c walks the graph the same way (tests compare the two).
+Pure Python: no import beyond the standard library.
 """
 
 from __future__ import annotations
 
 import re
 
-# ---- shared with runtimes/python/kbpack_encoder.py, verbatim (tests/test_hostile_encoder.py compares) ----
 MAX_GRAPH_BYTES = (2 << 30) - 1  # protobuf's own limit for one message
 MAX_TENSOR_BYTES = 2 << 30  # all tensors' declared sizes together
 MAX_NODES = 100_000
@@ -334,4 +335,3 @@ def session_options(ort):
     opts.optimized_model_filepath = ""
     opts.enable_profiling = False
     return opts
-# ---- end of the shared part ----
