@@ -4,9 +4,10 @@ text when its bytes are text). Their kind joins the two: `markdown+gzip`.
 
 Decompression is bounded: a file that decompresses to more than the per-file limit (--max-file-mb)
 is skipped with that reason after at most the limit's worth of output, so a few kilobytes that
-expand to terabytes (a "zip bomb") cost neither the disk nor the memory. The source walk measures
-each file this way before a build reads it; the reader bounds itself again, because the file
-may change in between.
+expand to terabytes (a "zip bomb") cost neither the disk nor the memory. The source walk, in the
+build's own process, decompresses only a file's first bytes (to tell its kind when the name inside
+does not); the whole stream is decompressed, measured and checked in the extraction worker, whose
+memory is bounded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ..records import Extracted, Problem, SourceFile
 from . import ReadOptions, reader_for
 
 CODECS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}  # suffix -> codec, the second half of a kind
+# how each codec's stream (a gzip member, a bzip2 or xz stream) begins
+MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 STEP = 1 << 20  # input fed and output taken per call: memory stays a few MiB above what is kept
 # xz's presets need at most 65 MiB to decompress; a header may ask for 4 GiB
 XZ_MEMORY_LIMIT = 256 << 20
@@ -64,34 +67,36 @@ def _decompressor(codec: str):
     return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
 
 
-def inflate(blocks: Iterable[bytes], codec: str, limit: int) -> Iterator[bytes]:
+def inflate(blocks: Iterable[bytes], codec: str, limit: int, step: int = STEP) -> Iterator[bytes]:
     """The decompressed bytes of `blocks` (one stream, or several concatenated, as gzip and xz
-    allow), at most STEP at a time. TooLarge as soon as more than `limit` bytes came out,
+    allow), at most `step` at a time. TooLarge as soon as more than `limit` bytes came out,
     NotCompressed for bytes that are not the codec's or end early."""
     blocks = iter(blocks)
     d, pending, total = _decompressor(codec), b"", 0
     try:
         while True:
             if d.eof:  # one member ended: another may follow (`cat a.gz b.gz`), or padding
-                rest = d.unused_data + pending
+                # unused_data is all the input past the member's end. zlib also leaves the same bytes
+                # in unconsumed_tail when its output limit was hit in that call: adding `pending` fed
+                # the next member twice (issue 43: a second member stored twice, 40 members -> GBs).
+                rest = d.unused_data
                 if not rest:
                     rest = next(blocks, b"")
                 if not rest.strip(b"\x00"):  # the end, or the zero padding tar and dd leave
                     if not any(b.strip(b"\x00") for b in blocks):
                         return
                     raise NotCompressed("data after the end of the stream")
+                if not MAGIC[codec].startswith(rest[:len(MAGIC[codec])]):  # not another member: garbage
+                    raise NotCompressed("data after the end of the stream")
                 d, pending = _decompressor(codec), rest
-            buffered = codec != "gzip" and not d.needs_input  # bz2/lzma hold output back past STEP
+            buffered = codec != "gzip" and not d.needs_input  # bz2/lzma hold output back past `step`
             if not pending and not buffered:
                 pending = next(blocks, None)
                 if pending is None:
                     raise NotCompressed("the file ends before the stream does (truncated)")
-            if codec == "gzip":
-                out = d.decompress(pending, STEP)
-                pending = d.unconsumed_tail
-            else:
-                out = d.decompress(pending, STEP)
-                pending = b""
+            out = d.decompress(pending, step)
+            # zlib keeps what it did not read in unconsumed_tail; bz2 and lzma keep it inside
+            pending = d.unconsumed_tail if codec == "gzip" else b""
             total += len(out)
             if total > limit:
                 raise TooLarge

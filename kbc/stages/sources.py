@@ -10,8 +10,7 @@ from typing import Sequence
 
 from ..errors import InputError
 from ..readers import compressed_kind, kind_for, opt_in_kind_for, supported_suffixes
-from ..readers.compressed import (CODECS, CompressedSource, NotCompressed, TooLarge, inflate, split_kind,
-                                 too_large_reason)
+from ..readers.compressed import CODECS, CompressedSource, NotCompressed, inflate, split_kind
 from ..readers.text import SNIFF_BYTES, looks_like_text
 from ..records import SourceFile
 # Bigger files are skipped with a reason before a byte is read: the walk hashes every file for the
@@ -245,19 +244,24 @@ def _kind_of(p: Path, opted_in: Sequence[str], max_bytes: int | None) -> tuple[s
     kind = kind_for(inner, opted_in=opted_in)
     if kind is None and (why_not := _unsupported_by_name(inner)) is not None:
         return None, why_not.replace(inner, inner + suffix, 1), None
-    limit = max_bytes or DEFAULT_MAX_FILE_BYTES
-    head = bytearray()
-    try:  # the whole stream is measured, never kept: at most STEP bytes of it in memory
+    head, complete = bytearray(), False
+    try:  # only the first bytes: the decompressed size is measured, and bounded, by the extraction worker
         with open(p, "rb") as f:
-            for block in inflate(iter(lambda: f.read(1 << 20), b""), codec, limit):
-                if len(head) < SNIFF_BYTES:
-                    head += block[:SNIFF_BYTES - len(head)]
-    except TooLarge:
-        return None, None, too_large_reason(limit)
+            blocks = _first_blocks(f, SNIFF_INPUT_BYTES)
+            for block in inflate(blocks, codec, DEFAULT_MAX_FILE_BYTES, step=SNIFF_BYTES):
+                head += block
+                if len(head) >= SNIFF_BYTES:
+                    break
+            else:
+                complete = True
+    except _SniffBudgetSpent:
+        pass
     except NotCompressed as e:
         return None, None, f"not a valid {codec} file: {e}"[:200]
     except OSError as e:
         return None, None, f"cannot read: {e.strerror}"
+    if kind is None and not head and not complete:
+        return None, f"no decompressed bytes in its first {SNIFF_INPUT_BYTES >> 20} MiB, of no known type {named}", None
     if kind is None:
         if not head:
             return None, f"empty once decompressed, of no known type {named}", None
@@ -265,6 +269,26 @@ def _kind_of(p: Path, opted_in: Sequence[str], max_bytes: int | None) -> tuple[s
             return None, f"unsupported file type {named}: its bytes are not text once decompressed", None
         kind = "text"
     return compressed_kind(kind, suffix), None, None
+
+
+# What the walk reads of a compressed file to decide its kind: its first decompressed bytes, from
+# at most this much of its input (a file of empty members could otherwise be read whole).
+SNIFF_INPUT_BYTES = 1 << 20
+
+
+class _SniffBudgetSpent(Exception):
+    """The walk read SNIFF_INPUT_BYTES of a compressed file without deciding its kind."""
+
+
+def _first_blocks(f, budget: int, size: int = 64 << 10):
+    while budget > 0:
+        block = f.read(min(size, budget))
+        if not block:
+            return
+        budget -= len(block)
+        yield block
+    if f.read(1):  # more input follows: the sniff stops here, neither the end nor a truncation
+        raise _SniffBudgetSpent
 
 
 def _add(found: dict[str, SourceFile], path: Path, rel: str, kind: str, max_bytes: int | None = None) -> None:
