@@ -99,7 +99,8 @@ def encoder_graph() -> bytes:
 
 
 def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | None = None, unit="chunk",
-           encoder=False, lexical=True, probes=True, n=len(TEXTS), block=3, add_with_ids=None) -> bytes:
+           encoder=False, lexical=True, probes=True, n=len(TEXTS), block=3, add_with_ids=None,
+           attributes=False) -> bytes:
     from kbc.format.bundle import write_bundle
     from kbc.format.bm25 import LexicalBuilder
     from kbc.format.retrieval import RetrievalSettings
@@ -135,6 +136,15 @@ def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | 
                                "query_prompt": "query: ", "do_lower_case": False, "max_seq_length": 64,
                                "truncation": "longest_first", "batching": "one", "opset": 17}
         extra += [("encoder_graph", "onnx", graph), ("encoder_tokenizer", "json", b'{"version": "1.0", "model": {}}')]
+    if attributes:  # 1.7 (FORMAT.md §2.10): a row per chunk (the sources alternate), one key of each type
+        from kbc.format.attributes import AttributeRows
+
+        rows = AttributeRows()
+        for i in range(n):
+            rows.add(i, i % 2, {"product": ["x200", "x300", "x310"][i % 3], "year": 2019 + i % 6,
+                                "tags": ["en", "de"][: 1 + i % 2], "released": f"20{20 + i % 5}-0{1 + i % 9}-1{i % 9}"})
+        manifest["attributes"], data = rows.section(manifest["sources"])
+        extra.append(("attributes", "json", data))
     blob = None
     if index:
         import faiss
@@ -171,6 +181,7 @@ def bases() -> dict[str, bytes]:
             "encoder": _write(t, "g", encoder=True),
             "bare": _write(t, "h", lexical=False, probes=False, n=2, block=64),
             "empty": _write(t, "i", lexical=False, probes=False, n=0),
+            "attributes": _write(t, "l", attributes=True, n=13, block=4),
         }
 
 
@@ -254,6 +265,14 @@ def hostile(genuine: bytes) -> dict[str, bytes]:
     return {name: forge(genuine) for name, (forge, _) in h.CASES.items()}
 
 
+def hostile_attributes(data: bytes) -> dict[str, bytes]:
+    """tests/test_attributes.py's crafted attribute sections and manifest objects (FORMAT.md §2.10) on
+    `data` (a bundle with attributes), every checksum recomputed."""
+    import test_attributes as a
+
+    return {name: forge(data) for name, (forge, _) in a.CASES.items()}
+
+
 def with_graph(data: bytes, graph: bytes) -> bytes:
     """`data` (a bundle with an encoder) with its ONNX graph replaced and the graph's SHA-256
     recomputed into both manifest records, as an attacker would."""
@@ -317,6 +336,7 @@ def crafted_set(extra: dict[str, bytes] | None = None, n_mutations: int = 12) ->
     out.update({f"schema {k}": v for k, v in schema_cases(base).items()})
     out.update({f"hostile {k}": v for k, v in hostile(base["hnsw"]).items()})
     out.update({f"hostile encoder {k}": v for k, v in hostile_encoder(base["encoder"]).items()})
+    out.update({f"hostile attributes {k}": v for k, v in hostile_attributes(base["attributes"]).items()})
     for k, v in list(base.items()) + list((extra or {}).items()):
         if k in (extra or {}):
             out[f"extra {k}"] = v

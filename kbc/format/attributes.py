@@ -204,7 +204,7 @@ class AttributeTable:
 
         if not isinstance(meta, dict):
             fail("not an object")
-        if meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
+        if not is_integer(meta.get("version")) or meta["version"] != VERSION:
             fail(f"version must be {VERSION}")
         if meta.get("section") != SECTION:
             fail(f'section must be "{SECTION}"')

@@ -287,11 +287,13 @@ static void code_distances(const uint8_t *codes, size_t n, size_t bytes, const u
  * a histogram of the distances (0 .. 8 x code_bytes) gives the largest distance taken and how many
  * rows at that distance, the lowest ids, make up R. Every buffer is count or code_bytes long, both
  * checked against the file by kbp_open. Python: BinaryIndex.shortlist. */
-static kbp_status shortlist(kbp_bundle *kb, const float *q, uint64_t k, size_t *n_out) {
+static kbp_status shortlist(kbp_bundle *kb, const float *q, uint64_t k, const kbp_filter *f, size_t *n_out) {
   size_t n = (size_t)kb->count, bytes = kb->code_bytes, max_distance = 8 * bytes;
+  uint64_t m = kb->count;
+  const uint64_t *kept = f ? kbpi_filter_ids(f, &m) : NULL; /* a filter's rows only (FORMAT.md §2.10.2) */
   uint64_t r = k > UINT64_MAX / kb->multiplier ? UINT64_MAX : kb->multiplier * k;
   if (r < kb->candidates) r = kb->candidates;
-  if (r > kb->count) r = kb->count;
+  if (r > m) r = m;
   if (!kb->query_bits) {
     kb->query_bits = malloc(bytes);
     kb->distances = malloc(n * sizeof *kb->distances);
@@ -311,32 +313,46 @@ static kbp_status shortlist(kbp_bundle *kb, const float *q, uint64_t k, size_t *
     if (q[d] > 0.0f) bits[d / 8] |= (uint8_t)(0x80u >> (d % 8)); /* most significant bit first */
   const uint8_t *codes = kb->data + kb->sections[kb->known[S_VECTORS_BINARY]].offset; /* checked by kbpi_vectors_bytes */
   memset(kb->histogram, 0, (max_distance + 1) * sizeof *kb->histogram);
-  code_distances(codes, n, bytes, bits, kb->distances, kb->histogram);
+  if (kept) { /* the kept rows' distances only, a row at a time */
+    for (uint64_t i = 0; i < m; i++) {
+      const uint8_t *code = codes + kept[i] * bytes;
+      uint32_t d = 0;
+      for (size_t j = 0; j < bytes; j++) d += popcount64((uint64_t)(code[j] ^ bits[j]));
+      kb->distances[kept[i]] = d;
+      kb->histogram[d]++;
+    }
+  } else {
+    code_distances(codes, n, bytes, bits, kb->distances, kb->histogram);
+  }
   uint64_t below = 0; /* rows nearer than `cut` */
   size_t cut = 0;
   while (cut < max_distance && below + kb->histogram[cut] < r) below += kb->histogram[cut++];
   uint64_t at_cut = r - below; /* the lowest ids at distance `cut` */
-  size_t m = 0;
-  for (size_t i = 0; i < n && m < r; i++) {
+  size_t taken = 0;
+  for (uint64_t j = 0; j < (kept ? m : n) && taken < r; j++) {
+    uint64_t i = kept ? kept[j] : j;
     uint32_t d = kb->distances[i];
-    if (d < cut || (d == cut && at_cut && at_cut--)) kb->candidate_ids[m++] = i;
+    if (d < cut || (d == cut && at_cut && at_cut--)) kb->candidate_ids[taken++] = i;
   }
-  *n_out = m;
+  *n_out = taken;
   return KBP_OK;
 }
 
-/* The k best chunks by inner product: every row, or the binary codes' shortlist rescored when the
- * bundle has them. *out is malloc'd (the caller frees it), best first. */
-KBP_INTERNAL kbp_status kbpi_dense_top(kbp_bundle *kb, const dense_query *dq, uint64_t k, scored **out, size_t *n) {
-  top_k t = {NULL, 0, (size_t)(k < kb->count ? k : kb->count)};
+/* The k best chunks by inner product: every row (every kept row with a filter), or the binary codes'
+ * shortlist rescored when the bundle has them. *out is malloc'd (the caller frees it), best first. */
+KBP_INTERNAL kbp_status kbpi_dense_top(kbp_bundle *kb, const dense_query *dq, uint64_t k, const kbp_filter *f, scored **out,
+                                       size_t *n) {
+  uint64_t m = kb->count;
+  const uint64_t *kept = f ? kbpi_filter_ids(f, &m) : NULL;
+  top_k t = {NULL, 0, (size_t)(k < m ? k : m)};
   size_t n_candidates = 0;
-  kbp_status st = kb->binary && t.k ? shortlist(kb, dq->q, t.k, &n_candidates) : KBP_OK;
+  kbp_status st = kb->binary && t.k ? shortlist(kb, dq->q, t.k, f, &n_candidates) : KBP_OK;
   if (st != KBP_OK) return st;
   t.items = malloc((t.k ? t.k : 1) * sizeof *t.items);
   if (!t.items) return kbpi_out_of_memory(kb);
-  uint64_t rows = kb->binary ? n_candidates : kb->count;
+  uint64_t rows = kb->binary ? n_candidates : m;
   for (uint64_t i = 0; t.k && i < rows; i++) {
-    uint64_t r = kb->binary ? kb->candidate_ids[i] : i;
+    uint64_t r = kb->binary ? kb->candidate_ids[i] : kept ? kept[i] : i;
     float s = kbpi_row_score(kb, dq, r);
     /* ids arrive in increasing order, so an equal score never displaces a kept one */
     if (t.n == t.k && !(s > t.items[0].score)) continue;

@@ -13,7 +13,8 @@ KBP_INTERNAL const char *const kbpi_known_sections[N_KNOWN] = {
     "manifest", "vectors", "chunks", "chunk_offsets", "index", "probes", "probe_vectors",
     "lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths",
     "encoder_graph", "encoder_tokenizer", /* the encoder's are the names kbc gives; the manifest names them */
-    "vector_scales", "vectors_binary"};   /* 1.4: the only names the manifest may give them (FORMAT.md §2.7) */
+    "vector_scales", "vectors_binary",    /* 1.4: the only names the manifest may give them (FORMAT.md §2.7) */
+    "attributes"};                        /* 1.7: document attributes (FORMAT.md §2.10) */
 
 KBP_INTERNAL int kbpi_section_index(const kbp_bundle *kb, const char *name) {
   for (size_t i = 0; i < kb->n_sections; i++)
@@ -415,6 +416,7 @@ void kbp_close(kbp_bundle *kb) {
   free(kb->probes.items);
   free(kb->probe_strings);
   free(kb->page_strings);
+  kbpi_attributes_free(kb);
   free(kb);
 }
 

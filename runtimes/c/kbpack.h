@@ -54,7 +54,7 @@ extern "C" {
 /* The newest format version this library reads; it reads every 1.x file and skips sections
  * it does not know (FORMAT.md §4). */
 #define KBP_FORMAT_MAJOR 1
-#define KBP_FORMAT_MINOR 6
+#define KBP_FORMAT_MINOR 7
 
 typedef struct kbp_bundle kbp_bundle; /* an open bundle; opaque */
 
@@ -283,6 +283,70 @@ typedef struct kbp_page_hit {
  * and keeps the returned pages' records. */
 kbp_status kbp_search_pages(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
                             kbp_mode mode, kbp_page_hit *pages, size_t *n_pages);
+
+/* ---------------------------------------------------------------- scoped search: attributes and filters (FORMAT.md §2.10)
+ *
+ * A bundle of format 1.7 records attributes of its documents (kind, title, front matter, JSONL
+ * metadata, what the builder declared). A filter is one or more conditions, all of which a chunk
+ * must meet, each one string as `kbc query --where` takes it:
+ *   "path:GLOB"             its source's path matches GLOB, segment by segment: a segment of two
+ *                           stars matches any number of folders, `*` and `?` match within one
+ *                           (the glob "manuals/x200/" followed by two stars: everything under it)
+ *   "product=x200"          equal (a list attribute: holds it); "product=x200,x300": any of them
+ *   "year>=2022"            >=, <=, >, < on integer and date (YYYY-MM-DD) attributes
+ * The filter applies inside the search: dense scores only matching rows, lexical skips other
+ * chunks' postings, hybrid fuses lists drawn from matching chunks, pages group matching chunks; so
+ * whenever at least k chunks match, dense and hybrid return k hits (lexical: k among those that
+ * share a word with the question), as kbc's Python reader does, hit for hit.
+ *
+ *   const char *where[] = {"product=x200", "year>=2022"};
+ *   kbp_filter *f;
+ *   if (kbp_filter_compile(kb, where, 2, &f) != KBP_OK) { puts(kbp_last_error(kb)->message); ... }
+ *   kbp_search_filtered(kb, q, question, 5, KBP_MODE_DEFAULT, f, hits, &n);  (n = min(5, matched))
+ *   kbp_filter_free(f);
+ *
+ * For bindings (JNI, Swift): compile once per scope and reuse it across questions; a filter belongs
+ * to the handle it was compiled on (another handle refuses it) and must be freed before kbp_close. */
+
+typedef struct kbp_filter kbp_filter; /* a compiled filter; opaque */
+
+/* The bundle's attribute keys: *n gets their number. KBP_ERR_NOT_PRESENT for a bundle without
+ * attributes (before format 1.7); KBP_ERR_INVALID, naming "attributes" or "manifest", when the
+ * attributes section or its manifest object is malformed (checked whole on first use). */
+kbp_status kbp_attribute_count(kbp_bundle *kb, size_t *n);
+
+/* Key i (0 <= i < kbp_attribute_count): its name and its type ("string", "list", "integer" or
+ * "date"); NUL-terminated, valid until kbp_close. Either pointer may be NULL. */
+kbp_status kbp_attribute_key(kbp_bundle *kb, size_t i, const char **name, const char **type);
+
+/* Compiles n conditions (1..64, NUL-terminated UTF-8; ANDed) against the bundle's attributes. On
+ * success *out is a new filter to free with kbp_filter_free. A condition the bundle cannot apply
+ * is KBP_ERR_ARGUMENT with one line naming it (an unknown key also lists the bundle's keys; a bundle
+ * without attributes is refused, never silently searched whole): a bad operator, an empty key or
+ * value, an operator other than = on a string or list key, a value that is no integer or date where
+ * the key is one. A damaged attributes section is KBP_ERR_INVALID. Time and memory: one pass over
+ * the attribute rows, plus one byte and 8 bytes per chunk kept with the filter. */
+kbp_status kbp_filter_compile(kbp_bundle *kb, const char *const *conditions, size_t n, kbp_filter **out);
+
+/* How many chunks the filter keeps (m); 0 for NULL. */
+uint64_t kbp_filter_matched(const kbp_filter *f);
+
+/* 1 when the filter keeps chunk id, else 0. */
+int kbp_filter_keeps(const kbp_filter *f, uint64_t id);
+
+/* Frees a filter; NULL is allowed. */
+void kbp_filter_free(kbp_filter *f);
+
+/* kbp_search and kbp_search_pages within a filter (NULL: the whole bundle, exactly kbp_search and
+ * kbp_search_pages): the same arguments, errors and ranking over the filter's chunks only
+ * (FORMAT.md §2.10.2). Dense search scores only the m kept rows (with binary codes: the
+ * R = min(m, max(M x k, C)) kept rows nearest by Hamming distance, rescored); BM25 scores keep the
+ * whole bundle's N, df and average length, so a chunk scores the same with or without a filter. A
+ * filter compiled on another handle is KBP_ERR_ARGUMENT. */
+kbp_status kbp_search_filtered(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
+                               kbp_mode mode, const kbp_filter *filter, kbp_hit *hits, size_t *n_hits);
+kbp_status kbp_search_pages_filtered(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
+                                     kbp_mode mode, const kbp_filter *filter, kbp_page_hit *pages, size_t *n_pages);
 
 /* ---------------------------------------------------------------- probes (FORMAT.md §2.3) */
 

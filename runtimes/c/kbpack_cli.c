@@ -12,6 +12,9 @@
  *                               `page SCORE SOURCE PAGE PATH RECORD` (PATH the source's path as a
  *                               JSON string, RECORD a JSON string or null) followed by its chunks
  *                               as `  ID SCORE` lines, best first
+ *                               --where COND (repeatable, FORMAT.md §2.10: path:GLOB, key=v,
+ *                               key=v1,v2, key>=N, ...) searches only the chunks meeting every
+ *                               condition and says on stderr how many do: `kbpack: filter: M of N chunks match`
  *   kbpack probe FILE VECTORS.f32
  *                               an engine's probe vectors (n_probes x dim float32, in probe order)
  *                               against the bundle's: pass (exit 0) or fail (exit 6)
@@ -36,7 +39,7 @@ static const char USAGE[] =
     "usage: kbpack info FILE\n"
     "       kbpack verify FILE\n"
     "       kbpack chunk FILE ID\n"
-    "       kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--] [QUESTION]\n"
+    "       kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--where COND]... [--] [QUESTION]\n"
     "       kbpack probe FILE VECTORS.f32\n";
 
 static int usage(void) {
@@ -226,6 +229,8 @@ typedef struct {
   kbp_unit unit;
   unsigned long long k;
   const char *vector_path, *question;
+  const char *where[64]; /* the filter's conditions (at most 64, as kbp_filter_compile takes) */
+  size_t n_where;
 } search_args;
 
 static int parse_search_args(int argc, char **argv, search_args *a) {
@@ -234,6 +239,7 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
   a->unit = KBP_UNIT_DEFAULT;
   a->k = 10;
   a->vector_path = a->question = NULL;
+  a->n_where = 0;
   for (int i = 0; i < argc; i++) {
     const char *arg = argv[i];
     int has_value = i + 1 < argc;
@@ -251,6 +257,9 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
       else return -1;
     } else if (!options_done && strcmp(arg, "-k") == 0 && has_value) {
       if (parse_count(argv[++i], 1000000000ULL, &a->k)) return -1;
+    } else if (!options_done && strcmp(arg, "--where") == 0 && has_value) {
+      if (a->n_where == sizeof a->where / sizeof a->where[0]) return -1;
+      a->where[a->n_where++] = argv[++i];
     } else if (!options_done && strcmp(arg, "--vector") == 0 && has_value) {
       a->vector_path = argv[++i];
     } else if (!options_done && arg[0] == '-' && arg[1] != 0) {
@@ -265,14 +274,15 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
 }
 
 /* The k best pages, each with its chunks (kbp_search_pages). */
-static int search_pages(kbp_bundle *kb, const float *q, const char *question, unsigned long long k_asked, kbp_mode mode) {
+static int search_pages(kbp_bundle *kb, const float *q, const char *question, unsigned long long k_asked, kbp_mode mode,
+                        const kbp_filter *filter) {
   size_t depth;
   if (kbp_page_settings(kb, &depth, NULL, NULL) != KBP_OK) return report_last(kb);
   size_t k = k_asked < depth ? (size_t)k_asked : depth, n = 0; /* no more than page_depth pages come back */
   kbp_page_hit *pages = malloc((k ? k : 1) * sizeof *pages);
   int code = 0;
   if (!pages) return complain("%s", "out of memory");
-  if (kbp_search_pages(kb, q, question, k, mode, pages, &n) != KBP_OK) code = report_last(kb);
+  if (kbp_search_pages_filtered(kb, q, question, k, mode, filter, pages, &n) != KBP_OK) code = report_last(kb);
   for (size_t i = 0; code == 0 && i < n; i++) {
     kbp_chunk c;
     if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) { /* its source path */
@@ -301,20 +311,24 @@ static int cmd_search(kbp_bundle *kb, search_args a) {
     return complain("%s search needs a QUESTION", used == KBP_MODE_LEXICAL ? "lexical" : "hybrid");
   kbp_unit unit = a.unit;
   if (unit == KBP_UNIT_DEFAULT && kbp_default_unit(kb, &unit) != KBP_OK) return report_last(kb);
+  kbp_filter *filter = NULL;
+  if (a.n_where && kbp_filter_compile(kb, a.where, a.n_where, &filter) != KBP_OK) return report_last(kb);
+  if (filter)
+    fprintf(stderr, "kbpack: filter: %llu of %llu chunks match\n", (unsigned long long)kbp_filter_matched(filter),
+            (unsigned long long)kbp_count(kb));
   float *q = NULL;
   int code = a.vector_path ? read_f32(a.vector_path, kbp_dim(kb), &q) : 0;
-  if (code) return code;
-  if (unit == KBP_UNIT_PAGE) {
-    code = search_pages(kb, q, a.question, a.k, used);
-    free(q);
-    return code;
+  if (code == 0 && unit == KBP_UNIT_PAGE) {
+    code = search_pages(kb, q, a.question, a.k, used, filter);
+  } else if (code == 0) {
+    size_t k = a.k < kbp_count(kb) ? (size_t)a.k : (size_t)kbp_count(kb), n = 0;
+    kbp_hit *hits = malloc((k ? k : 1) * sizeof *hits);
+    if (!hits) code = complain("%s", "out of memory");
+    else if (kbp_search_filtered(kb, q, a.question, k, used, filter, hits, &n) != KBP_OK) code = report_last(kb);
+    for (size_t i = 0; code == 0 && i < n; i++) printf("%llu %.17g\n", (unsigned long long)hits[i].id, hits[i].score);
+    free(hits);
   }
-  size_t k = a.k < kbp_count(kb) ? (size_t)a.k : (size_t)kbp_count(kb), n = 0;
-  kbp_hit *hits = malloc((k ? k : 1) * sizeof *hits);
-  if (!hits) code = complain("%s", "out of memory");
-  else if (kbp_search(kb, q, a.question, k, used, hits, &n) != KBP_OK) code = report_last(kb);
-  for (size_t i = 0; code == 0 && i < n; i++) printf("%llu %.17g\n", (unsigned long long)hits[i].id, hits[i].score);
-  free(hits);
+  kbp_filter_free(filter);
   free(q);
   return code;
 }
@@ -359,7 +373,7 @@ int main(int argc, char **argv) {
               strcmp(command, "search") == 0 || strcmp(command, "probe") == 0;
   if (!known) return usage();
   int takes_one_more = strcmp(command, "chunk") == 0 || strcmp(command, "probe") == 0;
-  search_args search = {KBP_MODE_DEFAULT, KBP_UNIT_DEFAULT, 10, NULL, NULL};
+  search_args search = {KBP_MODE_DEFAULT, KBP_UNIT_DEFAULT, 10, NULL, NULL, {NULL}, 0};
   if (strcmp(command, "search") == 0 ? parse_search_args(argc - 3, argv + 3, &search) != 0 : argc != 3 + takes_one_more)
     return usage();
   int code = 0;

@@ -90,6 +90,14 @@
 #define MAX_RRF_K 10000u
 #define MAX_PAGE_DEPTH 10000u /* retrieval.page_depth (FORMAT.md §2.8) */
 #define DEFAULT_PROBE_THRESHOLD 0.99
+/* document attributes and filters (FORMAT.md §2.10) */
+#define MAX_ATTRIBUTE_KEYS 64u
+#define MAX_ATTRIBUTE_KEY_CHARS 64u
+#define MAX_ATTRIBUTE_CHARS 1024u  /* code points of a string value */
+#define MAX_ATTRIBUTE_LIST 64u     /* strings in a list value */
+#define MAX_FILTER_CONDITIONS 64u
+#define MAX_GLOB_BYTES 1024u
+#define MAX_MATCHED_PATH_BYTES 4096u /* a longer source path matches no glob */
 /* Python's json recurses about 990 levels before RecursionError; stay a little below. */
 #define JSON_MAX_DEPTH 900
 /* CPython (3.11+) refuses to convert integer literals of more digits (int_max_str_digits). */
@@ -169,7 +177,7 @@ typedef struct {
 /* Sections this library reads; any other name is skipped (FORMAT.md §4). */
 enum { S_MANIFEST, S_VECTORS, S_CHUNKS, S_CHUNK_OFFSETS, S_INDEX, S_PROBES, S_PROBE_VECTORS,
        S_LEX_VOCAB, S_LEX_VOCAB_OFFSETS, S_LEX_POSTINGS, S_LEX_POSTINGS_OFFSETS, S_LEX_DOC_LENGTHS,
-       S_ENCODER_GRAPH, S_ENCODER_TOKENIZER, S_VECTOR_SCALES, S_VECTORS_BINARY, N_KNOWN };
+       S_ENCODER_GRAPH, S_ENCODER_TOKENIZER, S_VECTOR_SCALES, S_VECTORS_BINARY, S_ATTRIBUTES, N_KNOWN };
 
 typedef struct {
   int64_t index;   /* the block held, or -1 */
@@ -201,6 +209,18 @@ typedef struct {
   double page_share;
   double path_weight, heading_weight; /* 1.6, the context match (FORMAT.md §2.9); absent: 0 */
 } retrieval_settings;
+
+/* The attributes (FORMAT.md §2.10), checked whole by attributes.c before any use. */
+typedef enum { ATTR_STRING, ATTR_LIST, ATTR_INTEGER, ATTR_DATE } attr_type;
+typedef struct {
+  size_t n_keys;
+  char names[MAX_ATTRIBUTE_KEYS][MAX_ATTRIBUTE_KEY_CHARS + 1];
+  attr_type types[MAX_ATTRIBUTE_KEYS];
+  size_t n_rows;
+  uint64_t *firsts, *sources; /* each row's first chunk and source */
+  const char **rows;          /* each row's JSON array, in the section */
+  const char *end;            /* the end of the section's JSON */
+} attribute_table;
 
 typedef struct {
   const char *root, *end;  /* the probes section's JSON */
@@ -247,7 +267,8 @@ struct kbp_bundle {
   uint64_t *candidate_ids;           /* binary: the shortlist, in id order */
   size_t candidate_cap;
 
-  load_state lexical_state, retrieval_state, probes_state;
+  load_state lexical_state, retrieval_state, probes_state, attributes_state;
+  attribute_table attrs;
   lexical_index lex;
   retrieval_settings rs;
   probe_set probes;
@@ -333,7 +354,9 @@ KBP_INTERNAL int kbpi_by_rank(const void *pa, const void *pb);
 KBP_INTERNAL void kbpi_top_k_offer(top_k *t, double score, uint64_t id);
 KBP_INTERNAL void kbpi_top_k_sort(top_k *t);
 KBP_INTERNAL kbp_status kbpi_check_query_vector(kbp_bundle *kb, const float *q);
-KBP_INTERNAL kbp_status kbpi_dense_top(kbp_bundle *kb, const dense_query *dq, uint64_t k, scored **out, size_t *n);
+/* The k best rows (among the filter's when f is not NULL, FORMAT.md §2.10.2). */
+KBP_INTERNAL kbp_status kbpi_dense_top(kbp_bundle *kb, const dense_query *dq, uint64_t k, const kbp_filter *f, scored **out,
+                                       size_t *n);
 
 /* ============ lexical.c: the lexical index */
 
@@ -343,7 +366,8 @@ typedef void (*posting_visitor)(void *ctx, uint64_t id, uint64_t tf);
 
 KBP_INTERNAL kbp_status kbpi_lexical_ready(kbp_bundle *kb);
 KBP_INTERNAL kbp_status kbpi_walk_postings(kbp_bundle *kb, uint64_t t, uint64_t *df, posting_visitor visit, void *ctx);
-KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question);
+/* keep: NULL, or one byte per chunk (a filter's): postings of chunks with 0 are skipped. */
+KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question, const uint8_t *keep);
 KBP_INTERNAL kbp_status kbpi_lexical_top(kbp_bundle *kb, uint64_t k, scored **out, size_t *n);
 /* The context match (FORMAT.md §2.9): the question kbpi_score_lexical scored last (its terms in the
  * vocabulary with their idf); for a text (a part of a chunk's context, its first MAX_CONTEXT_CHARS
@@ -352,6 +376,16 @@ typedef struct context_query context_query;
 KBP_INTERNAL context_query *kbpi_scored_question(kbp_bundle *kb);
 KBP_INTERNAL kbp_status kbpi_context_sum(kbp_bundle *kb, context_query *cq, const uint8_t *text, size_t n, double *sum);
 KBP_INTERNAL void kbpi_context_query_free(context_query *cq);
+
+/* ============ attributes.c: attributes and filters */
+
+KBP_INTERNAL kbp_status kbpi_attributes_ready(kbp_bundle *kb);
+KBP_INTERNAL void kbpi_attributes_free(kbp_bundle *kb);
+/* KBP_ERR_ARGUMENT unless f is NULL or was compiled on this handle. */
+KBP_INTERNAL kbp_status kbpi_check_filter(kbp_bundle *kb, const kbp_filter *f);
+/* One byte per chunk, 1 when kept (NULL for no filter); the kept ids, increasing, and their number. */
+KBP_INTERNAL const uint8_t *kbpi_filter_keep(const kbp_filter *f);
+KBP_INTERNAL const uint64_t *kbpi_filter_ids(const kbp_filter *f, uint64_t *m);
 
 /* ============ search.c: retrieval settings */
 

@@ -311,6 +311,7 @@ static int64_t lookup_term(const lexical_index *x, const term *q) { /* binary se
 typedef struct {
   const lexical_index *x;
   double idf, avgdl;
+  const uint8_t *keep; /* a filter's chunks (FORMAT.md §2.10.2), or NULL for all */
 } bm25_term;
 
 /* score[id] += ((idf * tf) * (k1 + 1)) / (tf + k1 * ((1 - b) + (b * len) / avgdl)), each step
@@ -318,6 +319,7 @@ typedef struct {
 static void add_bm25(void *ctx, uint64_t id, uint64_t tf_count) {
   const bm25_term *bt = ctx;
   const lexical_index *x = bt->x;
+  if (bt->keep && !bt->keep[id]) return; /* a posting of a chunk the filter leaves out */
   double tf = (double)tf_count;
   double len = (double)le(x->doc_lengths + 4 * id, 4);
   double lnorm = (x->b * len) / bt->avgdl;
@@ -411,7 +413,7 @@ KBP_INTERNAL kbp_status kbpi_context_sum(kbp_bundle *kb, context_query *cq, cons
 
 /* BM25 of every chunk for the question into kb->lex.scores; its terms in the vocabulary, with
  * their idf, into kb->lex.question (kbpi_scored_question). */
-KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question) {
+KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question, const uint8_t *keep) {
   lexical_index *x = &kb->lex;
   if (x->stem == 2) return kbpi_invalid(kb, "manifest", "lexical: stemmer snowball-english is not supported by this reader");
   context_query *scored = scored_question(x);
@@ -426,7 +428,7 @@ KBP_INTERNAL kbp_status kbpi_score_lexical(kbp_bundle *kb, const char *question)
     return kbpi_out_of_memory(kb);
   }
   const double N = (double)x->n;
-  bm25_term bt = {x, 0, x->avg > 0 ? x->avg : 1.0};
+  bm25_term bt = {x, 0, x->avg > 0 ? x->avg : 1.0, keep};
   kbp_status st = KBP_OK;
   for (long i = 0; i < nt && st == KBP_OK; i++) {
     int64_t t = lookup_term(x, &terms[i]);

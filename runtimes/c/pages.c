@@ -152,6 +152,11 @@ static kbp_status fill_pages(kbp_bundle *kb, const page_member *members, page_gr
 
 kbp_status kbp_search_pages(kbp_bundle *kb, const float *query_vector, const char *question, size_t k, kbp_mode mode,
                             kbp_page_hit *pages, size_t *n_pages) {
+  return kbp_search_pages_filtered(kb, query_vector, question, k, mode, NULL, pages, n_pages);
+}
+
+kbp_status kbp_search_pages_filtered(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
+                                     kbp_mode mode, const kbp_filter *filter, kbp_page_hit *pages, size_t *n_pages) {
   if (!kb) return KBP_ERR_ARGUMENT;
   kbpi_clear_error(&kb->err);
   if (!n_pages || (k && !pages)) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "kbp_search_pages: pages and n_pages must not be NULL");
@@ -165,7 +170,7 @@ kbp_status kbp_search_pages(kbp_bundle *kb, const float *query_vector, const cha
   page_group *groups = malloc(depth * sizeof *groups);
   if (!hits || !members || !groups) st = kbpi_out_of_memory(kb);
   /* 1. the mode's best P chunks, whatever k is (k = 0: the same checks, no pages) */
-  if (st == KBP_OK) st = kbp_search(kb, query_vector, question, k ? depth : 0, mode, hits, &n);
+  if (st == KBP_OK) st = kbp_search_filtered(kb, query_vector, question, k ? depth : 0, mode, filter, hits, &n);
   for (size_t i = 0; st == KBP_OK && i < n; i++) {
     memset(&members[i], 0, sizeof members[i]);
     members[i].score = hits[i].score;

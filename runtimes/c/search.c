@@ -254,15 +254,17 @@ static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, s
   return add_context_match(kb, cand, nc, fused);
 }
 
-static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *question, size_t k, kbp_hit *hits, size_t *n_hits) {
+static kbp_status hybrid_search(kbp_bundle *kb, const float *q, const char *question, size_t k, const kbp_filter *f,
+                                kbp_hit *hits, size_t *n_hits) {
   uint64_t depth = k > kb->rs.depth ? k : kb->rs.depth;
   scored *d = NULL, *l = NULL, *fused = NULL;
   uint64_t *cand = NULL;
   size_t nd = 0, nl = 0, nc = 0;
   dense_query dq;
   kbp_status st = kbpi_prepare_query(kb, q, &dq);
-  if (st == KBP_OK) st = kbpi_dense_top(kb, &dq, depth, &d, &nd); /* two-stage with binary codes, as Python's */
-  if (st == KBP_OK) st = kbpi_score_lexical(kb, question);
+  /* both lists drawn from the filter's chunks (FORMAT.md §2.10.2); two-stage with binary codes, as Python's */
+  if (st == KBP_OK) st = kbpi_dense_top(kb, &dq, depth, f, &d, &nd);
+  if (st == KBP_OK) st = kbpi_score_lexical(kb, question, kbpi_filter_keep(f));
   if (st == KBP_OK) st = kbpi_lexical_top(kb, depth, &l, &nl);
   if (st == KBP_OK && nl == 0) { /* no word of the question in the index: the dense list */
     for (size_t i = 0; i < nd && i < k; i++) hits[i] = (kbp_hit){d[i].id, d[i].score};
@@ -296,23 +298,29 @@ static kbp_status copy_hits(const scored *s, size_t n, size_t k, kbp_hit *hits, 
 
 kbp_status kbp_search(kbp_bundle *kb, const float *query_vector, const char *question, size_t k, kbp_mode mode,
                       kbp_hit *hits, size_t *n_hits) {
+  return kbp_search_filtered(kb, query_vector, question, k, mode, NULL, hits, n_hits);
+}
+
+kbp_status kbp_search_filtered(kbp_bundle *kb, const float *query_vector, const char *question, size_t k, kbp_mode mode,
+                               const kbp_filter *filter, kbp_hit *hits, size_t *n_hits) {
   if (!kb) return KBP_ERR_ARGUMENT;
   kbpi_clear_error(&kb->err);
   if (!n_hits || (k && !hits)) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "kbp_search: hits and n_hits must not be NULL");
   *n_hits = 0;
   kbp_mode used;
-  kbp_status st = kbp_resolve_mode(kb, mode, &used);
+  kbp_status st = kbpi_check_filter(kb, filter);
   if (st != KBP_OK) return st;
+  if ((st = kbp_resolve_mode(kb, mode, &used)) != KBP_OK) return st;
   if (used != KBP_MODE_LEXICAL && (st = kbpi_check_query_vector(kb, query_vector)) != KBP_OK) return st;
   if (used != KBP_MODE_DENSE && !question) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "this search needs a question");
   if (k == 0) return KBP_OK;
   scored *top = NULL;
   size_t n = 0;
-  if (used == KBP_MODE_HYBRID) return hybrid_search(kb, query_vector, question, k, hits, n_hits);
+  if (used == KBP_MODE_HYBRID) return hybrid_search(kb, query_vector, question, k, filter, hits, n_hits);
   if (used == KBP_MODE_DENSE) {
     dense_query dq;
-    if ((st = kbpi_prepare_query(kb, query_vector, &dq)) == KBP_OK) st = kbpi_dense_top(kb, &dq, k, &top, &n);
-  } else if ((st = kbpi_score_lexical(kb, question)) == KBP_OK) {
+    if ((st = kbpi_prepare_query(kb, query_vector, &dq)) == KBP_OK) st = kbpi_dense_top(kb, &dq, k, filter, &top, &n);
+  } else if ((st = kbpi_score_lexical(kb, question, kbpi_filter_keep(filter))) == KBP_OK) {
     st = kbpi_lexical_top(kb, k, &top, &n);
   }
   if (st == KBP_OK) copy_hits(top, n, k, hits, n_hits);

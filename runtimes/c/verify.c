@@ -2,7 +2,7 @@
  * Bundle.verify checks it, so that the part named is the same. Every section's checksum and the
  * whole file's, every chunk block, the vectors (finite, or int8's scales) and the binary codes'
  * padding, the query encoder, the probes, every posting list, the FAISS index (faiss_index.c)
- * and the retrieval settings. */
+ * the retrieval settings and (format 1.7) the attributes. */
 #include "kbpack_internal.h"
 
 static kbp_status verify_sections(kbp_bundle *kb, int *body_ok) {
@@ -63,5 +63,10 @@ kbp_status kbp_verify(kbp_bundle *kb) {
   if (st == KBP_OK) st = verify_lexical(kb);
   if (st == KBP_OK) st = kbpi_verify_index(kb);
   if (st == KBP_OK) st = kbpi_retrieval_ready(kb);
+  if (st == KBP_OK) { /* 1.7: the attributes, checked whole (absent is no failure) */
+    kb->attributes_state = LOAD_UNKNOWN;
+    st = kbpi_attributes_ready(kb);
+    if (st == KBP_ERR_NOT_PRESENT) st = KBP_OK;
+  }
   return st;
 }
