@@ -10,8 +10,8 @@ problem met on the way is collected and reported at the end.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import datetime as _dt
-import math
 import os
 import sqlite3
 import sys
@@ -23,11 +23,12 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .engines import open_engine, prefetch
+from . import options as build_options
 from .errors import InputError, cli_names, option
 from .search.dense import DEFAULT_INDEX
 from .records import Problem
 from .format.retrieval import RetrievalSettings
-from .stages.sources import DEFAULT_MAX_FILE_BYTES, check_output_path, discover
+from .stages.sources import check_output_path, discover
 from .format.vectors import PRESETS
 from .stages.chunk import CHUNK_RECORDS_VERSION, ChunkStage, embedded_text  # noqa: F401 (re-exported)
 from .stages.embed import EmbedStage, ReusedVectors, embedder_identity  # noqa: F401 (re-exported)
@@ -39,10 +40,10 @@ from .stages.write import BundleSink
 # known so far (it grows while extraction runs)
 ProgressFn = Callable[[str, int, "int | None"], None]
 
-# Chunks wait for embedding in windows of 8 batches: a bigger batch would hold more records in memory.
-MAX_BATCH_SIZE = 4096
-MAX_FILE_TIMEOUT_S = 86_400
-MAX_WORKERS = 4 * (os.cpu_count() or 1)
+# the bounds of the options that have them, declared in kbc.options (kept here for older callers)
+MAX_BATCH_SIZE = build_options.MAX_BATCH_SIZE
+MAX_FILE_TIMEOUT_S = build_options.MAX_FILE_TIMEOUT_S
+MAX_WORKERS = build_options.MAX_WORKERS
 
 
 @dataclass
@@ -85,28 +86,20 @@ def created_timestamp() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _check_options(*, batch_size: int, file_timeout: float, workers: int | None, max_file_bytes: int | None,
-                   lexical: bool, default_mode: str | None, vectors: str, index: str,
-                   default_unit: str | None = None) -> RetrievalSettings:
-    if not 0 < batch_size <= MAX_BATCH_SIZE:
-        raise InputError(f"{option('batch_size')} must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}")
-    if not (math.isfinite(file_timeout) and 0 < file_timeout <= MAX_FILE_TIMEOUT_S):
-        raise InputError(f"{option('file_timeout')} must be a number of seconds in (0, {MAX_FILE_TIMEOUT_S}], not {file_timeout}")
-    if workers is not None and not 0 <= workers <= MAX_WORKERS:
-        raise InputError(f"{option('workers')} must be 0 (in-process) to {MAX_WORKERS} (4 per core), not {workers}")
-    if max_file_bytes is not None and max_file_bytes <= 0:
-        raise InputError(f"--max-file-mb must be positive, not {max_file_bytes / 2**20:g}" if cli_names()
-                         else f"max_file_bytes must be positive, not {max_file_bytes}")
-    if vectors not in PRESETS:
-        raise InputError(f"{option('vectors')} must be one of {', '.join(PRESETS)}, not {vectors!r}")
+def _check_combinations(o: dict[str, Any]) -> RetrievalSettings:
+    """What no single option's declaration can say: options that must agree with each other."""
+    index, vectors, lexical = o["index"], o["vectors"], o["lexical"]
+    if o["with_encoder"] and o["backend"] not in ("onnx", "onnx-int8"):
+        raise InputError(f"{option('with_encoder')} needs {option('backend')} onnx or onnx-int8 (it stores the "
+                         f"ONNX graph that made the vectors), not {o['backend']}")
     if (index.strip() or DEFAULT_INDEX) != DEFAULT_INDEX and PRESETS[vectors].dtype == "int8":
         why = ("is itself an index (its codes are searched first)" if PRESETS[vectors].binary else
                "is searched exactly over its bytes; a FAISS index would hold float copies of them again")
         raise InputError(f"{option('vectors')} {vectors} {why}: it needs {option('index')} Flat, not {index}")
-    mode = default_mode or ("hybrid" if lexical else "dense")
+    mode = o["default_mode"] or ("hybrid" if lexical else "dense")
     if mode != "dense" and not lexical:
         raise InputError(f"{option('default_mode')} {mode} needs the lexical index; " + ("drop --no-lexical" if cli_names() else "pass lexical=True"))
-    retrieval = RetrievalSettings(default_mode=mode, unit=default_unit or RetrievalSettings.unit)
+    retrieval = RetrievalSettings(default_mode=mode, unit=o["default_unit"] or RetrievalSettings.unit)
     try:
         retrieval.check()
     except ValueError as e:
@@ -114,29 +107,17 @@ def _check_options(*, batch_size: int, file_timeout: float, workers: int | None,
     return retrieval
 
 
-def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, model: str | None = None,
-          chunk_unit: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
-          batch_size: int = 32, device: str | None = None, index: str = DEFAULT_INDEX, backend: str = "onnx",
-          include: Sequence[str] = (), exclude: Sequence[str] = (), code: bool = False, strict: bool = False,
-          passwords: Sequence[str] = (), clean: bool = True, query_prompt: str | None = None,
-          document_prompt: str | None = None, vectors: str = "f32", workers: int | None = None,
-          file_timeout: float = 120.0, use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
-          reuse: Sequence[str | os.PathLike] = (), context: str = "auto", lexical: bool = True,
-          default_mode: str | None = None, default_unit: str | None = None, follow_symlinks: bool = False,
-          max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES, engine: str = "local",
-          ray_address: str | None = None, encoding: str | None = None, with_encoder: bool = False,
-          pdf_reader: str | None = None, build_options: dict | None = None, config_file: str | None = None,
-          progress: ProgressFn | None = None) -> BuildReport:
+def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, config_file: str | None = None,
+          progress: ProgressFn | None = None, **options: Any) -> BuildReport:
     """Build a .kbpack bundle from files and folders. Returns a report; raises KbcError on failure.
 
-    `code`: read source code and config files too (the opt-in `code` reader).
-    `pdf_reader`: which PDF reader variant (kbc.readers.variants_of("pdf"): pdfium, pypdf); None, the default.
-    `vectors`: how the bundle stores them, a kbc.format.vectors.PRESETS name (f32, f16, int8, binary).
-    `with_encoder`: store the ONNX graph that made the vectors and its tokenizer.json in the bundle,
-    so that a device embeds questions with exactly that (onnx and onnx-int8 backends).
-    `build_options`: the options as `kbc build` spells them, recorded in the manifest so that
-    `kbc build --from-bundle` can rebuild with them (the CLI passes them; see kbc.cli.config)."""
+    The keyword options are kbc.options.BUILD_OPTIONS (the flags of `kbc build`, with the same
+    defaults, types and ranges; `lexical=False` is `--no-lexical`, `passwords` is `--password`,
+    `use_cache=False` is `--no-cache`). The bundle records those that decide its content
+    (manifest `build_options`), so that `kbc build --from-bundle` rebuilds it alike.
+    `config_file`: where the CLI found them, for the report; `progress(stage, advance, total)`."""
     t_start = time.perf_counter()
+    o = build_options.checked(options)
     output = Path(output)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -144,41 +125,41 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         raise InputError(f"{output}: output path is a directory")
     if not output.parent.is_dir():
         raise InputError(f"{output}: output directory {output.parent} does not exist")
-    if with_encoder and backend not in ("onnx", "onnx-int8"):
-        raise InputError(f"{option('with_encoder')} needs {option('backend')} onnx or onnx-int8 (it stores the "
-                         f"ONNX graph that made the vectors), not {backend}")
-    retrieval = _check_options(batch_size=batch_size, file_timeout=file_timeout, workers=workers,
-                               max_file_bytes=max_file_bytes, lexical=lexical, default_mode=default_mode,
-                               vectors=vectors, index=index, default_unit=default_unit)
+    retrieval = _check_combinations(o)
+    model, backend, batch_size, vectors, lexical = o["model"], o["backend"], o["batch_size"], o["vectors"], o["lexical"]
+    max_file_bytes = int(o["max_file_mb"] * 2**20)
     walk_skipped: list[tuple[str, str]] = []
     walk_ignored: list[tuple[str, str]] = []
-    sources = discover(paths, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+    sources = discover(paths, include=o["include"], exclude=o["exclude"], follow_symlinks=o["follow_symlinks"],
                        max_file_bytes=max_file_bytes, skipped=walk_skipped, ignored=walk_ignored,
-                       opted_in=("code",) if code else ())
+                       opted_in=("code",) if o["code"] else ())
     check_output_path(output, inputs=[s.path for s in sources])
     progress = progress or (lambda stage, n, total: None)
 
     # The stages, each validating its options before any worker starts.
     t = time.perf_counter()
-    cache = _open_cache(cache_dir) if use_cache else None
+    cache = _open_cache(o["cache_dir"]) if o["use_cache"] else None
     with contextlib.ExitStack() as cleanup:  # closed in reverse: helpers stop before the stages they use
         if cache is not None:
             cleanup.callback(cache.close)
-        extract = ExtractStage(passwords=passwords, clean=clean, workers=workers, file_timeout=file_timeout,
-                               encoding=encoding, readers={"pdf": pdf_reader} if pdf_reader else None, cache=cache)
-        embed = EmbedStage(model=model, backend=backend, device=device, query_prompt=query_prompt,
-                           document_prompt=document_prompt, batch_size=batch_size, sessions=os.cpu_count() or 1,
-                           cache=cache, reuse=reuse)
+        extract = ExtractStage(passwords=o["passwords"], clean=o["clean"], workers=o["workers"],
+                               file_timeout=o["file_timeout"], encoding=o["encoding"],
+                               readers={"pdf": o["pdf_reader"]} if o["pdf_reader"] else None, cache=cache)
+        embed = EmbedStage(model=model, backend=backend, device=o["device"], query_prompt=o["query_prompt"],
+                           document_prompt=o["document_prompt"], batch_size=batch_size, sessions=os.cpu_count() or 1,
+                           cache=cache, reuse=o["reuse"])
         cleanup.callback(embed.close)
         described = embed.described  # the model's own files: enough to chunk while it loads
-        chunk = ChunkStage(spec=described, counter=embed.counter, unit=chunk_unit, size=chunk_size,
-                           overlap=chunk_overlap, context=context, extract_settings=extract.settings, cache=cache)
+        chunk = ChunkStage(spec=described, counter=embed.counter, unit=o["chunk_unit"], size=o["chunk_size"],
+                           overlap=o["chunk_overlap"], context=o["context"], extract_settings=extract.settings,
+                           cache=cache)
         # files that miss the cache are chunked where they are extracted (the engine's workers)
         extract.options = replace(extract.options, chunking=chunk.plan(embed.ref.path))
-        ledger = Ledger(walk_skipped, walk_ignored, strict=strict, total_files=len(sources), progress=progress)
+        ledger = Ledger(walk_skipped, walk_ignored, strict=o["strict"], total_files=len(sources), progress=progress)
         ledger.max_seq_length = described.max_seq_length
         # --device auto or cuda: the engine asks for a GPU only if the backend found one
-        runner = open_engine(engine, address=ray_address,
+        device = o["device"]
+        runner = open_engine(o["engine"], address=o["ray_address"],
                              device=device if device in (None, "cpu") else embed.spec.runtime.get("device", device))
         cleanup.callback(runner.close)
         seconds = {"setup": time.perf_counter() - t}
@@ -189,7 +170,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
         sink = None
         try:
             # made inside the try: an interrupt right after its temporary file exists still removes it
-            sink = BundleSink(output, dim=described.dim, vectors=vectors, lexical=lexical, index=index)
+            sink = BundleSink(output, dim=described.dim, vectors=vectors, lexical=lexical, index=o["index"])
             # Extraction, and chunking a window ahead of embedding, start now in their own threads,
             # while the model may still be loading. The first window is small so that the embedder
             # starts early, the rest big enough to keep every session busy.
@@ -220,10 +201,9 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
             manifest = {"kbc_version": __version__, "created": created_timestamp(), **embed.manifest(),
                         **chunk.manifest(), **extract.manifest(), **ledger.manifest(sink.count),
                         "retrieval": retrieval.to_manifest()}
-            if build_options is not None:
-                manifest["build_options"] = build_options
+            manifest["build_options"] = build_options.record(o)
             encoder = None
-            if with_encoder:
+            if o["with_encoder"]:
                 describe = getattr(embedder, "encoder_description", None)
                 if describe is None:
                     raise InputError(f"{option('with_encoder')}: backend {backend} has no ONNX graph to store")
@@ -244,6 +224,20 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode
                   "backend": spec.backend, "precision": spec.precision, "weights_sha256": spec.weights_sha256},
         chunking=manifest["chunking"], index=index_manifest, max_chunk_tokens=ledger.stats["max_tokens"],
         cache={**extract.stats, **embed.stats}, config_file=config_file, vectors=vectors, ignored=[{"path": p, "reason": r} for p, r in walk_ignored])
+
+
+def _signature() -> inspect.Signature:
+    """build()'s signature as help() and editors show it: the declared options as keywords."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("paths", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("output", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(o.name, keyword, default=None if callable(o.default) else o.default)
+               for o in build_options.BUILD_OPTIONS if o.library]
+    params += [inspect.Parameter("config_file", keyword, default=None), inspect.Parameter("progress", keyword, default=None)]
+    return inspect.Signature(params, return_annotation=BuildReport)
+
+
+build.__signature__ = _signature()
 
 
 class _Stopwatch:

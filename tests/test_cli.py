@@ -202,7 +202,7 @@ def test_library_errors_name_keywords_and_the_cli_names_flags(tmp_path):
     out = CliRunner().invoke(app, ["build", str(tmp_path / "a.md"), "-o", str(tmp_path / "kb.kbpack"),
                                    "--chunk-size", "10", "--chunk-overlap", "10"])
     assert out.exit_code == 2 and "--chunk-overlap must be >= 0 and smaller than --chunk-size" in out.stderr
-    with pytest.raises(InputError, match="^chunk_size must be positive"):  # the CLI left the library's names
+    with pytest.raises(InputError, match="^chunk_size must be an integer from 1 to 1,000,000, not 0"):  # the CLI left the library's names
         kbc.build(tmp_path / "a.md", tmp_path / "kb.kbpack", chunk_size=0)
 
 

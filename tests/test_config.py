@@ -71,8 +71,26 @@ def test_a_bundle_can_be_rebuilt_from_its_recorded_options(project, tiny_model):
     kbc_cli("build", str(project / "docs"), "-o", str(first), "-q", check=True)
     (project / "kbc.toml").unlink()
     again = project / "b.kbpack"
-    kbc_cli("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q", check=True)
+    kbc_cli("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "--model", str(tiny_model),
+            "-q", check=True)
     assert again.read_bytes() == first.read_bytes()
+
+
+def test_a_bundle_never_chooses_the_model_or_backend(project, tiny_model):
+    """A bundle from anywhere records the model (a path, perhaps ../ or absolute) and backend it was
+    built with: --from-bundle takes them only when the user's own options name the same, never
+    silently, so a downloaded bundle cannot make this machine load a folder it points at."""
+    first = project / "a.kbpack"
+    kbc_cli("build", str(project / "docs"), "-o", str(first), "--model", str(tiny_model), "-q", check=True)
+    again = project / "b.kbpack"
+    proc = kbc_cli("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q")
+    assert proc.returncode == 2 and not again.exists()
+    assert proc.stderr.count("\n") == 1 and "a bundle does not choose the model" in proc.stderr
+    assert str(tiny_model) in proc.stderr and "pass --model yourself" in proc.stderr
+    # the same model given by the user, and a backend the bundle records but the user resolves otherwise
+    proc = kbc_cli("build", str(project / "docs"), "-o", str(again), "--from-bundle", str(first), "-q",
+                   "--model", str(tiny_model), "--backend", "torch")
+    assert proc.returncode == 2 and "was built with --backend onnx" in proc.stderr and not again.exists()
 
 
 def test_a_config_inside_the_docs_folder_is_never_read(project, tiny_model):

@@ -21,7 +21,7 @@ LAYERS = [
     ("models and ranking", ["kbc.backends", "kbc.search"]),
     ("build", ["kbc.engines", "kbc.stages"]),
     ("query", ["kbc.query"]),
-    ("entry points", ["kbc.pipeline", "kbc.tools", "kbc.exporters"]),
+    ("entry points", ["kbc.options", "kbc.pipeline", "kbc.tools", "kbc.exporters"]),
     ("cli", ["kbc.cli", "kbc.__main__"]),
 ]
 

@@ -27,117 +27,29 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..errors import InputError
+from ..options import BUILD_OPTIONS, MAX_PATTERNS, MAX_STRING, BuildOption
 
 # A config file is input like any other: it is bounded before it is parsed, and every value is
 # checked against the type and range of the `kbc build` flag it stands for.
 MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a real kbc.toml or pyproject.toml is a few KB
 MAX_CONFIG_NESTING = 32  # arrays and inline tables inside each other (tomllib recurses on them)
-MAX_STRING = 4096  # characters in one string value (PATH_MAX on Linux)
-MAX_PATTERNS = 10_000  # globs in `include` or `exclude`
-MAX_CHUNK_SIZE = 1_000_000  # chunk size and overlap, in tokens or characters
-MAX_FILE_MB = 1 << 20  # `max-file-mb`: 1 TiB
 _PLUGIN_KEYS = ("plugins", "plugin", "kbc_plugins")
 
-
-def _choices(kind: str) -> Callable[[], list[str]]:
-    """The names a choice option takes, looked up when checked (plugins may add backends, engines
-    and readers, so the registries are read after they load)."""
-    def names() -> list[str]:
-        if kind == "backend":
-            from ..backends import all_backends
-            return list(all_backends())
-        if kind == "engine":
-            from ..engines import DESCRIPTIONS
-            return list(DESCRIPTIONS)
-        if kind == "pdf_reader":
-            from ..readers import variants_of
-            return variants_of("pdf")
-        if kind == "vectors":
-            from ..format.vectors import PRESETS
-            return list(PRESETS)
-        from ..modes import ContextMode, Mode, Unit
-        return [m.value for m in {"context": ContextMode, "default_mode": Mode, "default_unit": Unit}[kind]]
-    return names
-
-
-@dataclass(frozen=True)
-class Option:
-    """What one key takes: `kind` is str, int, number (int or float), bool or list (of strings);
-    ints and numbers lie in [lo, hi] (`lo_open`: lo itself excluded); `choices` lists the strings allowed."""
-
-    kind: str
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    choices: Callable[[], list[str]] | tuple[str, ...] | None = None
-    unit: str = ""
-
-    @property
-    def types(self) -> tuple[type, ...]:
-        return {"str": (str,), "int": (int,), "number": (int, float), "bool": (bool,), "list": (list,)}[self.kind]
-
-    def names(self) -> list[str]:
-        return list(self.choices() if callable(self.choices) else self.choices or ())
-
-    def allowed(self) -> str:
-        """The values this key takes, in words."""
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "list":
-            return f"a list of at most {MAX_PATTERNS:,} strings of at most {MAX_STRING} characters"
-        if self.kind == "str":
-            if self.choices is not None:
-                return "one of " + ", ".join(self.names())
-            return f"a string of at most {MAX_STRING} characters"
-        what = "an integer" if self.kind == "int" else "a number" + (f" of {self.unit}" if self.unit else "")
-        lo, hi = f"{self.lo:,}", f"{self.hi:,}"
-        if self.kind == "int":
-            return f"{what} from {lo} to {hi}"
-        return f"{what} in {'(' if self.lo_open else '['}{lo}, {hi}]"
-
-
-def _count(lo: int, hi: int) -> Option:
-    return Option("int", lo, hi)
-
-
-_STR, _BOOL = Option("str"), Option("bool")
-# option (as `kbc build` spells it, underscores) -> what it takes: the flag's type, its choices
-# (the CLI's enums), and the bounds the build checks (kbc.pipeline, kbc.stages.splitter) or a generous cap
-# where the flag has none, so that a huge integer never reaches a stage
-SPECS: dict[str, Option] = {
-    "model": _STR, "chunk_unit": Option("str", choices=("tokens", "chars", "document")),
-    "chunk_size": _count(1, MAX_CHUNK_SIZE), "chunk_overlap": _count(0, MAX_CHUNK_SIZE - 1),
-    "batch_size": _count(1, 4096),  # kbc.pipeline.MAX_BATCH_SIZE
-    "device": _STR, "backend": Option("str", choices=_choices("backend")),
-    "engine": Option("str", choices=_choices("engine")), "ray_address": _STR, "index": _STR,
-    "include": Option("list"), "exclude": Option("list"), "follow_symlinks": _BOOL, "code": _BOOL,
-    "encoding": _STR, "pdf_reader": Option("str", choices=_choices("pdf_reader")),
-    "query_prompt": _STR, "document_prompt": _STR, "float16": _BOOL,
-    "vectors": Option("str", choices=_choices("vectors")), "no_clean": _BOOL,
-    "context": Option("str", choices=_choices("context")), "no_lexical": _BOOL, "with_encoder": _BOOL,
-    "default_mode": Option("str", choices=_choices("default_mode")),
-    "default_unit": Option("str", choices=_choices("default_unit")),
-    "workers": _count(0, 4 * (os.cpu_count() or 1)),  # kbc.pipeline.MAX_WORKERS
-    "file_timeout": Option("number", 0, 86_400, lo_open=True, unit="seconds"),  # MAX_FILE_TIMEOUT_S
-    "max_file_mb": Option("number", 0, MAX_FILE_MB, lo_open=True, unit="MiB"),
-    "strict": _BOOL, "no_cache": _BOOL, "cache_dir": _STR,
-}
-# option -> the TOML types it takes (kept for callers of the older table)
+# key (as `kbc build` spells it, underscores) -> its declaration (kbc.options): the flag's type, its
+# choices, and the bounds the build checks, so that a huge integer never reaches a stage
+SPECS: dict[str, BuildOption] = {o.key: o for o in BUILD_OPTIONS if o.config}
+# key -> the TOML types it takes (kept for callers of the older table)
 OPTIONS: dict[str, tuple[type, ...]] = {k: o.types for k, o in SPECS.items()}
-_PATHS = {"model", "cache_dir"}
 # what a bundle records (manifest `build_options`) to be rebuilt from: everything that decides its
 # content; not machine-specific settings (workers, engine, cache), never secrets, and never the
 # switches that protect a build from its inputs or widen what it reads (follow-symlinks, max-file-mb,
 # code: a code base's config files may hold secrets): a bundle comes from anywhere, and only the
 # person running the build may lift those
-RECORDED = ("model", "chunk_unit", "chunk_size", "chunk_overlap", "backend", "index", "include", "exclude",
-            "encoding", "pdf_reader", "query_prompt", "document_prompt", "float16", "vectors", "no_clean", "context",
-            "no_lexical", "with_encoder", "default_mode", "default_unit", "strict")
+RECORDED = tuple(o.key for o in BUILD_OPTIONS if o.recorded)
 
 # what can open an array or inline table, outside comments and strings (the pre-parse nesting scan)
 _TOKENS = re.compile(r'''#[^\n]*|"""(?:\\.|[^\\])*?"""|\'\'\'.*?\'\'\'|"(?:\\.|[^"\\\n])*"|'[^'\n]*'|[\[\]{}]''', re.S)
@@ -281,7 +193,7 @@ def check_value(key: str, value: Any, *, where: str, name: str | None = None) ->
                   and value <= spec.hi)
         if not inside:
             raise InputError(f"{where}: {name} must be {spec.allowed()}, not {_show(value)}")
-    elif spec.kind == "str":
+    elif spec.kind in ("str", "path"):
         _check_string(value, where, name)
         if spec.choices is not None and value not in spec.names():
             raise InputError(f"{where}: {name} must be {spec.allowed()}, not {_show(value)}")
@@ -293,7 +205,7 @@ def check_value(key: str, value: Any, *, where: str, name: str | None = None) ->
             except LookupError:
                 raise InputError(f"{where}: {name} {_show(value)} is not an encoding Python knows "
                                  "(e.g. utf-8, latin-1, utf-16)") from None
-    elif spec.kind == "list":
+    elif spec.kind in ("list", "paths"):
         if len(value) > MAX_PATTERNS:
             raise InputError(f"{where}: {name} holds {len(value):,} items; allowed: {spec.allowed()}")
         for i, item in enumerate(value):
@@ -335,7 +247,7 @@ def checked_options(data: dict, *, where: str, base: Path | None = None,
             raise InputError(f"{where}: {name} is given twice (as {spelled[key]} and {name}): keep one")
         spelled[key] = name
         value = check_value(key, value, where=where, name=name)
-        if key in _PATHS and base is not None and not Path(value).is_absolute():
+        if SPECS[key].relative and base is not None and not Path(value).is_absolute():
             try:
                 if (base / value).exists():
                     value = str((base / value).resolve())
@@ -343,7 +255,3 @@ def checked_options(data: dict, *, where: str, base: Path | None = None,
                 pass
         out[key] = value
     return out
-
-
-def recorded(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: options[k] for k in RECORDED if options.get(k) not in (None, [], ())}
