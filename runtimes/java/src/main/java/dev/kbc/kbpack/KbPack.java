@@ -1,0 +1,247 @@
+package dev.kbc.kbpack;
+
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+
+/**
+ * An open .kbpack bundle (schemas/FORMAT.md) over libkbpack: open, verify, info, search (chunks or
+ * pages, every mode), chunk, probes.
+ *
+ * <pre>{@code
+ * try (KbPack kb = KbPack.open(Paths.get("kb.kbpack"))) {
+ *     for (Hit hit : kb.search(Query.of(vector, "How do I rotate the logs?").k(5))) {
+ *         Chunk c = kb.chunk(hit.id);
+ *         System.out.println(hit.score + " " + c.sourcePath + " p." + c.pageStart + ": " + c.text);
+ *     }
+ * }
+ * // Kotlin: KbPack.open(path).use { kb -> ... }
+ * }</pre>
+ *
+ * A bundle is untrusted input: libkbpack checks what it reads (every call returns in bounded time
+ * and memory, a damaged bundle is a KbPackException naming the part). Every failure, a closed
+ * handle or a wrong argument included, is a KbPackException; none crashes the JVM. Methods are
+ * synchronized: libkbpack's handle is not thread-safe, and close() must not free it under a
+ * running search. For parallel searches open one KbPack per thread (they share the file's pages).
+ *
+ * The native library is libkbpack_jni (System.loadLibrary), or the file the system property
+ * kbpack.library names (System.load).
+ */
+public final class KbPack implements AutoCloseable {
+    static {
+        String file = System.getProperty("kbpack.library");
+        if (file != null && !file.isEmpty()) {
+            System.load(file);
+        } else {
+            System.loadLibrary("kbpack_jni");
+        }
+    }
+
+    private long handle; // libkbpack's kbp_bundle *, 0 once closed
+    private final long count;
+    private final int dim;
+
+    private KbPack(long handle) {
+        this.handle = handle;
+        this.count = nCount(handle);
+        this.dim = nDim(handle);
+    }
+
+    /** Opens and maps the file, with libkbpack's cheap checks (header, table, manifest, lengths). */
+    public static KbPack open(Path path) {
+        if (path == null) {
+            throw argument("open: the path is null");
+        }
+        String text = path.toString();
+        if (text.indexOf('\0') >= 0) {
+            throw argument("open: the path holds a NUL character");
+        }
+        return new KbPack(nOpenPath(text.getBytes(StandardCharsets.UTF_8)));
+    }
+
+    /**
+     * Opens a bundle in memory, from position() to limit() (an Android asset read into a buffer):
+     * libkbpack copies it, so the buffer may be reused as soon as this returns. A direct buffer is
+     * read where it lies; a heap buffer through its array, or copied once when read-only.
+     */
+    public static KbPack open(ByteBuffer bundle) {
+        if (bundle == null) {
+            throw argument("open: the buffer is null");
+        }
+        int offset = bundle.position(), length = bundle.remaining();
+        if (bundle.isDirect()) {
+            return new KbPack(nOpenMemory(bundle, null, offset, length));
+        }
+        if (bundle.hasArray()) {
+            return new KbPack(nOpenMemory(null, bundle.array(), bundle.arrayOffset() + offset, length));
+        }
+        byte[] copy = new byte[length];
+        bundle.duplicate().get(copy);
+        return new KbPack(nOpenMemory(null, copy, 0, length));
+    }
+
+    public static KbPack open(byte[] bundle) {
+        if (bundle == null) {
+            throw argument("open: the array is null");
+        }
+        return new KbPack(nOpenMemory(null, bundle, 0, bundle.length));
+    }
+
+    /** Every check `kbc inspect --verify` makes (reads the whole file); throws naming the first damaged part. */
+    public synchronized void verify() {
+        nVerify(live());
+    }
+
+    public synchronized Info info() {
+        long h = live();
+        int format = nFormat(h);
+        return new Info(format >>> 16, format & 0xffff, count, dim, Chunk.text(nDtype(h)), Chunk.text(nEmbedderName(h)),
+                nHasLexical(h), nBinary(h), Chunk.text(nManifestJson(h)));
+    }
+
+    /** The mode a search asking for `requested` uses (DEFAULT resolved by the manifest). */
+    public synchronized Mode resolveMode(Mode requested) {
+        return Mode.of(nResolveMode(live(), (requested == null ? Mode.DEFAULT : requested).ordinal()));
+    }
+
+    /** The unit the bundle's author chose (manifest retrieval.unit): CHUNK or PAGE. */
+    public synchronized Unit defaultUnit() {
+        return Unit.of(nDefaultUnit(live()));
+    }
+
+    /** The k best chunks, best first (kbp_search). */
+    public synchronized List<Hit> search(Query query) {
+        long h = live();
+        checkQuery(query);
+        int room = (int) Math.max(1, Math.min(query.k, count));
+        long[] ids = new long[room];
+        double[] scores = new double[room];
+        int n = nSearch(h, query.vector, utf8(query.question), query.k, query.mode.ordinal(), ids, scores);
+        List<Hit> hits = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) {
+            hits.add(new Hit(ids[i], scores[i]));
+        }
+        return Collections.unmodifiableList(hits);
+    }
+
+    public List<Hit> search(float[] vector, String question, int k, Mode mode) {
+        return search(Query.of(vector, question).k(k).mode(mode));
+    }
+
+    /** The k best pages, best first, each with its best chunks (kbp_search_pages, FORMAT.md §2.8). */
+    public synchronized List<PageHit> searchPages(Query query) {
+        long h = live();
+        checkQuery(query);
+        return Collections.unmodifiableList(Arrays.asList(
+                nSearchPages(h, query.vector, utf8(query.question), query.k, query.mode.ordinal())));
+    }
+
+    /** Chunk `id` (0 <= id < count) with its provenance. */
+    public synchronized Chunk chunk(long id) {
+        long h = live();
+        if (id < 0 || id >= count) {
+            throw argument("chunk: id " + id + " is out of range (the bundle has " + count + " chunks)");
+        }
+        return nChunk(h, id);
+    }
+
+    /** The number of embedder probes; NOT_PRESENT for bundles without them. */
+    public synchronized int probeCount() {
+        return nProbeCount(live());
+    }
+
+    public synchronized Probe probe(int i) {
+        return nProbe(live(), i);
+    }
+
+    /** Compares an engine's embeddings of every probe's input (row i: probe i) with the bundle's. */
+    public synchronized ProbeResult probeCheck(float[][] vectors) {
+        long h = live();
+        if (vectors == null) {
+            throw argument("probe check: the vectors are null");
+        }
+        float[] flat = new float[Math.multiplyExact(vectors.length, dim)];
+        for (int i = 0; i < vectors.length; i++) {
+            if (vectors[i] == null || vectors[i].length != dim) {
+                throw argument("probe check: vector " + i + " is not " + dim + " floats");
+            }
+            System.arraycopy(vectors[i], 0, flat, i * dim, dim);
+        }
+        return nProbeCheck(h, flat, vectors.length);
+    }
+
+    /** Frees the handle; later calls throw KbPackException (status CLOSED). Closing twice is allowed. */
+    @Override
+    public synchronized void close() {
+        if (handle != 0) {
+            nClose(handle);
+            handle = 0;
+        }
+    }
+
+    public synchronized boolean isClosed() {
+        return handle == 0;
+    }
+
+    private long live() {
+        if (handle == 0) {
+            throw new KbPackException(KbPackException.Status.CLOSED, "", "kbpack: the bundle is closed");
+        }
+        return handle;
+    }
+
+    /** Java-side checks with messages an app developer can act on; the C side checks again. */
+    private void checkQuery(Query query) {
+        if (query == null) {
+            throw argument("search: the query is null");
+        }
+        if (query.k < 1) {
+            throw argument("search: k must be at least 1, not " + query.k);
+        }
+        if (query.vector != null && query.vector.length != dim) {
+            throw argument("search: the query vector has " + query.vector.length + " floats, the bundle's vectors " + dim);
+        }
+        Mode used = Mode.of(nResolveMode(handle, query.mode.ordinal()));
+        if ((used == Mode.DENSE || used == Mode.HYBRID) && query.vector == null) {
+            throw argument("search: " + used.name().toLowerCase() + " search needs the query vector (it is null)");
+        }
+        if ((used == Mode.LEXICAL || used == Mode.HYBRID) && query.question == null) {
+            throw argument("search: " + used.name().toLowerCase() + " search needs the question (it is null)");
+        }
+    }
+
+    private static byte[] utf8(String s) {
+        return s == null ? null : s.getBytes(StandardCharsets.UTF_8);
+    }
+
+    private static KbPackException argument(String message) {
+        return new KbPackException(KbPackException.Status.ARGUMENT, "", "kbpack: " + message);
+    }
+
+    // ---- runtimes/java/src/main/c/kbpack_jni.c; each throws KbPackException on failure
+    private static native long nOpenPath(byte[] path);
+    private static native long nOpenMemory(ByteBuffer direct, byte[] heap, int offset, int length);
+    private static native void nClose(long h);
+    private static native void nVerify(long h);
+    private static native long nCount(long h);
+    private static native int nDim(long h);
+    private static native int nFormat(long h);
+    private static native byte[] nDtype(long h);
+    private static native byte[] nEmbedderName(long h);
+    private static native byte[] nManifestJson(long h);
+    private static native boolean nHasLexical(long h);
+    private static native boolean nBinary(long h);
+    private static native int nResolveMode(long h, int mode);
+    private static native int nDefaultUnit(long h);
+    private static native int nSearch(long h, float[] vector, byte[] question, int k, int mode, long[] ids,
+                                      double[] scores);
+    private static native PageHit[] nSearchPages(long h, float[] vector, byte[] question, int k, int mode);
+    private static native Chunk nChunk(long h, long id);
+    private static native int nProbeCount(long h);
+    private static native Probe nProbe(long h, int i);
+    private static native ProbeResult nProbeCheck(long h, float[] vectors, int n);
+}
