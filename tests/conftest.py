@@ -341,3 +341,34 @@ def crafted_bundles(tmp_path_factory, genuine) -> dict[str, Path]:
 
     folder = built_once(tmp_path_factory, "crafted", build)
     return {name: folder / "seeds" / file for name, file in json.loads((folder / "names.json").read_text()).items()}
+
+
+def require_or_skip(reason: str) -> None:
+    """A missing toolchain for another target (WebAssembly, aarch64): a skip with the reason, or under
+    KBC_REQUIRE_RUNTIMES (set by .ci/run, which installs them) a failure."""
+    if os.environ.get("KBC_REQUIRE_RUNTIMES"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def zstd_source(tmp_path_factory) -> Path:
+    """zstd's C sources (zstd.c, zstd.h) for the targets that have no libzstd package (runtimes/js's
+    WebAssembly, the aarch64 cross build): KBC_ZSTD_SRC when set (a folder holding them), else
+    `make -C runtimes/c zstd-src` once per test run (the `zstandard` sdist from PyPI, SHA-256 checked)."""
+    if os.environ.get("KBC_ZSTD_SRC"):
+        folder = Path(os.environ["KBC_ZSTD_SRC"])
+        if not (folder / "zstd.c").is_file():
+            pytest.fail(f"KBC_ZSTD_SRC={folder} holds no zstd.c")
+        return folder
+
+    def fetch(folder: Path) -> None:
+        proc = subprocess.run(["make", "-s", "-C", str(LIBKBPACK_SRC), "zstd-src", f"ZSTD_SRC={folder}",
+                               f"PYTHON={sys.executable}"], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(" ".join((proc.stderr or proc.stdout).split())[-300:])
+
+    try:
+        return built_once(tmp_path_factory, "zstd-src", fetch)
+    except RuntimeError as e:
+        require_or_skip(f"zstd sources: `make -C runtimes/c zstd-src` failed (no PyPI?): {e}")
