@@ -1,12 +1,15 @@
 """Error types. Each carries the process exit code the CLI uses, so CI can tell failures apart.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/configuration.md):
   0  success
   1  unexpected internal error (a bug: please report it)
   2  bad input or usage: missing path, no supported files, bad option, output not writable
   3  bundle invalid: corrupt, truncated, wrong magic, unsupported version, checksum mismatch
   4  model problem: not found locally, or does not match the model recorded in a bundle
   5  --strict build found skipped or degraded files (no output written)
+  6  kbc probe: the device's probe vectors disagree with the bundle
+  7  kbc diff: the bundles differ
+  8  kbc eval --fail-under: a metric is under its threshold
 """
 
 from __future__ import annotations

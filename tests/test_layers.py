@@ -1,4 +1,4 @@
-"""The package's layers (README, Layout): every kbc module imports only from its own layer or the
+"""The package's layers (docs/extending.md#layout): every kbc module imports only from its own layer or the
 ones below it, so a change to a lower layer never needs a higher one and there is no cycle. The
 rule is read off the source (every `import` and `from ... import`, lazy ones inside functions
 included), not off what happens to be loaded."""
@@ -67,7 +67,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 
 def test_every_module_has_a_layer():
     missing = [module_name(p) for p in MODULES if module_name(p) != "kbc" and layer_of(module_name(p)) is None]
-    assert not missing, f"modules in no layer (add them to LAYERS and the README's Layout): {missing}"
+    assert not missing, f"modules in no layer (add them to LAYERS and docs/extending.md's Layout): {missing}"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
