@@ -572,7 +572,8 @@ kbp_status kbp_filter_compile(kbp_bundle *kb, const char *const *conditions, siz
   *out = NULL;
   kbp_status st = kbpi_attributes_ready(kb);
   if (st != KBP_OK && st != KBP_ERR_NOT_PRESENT) return st;
-  int absent = st == KBP_ERR_NOT_PRESENT;
+  int absent = st == KBP_ERR_NOT_PRESENT; /* refused below, condition by condition, as Python refuses it */
+  st = KBP_OK;
   kbpi_clear_error(&kb->err);
   if (!n) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "an empty filter: give at least one condition");
   if (n > MAX_FILTER_CONDITIONS) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "%zu conditions: at most %u", n, MAX_FILTER_CONDITIONS);
