@@ -1,6 +1,8 @@
 """`kbc build --with-encoder`: the bundle carries the ONNX graph that made its vectors and the
 tokenizer, and a script with no kbc import (runtimes/python/kbpack_encoder.py: numpy, onnxruntime,
-tokenizers) embeds the probe texts from the bundle alone and passes `kbc probe`."""
+tokenizers) embeds the probe texts from the bundle alone and passes `kbc probe`. The rest of the Python
+runtime package (runtimes/python/kbpack_runtime: libkbpack through ctypes) searches as kbc's reader does,
+and its example (runtimes/python/examples/search.py) runs where kbc cannot be imported."""
 
 from __future__ import annotations
 
@@ -90,3 +92,92 @@ def test_with_encoder_needs_an_onnx_backend(tmp_path, tiny_model):
                    "--backend", "torch", "--with-encoder")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--with-encoder needs --backend onnx or onnx-int8" in proc.stderr and not (tmp_path / "kb.kbpack").exists()
+
+
+# --------------------------------------------------------------------------- the Python runtime package
+
+EXAMPLE = ROOT / "runtimes" / "python" / "examples" / "search.py"
+QUESTIONS = ["How do I run only the tests whose names match a filter?", "cargo new hello_cargo",
+             "How often should I water the greenhouse?", "the and of what", "zzzqx unknownword"]
+
+
+def test_the_runtimes_libkbpack_binding_searches_as_kbcs_reader(tiny_encoder_bundle, libkbpack):
+    """kbpack_runtime.libkbpack (ctypes over libkbpack.so) against kbc's reader: the same ranking in
+    every mode (ties as the C tests allow them for the tiny model), the same chunks."""
+    from kbc.query.knowledge_base import KnowledgeBase
+    from kbpack_runtime import Encoder
+    from kbpack_runtime.libkbpack import Bundle as CBundle
+    from test_libkbpack import NEAR_TIE, assert_same_ranking, ranked
+
+    encoder = Encoder.from_bundle(str(tiny_encoder_bundle))
+    compared = 0
+    with CBundle(tiny_encoder_bundle, library=str(libkbpack.build / "libkbpack.so")) as cb, \
+            KnowledgeBase(tiny_encoder_bundle) as kb:
+        for question in QUESTIONS:
+            v = encoder.embed(question)
+            for mode in ("dense", "lexical", "hybrid"):
+                got = cb.search(v, question, k=10, mode=mode)
+                py = ranked(*kb.retriever.search(v[None], [question], 10, mode=mode)[0])
+                assert_same_ranking(got, py, 0.0 if mode == "lexical" else 1e-5, (question, mode), NEAR_TIE["tiny"])
+                compared += len(got)
+        for i in (0, 63, 64, kb.bundle.count - 1):
+            chunk, py = cb.chunk(i), kb.bundle.chunk(i)
+            assert (chunk["text"], chunk["source_path"], chunk.get("page_start")) == \
+                   (py["text"], kb.bundle.source_path(py), py.get("page_start"))
+    assert compared > 80
+
+
+def test_the_runtimes_libkbpack_binding_refuses_misuse_in_one_exception(tiny_encoder_bundle, libkbpack, tmp_path):
+    from kbpack_runtime.libkbpack import Bundle as CBundle
+    from kbpack_runtime.libkbpack import KbpackError
+
+    library = str(libkbpack.build / "libkbpack.so")
+    empty = tmp_path / "empty.kbpack"
+    empty.write_bytes(b"")
+    cb = CBundle(tiny_encoder_bundle, library=library)
+    cases = {
+        "short vector": (lambda: cb.search(np.zeros(cb.dim - 1), None, mode="dense"), "argument"),
+        "k 0": (lambda: cb.search(np.zeros(cb.dim), None, k=0, mode="dense"), "argument"),
+        "no vector, dense": (lambda: cb.search(None, "pump", mode="dense"), "argument"),
+        "chunk out of range": (lambda: cb.chunk(cb.count), "argument"),
+        "0-byte bundle": (lambda: CBundle(empty, library=library), "invalid"),
+        "missing bundle": (lambda: CBundle(tmp_path / "none.kbpack", library=library), "io"),
+        "missing library": (lambda: CBundle(tiny_encoder_bundle, library=str(tmp_path / "none.so")), "library"),
+    }
+    for name, (call, status) in cases.items():
+        with pytest.raises(KbpackError) as e:
+            call()
+        assert e.value.status == status and str(e.value) and "\n" not in str(e.value), name
+    cb.close()
+    with pytest.raises(KbpackError, match="closed"):
+        cb.search(np.zeros(cb.dim), None, mode="dense")
+
+
+def test_the_python_example_prints_the_best_chunk_with_its_source_and_page(tiny_encoder_bundle, libkbpack, tmp_path):
+    """runtimes/python/examples/search.py as the docs run it, in a process where kbc cannot be imported."""
+    from kbc.query.knowledge_base import KnowledgeBase
+    from kbpack_runtime import Encoder
+
+    question = QUESTIONS[0]
+    library = str(libkbpack.build / "libkbpack.so")
+    blocked = ("import sys, runpy; sys.modules['kbc'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", blocked, str(EXAMPLE), str(tiny_encoder_bundle), question,
+                           "--library", library], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first, *text = proc.stdout.splitlines()
+    v = Encoder.from_bundle(str(tiny_encoder_bundle)).embed(question)
+    with KnowledgeBase(tiny_encoder_bundle) as kb:
+        scores, ids = kb.retriever.search(v[None], [question], 3, mode=None)[0]
+        best = kb.bundle.chunk(int(ids[0]))
+        path = kb.bundle.source_path(best)
+    score, shown_path, *page = first.split(" ")
+    assert abs(float(score) - float(scores[0])) < 1e-4 and shown_path == path
+    assert page == (["p.", str(best["page_start"])] if "page_start" in best else [])
+    assert "\n".join(text) == best["text"]
+
+    broken = tmp_path / "broken.kbpack"
+    broken.write_bytes(tiny_encoder_bundle.read_bytes()[:1000])
+    refused = subprocess.run([sys.executable, str(EXAMPLE), str(broken), question, "--lexical", "--library", library],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 3 and refused.stderr.count("\n") == 1 and str(broken) in refused.stderr

@@ -2,11 +2,13 @@
 
 guard    the checks an encoder graph and tokenizer.json pass before onnxruntime or tokenizers reads
          them (FORMAT.md §5.1); kbc itself imports them from here, so there is one copy
-encoder  the bundle's own query encoder: Encoder.from_bundle(path).embed(question) -> float32[dim],
-         and the `kbpack-encode` command
+encoder    the bundle's own query encoder: Encoder.from_bundle(path).embed(question) -> float32[dim],
+           and the `kbpack-encode` command
+libkbpack  search and chunks through libkbpack (runtimes/c, the C library every runtime uses) by
+           ctypes: Bundle(path, library=...).search(vector, question, k, mode), .chunk(id)
 
 Depends on numpy, onnxruntime and tokenizers only, and never imports kbc: a device installs this
-package alone (pip install runtimes/python). Searching a bundle is libkbpack's job (runtimes/c).
+package alone (pip install runtimes/python). examples/search.py puts the three together.
 """
 
 from .encoder import Encoder, Refused, Unusable
