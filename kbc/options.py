@@ -182,6 +182,11 @@ BUILD_OPTIONS: tuple[BuildOption, ...] = (
     BuildOption("index", "str", "Flat", recorded=True,
                 help="Flat (exact, no index stored) or a FAISS factory string: HNSW32, IVF256,Flat, IVF256,PQ32."),
     BuildOption("include", "list", (), recorded=True, help="Only files matching this glob (repeatable)."),
+    # kbc.toml's [[attributes]] tables arrive here too, one item per value (kbc.cli.config)
+    BuildOption("attr", "list", (), recorded=True,
+                help="An attribute of the documents, [GLOB:]KEY=VALUE (repeatable): every file's, or those under the "
+                     "glob's (manuals/x200/**:product=x200); a,b is a list, digits an integer, YYYY-MM-DD a date. "
+                     "Filter by it: kbc query --where KEY=VALUE (FORMAT.md 2.10)."),
     BuildOption("exclude", "list", (), recorded=True, help="Skip files matching this glob (repeatable)."),
     BuildOption("follow_symlinks", "bool", False,
                 help="Also read files that symbolic links inside a folder point to outside it (skipped, and listed, "

@@ -40,6 +40,8 @@ def evaluate(
     rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
                                           "sentence-transformers CrossEncoder from this local directory (desktop only; "
                                           "a device ranks as the bundle says)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", help="Search only chunks whose document meets this "
+                                              "condition (repeat: all must hold), as kbc query --where does."),
     per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
     vectors: Optional[List[VectorsChoice]] = typer.Option(None, "--vectors", help="Compare vector encodings "
                                                           "(repeatable: --vectors f32 --vectors int8 ...): each derived "
@@ -81,7 +83,8 @@ def evaluate(
     unit_name = unit.value if unit else None
     reranker = _load_reranker(rerank)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
-                       sessions=os.cpu_count() or 1, fusion=overrides, reranker=reranker) as kb:
+                       sessions=os.cpu_count() or 1, fusion=overrides, reranker=reranker, where=where or None) as kb:
+        scope = kb.filter(where) if where else None  # refused before a query is embedded
         with _Progress(enabled=not as_json and sys.stderr.isatty()) as progress:
             if vectors:
                 from ..tools.evaluate import compare_vectors
@@ -98,8 +101,12 @@ def evaluate(
         _print_vectors_comparison(compared, as_json=as_json, queries_file=queries)
         return
     missed = _thresholds_missed(report, thresholds, queries, qrels)
+    if scope is not None and not as_json:
+        print(f"kbc: filter {' and '.join(where)}: {scope.matched} of {scope.mask.size} chunks searched", file=sys.stderr)
     if as_json:
         out = report.to_dict(per_query=per_query)
+        if scope is not None:
+            out["where"], out["matched"] = list(where), scope.matched
         if thresholds:
             out["fail_under"] = {name: {"threshold": limit, "value": report.metrics[name],
                                         "passed": report.metrics[name] >= limit}

@@ -11,6 +11,23 @@ from .typer_app import _emit_json, app, handle_errors
 from .render import _print_inspect
 
 
+def _print_attributes(attributes) -> None:
+    """`attributes:` then a line per key: its type, how many chunks have it, its frequent values."""
+    from .typer_app import _safe
+
+    if attributes is None:
+        print("attributes: none (built before format 1.7): kbc query --where cannot filter this bundle")
+        return
+    if "error" in attributes:
+        print(f"attributes: unreadable: {_safe(attributes['error'])}")
+        return
+    print(f"attributes: {len(attributes)} keys (kbc query --where KEY=VALUE, path:GLOB)")
+    for a in attributes:
+        shown = ", ".join(f"{_safe(str(v['value']))[:40]} ({v['chunks']})" for v in a["values"])
+        more = f", ... {a['distinct'] - len(a['values'])} more" if a["distinct"] > len(a["values"]) else ""
+        print(f"  {a['name']} ({a['type']}, {a['chunks']} chunks): {shown}{more}")
+
+
 @app.command()
 @handle_errors
 def inspect(
@@ -63,6 +80,11 @@ def inspect(
                 "max_seq_length": ps.meta.get("max_seq_length"), "threshold": ps.meta.get("threshold")}
         except BundleError as e:
             info["probes"] = {"error": e.detail}
+        try:  # 1.7: each key, its type and its most frequent values (FORMAT.md §2.10); null before 1.7
+            table = b.attributes() if not error else None
+            info["attributes"] = None if table is None else table.summary()
+        except BundleError as e:
+            info["attributes"] = {"error": e.detail}
         shown = [b.chunk(i) for i in range(min(chunks, b.count))] if chunks and not error else []
         if as_json:
             if shown:
@@ -70,6 +92,7 @@ def inspect(
             _emit_json(info)
         else:
             _print_inspect(info, shown, b.source_path)
+            _print_attributes(info["attributes"])
         if error:
             if not as_json:
                 print(f"kbc: error: {bundle}: {error['section']}: {error['message']}", file=sys.stderr)

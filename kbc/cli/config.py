@@ -216,6 +216,39 @@ def check_value(key: str, value: Any, *, where: str, name: str | None = None) ->
     return value
 
 
+def _attribute_tables(data: dict, where: str) -> dict:
+    """`[[attributes]]` tables (`match = "manuals/x200/**"`, then KEY = value pairs: a string, an
+    integer, a date as a string, or a list of strings) as `attr` items `GLOB:KEY=VALUE` after any
+    `attr` the file sets, so a file and the CLI declare attributes one way (FORMAT.md §2.10)."""
+    from ..format.attributes import valid_key
+
+    tables = data["attributes"]
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise InputError(f"{where}: attributes must be [[attributes]] tables, not {_type(tables)}")
+    items = list(data.get("attr") or []) if isinstance(data.get("attr") or [], list) else data["attr"]
+    for i, table in enumerate(tables, 1):
+        glob = table.get("match", "**")
+        if not isinstance(glob, str) or not glob or ":" in glob or "=" in glob:
+            raise InputError(f"{where}: attributes table {i}: match must be a path glob without ':' or '=', "
+                             f"not {_show(glob)}")
+        for key, value in table.items():
+            if key == "match":
+                continue
+            if not valid_key(key):
+                raise InputError(f"{where}: attributes table {i}: {_name(key)} is no attribute name "
+                                 "([A-Za-z_][A-Za-z0-9_.-]*, at most 64 characters, not path)")
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and len(value) < 2 or not all(
+                    isinstance(v, str) and "," not in v or isinstance(v, int) and not isinstance(v, bool)
+                    for v in values):
+                raise InputError(f"{where}: attributes table {i}: {key} must be a string, an integer or a list of at "
+                                 f"least two strings (none holding ','), not {_show(value)}")
+            items.append(f"{glob}:{key}={','.join(str(v) for v in values)}")
+    rest = {k: v for k, v in data.items() if k != "attributes"}
+    rest["attr"] = items
+    return rest
+
+
 def checked_options(data: dict, *, where: str, base: Path | None = None,
                     allowed: Sequence[str] | None = None) -> dict[str, Any]:
     """`data` as options; `allowed` narrows the keys (a bundle's record may only hold RECORDED).
@@ -223,6 +256,8 @@ def checked_options(data: dict, *, where: str, base: Path | None = None,
     other is one InputError naming `where`, the key and what it takes."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: must be a table of options, not {_type(data)}")
+    if "attributes" in data and allowed is None:
+        data = _attribute_tables(data, where)
     out: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for raw_key, value in data.items():

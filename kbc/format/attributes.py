@@ -265,6 +265,28 @@ class AttributeTable:
             values.append(row[2:])
         return cls(dict(keys), firsts, sources, values, count)
 
+    def summary(self, top: int = 5) -> list[dict]:
+        """Per key: its type, how many chunks have a value, and its most frequent values by chunks
+        (a list's items each count), most first, then by value: what `kbc inspect` shows."""
+        from collections import Counter
+
+        runs = self.row_runs()
+        out = []
+        for column, (name, kind) in enumerate(self.keys.items()):
+            counts: Counter = Counter()
+            having = 0
+            for (start, stop), row in zip(runs, self.values):
+                value = row[column]
+                if value is None:
+                    continue
+                having += stop - start
+                for v in (value if kind == "list" else [value]):
+                    counts[v] += stop - start
+            frequent = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:top]
+            out.append({"name": name, "type": kind, "chunks": having, "distinct": len(counts),
+                        "values": [{"value": v, "chunks": n} for v, n in frequent]})
+        return out
+
     def row_runs(self) -> list[tuple[int, int]]:
         """(start, stop) chunk ids of each row."""
         stops = self.firsts[1:] + [self.count]

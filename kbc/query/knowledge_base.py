@@ -93,8 +93,10 @@ class PageHit:
 class KnowledgeBase:
     def __init__(self, path: str | os.PathLike, *, model: str | None = None, allow_model_mismatch: bool = False,
                  backend: str = "auto", device: str | None = None, sessions: int = 1,
-                 fusion: dict | None = None, reranker=None):
+                 fusion: dict | None = None, reranker=None, where=None):
         self.bundle = Bundle(path)
+        # conditions every ranking of this handle applies unless it names its own (`kbc eval --where`)
+        self._scope = where
         # a kbc.query.rerank.Reranker: every ranking takes more first-stage chunks and re-orders them by it
         self.reranker = reranker
         self.manifest = self.bundle.manifest
@@ -241,6 +243,7 @@ class KnowledgeBase:
     def _allowed(self, where):
         from ..format.filters import Filter
 
+        where = self._scope if where is None else where
         if where is None or isinstance(where, Filter):
             return where
         return self.filter(where)

@@ -4,6 +4,7 @@ lexical index is built alongside, and the FAISS index, probes and manifest close
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -20,25 +21,27 @@ from .chunk import ATTRIBUTES_KEY
 
 
 def declared_attributes(build_options) -> list[tuple[str | None, dict]]:
-    """The builder's attributes (FORMAT.md §2.10), as the build options record them: `attr`, the
-    `--attr key=value` pairs for every source, then kbc.toml's `attributes` tables (`match` a path
-    glob, the other keys values), later ones winning. They live in build_options because they decide
-    content: `kbc build --from-bundle` must declare them again."""
+    """The builder's attributes (FORMAT.md §2.10) as the build options record them: `attr` items
+    `[GLOB:]KEY=VALUE` (`--attr`, and kbc.toml's [[attributes]] tables, which kbc.cli.config spells
+    so), in order, later ones winning: (glob or None for every file, {key: value}). A value with a
+    ',' is a list, digits an integer (a date stays text until its type is settled). They live in
+    build_options because they decide content: `kbc build --from-bundle` declares them again."""
+    from ..format.attributes import valid_key
+
     if not isinstance(build_options, dict):
         return []
     out: list[tuple[str | None, dict]] = []
-    pairs = build_options.get("attr") or []
-    every: dict = {}
-    for pair in pairs if isinstance(pairs, list) else []:
-        if isinstance(pair, str) and "=" in pair:
-            key, _, value = pair.partition("=")
-            every[key.strip()] = value.strip()
-    if every:
-        out.append((None, every))
-    tables = build_options.get("attributes") or []
-    for table in tables if isinstance(tables, list) else []:
-        if isinstance(table, dict) and isinstance(table.get("match"), str):
-            out.append((table["match"], {k: v for k, v in table.items() if k != "match"}))
+    for item in build_options.get("attr") or []:
+        head, eq, value = item.partition("=") if isinstance(item, str) else ("", "", "")
+        glob, _, key = head.rpartition(":")
+        key = key.strip()
+        if not eq or not valid_key(key):
+            raise InputError(f"{option('attr')} {str(item)[:80]!r}: expected [GLOB:]KEY=VALUE, KEY an attribute name "
+                             "([A-Za-z_][A-Za-z0-9_.-]*, at most 64 characters, not path)")
+        value = value.strip()
+        parsed = ([v.strip() for v in value.split(",")] if "," in value
+                  else int(value) if re.fullmatch(r"-?[0-9]{1,16}", value) else value)
+        out.append((glob.strip() or None, {key: parsed}))
     return out
 
 

@@ -1,5 +1,6 @@
 """`kbc diff`: what changed between two bundles: sources (by content hash), chunks (by their text
-and context), and every setting that decides the vectors or the search."""
+and context), every setting that decides the vectors or the search, and (format 1.7) the attributes
+of each file (`attributes.PATH`) and the attribute keys (`attributes.keys`)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,33 @@ def _object(manifest: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _attributes_by_source(b: Bundle) -> tuple[dict, dict]:
+    """(keys and types, path -> its rows' values): one dict for a file, a list of them for a file
+    whose records differ (JSONL metadata). Only keys with a value; empty before format 1.7."""
+    table = b.attributes()
+    if table is None:
+        return {}, {}
+    rows: dict[str, list[dict]] = {}
+    paths = b.source_paths()
+    for source, values in zip(table.sources, table.values):
+        row = {k: v for k, v in zip(table.keys, values) if v is not None}
+        rows.setdefault(paths[source], []).append(row)
+    return dict(table.keys), {p: r[0] if len(r) == 1 else r for p, r in rows.items()}
+
+
+def _attribute_changes(old: Bundle, new: Bundle) -> dict[str, list[Any]]:
+    """`keys` when keys or types differ, and each file present in both whose attributes differ
+    (added and removed files are reported as sources already)."""
+    (ka, ra), (kb, rb) = _attributes_by_source(old), _attributes_by_source(new)
+    out: dict[str, list[Any]] = {}
+    if ka != kb:
+        out["keys"] = [ka, kb]
+    for path in sorted(set(ra) & set(rb)):
+        if json.dumps(ra[path], sort_keys=True) != json.dumps(rb[path], sort_keys=True):
+            out[path] = [ra[path], rb[path]]
+    return out
+
+
 def diff_bundles(old_path, new_path) -> BundleDiff:
     out = BundleDiff()
     with Bundle(old_path) as old, Bundle(new_path) as new:
@@ -77,5 +105,8 @@ def diff_bundles(old_path, new_path) -> BundleDiff:
                        != json.dumps(y.get(f), sort_keys=True)}
             if changed:
                 out.settings[key] = changed
+        attributes = _attribute_changes(old, new)  # reported with the settings: `attributes.PATH: old -> new`
+        if attributes:
+            out.settings["attributes"] = attributes
         out.vectors_changed = old.sections["vectors"].sha256 != new.sections["vectors"].sha256
     return out
