@@ -3,7 +3,8 @@ Python reader on the same bundles (issue 40): the same verdict on every crafted 
 libkbpack's own words, as the `kbpack` tool gives them), the same ids and scores (1e-5; BM25 to the
 bit) in dense, lexical and hybrid search and with pages as the unit, the same chunks and probe
 check; every misuse (a closed handle, a null or wrong-sized vector, a 0-byte bundle, ...) one
-KbPackException, never a JVM crash; and the example in runtimes/java/examples runs.
+KbPackException, never a JVM crash; scoped search (FORMAT.md §2.10: Query.where, KbPack.filter) keeps
+what kbc's reader keeps; and the example in runtimes/java/examples runs.
 
 The jar and libkbpack_jni.so are built once per test run (conftest.built_once, over the
 libkbpack build the C tests use). All requests of this module go to one JVM running the test driver
@@ -212,6 +213,43 @@ def test_page_search_matches_python(jvm, sample_bundle, sample_queries, mode, tm
     assert compared > 20
 
 
+# scopes over sample_docs' attributes (format 1.7): a kind, a path glob, both, one source, none matching
+WHERES = [["kind=pdf"], ["path:*.md"], ["kind=pdf", "path:ch11*"], ["path:greenhouse-care.md"], ["path:nothing/**"]]
+
+
+@pytest.mark.parametrize("how", ["where", "filter"])
+@pytest.mark.parametrize("unit", ["chunk", "page"])
+def test_scoped_search_matches_python(jvm, sample_bundle, sample_queries, unit, how, tmp_path):
+    """Query.where (compiled per search) and KbPack.filter (compiled once) against KnowledgeBase's
+    where=: the same hits, pages and scores in every mode, the same kept chunks."""
+    compared = 0
+    with KnowledgeBase(sample_bundle) as kb:
+        for where in WHERES:
+            field = "\n".join(where).encode().hex()
+            kept = jvm.ask("filter", sample_bundle, field)
+            py_filter = kb.filter(where)
+            assert kept["matched"] == py_filter.matched and kept["kept"] == sorted(map(int, py_filter.ids)), where
+            for i, (question, v) in enumerate(list(sample_queries.items())[:4]):
+                vector = write_f32(tmp_path / f"q{i}.f32", v)
+                for mode in ("dense", "lexical", "hybrid"):
+                    got = jvm.ask("search", sample_bundle, unit, mode, 5, vector, question_field(question), field, how)
+                    tol = 0.0 if mode == "lexical" else 1e-5
+                    if unit == "chunk":
+                        py = ranked(*kb.rank([question], 5, mode=mode, vectors=v[None], where=where)[0])
+                        assert_same_ranking([tuple(h) for h in got["hits"]], py, tol, (where, question, mode))
+                        assert {i for i, _ in got["hits"]} <= set(kept["kept"])
+                        compared += len(got["hits"])
+                    else:
+                        pages = kb.rank_pages([question], 5, mode=mode, vectors=v[None], where=where)[0]
+                        py = [{"score": p.score, "key": p.key, "chunks": list(zip(p.chunk_ids, p.chunk_scores))}
+                              for p in pages]
+                        jvm_pages = [{"score": p["score"], "key": (p["source"], p["record"], p["page"]),
+                                      "chunks": [tuple(c) for c in p["chunks"]]} for p in got["pages"]]
+                        assert_same_pages(jvm_pages, py, tol, (where, question, mode))
+                        compared += len(got["pages"])
+    assert compared > 100
+
+
 def test_chunks_match_python(jvm, sample_bundle):
     with KnowledgeBase(sample_bundle) as kb:
         b = kb.bundle
@@ -265,6 +303,13 @@ def test_every_misuse_is_one_kbpackexception_with_a_message(jvm, sample_bundle, 
     for name in natives:  # the C side's own checks, reached past KbPack's
         expected = "CLOSED" if "handle 0" in name else "ARGUMENT"
         assert cases[name]["status"] == expected, cases[name]
+    for name in ("search with a closed filter", "a closed filter's count", "a filter whose KbPack is closed",
+                 "filter after close"):
+        assert cases[name]["status"] == "CLOSED", cases[name]
+    for name in ("search with another KbPack's filter", "a filter of an unknown key", "a filter with a bad operator",
+                 "a filter of no condition", "a null condition", "where with an unknown key"):
+        assert cases[name]["status"] == "ARGUMENT", cases[name]
+    assert "this bundle has: " in cases["a filter of an unknown key"]["message"]  # libkbpack's words, keys listed
     # the JVM is still answering after all of it
     assert jvm.ask("verify", sample_bundle) == {"verdict": "intact"}
 

@@ -15,6 +15,7 @@
 #define EXC "dev/kbc/kbpack/KbPackException"
 
 static kbp_bundle *bundle_of(jlong h) { return (kbp_bundle *)(intptr_t)h; }
+static const kbp_filter *filter_of(jlong f) { return (const kbp_filter *)(intptr_t)f; } /* 0: no filter */
 
 static jbyteArray bytes(JNIEnv *env, const char *s, size_t len) {
   if (!s) return NULL;
@@ -210,8 +211,8 @@ static int query_of(JNIEnv *env, kbp_bundle *kb, jfloatArray vector, jbyteArray 
 }
 
 JNIEXPORT jint JNICALL Java_dev_kbc_kbpack_KbPack_nSearch(JNIEnv *env, jclass cls, jlong h, jfloatArray vector,
-                                                         jbyteArray question, jint k, jint mode, jlongArray ids,
-                                                         jdoubleArray scores) {
+                                                         jbyteArray question, jint k, jint mode, jlong filter,
+                                                         jlongArray ids, jdoubleArray scores) {
   (void)cls;
   kbp_bundle *kb = live(env, h);
   kbp_mode m;
@@ -227,7 +228,8 @@ JNIEXPORT jint JNICALL Java_dev_kbc_kbpack_KbPack_nSearch(JNIEnv *env, jclass cl
   if (!query_of(env, kb, vector, question, &v, &q)) return 0;
   kbp_hit *hits = malloc((want ? want : 1) * sizeof *hits);
   size_t n = 0;
-  kbp_status st = hits ? kbp_search(kb, v, q, want, m, hits, &n) : KBP_ERR_MEMORY;
+  /* a filter compiled on another handle is libkbpack's to refuse (KBP_ERR_ARGUMENT) */
+  kbp_status st = hits ? kbp_search_filtered(kb, v, q, want, m, filter_of(filter), hits, &n) : KBP_ERR_MEMORY;
   free(v), free(q);
   if (st != KBP_OK) {
     free(hits);
@@ -246,7 +248,7 @@ JNIEXPORT jint JNICALL Java_dev_kbc_kbpack_KbPack_nSearch(JNIEnv *env, jclass cl
 
 JNIEXPORT jobjectArray JNICALL Java_dev_kbc_kbpack_KbPack_nSearchPages(JNIEnv *env, jclass cls, jlong h,
                                                                       jfloatArray vector, jbyteArray question, jint k,
-                                                                      jint mode) {
+                                                                      jint mode, jlong filter) {
   (void)cls;
   kbp_bundle *kb = live(env, h);
   kbp_mode m;
@@ -261,7 +263,7 @@ JNIEXPORT jobjectArray JNICALL Java_dev_kbc_kbpack_KbPack_nSearchPages(JNIEnv *e
   if (!query_of(env, kb, vector, question, &v, &q)) return NULL;
   kbp_page_hit *pages = malloc((want ? want : 1) * sizeof *pages);
   size_t n = 0;
-  kbp_status st = pages ? kbp_search_pages(kb, v, q, want, m, pages, &n) : KBP_ERR_MEMORY;
+  kbp_status st = pages ? kbp_search_pages_filtered(kb, v, q, want, m, filter_of(filter), pages, &n) : KBP_ERR_MEMORY;
   free(v), free(q);
   if (st != KBP_OK) {
     free(pages);
@@ -375,4 +377,61 @@ JNIEXPORT jobject JNICALL Java_dev_kbc_kbpack_KbPack_nProbeCheck(JNIEnv *env, jc
   if (!make) return NULL;
   return (*env)->NewObject(env, result_cls, make, (jint)r.count, r.threshold, r.min_cosine, r.mean_cosine,
                            (jint)r.worst, r.passed ? JNI_TRUE : JNI_FALSE, cos);
+}
+
+/* ---- scoped search (kbpack.h: kbp_filter_compile ...): Filter.java holds the pointer, KbPack frees it
+ * before kbp_close */
+
+JNIEXPORT jlong JNICALL Java_dev_kbc_kbpack_KbPack_nFilterCompile(JNIEnv *env, jclass cls, jlong h,
+                                                                 jobjectArray conditions) {
+  (void)cls;
+  kbp_bundle *kb = live(env, h);
+  if (!kb) return 0;
+  jsize n = conditions ? (*env)->GetArrayLength(env, conditions) : 0;
+  if (n < 1) return throw_argument(env, "kbpack: filter: no condition"), 0;
+  char **texts = calloc((size_t)n, sizeof *texts);
+  int ok = texts != NULL;
+  for (jsize i = 0; ok && i < n; i++) {
+    jbyteArray c = (jbyteArray)(*env)->GetObjectArrayElement(env, conditions, i);
+    if (!c) {
+      ok = 0;
+      throw_argument(env, "kbpack: filter: a condition is null");
+      break;
+    }
+    jsize len = (*env)->GetArrayLength(env, c);
+    texts[i] = malloc((size_t)len + 1);
+    if (!texts[i]) {
+      ok = 0;
+      break;
+    }
+    (*env)->GetByteArrayRegion(env, c, 0, len, (jbyte *)texts[i]);
+    texts[i][len] = '\0'; /* a NUL inside ends the condition: KbPack.filter refuses those first */
+    (*env)->DeleteLocalRef(env, c);
+  }
+  kbp_filter *f = NULL;
+  kbp_status st = KBP_OK;
+  if (ok) st = kbp_filter_compile(kb, (const char *const *)texts, (size_t)n, &f);
+  for (jsize i = 0; texts && i < n; i++) free(texts[i]);
+  free(texts);
+  if (!ok) {
+    if (!(*env)->ExceptionCheck(env)) throw_error(env, KBP_ERR_MEMORY, "", "kbpack: out of memory");
+    return 0;
+  }
+  if (st != KBP_OK) return throw_last(env, kb), 0;
+  return (jlong)(intptr_t)f;
+}
+
+JNIEXPORT jlong JNICALL Java_dev_kbc_kbpack_KbPack_nFilterMatched(JNIEnv *env, jclass cls, jlong f) {
+  (void)env, (void)cls;
+  return (jlong)kbp_filter_matched(filter_of(f));
+}
+
+JNIEXPORT jboolean JNICALL Java_dev_kbc_kbpack_KbPack_nFilterKeeps(JNIEnv *env, jclass cls, jlong f, jlong id) {
+  (void)env, (void)cls;
+  return f && id >= 0 && kbp_filter_keeps(filter_of(f), (uint64_t)id) ? JNI_TRUE : JNI_FALSE;
+}
+
+JNIEXPORT void JNICALL Java_dev_kbc_kbpack_KbPack_nFilterFree(JNIEnv *env, jclass cls, jlong f) {
+  (void)env, (void)cls;
+  kbp_filter_free((kbp_filter *)(intptr_t)f);
 }

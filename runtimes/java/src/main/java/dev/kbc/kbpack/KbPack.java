@@ -6,7 +6,9 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * An open .kbpack bundle (schemas/FORMAT.md) over libkbpack: open, verify, info, search (chunks or
@@ -42,6 +44,8 @@ public final class KbPack implements AutoCloseable {
     }
 
     private long handle; // libkbpack's kbp_bundle *, 0 once closed
+    // filters compiled on this handle: libkbpack needs them freed before kbp_close
+    private final Map<Filter, Boolean> filters = new IdentityHashMap<>();
     private final long count;
     private final int dim;
 
@@ -113,19 +117,79 @@ public final class KbPack implements AutoCloseable {
         return Unit.of(nDefaultUnit(live()));
     }
 
-    /** The k best chunks, best first (kbp_search). */
+    /** The k best chunks, best first (kbp_search, or kbp_search_filtered with a scope). */
     public synchronized List<Hit> search(Query query) {
         long h = live();
         checkQuery(query);
         int room = (int) Math.max(1, Math.min(query.k, count));
         long[] ids = new long[room];
         double[] scores = new double[room];
-        int n = nSearch(h, query.vector, utf8(query.question), query.k, query.mode.ordinal(), ids, scores);
+        Filter scope = scopeOf(query);
+        int n;
+        try {
+            n = nSearch(h, query.vector, utf8(query.question), query.k, query.mode.ordinal(),
+                    scope == null ? 0 : scope.live(), ids, scores);
+        } finally {
+            if (scope != null && scope != query.filter) {
+                release(scope);
+            }
+        }
         List<Hit> hits = new ArrayList<>(n);
         for (int i = 0; i < n; i++) {
             hits.add(new Hit(ids[i], scores[i]));
         }
         return Collections.unmodifiableList(hits);
+    }
+
+    /**
+     * Compiles conditions ("product=x200", "year>=2022", "path:manuals/**"; all must hold) against the
+     * bundle's attributes (format 1.7). A condition the bundle cannot apply, or a bundle without
+     * attributes, is KbPackException ARGUMENT naming it; close the filter (or this KbPack) to free it.
+     */
+    public synchronized Filter filter(String... conditions) {
+        long h = live();
+        if (conditions == null || conditions.length == 0) {
+            throw argument("filter: no condition");
+        }
+        byte[][] bytes = new byte[conditions.length][];
+        for (int i = 0; i < conditions.length; i++) {
+            if (conditions[i] == null || conditions[i].indexOf('\0') >= 0) {
+                throw argument("filter: condition " + i + " is null or holds a NUL character");
+            }
+            bytes[i] = utf8(conditions[i]);
+        }
+        Filter f = new Filter(this, nFilterCompile(h, bytes));
+        filters.put(f, Boolean.TRUE);
+        return f;
+    }
+
+    /** Frees a filter of this handle (once); called with this object's lock held. */
+    void release(Filter f) {
+        if (f.pointer != 0) {
+            nFilterFree(f.pointer);
+            f.pointer = 0;
+            filters.remove(f);
+        }
+    }
+
+    static long filterMatched(long f) {
+        return nFilterMatched(f);
+    }
+
+    static boolean filterKeeps(long f, long id) {
+        return nFilterKeeps(f, id);
+    }
+
+    /** The query's filter: its own, or one compiled now from its where conditions (freed after the search). */
+    private Filter scopeOf(Query query) {
+        if (query.filter != null) {
+            if (query.filter.owner != this) {
+                throw argument("search: the filter was compiled on another KbPack");
+            }
+            query.filter.live();
+            return query.filter;
+        }
+        return query.where == null ? null : filter(query.where);
     }
 
     public List<Hit> search(float[] vector, String question, int k, Mode mode) {
@@ -136,8 +200,15 @@ public final class KbPack implements AutoCloseable {
     public synchronized List<PageHit> searchPages(Query query) {
         long h = live();
         checkQuery(query);
-        return Collections.unmodifiableList(Arrays.asList(
-                nSearchPages(h, query.vector, utf8(query.question), query.k, query.mode.ordinal())));
+        Filter scope = scopeOf(query);
+        try {
+            return Collections.unmodifiableList(Arrays.asList(nSearchPages(h, query.vector, utf8(query.question),
+                    query.k, query.mode.ordinal(), scope == null ? 0 : scope.live())));
+        } finally {
+            if (scope != null && scope != query.filter) {
+                release(scope);
+            }
+        }
     }
 
     /** Chunk `id` (0 <= id < count) with its provenance. */
@@ -178,6 +249,9 @@ public final class KbPack implements AutoCloseable {
     @Override
     public synchronized void close() {
         if (handle != 0) {
+            for (Filter f : new ArrayList<>(filters.keySet())) {
+                release(f);
+            }
             nClose(handle);
             handle = 0;
         }
@@ -237,9 +311,14 @@ public final class KbPack implements AutoCloseable {
     private static native boolean nBinary(long h);
     private static native int nResolveMode(long h, int mode);
     private static native int nDefaultUnit(long h);
-    private static native int nSearch(long h, float[] vector, byte[] question, int k, int mode, long[] ids,
-                                      double[] scores);
-    private static native PageHit[] nSearchPages(long h, float[] vector, byte[] question, int k, int mode);
+    private static native int nSearch(long h, float[] vector, byte[] question, int k, int mode, long filter,
+                                      long[] ids, double[] scores);
+    private static native PageHit[] nSearchPages(long h, float[] vector, byte[] question, int k, int mode,
+                                                 long filter);
+    private static native long nFilterCompile(long h, byte[][] conditions);
+    private static native long nFilterMatched(long f);
+    private static native boolean nFilterKeeps(long f, long id);
+    private static native void nFilterFree(long f);
     private static native Chunk nChunk(long h, long id);
     private static native int nProbeCount(long h);
     private static native Probe nProbe(long h, int i);

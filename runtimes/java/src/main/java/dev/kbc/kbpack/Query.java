@@ -2,9 +2,8 @@ package dev.kbc.kbpack;
 
 /**
  * What to search for: the question embedded (a float[dim], for dense and hybrid), its text (for
- * lexical and hybrid), how many results and the mode. A builder, so that options libkbpack adds
- * later (the scoped-search filter of issue "Scoped search") arrive as new methods, not as new
- * overloads of KbPack.search.
+ * lexical and hybrid), how many results, the mode and a scope (filter or where). A builder, so that
+ * options libkbpack adds later arrive as new methods, not as new overloads of KbPack.search.
  *
  * <pre>{@code
  * kb.search(Query.of(vector, "How do I rotate the logs?").k(5).mode(Mode.HYBRID))
@@ -15,6 +14,8 @@ public final class Query {
     final String question;
     int k = 10;
     Mode mode = Mode.DEFAULT;
+    Filter filter;
+    String[] where;
 
     private Query(float[] vector, String question) {
         this.vector = vector;
@@ -42,6 +43,21 @@ public final class Query {
 
     public Query mode(Mode mode) {
         this.mode = mode == null ? Mode.DEFAULT : mode;
+        return this;
+    }
+
+    /** Only chunks the filter keeps (compiled once by KbPack.filter, reused across questions). */
+    public Query filter(Filter filter) {
+        this.filter = filter;
+        this.where = null;
+        return this;
+    }
+
+    /** Only chunks meeting every condition ("product=x200", "year>=2022", "path:manuals/**"):
+     *  compiled for this search alone; for several questions in one scope prefer filter(Filter). */
+    public Query where(String... conditions) {
+        this.where = conditions == null ? null : conditions.clone();
+        this.filter = null;
         return this;
     }
 }

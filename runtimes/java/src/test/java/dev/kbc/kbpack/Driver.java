@@ -22,9 +22,13 @@ import java.util.Map;
  *   verify PATH                               {"verdict": "intact"} or {"error": {...}}
  *   info PATH                                 {"count", "dim", "dtype", "format", "embedder", "lexical",
  *                                              "binary", "default_mode", "default_unit", "manifest_bytes"}
- *   search PATH UNIT MODE K VECTOR QUESTION   {"hits": [[id, score], ...]} or {"pages": [{...}]};
+ *   search PATH UNIT MODE K VECTOR QUESTION [WHERE HOW]
+ *                                             {"hits": [[id, score], ...]} or {"pages": [{...}]};
  *                                             UNIT chunk|page, MODE default|dense|lexical|hybrid, VECTOR a raw
- *                                             little-endian float32 file or "-", QUESTION hex of UTF-8 or "-"
+ *                                             little-endian float32 file or "-", QUESTION hex of UTF-8 or "-",
+ *                                             WHERE the conditions joined by newlines, in hex, or "-", HOW
+ *                                             "where" (Query.where) or "filter" (KbPack.filter, Query.filter)
+ *   filter PATH WHERE                         {"matched": m, "kept": [ids the filter keeps]}
  *   chunk PATH ID                             {"text", "context", "source_path", "page_start", ...}
  *   probe PATH VECTORS                        kbp_probe_check with n x dim float32 from VECTORS
  *   buffer PATH direct|heap|readonly          opened from a ByteBuffer: {"count", "verdict"}
@@ -88,19 +92,30 @@ public final class Driver {
                 KbPack kb = bundle(f[1]);
                 Query q = Query.of(f[5].equals("-") ? null : floats(f[5]), f[6].equals("-") ? null : unhex(f[6]))
                         .k(Integer.parseInt(f[4])).mode(Mode.valueOf(f[3].toUpperCase()));
-                StringBuilder s = new StringBuilder();
-                if (f[2].equals("page")) {
-                    s.append("{\"pages\": [");
+                if (f.length > 7 && !f[7].equals("-")) {
+                    String[] where = unhex(f[7]).split("\n");
+                    if (f[8].equals("filter")) {
+                        try (Filter scope = kb.filter(where)) {
+                            return results(kb, q.filter(scope), f[2]);
+                        }
+                    }
+                    q.where(where);
+                }
+                return results(kb, q, f[2]);
+            }
+            case "filter": {
+                KbPack kb = bundle(f[1]);
+                try (Filter scope = kb.filter(unhex(f[2]).split("\n"))) {
+                    StringBuilder s = new StringBuilder("{\"matched\": " + scope.matched() + ", \"kept\": [");
                     String sep = "";
-                    for (PageHit p : kb.searchPages(q)) {
-                        s.append(sep).append("{\"score\": ").append(p.score).append(", \"source\": ").append(p.source)
-                                .append(", \"record\": ").append(str(p.record)).append(", \"page\": ").append(p.page)
-                                .append(", \"chunks\": ").append(hits(p.chunks)).append('}');
-                        sep = ", ";
+                    for (long id = 0; id < kb.info().count; id++) {
+                        if (scope.keeps(id)) {
+                            s.append(sep).append(id);
+                            sep = ", ";
+                        }
                     }
                     return s.append("]}").toString();
                 }
-                return "{\"hits\": " + hits(kb.search(q)) + "}";
             }
             case "chunk": {
                 Chunk c = bundle(f[1]).chunk(Long.parseLong(f[2]));
@@ -154,6 +169,22 @@ public final class Driver {
         }
     }
 
+    private static String results(KbPack kb, Query q, String unit) {
+        StringBuilder s = new StringBuilder();
+        if (unit.equals("page")) {
+            s.append("{\"pages\": [");
+            String sep = "";
+            for (PageHit p : kb.searchPages(q)) {
+                s.append(sep).append("{\"score\": ").append(p.score).append(", \"source\": ").append(p.source)
+                        .append(", \"record\": ").append(str(p.record)).append(", \"page\": ").append(p.page)
+                        .append(", \"chunks\": ").append(hits(p.chunks)).append('}');
+                sep = ", ";
+            }
+            return s.append("]}").toString();
+        }
+        return "{\"hits\": " + hits(kb.search(q)) + "}";
+    }
+
     /** Each way of holding the API wrong: each must throw KbPackException, never anything else. */
     private static String misuse(String path) {
         KbPack closed = KbPack.open(Paths.get(path));
@@ -191,19 +222,40 @@ public final class Driver {
         cases.put("garbage buffer", () -> KbPack.open(ByteBuffer.allocate(4096).order(ByteOrder.LITTLE_ENDIAN)));
         cases.put("null path", () -> KbPack.open((java.nio.file.Path) null));
         cases.put("null buffer", () -> KbPack.open((ByteBuffer) null));
+        Filter closedFilter = kb.filter("kind=pdf");
+        closedFilter.close();
+        closedFilter.close(); // twice is allowed
+        KbPack other = KbPack.open(Paths.get(path));
+        Filter foreign = other.filter("kind=pdf");
+        cases.put("filter after close", () -> closed.filter("kind=pdf"));
+        cases.put("a closed filter's count", closedFilter::matched);
+        cases.put("search with a closed filter", () -> kb.search(Query.vector(new float[dim]).mode(Mode.DENSE).filter(closedFilter)));
+        cases.put("search with another KbPack's filter", () -> kb.search(Query.vector(new float[dim]).mode(Mode.DENSE).filter(foreign)));
+        cases.put("a filter of an unknown key", () -> kb.filter("no_such_key=1"));
+        cases.put("a filter with a bad operator", () -> kb.filter("kind~pdf"));
+        cases.put("a filter of no condition", () -> kb.filter());
+        cases.put("a null condition", () -> kb.filter((String) null));
+        cases.put("where with an unknown key", () -> kb.search(Query.vector(new float[dim]).mode(Mode.DENSE).where("nope=1")));
+        long foreignPointer = foreign.pointer; // read now: the case runs before `other` is closed
+        cases.put("natives: another handle's filter", () -> invoke("nSearch", handleOf(kb), new float[dim], null, 5, 1,
+                foreignPointer, new long[5], new double[5]));
+        cases.put("a filter whose KbPack is closed", () -> {
+            other.close(); // frees `foreign` first
+            foreign.matched();
+        });
         // the natives called as reflection (or a bug in KbPack) could, past the Java side's checks
         long h = handleOf(kb);
-        cases.put("natives: search on handle 0", () -> invoke("nSearch", 0L, new float[dim], null, 5, 1,
+        cases.put("natives: search on handle 0", () -> invoke("nSearch", 0L, new float[dim], null, 5, 1, 0L,
                 new long[5], new double[5]));
-        cases.put("natives: a short vector", () -> invoke("nSearch", h, new float[dim - 1], null, 5, 1,
+        cases.put("natives: a short vector", () -> invoke("nSearch", h, new float[dim - 1], null, 5, 1, 0L,
                 new long[5], new double[5]));
-        cases.put("natives: k 0", () -> invoke("nSearch", h, new float[dim], null, 0, 1, new long[1], new double[1]));
-        cases.put("natives: no room for k", () -> invoke("nSearch", h, new float[dim], null, 5, 1, new long[1],
+        cases.put("natives: k 0", () -> invoke("nSearch", h, new float[dim], null, 0, 1, 0L, new long[1], new double[1]));
+        cases.put("natives: no room for k", () -> invoke("nSearch", h, new float[dim], null, 5, 1, 0L, new long[1],
                 new double[1]));
-        cases.put("natives: a bad mode", () -> invoke("nSearch", h, new float[dim], null, 5, 9, new long[5],
+        cases.put("natives: a bad mode", () -> invoke("nSearch", h, new float[dim], null, 5, 9, 0L, new long[5],
                 new double[5]));
         cases.put("natives: chunk -1", () -> invoke("nChunk", h, -1L));
-        cases.put("natives: pages on handle 0", () -> invoke("nSearchPages", 0L, new float[dim], null, 5, 1));
+        cases.put("natives: pages on handle 0", () -> invoke("nSearchPages", 0L, new float[dim], null, 5, 1, 0L));
         cases.put("natives: probe check of the wrong length", () -> invoke("nProbeCheck", h, new float[dim + 1], 1));
         StringBuilder s = new StringBuilder("{\"cases\": [");
         String sep = "";
