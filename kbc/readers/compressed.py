@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 
 from ..records import Extracted, Problem, SourceFile
 from . import ReadOptions, reader_for
+from .text import CUT_KINDS, TEXT_BYTES_KEPT, cut_at_character, cut_reason
 
 CODECS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}  # suffix -> codec, the second half of a kind
 # how each codec's stream (a gzip member, a bzip2 or xz stream) begins
@@ -126,10 +127,18 @@ def too_large_reason(limit: int) -> str:
 
 
 def read_compressed(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> None:
+    """Decompress, in steps, keeping what the inner reader needs (a text document's first
+    TEXT_BYTES_KEPT bytes; a PDF or DOCX whole), and measure the rest against the limit as it
+    streams past: one copy of the kept bytes is held, never the whole inflated file and its copies."""
     inner, codec = split_kind(src.kind)
     limit = getattr(src, "max_bytes", None) or DEFAULT_LIMIT
+    keep = TEXT_BYTES_KEPT if inner in CUT_KINDS else limit
+    raw, total = bytearray(), 0
     try:
-        raw = decompress(data, codec, limit)
+        for block in inflate(slices(data), codec, limit):
+            total += len(block)
+            if len(raw) < keep:
+                raw += block[:keep - len(raw)]
     except TooLarge:
         out.problems.append(Problem(src.rel, "skipped", too_large_reason(limit)))
         return
@@ -137,5 +146,10 @@ def read_compressed(src: SourceFile, data: bytes, out: Extracted, opts: ReadOpti
         out.problems.append(Problem(src.rel, "skipped", f"not a valid {codec} file: {e}"[:200]))
         return
     del data
+    kept = bytes(raw)
+    del raw
+    if total > len(kept):
+        kept = cut_at_character(kept)
+        out.problems.append(Problem(src.rel, "degraded", cut_reason(len(kept), total)))
     inner_src = SourceFile(src.path, src.rel, inner)
-    reader_for(inner, dict(opts.variants).get(inner)).read(inner_src, raw, out, opts)
+    reader_for(inner, dict(opts.variants).get(inner)).read(inner_src, kept, out, opts)

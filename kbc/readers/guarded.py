@@ -13,6 +13,7 @@ from typing import Sequence
 
 from ..readers import ReadOptions, reader_for
 from ..records import Document, Extracted, Page, Problem, SourceFile
+from .text import CUT_KINDS, TEXT_BYTES_KEPT, cut_at_character, cut_reason
 
 EXTRACTOR_VERSION = "12"  # bump when output for the same input changes (it keys the build cache)
 
@@ -21,12 +22,14 @@ def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool 
                  encoding: str | None = None, variants: tuple[tuple[str, str], ...] = ()) -> Extracted:
     """Read and extract one file. Never raises for bad content: problems are returned."""
     try:
-        data = src.path.read_bytes()
+        data, sha256, size = _read(src)
     except OSError as e:
         out = Extracted(src, "", 0, 0)
         out.problems.append(Problem(src.rel, "skipped", f"cannot read: {e.strerror or e}"))
         return out
-    out = Extracted(src, hashlib.sha256(data).hexdigest(), len(data), 0)
+    out = Extracted(src, sha256, size, 0)
+    if len(data) < size:
+        out.problems.append(Problem(src.rel, "degraded", cut_reason(len(data), size)))
     reader = reader_for(src.kind, dict(variants).get(src.kind))
     reader.read(src, data, out, ReadOptions(passwords=tuple(passwords), clean=clean, encoding=encoding,
                                             variants=variants))
@@ -37,6 +40,24 @@ def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool 
             out.problems.append(Problem(src.rel, "degraded", f"text cut at {MAX_DOCUMENT_CHARS:,} characters "
                                         f"(page {doc.pages[-1].number}): split the document to keep the rest"))
     return out
+
+
+def _read(src: SourceFile) -> tuple[bytes, str, int]:
+    """(the bytes its reader gets, the whole file's sha256, its size). A file read as one text
+    document gets its first TEXT_BYTES_KEPT bytes only, the rest hashed as it streams past: a
+    900 MiB file (a sparse one: 8 KiB of text, then a hole) is not held whole."""
+    if src.kind not in CUT_KINDS:
+        data = src.path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest(), len(data)
+    digest = hashlib.sha256()
+    with open(src.path, "rb") as f:
+        data = f.read(TEXT_BYTES_KEPT)
+        digest.update(data)
+        size = len(data)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return (cut_at_character(data) if size > len(data) else data), digest.hexdigest(), size
 
 
 # One document's text is chunked and tokenised in the build process, outside the extraction
@@ -61,7 +82,10 @@ class ExtractOptions:
     variants: tuple[tuple[str, str], ...] = ()  # (kind, reader variant) chosen instead of the default
     workers: int | None = None  # None: one per core; 0: in this process (no limits)
     timeout_s: float = 120.0  # per file
-    memory_mb: int = 4096  # per worker address space
+    memory_mb: int = 4096  # per worker address space: the backstop of file_memory_mb
+    # per file: what reading one file may add to its worker's resident memory (kbc.engines.workers
+    # watches it); docs/limits.md says what it costs
+    file_memory_mb: int | None = 2048
     # a kbc.stages.chunk.ChunkPlan: the worker chunks what it extracted, so that chunking (token
     # counting) runs on every core, not on the driver alone
     chunking: object | None = None

@@ -58,6 +58,39 @@ def looks_like_text(head: bytes) -> bool:
     return _detect(head) is not None
 
 
+# Kinds whose reader makes one document of the whole text: a document keeps at most
+# MAX_DOCUMENT_CHARS (20,000,000) characters (kbc.readers.guarded), so no more than this many bytes
+# of such a file are read or decompressed: two bytes a character kept, all of it for text in one-
+# and two-byte encodings (Latin, Cyrillic, UTF-16), two thirds of it for UTF-8 CJK. The rest is
+# reported, never silently dropped. Without this, 1,000 MiB of text took a worker past 3 GB.
+CUT_KINDS = frozenset({"text", "markdown", "rst", "org", "asciidoc", "code"})
+TEXT_BYTES_KEPT = 40_000_000
+# and of the decoded text, what is cleaned: a quarter more than a document keeps, for what cleaning
+# removes (runs of spaces, control characters)
+CHARS_CLEANED = 25_000_000
+
+
+def cut_at_character(data: bytes) -> bytes:
+    """`data` cut at an arbitrary byte, without the last character's first bytes when it was cut
+    through (UTF-8), or its odd bytes (text that starts with a UTF-16 or UTF-32 byte-order mark):
+    the kept part decodes as the whole did."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return data[:len(data) - len(data) % 4]
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data[:len(data) - len(data) % 2]
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: the last character's first byte
+            length = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+            return data[:-back] if length > back else data
+    return data
+
+
+def cut_reason(kept: int, size: int) -> str:
+    return (f"only its first {kept / 1e6:,.0f} MB of {size / 2**20:,.0f} MiB of text read: a document keeps "
+            "20,000,000 characters at most; split the file to keep the rest")
+
+
 def decode_text(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -> str | None:
     """The file's text; None, with the reason recorded, when it is not text in any encoding."""
     if opts.encoding:
@@ -92,9 +125,15 @@ def read_plain(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions):
     if text is None:
         return None
     out.page_count = 1
+    if len(text) > CHARS_CLEANED:  # cleaned copies of what the document cannot keep cost memory for nothing
+        text = text[:CHARS_CLEANED]
     text = clean_text(text) if opts.clean else text.strip()
     if not text:
-        out.problems.append(Problem(src.rel, "skipped", "file is empty"))
+        # 1,000 MiB of NULs is not an empty file: say what it holds
+        empty = not data or data.isspace() or data.startswith(codecs.BOM_UTF8) and data[3:].isspace() or data in (
+            codecs.BOM_UTF8, *(bom for bom, _ in _BOMS))
+        out.problems.append(Problem(src.rel, "skipped", "file is empty" if empty else
+                                    "no text in it: its characters are all NULs, control characters or spaces"))
         return None
     doc = join_pages(src.rel, [text], [None])
     out.documents.append(doc)
