@@ -276,3 +276,54 @@ def test_build_records_front_matter_jsonl_metadata_and_kind(tmp_path, tiny_model
         assert matched("released>=2023-04-01") == ["manuals/x200/setup.md"]
         # the front matter is not text: no chunk holds it
         assert not any("product:" in c["text"] for c in b.iter_chunks())
+
+
+def test_declared_attributes_inspect_and_diff(tmp_path, tiny_model):
+    """kbc.toml's [[attributes]] tables and --attr land in the bundle over the documents' own; inspect
+    lists them (human and JSON); diff names the file whose attributes changed; a bad table is one
+    line, exit 2, before anything is built."""
+    project = tmp_path / "project"
+    docs = project / "docs"
+    for rel, text in DOCS.items():
+        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docs / rel).write_text(text)
+    (project / "kbc.toml").write_text('[[attributes]]\nmatch = "manuals/**"\naudience = "customer"\n'
+                                      'series = ["x", "hw"]\n\n[[attributes]]\nmatch = "notes.md"\naudience = "staff"\n')
+    a, b = tmp_path / "a.kbpack", tmp_path / "b.kbpack"
+    kbc_cli("build", str(docs), "-o", str(a), "--model", str(tiny_model), "-q", check=True)
+    kbc_cli("build", str(docs), "-o", str(b), "--model", str(tiny_model), "-q", "--attr", "lang=en",
+            "--attr", "manuals/x300.md:year=1999", check=True)
+    info = json.loads(kbc_cli("inspect", str(a), "--json", check=True).stdout)
+    by_key = {k["name"]: k for k in info["attributes"]}
+    assert by_key["audience"]["values"] == [{"value": "customer", "chunks": 2}, {"value": "staff", "chunks": 1}]
+    assert by_key["series"]["type"] == "list" and "lang" not in by_key
+    human = kbc_cli("inspect", str(a), check=True).stdout
+    assert "  audience (string, 3 chunks): customer (2), staff (1)" in human
+    hits = json.loads(kbc_cli("query", str(a), "power", "--mode", "lexical", "--where", "audience=staff", "--json",
+                              check=True).stdout)
+    assert hits["matched"] == 1 and [h["source"] for h in hits["hits"]] == ["notes.md"]
+    # --attr on the command line replaces the file's, as every flag overrides kbc.toml
+    by_key = {k["name"]: k for k in json.loads(kbc_cli("inspect", str(b), "--json", check=True).stdout)["attributes"]}
+    assert "audience" not in by_key and by_key["lang"]["chunks"] == 3
+    assert {"value": 1999, "chunks": 1} in by_key["year"]["values"]
+    diff = kbc_cli("diff", str(a), str(b))
+    assert diff.returncode == 7 and "\nattributes.manuals/x300.md: {" in diff.stdout
+    changes = json.loads(kbc_cli("diff", str(a), str(b), "--json").stdout)["settings"]["attributes"]
+    old, new = changes["manuals/x300.md"]
+    assert (old["audience"], old["year"]) == ("customer", 2021) and (new.get("audience"), new["year"]) == (None, 1999)
+    assert "lang" in changes["keys"][1] and "audience" not in changes["keys"][1]  # keys: old -> new
+    (project / "kbc.toml").write_text('[[attributes]]\nmatch = "manuals/**"\n"bad key" = "x"\n')
+    bad = kbc_cli("build", str(docs), "-o", str(tmp_path / "c.kbpack"), "--model", str(tiny_model), "-q")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "attributes table 1" in bad.stderr
+    assert not (tmp_path / "c.kbpack").exists()
+
+
+def test_a_rebuild_with_attributes_is_byte_identical(tmp_path, tiny_model):
+    docs = tmp_path / "docs"
+    for rel, text in DOCS.items():
+        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docs / rel).write_text(text)
+    outs = [tmp_path / "one.kbpack", tmp_path / "two.kbpack"]
+    for out in outs:
+        kbc_cli("build", str(docs), "-o", str(out), "--model", str(tiny_model), "-q", "--attr", "lang=en", check=True)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
