@@ -2,8 +2,8 @@
 
 One module per command or concern: typer_app.py (the typer app, errors, JSON, progress), choices.py (option
 choices that list a registry), cmd_build.py, cmd_query.py, cmd_inspect.py, cmd_eval.py, cmd_tools.py (export,
-probe, diff), cmd_cache.py, render.py (human renderings), and config.py (kbc.toml). A command module
-registers its commands on `app` when imported: `kbc.cli.app` is the app with every command, and the `kbc`
+probe, diff), cmd_delta.py (delta, apply), cmd_cache.py, render.py (human renderings), and config.py
+(kbc.toml). A command module registers its commands on `app` when imported: `kbc.cli.app` is the app with every command, and the `kbc`
 entry point (main) imports only the module of the command it runs, so `kbc query` never imports the
 readers, engines and exporters that `kbc build` needs (a tenth of a cold query's time)."""
 
@@ -19,7 +19,8 @@ from .typer_app import _fail, _term
 
 # Each command's module, in the order `kbc -h` lists them.
 COMMAND_MODULES = {"build": "cmd_build", "query": "cmd_query", "inspect": "cmd_inspect", "eval": "cmd_eval",
-                   "export": "cmd_tools", "probe": "cmd_tools", "diff": "cmd_tools", "cache": "cmd_cache"}
+                   "export": "cmd_tools", "probe": "cmd_tools", "diff": "cmd_tools", "delta": "cmd_delta",
+                   "apply": "cmd_delta", "cache": "cmd_cache"}
 
 
 def load_commands(names=None):

@@ -395,6 +395,20 @@ typedef struct kbp_encoder {
  * Pointers into the mapped file, valid until kbp_close. KBP_ERR_NOT_PRESENT without an encoder. */
 kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out);
 
+/* ---------------------------------------------------------------- updates: .kbdelta (FORMAT.md §8) */
+
+/* Rebuilds the new bundle from the old one and a delta made by `kbc delta OLD NEW`, into out_path.
+ * Checked in this order, the first failure refused with KBP_ERR_INVALID and err->part naming it (kbc apply
+ * refuses with the same part): "header" (magic, version, its SHA-256, method, sizes within 4 GiB),
+ * "payload" (length against the file, SHA-256, one zstd frame of the declared size), "base" (old_path is
+ * not the bundle the delta was made from: size, then whole-file SHA-256), "result" (the rebuilt bytes fail
+ * the new bundle's SHA-256). Nothing exists under out_path's name until the result is verified: it is
+ * written to a temporary file in out_path's folder, fsynced, and renamed over out_path (which may be
+ * old_path itself); on failure, or a kill, the old bundle is untouched. Bounded memory: both inputs and the
+ * output are memory-mapped; the zstd decoder reads the old bundle in place and writes no more than the
+ * declared size. KBP_ERR_IO for a missing or unreadable file or an unwritable folder. */
+kbp_status kbp_apply_delta(const char *old_path, const char *delta_path, const char *out_path, kbp_error *err);
+
 #ifdef __cplusplus
 }
 #endif

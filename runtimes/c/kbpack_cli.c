@@ -18,6 +18,9 @@
  *   kbpack probe FILE VECTORS.f32
  *                               an engine's probe vectors (n_probes x dim float32, in probe order)
  *                               against the bundle's: pass (exit 0) or fail (exit 6)
+ *   kbpack apply OLD DELTA -o NEW
+ *                               the bundle a .kbdelta (`kbc delta`) makes of OLD, verified against the
+ *                               SHA-256 it names, then renamed to NEW (kbp_apply_delta; NEW may be OLD)
  *
  * Exit: 0 ok, 2 usage / IO / not in this bundle, 3 invalid bundle, 6 probe check failed. Errors
  * are one line on stderr: "kbpack: <part>: <what>". Text from the bundle reaches the terminal
@@ -40,7 +43,8 @@ static const char USAGE[] =
     "       kbpack verify FILE\n"
     "       kbpack chunk FILE ID\n"
     "       kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--where COND]... [--] [QUESTION]\n"
-    "       kbpack probe FILE VECTORS.f32\n";
+    "       kbpack probe FILE VECTORS.f32\n"
+    "       kbpack apply OLD DELTA -o NEW\n";
 
 static int usage(void) {
   fputs(USAGE, stderr);
@@ -366,8 +370,18 @@ static int cmd_probe(kbp_bundle *kb, const char *vectors_path) {
   return code;
 }
 
+/* No bundle is opened: kbp_apply_delta checks the old one by its SHA-256, the new one too. */
+static int cmd_apply(int argc, char **argv) {
+  if (argc != 6 || strcmp(argv[4], "-o") != 0) return usage();
+  kbp_error err;
+  if (kbp_apply_delta(argv[2], argv[3], argv[5], &err) != KBP_OK) return report(&err);
+  printf("%s: verified\n", argv[5]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return usage();
+  if (strcmp(argv[1], "apply") == 0) return cmd_apply(argc, argv);
   const char *command = argv[1], *path = argv[2];
   int known = strcmp(command, "info") == 0 || strcmp(command, "verify") == 0 || strcmp(command, "chunk") == 0 ||
               strcmp(command, "search") == 0 || strcmp(command, "probe") == 0;

@@ -24,6 +24,7 @@
  *   encoder.c      the query encoder record and tokenizer.json, kbp_encoder_get
  *   faiss_index.c  the stored FAISS index, walked as kbc/format/faiss_guard.py walks it
  *   verify.c       kbp_verify
+ *   delta.c        kbp_apply_delta: a .kbdelta applied to the old bundle
  *
  * A function one unit lends another is declared here, under the unit that defines it, and is named
  * kbpi_NAME, so that a program linking libkbpack.a never meets a `fail` or a `jget` of ours; its
