@@ -327,3 +327,30 @@ def test_a_rebuild_with_attributes_is_byte_identical(tmp_path, tiny_model):
     for out in outs:
         kbc_cli("build", str(docs), "-o", str(out), "--model", str(tiny_model), "-q", "--attr", "lang=en", check=True)
     assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_docx_core_properties_but_not_the_generators_defaults(tmp_path):
+    """A DOCX's author, language and keywords are attributes where the document sets them; the
+    author python-docx's template writes is a generator's default, not the document's."""
+    import io
+
+    import docx
+
+    from kbc.readers import ReadOptions
+    from kbc.readers.docx import read_docx
+    from kbc.records import Extracted, SourceFile
+
+    def read(edit) -> dict:
+        d = docx.Document()
+        d.add_paragraph("The pump is oiled every spring.")
+        edit(d.core_properties)
+        buf = io.BytesIO()
+        d.save(buf)
+        out = Extracted(SourceFile(tmp_path / "a.docx", "a.docx", "docx"), "0" * 64, 0, 0)
+        read_docx(out.source, buf.getvalue(), out, ReadOptions())
+        return out.documents[0].attributes
+
+    assert read(lambda c: None) == {}  # the template's author "python-docx" is left out
+    assert read(lambda c: (setattr(c, "author", "Ada Lovelace"), setattr(c, "language", "en-GB"),
+                           setattr(c, "keywords", "pumps; oil, spring"))) == {
+        "author": "Ada Lovelace", "language": "en-GB", "keywords": ["pumps", "oil", "spring"]}

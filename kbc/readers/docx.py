@@ -8,6 +8,8 @@ Part 2, M1.17), so one is only there for entity expansion or an external entity.
 
 from __future__ import annotations
 
+import re
+
 
 from ..records import Extracted, Problem, SourceFile
 from .textclean import one_line
@@ -65,4 +67,27 @@ def read_docx(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
                 if any(cells):
                     lines.append(" | ".join(cells))
     title = document.core_properties.title or None
+    before = len(out.documents)
     markdown_document(src, "\n\n".join(lines), title, out, opts)
+    if len(out.documents) > before:
+        out.documents[-1].attributes = _core_properties(document.core_properties)
+
+
+# what python-docx's own template writes: a generator's default, not the document's author
+_GENERATOR_AUTHORS = {"python-docx", "python-docx-template"}
+
+
+def _core_properties(core) -> dict:
+    """The document's own author, language, subject, category and keywords (a list), where set
+    (FORMAT.md §2.10 attributes). Dates are left out: the template's are the generator's, not the
+    document's."""
+    found = {}
+    for name, key in (("author", "author"), ("language", "language"), ("subject", "subject"),
+                      ("category", "category")):
+        value = " ".join(str(getattr(core, name, "") or "").split())
+        if value and not (name == "author" and value in _GENERATOR_AUTHORS):
+            found[key] = value
+    keywords = [k.strip() for k in re.split(r"[,;]", str(getattr(core, "keywords", "") or "")) if k.strip()]
+    if keywords:
+        found["keywords"] = keywords
+    return found

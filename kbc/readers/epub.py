@@ -58,4 +58,20 @@ def read_epub(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions) -
     doc = join_pages(src.rel, chapters, [None] * len(chapters))
     titles = book.get_metadata("DC", "title")
     with_markdown_structure(doc, titles[0][0] if titles else None)
+    doc.attributes = _dublin_core(book)
     out.documents.append(doc)
+
+
+def _dublin_core(book) -> dict:
+    """The book's own Dublin Core creator, language, subject and publisher, where set (FORMAT.md
+    §2.10 attributes): one value as text, several as a list."""
+    found = {}
+    for name in ("creator", "language", "subject", "publisher"):
+        try:
+            values = [" ".join(str(v[0]).split()) for v in book.get_metadata("DC", name) if v and v[0]]
+        except Exception:  # a malformed OPF entry: no attribute, the text is still read
+            continue
+        values = [v for v in values if v]
+        if values:
+            found["author" if name == "creator" else name] = values[0] if len(values) == 1 else values
+    return found
