@@ -22,6 +22,8 @@ DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
 # float16 and int8 rows are searched as float32: a converted copy up to this size is kept
 CONVERTED_LIMIT = 256 << 20
+# rows of a filtered search read (gathered and converted) at once
+ALLOWED_BLOCK = 1 << 16
 
 
 @dataclass
@@ -163,7 +165,9 @@ class Searcher:
             return scores, ids
         for i, query in enumerate(q):
             rows = self.binary.shortlist(query, k, allowed=allowed) if self.binary is not None else allowed
-            scores[i], ids[i] = top_k(self.score(query, rows), rows, k)
+            # a block of rows at a time: half of a million-row bundle must not be copied whole
+            block_scores = [self.score(query, rows[at:at + ALLOWED_BLOCK]) for at in range(0, len(rows), ALLOWED_BLOCK)]
+            scores[i], ids[i] = top_k(np.concatenate(block_scores), rows, k)
         return scores, ids
 
     def score(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
