@@ -289,3 +289,20 @@ def test_a_bundle_without_attributes_refuses_every_filter(tmp_path, libkbpack):
     st, _ = lib.compile(["path:**"])
     assert st == 3 and "no attributes in this bundle" in lib.error()[1]
     lib.close()
+
+
+def test_eval_where_scopes_every_mode(filter_bundle, tmp_path):
+    """kbc eval --where ranks inside the filter in every mode (dense's document ranking too): a
+    judged record outside the filter is never found; the JSON says what was searched."""
+    (tmp_path / "q.jsonl").write_text(json.dumps({"_id": "a", "text": "answer question three"}) + "\n")
+    (tmp_path / "qrels.tsv").write_text("a\tq3\t1\n")
+    args = ["eval", str(filter_bundle), "--queries", str(tmp_path / "q.jsonl"), "--qrels", str(tmp_path / "qrels.tsv"),
+            "--mode", "dense", "--mode", "lexical", "--json"]
+    whole = json.loads(kbc_cli(*args, check=True).stdout)
+    scoped = json.loads(kbc_cli(*args, "--where", "kind=markdown", check=True).stdout)
+    for mode in ("dense", "lexical"):
+        assert whole["modes"][mode]["recall@100"] == 1.0  # every document is within the first 100
+        assert scoped["modes"][mode]["recall@100"] == 0.0, mode
+    assert scoped["where"] == ["kind=markdown"] and 0 < scoped["matched"] < whole["chunks"]
+    refused = kbc_cli(*args, "--where", "kind>x")
+    assert refused.returncode == 2 and "kind is a string" in refused.stderr

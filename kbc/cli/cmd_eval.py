@@ -69,6 +69,8 @@ def evaluate(
 
     # checked before the queries are embedded, so a typo in a CI job fails in a second, not after the run
     thresholds = _parse_fail_under(fail_under or [])
+    if where and vectors:
+        raise InputError("--where and --vectors: the encodings are compared over the whole bundle; run them apart")
     if thresholds and vectors:
         raise InputError("--fail-under checks one evaluation's metrics: run it without --vectors")
 

@@ -240,6 +240,12 @@ class KnowledgeBase:
             self._filters = {key: cached}  # one filter kept: a loop over questions reuses it
         return cached
 
+    @property
+    def scope(self):
+        """The compiled filter every ranking applies (`where` given to the constructor), or None. A
+        ranking that reads the searcher directly must go through `rank` instead while one is set."""
+        return None if self._scope is None else self._allowed(None)
+
     def _allowed(self, where):
         from ..format.filters import Filter
 

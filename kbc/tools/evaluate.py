@@ -381,7 +381,7 @@ def _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids, un
             for p in pages:
                 best.setdefault(doc_ids[owner[p.chunk_ids[0]]], float(p.score))
             ranked.append({d: best[d] for d in rank_documents(best)[:DEPTH]})
-    elif mode == "dense" and getattr(kb, "reranker", None) is None:
+    elif mode == "dense" and getattr(kb, "reranker", None) is None and getattr(kb, "scope", None) is None:
         ranked = rank_all(kb, qv, owner, doc_ids)
     else:  # fused or lexical chunk lists; a document scores as its best chunk in them
         k = min(kb.bundle.count, DEPTH * 4)
