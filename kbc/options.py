@@ -175,6 +175,10 @@ BUILD_OPTIONS: tuple[BuildOption, ...] = (
                      "or a torch device for --backend torch (mps, cuda:1)."),
     BuildOption("backend", "str", "onnx", choices=_registry("backend"), recorded=True, bundle_chooses=False,
                 help=lambda: _described("backend")() + "."),
+    # never from a bundle or a file: loading a pickle can run code, so the user asks each time
+    BuildOption("allow_pickle_weights", "bool", False, config=False, bundle_chooses=False,
+                help="Load a model folder's weights from a pickle (pytorch_model.bin) when it has no .safetensors: "
+                     "unpickling can run code, so only for a folder you trust."),
     BuildOption("engine", "str", "local", choices=_registry("engine"),
                 help=lambda: _described("engine")() + ". Same bytes on every engine."),
     BuildOption("ray_address", "str", None,

@@ -147,7 +147,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, conf
                                readers={"pdf": o["pdf_reader"]} if o["pdf_reader"] else None, cache=cache)
         embed = EmbedStage(model=model, backend=backend, device=o["device"], query_prompt=o["query_prompt"],
                            document_prompt=o["document_prompt"], batch_size=batch_size, sessions=os.cpu_count() or 1,
-                           cache=cache, reuse=o["reuse"])
+                           cache=cache, reuse=o["reuse"], allow_pickle_weights=o["allow_pickle_weights"])
         cleanup.callback(embed.close)
         described = embed.described  # the model's own files: enough to chunk while it loads
         chunk = ChunkStage(spec=described, counter=embed.counter, unit=o["chunk_unit"], size=o["chunk_size"],

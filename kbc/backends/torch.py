@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .model import EmbedderSpec, ModelRef
+from .model import EmbedderSpec, ModelRef, check_model_folder
 from ..errors import ModelError, option
 from . import register_backend
 
@@ -25,8 +25,12 @@ class SentenceTransformerEmbedder:
         hf_logging.set_verbosity_error()  # loading bars and notices say nothing to a kbc user
         hf_logging.disable_progress_bar()
 
+        check_model_folder(ref.path, allow_pickle_weights=ref.allow_pickle_weights)
         try:
-            self.model = SentenceTransformer(str(ref.path), device=device, local_files_only=True)
+            # never code from the folder (trust_remote_code), and a pickle only when the user allowed it
+            self.model = SentenceTransformer(
+                str(ref.path), device=device, local_files_only=True, trust_remote_code=False,
+                model_kwargs={} if ref.allow_pickle_weights else {"use_safetensors": True})
         except Exception as e:
             raise ModelError(f"{ref.path}: sentence-transformers could not load the model: {e}") from None
         dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension

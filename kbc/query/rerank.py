@@ -181,6 +181,11 @@ def _read_config(path: Path) -> dict:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ModelError(f"{path}: not a cross-encoder model directory: it has no config.json")
+    from ..backends.model import MAX_CONFIG_FILE_BYTES
+
+    if cfg_path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+        raise ModelError(f"{cfg_path}: {cfg_path.stat().st_size / 2**20:,.1f} MiB is over the "
+                         f"{MAX_CONFIG_FILE_BYTES >> 20} MiB limit for a model's config files")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -215,7 +220,10 @@ class CrossEncoderReranker:
 
     def __init__(self, path: Path, *, device: str | None = None, batch_size: int = 32,
                  max_length: int | None = None):
+        from ..backends.model import check_model_folder
+
         _read_config(path)
+        check_model_folder(path)  # tokenizer and config sizes, and safetensors weights only, before loading
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -230,7 +238,8 @@ class CrossEncoderReranker:
         used = _torch_device(device)
         try:
             self.model = CrossEncoder(str(path), device=used, local_files_only=True, max_length=max_length,
-                                      activation_fn=nn.Identity())
+                                      activation_fn=nn.Identity(), trust_remote_code=False,
+                                      model_kwargs={"use_safetensors": True})
         except Exception as e:
             raise ModelError(f"{path}: sentence-transformers could not load the cross-encoder: {_one_line(e)}") \
                 from None

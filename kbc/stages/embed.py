@@ -14,7 +14,7 @@ import numpy as np
 from ..backends import check_backend, load_embedder
 from ..infra.background import Background
 from ..infra.cache import vector_key
-from ..backends.model import EmbedderSpec, TokenCounter, read_spec, resolve_model
+from ..backends.model import EmbedderSpec, TokenCounter, check_model_folder, read_spec, resolve_model
 from .chunk import embedded_text
 
 
@@ -47,9 +47,13 @@ class EmbedStage:
     extraction and chunking start meanwhile. `embedder`, `spec` and `identity` wait for it."""
 
     def __init__(self, *, model: str | None, backend: str, device: str | None, query_prompt: str | None,
-                 document_prompt: str | None, batch_size: int, sessions: int, cache=None, reuse=()):
+                 document_prompt: str | None, batch_size: int, sessions: int, cache=None, reuse=(),
+                 allow_pickle_weights: bool = False):
         check_backend(backend)
-        self.ref = resolve_model(model)
+        self.ref = resolve_model(model, allow_pickle_weights=allow_pickle_weights)
+        # before anything parses the folder, and before extraction starts: its tokenizer and config
+        # sizes, and weights that load without running code
+        check_model_folder(self.ref.path, allow_pickle_weights=allow_pickle_weights)
         self.described: EmbedderSpec = read_spec(self.ref, query_prompt=query_prompt, document_prompt=document_prompt,
                                                  file_hasher=cache.file_sha256 if cache is not None else None)
         self.counter = TokenCounter(self.ref.path, do_lower_case=self.described.do_lower_case)
