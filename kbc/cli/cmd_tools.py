@@ -127,6 +127,11 @@ def diff(
         if d.vectors_changed and not d.settings.get("embedder") and not d.settings.get("vectors") \
                 and not (d.chunks_added or d.chunks_removed):
             lines.append("vectors: differ (same embedder settings and chunks: another engine or machine?)")
+        if d.delta_bytes is not None:
+            lines.append(f"delta: {_human_bytes(d.delta_bytes)} ({100 * d.delta_bytes / max(1, d.new_bytes):.2f}% of the "
+                         f"new bundle's {_human_bytes(d.new_bytes)}; kbc delta OLD NEW -o FILE writes it)")
+        else:
+            lines.append(f"delta: not measured ({d.delta_unavailable})")
         lines.append("bundles differ" if d.changed else "no differences")
         print("\n".join(lines))
     raise typer.Exit(7 if d.changed else 0)

@@ -8,8 +8,10 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..format.bundle import Bundle
 
 # manifest objects whose changes are reported field by field (`files` is summarised by weights_sha256)
@@ -29,6 +31,11 @@ class BundleDiff:
     chunks_kept: int = 0
     settings: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # object -> field -> [old, new]
     vectors_changed: bool = False  # the vectors section differs (for any reason)
+    # what `kbc delta OLD NEW` would write, and the new bundle's size; None with the reason when it cannot
+    # be made here (kbc delta's compressor needs the cffi package)
+    delta_bytes: int | None = None
+    new_bytes: int = 0
+    delta_unavailable: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -40,7 +47,9 @@ class BundleDiff:
                 "sources": {"added": self.sources_added, "removed": self.sources_removed,
                             "changed": self.sources_changed},
                 "chunks": {"added": self.chunks_added, "removed": self.chunks_removed, "kept": self.chunks_kept},
-                "settings": self.settings, "vectors_changed": self.vectors_changed}
+                "settings": self.settings, "vectors_changed": self.vectors_changed,
+                "delta": {"bytes": self.delta_bytes, "new_bundle_bytes": self.new_bytes,
+                          **({"unavailable": self.delta_unavailable} if self.delta_unavailable else {})}}
 
 
 def _chunk_hashes(b: Bundle) -> Counter:
@@ -109,4 +118,11 @@ def diff_bundles(old_path, new_path) -> BundleDiff:
         if attributes:
             out.settings["attributes"] = attributes
         out.vectors_changed = old.sections["vectors"].sha256 != new.sections["vectors"].sha256
+    from .delta import delta_size
+
+    out.new_bytes = Path(new_path).stat().st_size
+    try:
+        out.delta_bytes = delta_size(old_path, new_path)
+    except InputError as e:  # no cffi, or a bundle over the delta's size limit: the diff itself stands
+        out.delta_unavailable = str(e)
     return out

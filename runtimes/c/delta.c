@@ -114,7 +114,14 @@ static kbp_status parse_header(const delta_input *d, delta_header *h, kbp_error 
   return KBP_OK;
 }
 
-/* The payload against the file, its checksum, then the base (kbc's rebuild, in its order). */
+static kbp_status wrong_base(const char *old_path, const delta_header *h, kbp_error *err) {
+  char hex[17];
+  for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", h->old_sha[i]);
+  return kbpi_report(err, KBP_ERR_INVALID, "base", "%s: not the bundle this delta updates (it updates %llu bytes with SHA-256 %s...)",
+                     old_path, (unsigned long long)h->old_size, hex);
+}
+
+/* The payload against the file, its checksum, then the base's size (kbc's rebuild, in its order). */
 static kbp_status check_payload_and_base(const delta_input *d, const delta_header *h, const char *old_path,
                                          delta_input *old, kbp_error *err) {
   uint8_t digest[32];
@@ -130,18 +137,8 @@ static kbp_status check_payload_and_base(const delta_input *d, const delta_heade
     return kbpi_report(err, KBP_ERR_INVALID, "payload", "checksum mismatch (damaged in transit?)");
   kbp_status status = map_input(old_path, "old bundle", DELTA_MAX_BUNDLE, old, err);
   if (status != KBP_OK && !(status == KBP_ERR_INVALID && strcmp(err->part, "base") == 0)) return status;
-  int same = status == KBP_OK && old->size == h->old_size;
-  if (same) {
-    kbpi_sha256(old->data, old->size, digest);
-    same = memcmp(digest, h->old_sha, 32) == 0;
-  }
-  if (!same) {
-    char hex[17];
-    for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", h->old_sha[i]);
-    return kbpi_report(err, KBP_ERR_INVALID, "base", "%s: not the bundle this delta updates (it updates %llu bytes with SHA-256 %s...)",
-                       old_path, (unsigned long long)h->old_size, hex);
-  }
-  return KBP_OK;
+  if (status != KBP_OK || old->size != h->old_size) return wrong_base(old_path, h, err);
+  return KBP_OK; /* the base's SHA-256 is checked only if the result fails its own (rebuild_into) */
 }
 
 /* One zstd frame, its declared content size the header's, no dictionary id (kbc's _check_frame). */
@@ -155,6 +152,10 @@ static kbp_status check_frame(const uint8_t *payload, size_t n, uint64_t new_siz
     return kbpi_report(err, KBP_ERR_INVALID, "payload", "the frame declares %s, the header %llu", what,
                        (unsigned long long)new_size);
   }
+  /* ZSTD_decompressDCtx would go on into a second frame; kbc's decoder refuses data after the first */
+  size_t frame_size = ZSTD_findFrameCompressedSize(payload, n);
+  if (!ZSTD_isError(frame_size) && frame_size != n)
+    return kbpi_report(err, KBP_ERR_INVALID, "payload", "%llu bytes after the zstd frame", (unsigned long long)(n - frame_size));
   unsigned dict_id = ZSTD_getDictID_fromFrame(payload, n);
   if (dict_id != 0)
     return kbpi_report(err, KBP_ERR_INVALID, "payload", "the frame names dictionary %u; a delta's only dictionary is its base",
@@ -163,8 +164,8 @@ static kbp_status check_frame(const uint8_t *payload, size_t n, uint64_t new_siz
 }
 
 /* Decode into `dst` (new_size bytes), the old bundle as the prefix; the result's SHA-256 checked. */
-static kbp_status rebuild_into(const delta_input *d, const delta_header *h, const delta_input *old, uint8_t *dst,
-                         kbp_error *err) {
+static kbp_status rebuild_into(const delta_input *d, const delta_header *h, const delta_input *old, const char *old_path,
+                               uint8_t *dst, kbp_error *err) {
   const uint8_t *payload = d->data + DELTA_HEADER_SIZE;
   uint8_t digest[32];
   if (h->payload_length == 0) { /* identical bundles */
@@ -185,9 +186,12 @@ static kbp_status rebuild_into(const delta_input *d, const delta_header *h, cons
                          (unsigned long long)r, (unsigned long long)h->new_size);
   }
   kbpi_sha256(dst, h->new_size, digest);
-  if (memcmp(digest, h->new_sha, 32) != 0)
-    return kbpi_report(err, KBP_ERR_INVALID, "result", "the rebuilt bundle fails the SHA-256 the delta names; nothing was written");
-  return KBP_OK;
+  if (memcmp(digest, h->new_sha, 32) == 0) return KBP_OK;
+  /* A base of the right size but other bytes decodes to garbage that fails here; its own SHA-256, taken
+   * only now, tells that apart from a damaged delta. Hashing it up front would double a good apply's time. */
+  kbpi_sha256(old->data, old->size, digest);
+  if (memcmp(digest, h->old_sha, 32) != 0) return wrong_base(old_path, h, err);
+  return kbpi_report(err, KBP_ERR_INVALID, "result", "the rebuilt bundle fails the SHA-256 the delta names; nothing was written");
 }
 
 static int write_all(int fd, const uint8_t *p, uint64_t n) {
@@ -234,8 +238,8 @@ static void fsync_dir(const char *dir) {
 }
 
 /* Rebuild into a temporary file next to out_path; rename it over out_path only when verified. */
-static kbp_status write_verified(const delta_input *d, const delta_header *h, const delta_input *old, const char *out_path,
-                                 kbp_error *err) {
+static kbp_status write_verified(const delta_input *d, const delta_header *h, const delta_input *old, const char *old_path,
+                                 const char *out_path, kbp_error *err) {
   char *dir = NULL, *tmp = temp_template(out_path, &dir);
   if (!tmp) return kbpi_report(err, KBP_ERR_MEMORY, "", "out of memory");
   int fd = mkstemp(tmp);
@@ -259,7 +263,7 @@ static kbp_status write_verified(const delta_input *d, const delta_header *h, co
       status = kbpi_report(err, KBP_ERR_MEMORY, "", "out of memory (%llu bytes)", (unsigned long long)h->new_size);
     }
   }
-  if (status == KBP_OK) status = rebuild_into(d, h, old, dst, err);
+  if (status == KBP_OK) status = rebuild_into(d, h, old, old_path, dst, err);
   if (status == KBP_OK) {
     int failed = mapped ? msync(dst, (size_t)h->new_size, MS_SYNC) != 0 : dst && write_all(fd, dst, h->new_size) != 0;
     if (failed || fsync(fd) != 0)
@@ -290,7 +294,7 @@ kbp_status kbp_apply_delta(const char *old_path, const char *delta_path, const c
   if (status != KBP_OK) return status;
   status = parse_header(&d, &h, err);
   if (status == KBP_OK) status = check_payload_and_base(&d, &h, old_path, &old, err);
-  if (status == KBP_OK) status = write_verified(&d, &h, &old, out_path, err);
+  if (status == KBP_OK) status = write_verified(&d, &h, &old, old_path, out_path, err);
   release(&old);
   release(&d);
   return status;
