@@ -65,9 +65,10 @@ class EmbedStage:
         self.seconds = 0.0
         self.reused = None
         if reuse:
-            self.reused = ReusedVectors(self.identity, self.spec)
+            self.reused = ReusedVectors(self.identity, self.spec, embed=lambda texts: self.embedder.embed_documents(texts))
             try:
                 self.stats["reused_from_bundles"] = sum(self.reused.add_bundle(old) for old in reuse)
+                self.stats["reuse_checked"] = self.reused.checked
             except BaseException:
                 self.reused.close()  # the bundles opened before the one that failed
                 raise
@@ -169,22 +170,41 @@ class EmbedStage:
             self.reused.close()
 
 
+# --reuse re-embeds some of each bundle's rows and refuses the bundle when one differs: every row of
+# a small bundle, else REUSE_SAMPLE rows chosen by their text's hash (the same every build) and as
+# many chosen at random (a forger who knows the first rule cannot know the second).
+REUSE_CHECK_ALL = 16
+REUSE_SAMPLE = 8
+# the same embedder on the same text: equal to float32 rounding (one text a run), or to batch padding
+# noise (torch); a vector of another model or text is far below
+REUSE_MIN_COSINE = 0.999
+
+
 class ReusedVectors:
     """--reuse: vectors of earlier bundles made by the identical embedder, offered chunk by chunk.
 
-    A bundle is untrusted input (its checksums prove nothing about who wrote it), so its vectors
-    never enter the shared cache, where later builds without --reuse would ship them: they serve
-    this build only, and only when finite (and of unit length for a normalising embedder).
+    A bundle is untrusted input (its checksums prove nothing about who wrote it, and its embedder
+    record is only a claim): a sample of its rows is re-embedded (`embed`) and the bundle refused
+    when one differs, so a bundle whose vectors are not its claimed model's is an error naming it.
+    Its vectors never enter the shared cache either, where later builds without --reuse would ship
+    them: they serve this build only, and only when finite (and of unit length for a normalising
+    embedder).
     """
 
-    def __init__(self, identity: str, spec: EmbedderSpec):
-        self.identity, self.spec = identity, spec
+    def __init__(self, identity: str, spec: EmbedderSpec, *, embed=None):
+        self.identity, self.spec, self.embed = identity, spec, embed
         self._rows: dict[bytes, tuple[np.ndarray, int]] = {}
         self._bundles: list = []
         self.rejected = 0
+        self.checked = 0  # rows re-embedded to check the bundles
 
     def add_bundle(self, path) -> int:
         """Index one bundle's chunks; returns how many it offers (0 for another embedder)."""
+        import heapq
+        import os
+        import random
+
+        from ..errors import InputError
         from ..format.bundle import Bundle
 
         old = Bundle(path)
@@ -200,8 +220,34 @@ class ReusedVectors:
             return 0
         self._bundles.append(old)  # closed by close(), also when reading it fails below
         vectors = old.vectors
+        every = old.count <= REUSE_CHECK_ALL
+        at_random = set() if every else set(random.Random(os.urandom(16)).sample(range(old.count), REUSE_SAMPLE))
+        by_hash: list[tuple[bytes, int, str]] = []  # the REUSE_SAMPLE rows of the largest key, kept as a heap
+        sample: dict[int, str] = {}
         for i, chunk in enumerate(old.iter_chunks()):
-            self._rows[vector_key(self.identity, self.spec.document_prompt, embedded_text(chunk))] = (vectors, i)
+            text = embedded_text(chunk)
+            key = vector_key(self.identity, self.spec.document_prompt, text)
+            self._rows[key] = (vectors, i)
+            if every or i in at_random:
+                sample[i] = text
+            elif len(by_hash) < REUSE_SAMPLE:
+                heapq.heappush(by_hash, (key, i, text))
+            elif by_hash and key > by_hash[0][0]:
+                heapq.heapreplace(by_hash, (key, i, text))
+        sample.update((i, text) for _, i, text in by_hash)
+        if self.embed is not None and sample:
+            rows = sorted(sample)
+            fresh = np.asarray(self.embed([sample[i] for i in rows]), dtype=np.float64)
+            stored = np.asarray(vectors[rows], dtype=np.float64)
+            self.checked += len(rows)
+            norms = np.linalg.norm(fresh, axis=1) * np.linalg.norm(stored, axis=1)
+            cosine = (fresh * stored).sum(axis=1) / np.maximum(norms, 1e-30)
+            ratio = np.linalg.norm(stored, axis=1) / np.maximum(np.linalg.norm(fresh, axis=1), 1e-30)
+            bad = [r for r, c, q in zip(rows, cosine, ratio) if not (c >= REUSE_MIN_COSINE and abs(q - 1) <= 1e-2)]
+            if bad:
+                raise InputError(f"{path}: --reuse refused: {len(bad)} of the {len(rows)} vectors re-embedded to check "
+                                 f"it (row {bad[0]} first) are not what {self.spec.name} makes of their text; "
+                                 "its vectors are not its recorded embedder's")
         return old.count
 
     def get(self, key: bytes) -> np.ndarray | None:
