@@ -88,3 +88,25 @@ def test_a_kill_during_kbpack_apply_leaves_the_old_bundle_and_no_partial_file(kb
         proc.wait()
         assert old.read_bytes() in (old_bytes, new_bytes)
         old.write_bytes(old_bytes)
+
+
+def test_every_crafted_delta_under_address_and_undefined_behaviour_sanitizers(tmp_path_factory, crafted, bundles,  # noqa: F811
+                                                                              tmp_path):
+    """The crafted set and genuine deltas through `make asan`'s kbpack: any sanitizer report fails (the
+    fuzz target reads bundles from memory, kbp_apply_delta files, so deltas are not in its seeds)."""
+    from conftest import make_libkbpack
+    from test_c_sanitizers import assert_no_report, sanitized
+
+    _, build = make_libkbpack(tmp_path_factory, target="asan")
+    tool = build / "asan" / "kbpack"
+    out = tmp_path / "new.kbpack"
+    for name, (delta, base, part) in crafted.items():
+        proc = sanitized(tool, "apply", base, delta, "-o", out)
+        assert_no_report(proc, name)
+        assert proc.returncode == 3 and proc.stderr.startswith(f"kbpack: {part}: "), (name, proc.stderr)
+    for name in ("added", "rebuilt"):
+        delta = tmp_path / f"{name}.kbdelta"
+        D.make_delta(bundles["base"], bundles[name], delta)
+        proc = sanitized(tool, "apply", bundles["base"], delta, "-o", out)
+        assert_no_report(proc, name)
+        assert proc.returncode == 0 and out.read_bytes() == bundles[name].read_bytes(), proc.stderr
