@@ -21,7 +21,6 @@ Only then is anything written: a temporary file in the target folder, fsynced, r
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
