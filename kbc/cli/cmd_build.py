@@ -13,7 +13,10 @@ import typer
 from ..errors import InputError
 from ..options import BUILD_OPTIONS, BY_KEY, BuildOption, from_keys
 from ..readers import supported_suffixes
-from .typer_app import _emit_json, _fold_float16, _human_bytes, _Progress, _safe, app, handle_errors
+from .progress import MODES, open_progress
+from .typer_app import _emit_json, _fold_float16, _human_bytes, _safe, app, handle_errors
+
+ProgressMode = Enum("ProgressMode", {m: m for m in MODES}, type=str)
 
 
 def _typer_parameter(o: BuildOption) -> inspect.Parameter:
@@ -70,6 +73,10 @@ def build(
     no_config: bool = typer.Option(False, "--no-config", help="Ignore any kbc.toml / [tool.kbc]."),
     from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Start from the options an earlier "
                                                "bundle was built with (its manifest's build_options)."),
+    progress_mode: ProgressMode = typer.Option("auto", "--progress", envvar="KBC_PROGRESS",
+                                               help="auto: bars on a terminal, plain lines (done/total, rate, time "
+                                               "left; at least every 30 s) when stderr is a file or pipe such as a "
+                                               "CI log, none with -q or --json; or choose one."),
     **flags: Any,
 ):
     """Compile documents into one .kbpack: extract -> chunk -> embed -> index -> write.
@@ -108,7 +115,7 @@ def build(
     keyed = {**keyed, **{k: v for k, v in stored.items() if k not in given}}
     keyed.update({k: v for k, v in configured.items() if k not in given})
     keyed.pop("float16")  # folded into vectors in every layer; the record spells both again
-    with _Progress(enabled=not quiet and not as_json and sys.stderr.isatty()) as progress:
+    with open_progress(progress_mode.value, stream=sys.stderr, quiet=quiet or as_json) as progress:
         report = run_build(paths, output, **from_keys(keyed, where="kbc build"),
                            config_file=str(config_file) if config_file else None, progress=progress)
     if as_json:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -37,7 +39,11 @@ def _safe(text: str) -> str:
 
 def _term(signum, frame) -> None:
     """SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so a half-written bundle's temporary
-    file is removed instead of left behind."""
+    file is removed instead of left behind. Both first kill the extraction workers (when a build
+    runs some): waiting for the files they read took seconds, up to --file-timeout."""
+    workers = sys.modules.get("kbc.engines.workers")  # imported by a build only; a query never loads it
+    if workers is not None:
+        workers.interrupt_workers()
     raise KeyboardInterrupt
 
 
@@ -70,6 +76,7 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         was = cli_names()
         use_cli_option_names(True)  # errors name --flags here; keyword arguments in library use
+        interrupt = _handle_sigint()
         try:
             return fn(*args, **kwargs)
         except KbcError as e:
@@ -92,7 +99,17 @@ def handle_errors(fn):
             _fail(f"internal error: {type(e).__name__}: {e} (set KBC_DEBUG=1 for a traceback)", 1)
         finally:
             use_cli_option_names(was)
+            if interrupt is not None:
+                signal.signal(signal.SIGINT, interrupt)
     return wrapper
+
+
+def _handle_sigint():
+    """Ctrl-C goes through _term while a command runs (the handler it replaces comes back after:
+    tests run commands inside pytest). None outside the main thread, where no handler can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, _term)
 
 
 def _emit_json(obj) -> None:
@@ -107,41 +124,11 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-class _Progress:
-    """rich progress bars on a terminal; nothing otherwise."""
+def _Progress(enabled: bool):
+    """rich progress bars with the time left (kbc.cli.progress) when enabled; nothing otherwise."""
+    from .progress import BarProgress, NoProgress
 
-    def __init__(self, enabled: bool):
-        self.bar = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=True)
-            self.tasks = {}
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.__exit__(*exc)
-
-    def __call__(self, stage: str, advance: int, total: Optional[int]) -> None:
-        if not self.bar:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
-        elif total is not None:  # embed: the chunks known so far, final once extraction has ended
-            self.bar.update(self.tasks[stage], total=total)
-        self.bar.advance(self.tasks[stage], advance)
+    return BarProgress() if enabled else NoProgress()
 
 
 def _fold_float16(options: dict, *, where: str) -> dict:

@@ -1,0 +1,107 @@
+"""Ctrl-C and SIGTERM during a build (issue 44): exit 130 with one line, no traceback from the
+driver or its extraction workers, no bundle or temporary file left, no worker left running; mid-
+extraction and mid-embedding. How fast it returns is measured by bench/interrupt.py, not asserted
+here (the machine's load decides the seconds)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SAMPLE_DOCS
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (the build's extraction workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def interrupt_build(docs: Path, out: Path, *, when: str, sig: int, group: bool, extra=()):
+    """Starts `kbc build` with plain progress on a pipe, waits for the progress line that says the
+    build is at `when` ("extract": files still to extract; "embed": extraction done, chunks still to
+    embed), sends `sig` (to the whole process group as a terminal's Ctrl-C does, or to kbc alone as
+    a CI runner does) and returns (exit code, stderr, seconds from the signal to the exit, workers)."""
+    proc = subprocess.Popen([sys.executable, "-m", "kbc", "build", str(docs), "-o", str(out), "--no-cache",
+                             "--progress", "plain", *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    workers: set[int] = set()
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            workers |= children(proc.pid)
+            if when == "extract" and line.startswith("kbc: extract ") and "extract done" not in line:
+                if len(seen) >= 2:  # the workers have started and returned files
+                    break
+            if when == "embed" and "extract done" in line and "embed done" not in line:
+                break
+        else:
+            pytest.fail(f"the build ended before reaching {when}: {''.join(seen)}")
+        workers |= children(proc.pid)
+        sent = time.monotonic()
+        os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+        return proc.returncode, "".join(seen) + rest, time.monotonic() - sent, workers
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def many_docs(tmp_path_factory) -> Path:
+    docs = tmp_path_factory.mktemp("many")
+    for i in range(20):  # 120 files: extraction takes seconds even on a fast machine
+        shutil.copytree(SAMPLE_DOCS, docs / f"copy{i}")
+    return docs
+
+
+@pytest.mark.parametrize("when, sig, group", [("extract", signal.SIGINT, True), ("extract", signal.SIGTERM, False),
+                                              ("embed", signal.SIGINT, True), ("embed", signal.SIGTERM, False)],
+                         ids=["extract-ctrl-c", "extract-sigterm", "embed-ctrl-c", "embed-sigterm"])
+def test_interrupt_is_quiet_and_leaves_nothing(tmp_path, many_docs, when, sig, group):
+    out = tmp_path / "out" / "kb.kbpack"
+    out.parent.mkdir()
+    # mid-embedding: the default model (tens of chunks a second on 2 cores) over 2 copies of sample_docs
+    docs = many_docs
+    if when == "embed":
+        docs = tmp_path / "docs"
+        for i in range(2):
+            shutil.copytree(SAMPLE_DOCS, docs / f"copy{i}")
+    code, err, seconds, workers = interrupt_build(docs, out, when=when, sig=sig, group=group)
+    print(f"{when} {signal.Signals(sig).name}: exit {code} {seconds:.2f} s after the signal")
+    assert code == 130, err
+    assert err.rstrip().endswith("kbc: interrupted"), err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert list(out.parent.iterdir()) == []  # neither a bundle nor a temporary file
+    if when == "extract":
+        assert workers, "the build had started no extraction worker"
+    deadline = time.monotonic() + 10  # a killed process is gone once the kernel has reaped it
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in workers)
