@@ -136,6 +136,39 @@ static void use(kbp_bundle *kb, int verified) {
         finding("pages", "a page without its chunks");
   }
 
+  /* filters (1.7): a condition of each form, from a key the bundle declares where it has one; every
+   * search inside them keeps only kept chunks */
+  size_t n_keys = 0;
+  const char *key_name = "kind", *key_type = "string";
+  if (kbp_attribute_count(kb, &n_keys) == KBP_OK && n_keys) kbp_attribute_key(kb, n_keys - 1, &key_name, &key_type);
+  char conds[4][128];
+  snprintf(conds[0], sizeof conds[0], "%s=%s", key_name, strcmp(key_type, "date") == 0 ? "2020-01-01" : "1");
+  snprintf(conds[1], sizeof conds[1], "%s%s", key_name,
+           strcmp(key_type, "integer") == 0 ? ">=0" : strcmp(key_type, "date") == 0 ? "<2024-12-31" : "=a,b");
+  snprintf(conds[2], sizeof conds[2], "path:**/*%s*", question[0] ? "e" : "");
+  size_t ql = strlen(question) < sizeof conds[3] - 1 ? strlen(question) : sizeof conds[3] - 1; /* the input as a condition */
+  memcpy(conds[3], question, ql);
+  conds[3][ql] = '\0';
+  const char *where[4] = {conds[0], conds[1], conds[2], conds[3]};
+  for (size_t nw = 1; nw <= 4; nw++) {
+    kbp_filter *f = NULL;
+    if (checked(kb, kbp_filter_compile(kb, where + 4 - nw, nw, &f), "filter") != KBP_OK) continue;
+    for (int m = 0; m < 4; m++) {
+      if (!q && modes[m] != KBP_MODE_LEXICAL) continue;
+      size_t n = 0;
+      if (checked(kb, kbp_search_filtered(kb, q, question, ks[1], modes[m], f, hits, &n), "filtered") == KBP_OK) {
+        check_hits(kb, hits, n, ks[1], "filtered");
+        for (size_t i = 0; i < n; i++)
+          if (!kbp_filter_keeps(f, hits[i].id)) finding("filtered", "a hit the filter leaves out");
+        if ((modes[m] == KBP_MODE_DENSE) && n != (ks[1] < kbp_filter_matched(f) ? ks[1] : kbp_filter_matched(f)))
+          finding("filtered", "dense search returned fewer than min(k, matched)");
+      }
+      n = 0;
+      checked(kb, kbp_search_pages_filtered(kb, q, question, K_SMALL, modes[m], f, pages, &n), "filtered pages");
+    }
+    kbp_filter_free(f);
+  }
+
   size_t n_probes = 0;
   kbp_status st = checked(kb, kbp_probe_count(kb, &n_probes), "probes");
   use_ok(verified, kb, st, "probes after verify");
