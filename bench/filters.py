@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,14 @@ def main() -> int:
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="kbc-filters-"))
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args, folder)
+    finally:
+        if args.keep is None:  # two 160 MB bundles: never left behind in /tmp
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(args, folder: Path) -> int:
     build = folder / "libkbpack"
     subprocess.run(["make", "-s", "-C", str(ROOT / "runtimes" / "c"), f"BUILD={build}"], check=True)
     driver = folder / "filters_driver"
