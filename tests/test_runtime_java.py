@@ -346,3 +346,65 @@ def test_the_example_prints_the_best_chunk_with_its_source_and_page(java_build, 
     refused = subprocess.run(java_argv(java_build, "Search", broken, question), capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode == 3 and refused.stderr.count("\n") == 1 and str(broken) in refused.stderr
+
+
+# --------------------------------------------------------------------------- Android packaging
+
+def cmake_build(source: Path, build: Path, *defines: str, env: dict | None = None) -> Path:
+    # no build type: no optimisation, a third of Release's compile time (zstd.c is 2 MB); what is
+    # checked is that the file builds, links and runs, not its speed
+    configure = subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=", *defines],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    make = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True, env=env, timeout=900)
+    assert make.returncode == 0, make.stdout + make.stderr
+    return build / "libkbpack_jni.so"
+
+
+def exported(library: Path, nm: str = "nm") -> set[str]:
+    out = subprocess.run([nm, "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_the_android_cmake_file_builds_a_self_contained_jni_library(java_build, zstd_source, tiny_encoder_bundle,
+                                                                     tmp_path):
+    """runtimes/java/android/CMakeLists.txt (Gradle's externalNativeBuild) with zstd from source, as
+    the NDK would build it, here with the host compiler: it needs no libzstd, exports only the JNI
+    entry points, and the JVM searches with it as with the Makefile's build. Then with Debian's
+    aarch64 cross compiler where installed: it compiles and links for arm64 (not run: no arm64 JVM).
+    The NDK itself is not installed here: bionic and the NDK's clang stay untested."""
+    if shutil.which("cmake") is None:
+        pytest.skip("the Android build file: no cmake on this machine")
+    javac, _ = java_tools()
+    java_home = Path(os.path.realpath(javac)).parent.parent
+    env = {**os.environ, "JAVA_HOME": str(java_home)}
+    android = JAVA_SRC / "android"
+    library = cmake_build(android, tmp_path / "host", f"-DZSTD_SRC={zstd_source}", env=env)
+    needed = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "zstd" not in needed and "libc.so" in needed
+    symbols = exported(library)
+    reference = exported(java_build / "libkbpack_jni.so")
+    jni = {s for s in reference if s.startswith("Java_dev_kbc_kbpack_")}
+    assert len(jni) >= 20 and symbols == jni  # nothing of libkbpack or zstd leaks into an app's namespace
+
+    question = "How do I run only the tests whose names match a filter?".encode().hex()
+    answers = []
+    for so in (library, java_build / "libkbpack_jni.so"):
+        argv = java_argv(java_build, "dev.kbc.kbpack.Driver")
+        argv[1] = f"-Dkbpack.library={so}"
+        requests = (f"search\t{tiny_encoder_bundle}\tchunk\tlexical\t5\t-\t{question}\n"
+                    f"search\t{tiny_encoder_bundle}\tpage\tlexical\t5\t-\t{question}\nverify\t{tiny_encoder_bundle}\n")
+        proc = subprocess.run(argv, input=requests, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        answers.append(proc.stdout)
+    assert answers[0] == answers[1] and '"hits": [[' in answers[0] and '"verdict": "intact"' in answers[0]
+
+    cross = shutil.which("aarch64-linux-gnu-gcc")
+    if cross is None:
+        return
+    arm = cmake_build(android, tmp_path / "arm64", f"-DZSTD_SRC={zstd_source}", "-DCMAKE_SYSTEM_NAME=Linux",
+                      "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_C_COMPILER={cross}",
+                      f"-DJNI_INCLUDE_DIRS={java_home / 'include'};{java_home / 'include' / 'linux'}", env=env)
+    header = subprocess.run(["readelf", "-h", str(arm)], capture_output=True, text=True, check=True).stdout
+    assert "AArch64" in header
+    assert exported(arm, shutil.which("aarch64-linux-gnu-nm") or "nm") == jni
