@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..options import BUILD_OPTIONS, BY_KEY, BuildOption, from_keys
 from ..readers import supported_suffixes
 from .progress import MODES, open_progress
-from .typer_app import _emit_json, _fold_float16, _human_bytes, _safe, app, handle_errors
+from .typer_app import _emit_json, _fold_float16, _human_bytes, _safe, app, handle_errors, quote_name
 
 ProgressMode = Enum("ProgressMode", {m: m for m in MODES}, type=str)
 
@@ -125,14 +125,14 @@ def build(
         return
     s = report.seconds
     e = report.embedder
-    out = [f"built {report.output} ({_human_bytes(report.output_bytes)}) in {s.get('total', 0):.1f} s",
+    out = [f"built {quote_name(report.output)} ({_human_bytes(report.output_bytes)}) in {s.get('total', 0):.1f} s",
            f"  files {report.files}, pages {report.pages}, chunks {report.chunks}, truncated {report.truncated_chunks} "
            f"(longest {report.max_chunk_tokens}/{e['max_seq_length']} tokens)",
            f"  embedder {e['name']} {e['dim']}-d, {e['backend']} {e['precision']}; vectors {report.vectors}; "
            f"index {report.index['factory']}",
            "  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "total")]
     if report.config_file:
-        out.insert(1, f"  options from {_safe(report.config_file)} (flags override it)")
+        out.insert(1, f"  options from {quote_name(report.config_file)} (flags override it)")
     if report.cache:
         c = report.cache
         out.append(f"  cache: {c.get('files_cached', 0)} files and {c.get('chunks_cached', 0)} chunks reused, "
@@ -140,11 +140,11 @@ def build(
     for label, items in (("skipped", report.skipped), ("degraded", report.degraded)):
         if items:
             out.append(f"  {label} ({len(items)}):")
-            out += [f"    {_safe(p.source)}: {p.reason}" for p in items]
+            out += [f"    {quote_name(p.source)}: {_safe(p.reason)}" for p in items]
     if report.ignored:
         shown = report.ignored[:20]
         out.append(f"  not built ({len(report.ignored)}; all in --json, the first 1,000 in the manifest):")
-        out += [f"    {_safe(i['path'])}: {i['reason']}" for i in shown]
+        out += [f"    {quote_name(i['path'])}: {_safe(i['reason'])}" for i in shown]
         if len(report.ignored) > len(shown):
             out.append(f"    ... and {len(report.ignored) - len(shown)} more")
     print("\n".join(out))

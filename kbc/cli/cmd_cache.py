@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from .typer_app import _emit_json, _human_bytes, _safe, app, handle_errors
+from .typer_app import _emit_json, _human_bytes, app, handle_errors, quote_name
 
 cache_app = typer.Typer(help="See, prune or clear the local build cache (extracted text, chunks, vectors, ONNX exports).",
                         no_args_is_help=True)
@@ -31,7 +31,7 @@ def cache_info_command(
         _emit_json(info)
         return
     e = info["entries"]
-    print(f"{_safe(info['path'])}: {_human_bytes(info['bytes'])}" + ("" if info["exists"] else " (does not exist yet)"))
+    print(f"{quote_name(info['path'])}: {_human_bytes(info['bytes'])}" + ("" if info["exists"] else " (does not exist yet)"))
     if e:
         print(f"  {e.get('file_hash', 0)} file hashes, {e.get('extracted', 0)} extracted files and chunk lists, "
               f"{e.get('vectors', 0)} vectors")

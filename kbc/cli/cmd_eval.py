@@ -14,7 +14,7 @@ from ..modes import Fusion as FusionMethod
 from ..modes import Mode as SearchMode
 from ..modes import Unit as SearchUnit
 from .choices import VectorsChoice
-from .typer_app import _emit_json, _load_reranker, _Progress, _safe, app, handle_errors
+from .typer_app import _emit_json, _load_reranker, _Progress, _safe, app, handle_errors, quote_name
 from .render import _coverage_lines, _print_vectors_comparison
 
 
@@ -173,7 +173,7 @@ def _print_report(report, overrides: dict, queries: Path, per_query: bool) -> No
         level = "pages (ranked pages)" if report.unit == "page" else "pages (hits by chunk page span)"
     else:
         level = "documents" + (" (a document as its best page)" if report.unit == "page" else "")
-    lines = [f"{report.bundle}: {report.queries} queries, judged by {level}; {report.documents} documents, "
+    lines = [f"{quote_name(report.bundle)}: {report.queries} queries, judged by {level}; {report.documents} documents, "
              f"{report.chunks} chunks",
              "  " + f"{'mode':<10}" + "".join(f"{n:>11}" for n in names)]
     for mode_name, m in report.modes.items():

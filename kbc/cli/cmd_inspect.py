@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .typer_app import _emit_json, app, handle_errors
+from .typer_app import _emit_json, _safe, app, handle_errors, quote_name
 from .render import _print_inspect
 
 
@@ -25,7 +25,7 @@ def _print_attributes(attributes) -> None:
     for a in attributes:
         shown = ", ".join(f"{_safe(str(v['value']))[:40]} ({v['chunks']})" for v in a["values"])
         more = f", ... {a['distinct'] - len(a['values'])} more" if a["distinct"] > len(a["values"]) else ""
-        print(f"  {a['name']} ({a['type']}, {a['chunks']} chunks): {shown}{more}")
+        print(f"  {_safe(a['name'])} ({a['type']}, {a['chunks']} chunks): {shown}{more}")
 
 
 @app.command()
@@ -95,5 +95,5 @@ def inspect(
             _print_attributes(info["attributes"])
         if error:
             if not as_json:
-                print(f"kbc: error: {bundle}: {error['section']}: {error['message']}", file=sys.stderr)
+                print(f"kbc: error: {quote_name(bundle)}: {_safe(error['section'])}: {_safe(error['message'])}", file=sys.stderr)
             raise typer.Exit(3)

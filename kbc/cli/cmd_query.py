@@ -10,7 +10,7 @@ import typer
 
 from ..modes import Mode as SearchMode
 from ..modes import Unit as SearchUnit
-from .typer_app import _emit_json, _fail, _load_reranker, _safe, app, handle_errors
+from .typer_app import _emit_json, _fail, _load_reranker, _safe, app, handle_errors, quote_name
 from .render import _print_chunk_body
 
 
@@ -53,7 +53,7 @@ def query(
         hits = (kb.search_pages(question, k=k, mode=used, where=allowed) if pages
                 else kb.search(question, k=k, mode=used, where=allowed))
         for w in kb.warnings:
-            print(f"kbc: warning: {w}", file=sys.stderr)
+            print(f"kbc: warning: {_safe(w)}", file=sys.stderr)
         if allowed is not None and not as_json:
             print(f"kbc: filter {' and '.join(_safe(c) for c in where)}: {allowed.matched} of {kb.bundle.count} "
                   "chunks match", file=sys.stderr)
@@ -67,14 +67,14 @@ def query(
             print(device_prompt(question, hits))
         elif pages:
             for p in hits:
-                where = (f"{p.source}" + (f"#{p.record}" if p.record else "") + f" p.{p.page}"
+                where = (quote_name(p.source) + (f"#{p.record}" if p.record else "") + f" p.{p.page}"
                          + (f" (labelled {p.label})" if p.label else ""))
                 print(f"{p.rank}. {p.score:.3f}  {_safe(where)}  [{len(p.chunks)} chunk{'s' if len(p.chunks) != 1 else ''}: "
                       + ", ".join(str(c.chunk_id) for c in p.chunks) + "]")
                 _print_chunk_body(p.chunks[0], indent="   ")
         else:
             for h in hits:
-                where = (f"{h.source}" + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
+                where = (quote_name(h.source) + (f"#{h.record}" if h.record else "") + f" p.{h.pages}"
                          + (f" (labelled {h.labels})" if h.labels else ""))
                 print(f"{h.rank}. {h.score:.3f}  {_safe(where)}  [chunk {h.chunk_id}]")
                 _print_chunk_body(h, indent="   ")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from .choices import _EXPORT_HELP, ExportChoice
-from .typer_app import _emit_json, _fail, _human_bytes, _Progress, _safe, app, handle_errors
+from .typer_app import _emit_json, _fail, _human_bytes, _Progress, _safe, app, handle_errors, quote_name
 
 
 @app.command()
@@ -36,7 +36,7 @@ def export(
     with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
         written = run_export(bundle, fmt, out, progress=lambda n: progress("export", n, total))
     if not quiet and not to_stdout:
-        print(", ".join(f"{p} ({_human_bytes(p.stat().st_size)})" for p in written) + f": {total} chunks as {fmt}")
+        print(", ".join(f"{quote_name(p)} ({_human_bytes(p.stat().st_size)})" for p in written) + f": {total} chunks as {fmt}")
 
 
 @app.command()
@@ -119,7 +119,7 @@ def diff(
     else:
         lines = []
         for label, items in (("added", d.sources_added), ("removed", d.sources_removed), ("changed", d.sources_changed)):
-            lines += [f"{'+-~'[('added', 'removed', 'changed').index(label)]} {_safe(p)}" for p in items]
+            lines += [f"{'+-~'[('added', 'removed', 'changed').index(label)]} {quote_name(p)}" for p in items]
         lines.append(f"chunks: {d.chunks_added} added, {d.chunks_removed} removed, {d.chunks_kept} kept")
         for key, fields in d.settings.items():
             for f, (a, b) in fields.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .typer_app import _emit_json, _human_bytes, _safe
+from .typer_app import _emit_json, _human_bytes, _safe, quote_name
 
 
 def _print_chunk_body(h, *, indent: str) -> None:
@@ -27,7 +27,7 @@ def _print_vectors_comparison(compared, *, as_json: bool, queries_file) -> None:
     key = ("ndcg@10", "hit@5") if first.level == "document" else ("hit@5", "mrr@10")
     modes = list(first.modes)
     level = "pages" if first.level == "page" else "documents"
-    lines = [f"{first.bundle}: {first.queries} queries, judged by {level}; {first.chunks} chunks; each encoding "
+    lines = [f"{quote_name(first.bundle)}: {first.queries} queries, judged by {level}; {first.chunks} chunks; each encoding "
              f"derived from the float32 vectors as `kbc build --vectors` stores it; kept = share of {compared[0].vectors}'s",
              "  " + f"{'vectors':<8}{'MiB/100k':>9}{'ms/query':>9}"
              + "".join(f"  {m + ' ' + k:>{_width(m, k)}}" for m in modes for k in key)]
@@ -45,7 +45,7 @@ def _coverage_lines(report, queries_file) -> list[str]:
     lines = []
     if report.skipped_no_relevant or report.skipped_no_text:
         lines.append(f"  not scored: {report.skipped_no_relevant} queries with no relevant document, "
-                     f"{report.skipped_no_text} judged queries missing from {_safe(str(queries_file))}")
+                     f"{report.skipped_no_text} judged queries missing from {quote_name(queries_file)}")
     if report.unknown_documents:
         lines.append(f"  warning: {report.unknown_documents} relevant documents are not in the bundle "
                      f"(built from a different corpus?)")
@@ -70,7 +70,7 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
 
     e, c, v = obj(info["embedder"]), obj(info["counts"]), obj(info["vectors"])
     chunking, index = obj(info["chunking"]), obj(info["index"])
-    lines = [f"{info['path']}: kbpack {info['format']['major']}.{info['format']['minor']}, {_human_bytes(info['size'])}, "
+    lines = [f"{quote_name(info['path'])}: kbpack {info['format']['major']}.{info['format']['minor']}, {_human_bytes(info['size'])}, "
              f"built by kbc {info['kbc_version']} at {info['created']}",
              f"embedder: {e.get('name')} ({v.get('dim')}-d {v.get('dtype')}, {e.get('backend')} {e.get('precision')}), "
              f"pooling {e.get('pooling')}, normalize {e.get('normalize')}, similarity {e.get('similarity')}, "
@@ -108,7 +108,7 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
               for s in info["sections"]]
     sources = [x for x in info["sources"] if isinstance(x, dict)] if isinstance(info["sources"], list) else []
     lines.append(f"sources ({len(sources)}):")
-    lines += [f"  {_safe(str(s.get('path')))}  {s.get('pages')} pages, {s.get('chunks')} chunks"
+    lines += [f"  {quote_name(s.get('path'))}  {s.get('pages')} pages, {s.get('chunks')} chunks"
               + (f" [{s.get('status')}]" if s.get("status") != "ok" else "") for s in sources]
     for label in ("skipped", "degraded", "ignored"):
         items = [x for x in info[label] if isinstance(x, dict)] if isinstance(info[label], list) else []
@@ -118,7 +118,7 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
         total = c.get("ignored_files") if label == "ignored" else None
         total = total if isinstance(total, int) and total >= len(items) else len(items)
         lines.append(f"{label} ({total}" + ("; not built by choice or type" if label == "ignored" else "") + "):")
-        lines += [f"  {_safe(str(p.get('path')))}: {_safe(str(p.get('reason')))}" for p in shown_items]
+        lines += [f"  {quote_name(p.get('path'))}: {_safe(str(p.get('reason')))}" for p in shown_items]
         if total > len(shown_items):
             lines.append(f"  ... and {total - len(shown_items)} more" + (" (the manifest lists the first 1,000)"
                                                                          if total > len(items) else ""))
@@ -128,6 +128,6 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
         name = source_path(ch)
         text = " ".join(ch["text"].split())
         ctx = f" [{_safe(' '.join(str(ch['context']).split()))}]" if ch.get("context") else ""
-        lines.append(f"[{ch['id']}] {_safe(name)} p.{ch.get('page_start')}-{ch.get('page_end')} "
+        lines.append(f"[{ch['id']}] {quote_name(name)} p.{ch.get('page_start')}-{ch.get('page_end')} "
                      f"chars {ch.get('char_start')}-{ch.get('char_end')}:{ctx} {_safe(text[:160])}{'...' if len(text) > 160 else ''}")
     print("\n".join(lines))

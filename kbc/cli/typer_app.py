@@ -12,7 +12,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,13 +27,49 @@ app = typer.Typer(
          "7 kbc diff: the bundles differ.")
 
 
-_CONTROL = {c: "\ufffd" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0))}
+# Characters that must not reach a terminal or a log raw: C0 and C1 controls (newline splits a log
+# line, ESC starts a sequence that recolours or clears a terminal), DEL, the Unicode line and
+# paragraph separators, and the bidirectional overrides that make a name read backwards.
+_UNSAFE = frozenset([*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+                     *range(0x2066, 0x206A)])
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    """One unsafe character as C writes it: \\n, \\t, ..., else its UTF-8 bytes in octal (ESC is
+    \\033), as git quotes a path."""
+    return _C_ESCAPES.get(ch) or "".join(f"\\{b:03o}" for b in ch.encode("utf-8", "surrogateescape"))
+
+
+def _needs_escaping(text: str) -> bool:
+    return any(ord(c) in _UNSAFE or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def quote_name(name) -> str:
+    """A file or source name for human output, as git and ls show an odd one: unchanged when it
+    holds no control character, else in double quotes with C escapes ("a\\nb.md", "\\033[31mx.md"),
+    so that one name stays one token on one line. --json output keeps the exact name."""
+    name = str(name)
+    if not _needs_escaping(name):
+        return name
+    out = []
+    for c in name:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) in _UNSAFE or 0xD800 <= ord(c) <= 0xDFFF:  # (a lone surrogate: an undecodable byte)
+            out.append(_escape(c))
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def _safe(text: str) -> str:
-    """Text from a bundle or a document for a terminal: control characters (escape sequences that
-    clear the screen or retitle the window) shown as U+FFFD."""
-    return text.translate(_CONTROL)
+    """Text from a bundle or a document (a chunk's words, a reason, a condition) on one line: control
+    characters written as C escapes, without quotes; names go through quote_name."""
+    text = str(text)
+    if not _needs_escaping(text):
+        return text
+    return "".join(_escape(c) if ord(c) in _UNSAFE or 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 def _term(signum, frame) -> None:
@@ -50,7 +85,7 @@ def _term(signum, frame) -> None:
 def _fail(message: str, code: int) -> None:
     """One line on stderr; with --json also an `error` object on stdout, so a machine reading
     stdout gets an answer whatever happened."""
-    print(f"kbc: error: {message}", file=sys.stderr)
+    print(f"kbc: error: {_safe(message)}", file=sys.stderr)  # one line, whatever names it holds; JSON: exact
     if "--json" in sys.argv[1:]:
         sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
     raise typer.Exit(code)
