@@ -2,8 +2,8 @@
  * manifest's `encoder` object names two sections, an ONNX graph and a tokenizer.json.
  * kbp_encoder_get checks the record field by field (manifest.schema.json's types and ranges) and
  * that it repeats the embedder's settings, the graph's SHA-256, and tokenizer.json's bounds
- * (size, nesting and shape, as kbc/format/encoder_guard.py) before it hands out the bytes. The ONNX
- * graph itself is walked by onnx_check.c (kbpi_check_graph), as encoder_guard.check_graph walks it. */
+ * (size, nesting and shape, as runtimes/python/kbpack_runtime/guard.py) before it hands out the bytes. The ONNX
+ * graph itself is walked by onnx_check.c (kbpi_check_graph), as kbpack_runtime.guard.check_graph walks it. */
 #include "kbpack_internal.h"
 
 /* The section a manifest string names, or -1 (*name gets it, cut to fit, for the message). */
@@ -72,7 +72,7 @@ static kbp_status check_encoder_record(kbp_bundle *kb, const char *meta) {
   return KBP_OK;
 }
 
-/* kbc/format/encoder_guard.py's bounds on tokenizer.json (FORMAT.md §5.1): its size, its nesting and its shape */
+/* kbpack_runtime/guard.py's bounds on tokenizer.json (FORMAT.md §5.1): its size, its nesting and its shape */
 #define MAX_TOKENIZER_BYTES ((uint64_t)32 << 20)
 #define MAX_TOKENIZER_DEPTH 32
 
@@ -149,7 +149,7 @@ kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out) {
   for (int i = 0; i < 4; i++)
     if (!same_setting(kbpi_jget(meta, end, shared[i]), kbpi_jget(embedder, end, shared[i]), end))
       return kbpi_invalid(kb, "manifest", "encoder.%s disagrees with embedder.%s", shared[i], shared[i]);
-  /* the graph is code a bundle's author wrote (FORMAT.md §5.1): walked as encoder_guard.check_graph walks it */
+  /* the graph is code a bundle's author wrote (FORMAT.md §5.1): walked as kbpack_runtime.guard.check_graph walks it */
   if ((st = kbpi_check_graph(kb, names[0], graph, kb->sections[idx[0]].length)) != KBP_OK) return st;
   const section *t = &kb->sections[idx[1]];
   if (t->length > MAX_TOKENIZER_BYTES)

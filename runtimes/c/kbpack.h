@@ -106,7 +106,7 @@ const kbp_error *kbp_last_error(const kbp_bundle *kb);
  * exactly its chunk count, the probes and the lexical index well formed, float vectors and probe
  * vectors finite, int8's scales >= 0 with 128 x scale finite, the binary codes' unused bits zero,
  * the query encoder (format 1.3): its manifest record field by field (manifest.schema.json) and
- * tokenizer.json's size, depth and shape, the ONNX graph walked as kbc/format/encoder_guard.py walks it
+ * tokenizer.json's size, depth and shape, the ONNX graph walked as runtimes/python/kbpack_runtime/guard.py walks it
  * (allowed fields, operators and domains only, no external data or subgraphs, sizes held), the stored FAISS
  * index walked as kbc/format/faiss_guard.py walks it (the types kbc writes, every declared size against the
  * bytes and FORMAT.md §5.1's budgets, ids each row once, graph links within the vectors; it is never
@@ -390,7 +390,7 @@ typedef struct kbp_encoder {
 
 /* The stored query encoder, checked as kbc checks it: both sections present with encodings onnx and
  * json, their SHA-256, the graph's SHA-256 equal to encoder.graph_sha256, the graph walked as
- * kbc/format/encoder_guard.py walks it (FORMAT.md §5.1: what onnxruntime may be handed), the
+ * runtimes/python/kbpack_runtime/guard.py walks it (FORMAT.md §5.1: what onnxruntime may be handed), the
  * tokenizer a JSON object within §5.1's bounds.
  * Pointers into the mapped file, valid until kbp_close. KBP_ERR_NOT_PRESENT without an encoder. */
 kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out);

@@ -1,5 +1,5 @@
 /* libkbpack, onnx_check.c: the query encoder's ONNX graph walked as protobuf (kbpi_check_graph),
- * check for check as kbc/format/encoder_guard.py's check_graph walks it (FORMAT.md §5.1), so that
+ * check for check as kbpack_runtime/guard.py's check_graph walks it (FORMAT.md §5.1), so that
  * kbp_encoder_get and kbp_verify refuse exactly the graphs kbc refuses: each message may use only
  * its listed fields; external data (data_location, external_data), operator domains other than ""
  * and "ai.onnx", operators outside ALLOWED_OPS, subgraphs, sparse tensors, functions and training
@@ -12,14 +12,14 @@
  * field's bytes) this walk reads the same range, so that the verdict is Python's on any bytes. */
 #include "kbpack_internal.h"
 
-/* encoder_guard.py's constants, same names and values (tests/test_c_verify_differential.py compares) */
+/* kbpack_runtime/guard.py's constants, same names and values (tests/test_c_verify_differential.py compares) */
 #define MAX_GRAPH_BYTES (((uint64_t)2 << 30) - 1) /* protobuf's own limit for one message */
 #define MAX_TENSOR_BYTES ((uint64_t)2 << 30)      /* all tensors' declared sizes together */
 #define MAX_NODES 100000
 #define MAX_TENSORS 100000 /* initializers and tensor attributes */
 #define MAX_TENSOR_RANK 16
 
-/* ALLOWED_OPS: encoder_guard.py's allow-list, the operators of a BERT-family encoder (the test compares) */
+/* ALLOWED_OPS: kbpack_runtime/guard.py's allow-list, the operators of a BERT-family encoder (the test compares) */
 static const char *const ALLOWED_OPS[] = {
     "Add", "And", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "CumSum", "Div",
     "DynamicQuantizeLinear", "Equal", "Erf", "Exp", "Expand", "Flatten", "Gather", "GatherElements",
