@@ -201,6 +201,21 @@ def _index_with_ids(ids_of) -> bytes:
         return _write(Path(tmp), "f", index="IVF2,Flat", lexical=False, add_with_ids=ids_of(n))
 
 
+def _with_chunk_sources(data: bytes, source: int) -> bytes:
+    """The bundle rewritten with every chunk's `source` index set to `source` (FORMAT.md 2.1)."""
+    from kbc.format.bundle import Bundle, write_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.kbpack", Path(tmp) / "out.kbpack"
+        src.write_bytes(data)
+        with Bundle(src) as old:
+            manifest = {k: v for k, v in old.manifest.items() if k not in ("format", "vectors", "chunks")}
+            chunks = [{**{k: v for k, v in c.items() if k != "id"}, "source": source} for c in old.iter_chunks()]
+            vectors = np.array(old.vectors)
+        write_bundle(out, manifest=manifest, vectors=vectors, chunks=chunks)
+        return out.read_bytes()
+
+
 # name -> (forge(base bundles) -> bytes). Each breaks exactly one rule of manifest.schema.json
 # (or, for the index, "a stored index can answer"): a conforming reader may misread it.
 SCHEMA_CASES = {
@@ -249,6 +264,20 @@ SCHEMA_CASES = {
     "probe max_seq_length a float": lambda b: with_json_section(b["float32-lexical-probes"], "probes",
                                                                 set_path("max_seq_length", 64.0)),
     "probe prompt a number": lambda b: with_json_section(b["float32-lexical-probes"], "probes", set_path("prompt", 3)),
+    # issue 43's cases: keys the schema no longer requires (readers do without them), integral floats
+    # and counts past 2^64 (refused), chunk sources past the list (tolerated, FORMAT.md 2.1)
+    "chunking object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("chunking")),
+    "index object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("index")),
+    "sources list missing": lambda b: with_manifest(b["bare"], lambda m: m.pop("sources")),
+    "kbc_version missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("kbc_version")),
+    "counts files missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m["counts"].pop("files")),
+    "counts value an integral float": lambda b: with_manifest(b["float32-lexical-probes"], set_path("counts.files", 2.0)),
+    "counts value past 2^64": lambda b: with_manifest(b["float32-lexical-probes"], set_path("counts.pages", 2**64)),
+    "source chunks an integral float": lambda b: with_manifest(b["float32-lexical-probes"], set_path("sources.0.chunks", 4.0)),
+    "source without a sha256": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m["sources"][0].pop("sha256")),
+    "kbc_version a number": lambda b: with_manifest(b["float32-lexical-probes"], set_path("kbc_version", 1)),
+    "chunk source index 2^64-1": lambda b: _with_chunk_sources(b["bare"], 2**64 - 1),
+    "chunk source index past the sources": lambda b: _with_chunk_sources(b["bare"], 2),
 }
 
 

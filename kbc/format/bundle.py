@@ -990,6 +990,25 @@ class Bundle:
             load_index(self.index_bytes(), self.stored_vectors.shape, self.manifest.get("index") or {})
         self.retrieval_settings()
         self.attributes()
+        self._check_manifest_schema()
+
+    def _check_manifest_schema(self) -> None:
+        """manifest.schema.json's types for what nothing above reads: the counts and each source's
+        numbers are JSON integers (not 2.0) from 0 to 2^64-1, kbc_version and created strings. The
+        schema requires only what a reader needs (kbc writes every key it lists); libkbpack's
+        kbp_verify checks the same in the same words (verify.c), so both readers say "intact" of
+        the same bundles."""
+        m = self.manifest
+        for key in ("kbc_version", "created"):
+            if key in m and not isinstance(m[key], str):
+                raise self._err("manifest", f"'{key}' must be a string")
+        for key, value in (m.get("counts") or {}).items():
+            if not _is_u64(value):
+                raise self._err("manifest", f"counts.{key} must be an integer from 0 to 2^64-1")
+        for i, source in enumerate(m.get("sources") or []):
+            for key in _SOURCE_NUMBERS:
+                if key in source and not _is_u64(source[key]):
+                    raise self._err("manifest", f"sources[{i}].{key} must be an integer from 0 to 2^64-1")
 
     def check_vectors_finite(self) -> None:
         """NaN or infinity in a vector poisons every score it meets and makes JSON exports that
@@ -1077,6 +1096,14 @@ def _unpack_block(raw: bytes, expected: int) -> Any:
     return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
                            list_hook=on_list, object_pairs_hook=on_map, max_array_len=max(expected, 1),
                            max_map_len=MAX_KEYS_PER_CHUNK)
+
+
+_SOURCE_NUMBERS = ("size", "pages", "chunks")  # a source entry's counts (manifest.schema.json)
+
+
+def _is_u64(value: Any) -> bool:
+    """A count libkbpack can hold too: a JSON integer from 0 to 2^64-1."""
+    return _is_count(value) and value < 1 << 64
 
 
 def _is_count(value: Any) -> bool:

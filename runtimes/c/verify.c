@@ -42,6 +42,38 @@ static kbp_status verify_lexical(kbp_bundle *kb) {
   return st;
 }
 
+/* manifest.schema.json's types for what nothing above reads (Python: Bundle._check_manifest_schema):
+ * the counts and each source's numbers are JSON integers (not 2.0) from 0 to 2^64-1, kbc_version
+ * and created strings; the same order and words, so both readers say "intact" of the same bundles. */
+static kbp_status verify_manifest_schema(kbp_bundle *kb) {
+  static const char *const strings[] = {"kbc_version", "created"};
+  static const char *const numbers[] = {"size", "pages", "chunks"};
+  const char *end = kb->manifest_end, *root = kb->manifest_root, *key, *value, *entry;
+  uint64_t n;
+  jcur it;
+  for (size_t k = 0; k < sizeof strings / sizeof *strings; k++) {
+    const char *v = kbpi_jget(root, end, strings[k]);
+    if (v && kbpi_jtype(v) != J_STRING) return kbpi_invalid(kb, "manifest", "'%s' must be a string", strings[k]);
+  }
+  if (kbpi_jopen(kbpi_jget(root, end, "counts"), end, '{', &it))
+    while (kbpi_jobject_next(&it, &key, &value))
+      if (kbpi_juint(value, end, &n) != 0) {
+        uint8_t name[64];
+        long len = kbpi_jdecode(key, end, name, sizeof name - 1);
+        name[len < 0 ? 0 : len] = 0;
+        return kbpi_invalid(kb, "manifest", "counts.%s must be an integer from 0 to 2^64-1", (const char *)name);
+      }
+  if (kbpi_jopen(kbpi_jget(root, end, "sources"), end, '[', &it))
+    for (uint64_t i = 0; kbpi_jarray_next(&it, &entry); i++)
+      for (size_t k = 0; k < sizeof numbers / sizeof *numbers; k++) {
+        const char *v = kbpi_jget(entry, end, numbers[k]);
+        if (v && kbpi_juint(v, end, &n) != 0)
+          return kbpi_invalid(kb, "manifest", "sources[%llu].%s must be an integer from 0 to 2^64-1",
+                              (unsigned long long)i, numbers[k]);
+      }
+  return KBP_OK;
+}
+
 kbp_status kbp_verify(kbp_bundle *kb) {
   if (!kb) return KBP_ERR_ARGUMENT;
   kbpi_clear_error(&kb->err);
@@ -68,5 +100,6 @@ kbp_status kbp_verify(kbp_bundle *kb) {
     st = kbpi_attributes_ready(kb);
     if (st == KBP_ERR_NOT_PRESENT) st = KBP_OK;
   }
+  if (st == KBP_OK) st = verify_manifest_schema(kb);
   return st;
 }
