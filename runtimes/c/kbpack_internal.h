@@ -19,6 +19,7 @@
  *   lexical.c      the lexical index, tokeniser kbc-lex-1, BM25
  *   search.c       retrieval settings, hybrid fusion, kbp_resolve_mode, kbp_search
  *   pages.c        pages as the unit, kbp_search_pages
+ *   attributes.c   document attributes and filters (FORMAT.md §2.10), kbp_filter_compile
  *   probes.c       probes, kbp_probe_check
  *   onnx_check.c   the encoder's ONNX graph, walked as kbc/format/encoder_guard.py walks it
  *   encoder.c      the query encoder record and tokenizer.json, kbp_encoder_get
