@@ -103,10 +103,10 @@ def source_aligned_frames(path: Path, block_size: int = 64) -> list[bytes]:
     return frames_out
 
 
-def measure(label: str, old_path: Path, new_path: Path) -> dict:
+def measure(label: str, old_path: Path, new_path: Path, level: int) -> dict:
     old_raw, new_raw = old_path.read_bytes(), new_path.read_bytes()
     t = time.perf_counter()
-    delta = build_delta(old_raw, new_raw)
+    delta = build_delta(old_raw, new_raw, level=level)
     seconds = time.perf_counter() - t
     old_s, old_m = sections(old_path)
     new_s, new_m = sections(new_path)
@@ -115,7 +115,7 @@ def measure(label: str, old_path: Path, new_path: Path) -> dict:
     n_new = d.chunks_added + d.chunks_kept
     known = {hashlib.sha256(f).digest() for f in source_aligned_frames(old_path)}
     carried = sum(len(f) for f in source_aligned_frames(new_path) if hashlib.sha256(f).digest() not in known)
-    aligned = len(delta) - per_section.get("chunks", 0) + carried
+    aligned = len(delta) - per_section.get("chunks", 0) + carried if len(delta) > 192 else len(delta)
     return {"case": label, "new_bytes": len(new_raw), "old_bytes": len(old_raw), "delta_bytes": len(delta),
             "delta_share": len(delta) / len(new_raw), "delta_seconds": round(seconds, 3),
             "section_aware_estimate_bytes": section_aware_estimate(old_s, new_s, old_m, new_m),
@@ -129,12 +129,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pairs", nargs="+", help="LABEL:OLD:NEW")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--level", type=int, default=9, help="zstd level of the delta (kbc delta's default: 9)")
     args = ap.parse_args()
     rows = []
     for spec in args.pairs:
         label, old, new = spec.split(":")
-        rows.append(measure(label, Path(old), Path(new)))
-    print(f"CPU: {cpu_name()}")
+        rows.append(measure(label, Path(old), Path(new), args.level))
+    print(f"CPU: {cpu_name()}; delta at zstd level {args.level}")
     print("| case | new bundle | delta | share | section-aware (est.) | source-aligned blocks (est.) | chunks changed "
           "| kbc delta time |")
     print("|---|---|---|---|---|---|---|---|")
@@ -148,7 +149,7 @@ def main() -> None:
         top = ", ".join(f"{k} {v:,}" for k, v in list(r["sections_against_old"].items())[:6])
         print(f"{r['case']}: bytes per section against OLD's: {top}")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "level": args.level, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
