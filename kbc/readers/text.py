@@ -38,6 +38,28 @@ SNIFF_BYTES = 8192  # what the source walk reads of a file whose name says nothi
 _TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\b\x1b")
 
 
+def utf16_without_bom(head: bytes) -> str | None:
+    """"utf-16-le" or "utf-16-be" for text in UTF-16 without a byte-order mark whose characters are
+    mostly below U+0100 (Latin scripts: every other byte a NUL, on one side of each pair), else None.
+    Read as UTF-8 instead, big-endian text is valid, NULs and all ("G r e e n h o u s e"), and
+    charset detection misses little-endian text: both happened (issue 43)."""
+    pairs = len(head) // 2
+    if pairs < 4:
+        return None
+    even, odd = head[0:2 * pairs:2].count(0), head[1:2 * pairs:2].count(0)
+    for nuls, other, codec in ((even, odd, "utf-16-be"), (odd, even, "utf-16-le")):
+        if nuls * 10 >= pairs * 7 and other * 20 <= pairs:  # 70% of pairs NUL on one side, under 5% on the other
+            try:
+                text = head[:2 * pairs].decode(codec)
+            except UnicodeDecodeError as e:  # a surrogate pair cut at the end is still text
+                if e.start < 2 * pairs - 4:
+                    return None
+                text = head[:e.start].decode(codec)
+            controls = sum(1 for ch in text if ord(ch) < 0x20 and ch not in "\t\n\r\f\v\b\x1b")
+            return codec if controls * 20 <= len(text) else None
+    return None
+
+
 def looks_like_text(head: bytes) -> bool:
     """Whether a file's first bytes (SNIFF_BYTES or fewer, cut anywhere) are text: decoded as a .txt
     file is (UTF-8, else a byte-order mark, else charset-normalizer's detection) and not mostly
@@ -45,6 +67,8 @@ def looks_like_text(head: bytes) -> bool:
     if any(head.startswith(bom) for bom, _ in _BOMS):
         return True
     if b"\x00" in head:  # only UTF-16/32 text holds NULs, and without a BOM detection must say so
+        if utf16_without_bom(head):
+            return True
         best = _detect(head)
         return best is not None and best.encoding.startswith(("utf_16", "utf_32"))
     if sum(1 for b in head if b < 0x20 and b not in _TEXT_CONTROLS) * 20 > len(head):
@@ -101,6 +125,11 @@ def decode_text(src: SourceFile, data: bytes, out: Extracted, opts: ReadOptions)
         except UnicodeDecodeError as e:
             out.problems.append(Problem(src.rel, "skipped", f"not {opts.encoding} text (byte {e.start})"))
         return None
+    if b"\x00" in data[:SNIFF_BYTES] and (codec := utf16_without_bom(data[:SNIFF_BYTES])):
+        try:
+            return data[:len(data) - len(data) % 2].decode(codec)  # an odd last byte is a cut, not text
+        except UnicodeDecodeError:
+            pass  # not UTF-16 after all: on to the other readings
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
