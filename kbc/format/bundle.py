@@ -531,7 +531,9 @@ class Bundle:
                 raise self._err("manifest", f"chunk count {chunks['count']} differs from vector count {count}")
         except (KeyError, TypeError) as e:
             raise self._err("manifest", f"missing or malformed field {e}") from None
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, dim, block_size)):
+        # at most 2^64-1, as libkbpack holds them: a block_size of 10^30 (one block, whatever the
+        # count) verified and answered here where libkbpack refused it (issue 43)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v < 1 << 64 for v in (count, dim, block_size)):
             raise self._err("manifest", "counts, dim and block_size must be integers")
         if count < 0 or dim <= 0 or block_size <= 0:
             raise self._err("manifest", "counts must be >= 0, dim and block_size > 0")
