@@ -265,9 +265,9 @@ def test_cli_where_refusal_is_one_line_exit_2_and_json_says_matched(filter_bundl
     doc = json.loads(out.stdout)
     assert doc["where"] == ["product=x200", "year>=2020"] and doc["matched"] >= len(doc["hits"]) > 0
     c = subprocess.run([str(kbpack_tool), "search", str(filter_bundle), "--mode", "lexical", "-k", "50", "--where",
-                        "product=x200", "--where", "year>=2020", "power battery"], capture_output=True, text=True)
+                        "product=x200", "--where", "year>=2020", "--json", "power battery"], capture_output=True, text=True)
     assert c.returncode == 0 and c.stderr.startswith(f"kbpack: filter: {doc['matched']} of ")
-    assert [int(line.split()[0]) for line in c.stdout.split("\n") if line] == [h["chunk_id"] for h in doc["hits"]]
+    assert [h["id"] for h in json.loads(c.stdout)["hits"]] == [h["chunk_id"] for h in doc["hits"]]
     c = subprocess.run([str(kbpack_tool), "search", str(filter_bundle), "--mode", "lexical", "--where", "product>x",
                         "power"], capture_output=True, text=True)
     assert c.returncode == 2 and c.stderr.startswith("kbpack: 'product>x': product is a string")

@@ -41,15 +41,11 @@ def lexical_bundle(path: Path, texts: list[str], *, options: TokenizerOptions = 
 
 def c_search(exe: Path, bundle: Path, question: str | bytes, k: int) -> list[tuple[int, float]]:
     arg = question if isinstance(question, bytes) else question.encode("utf-8")
-    out = subprocess.run([str(exe), "search", str(bundle), "--mode", "lexical", "-k", str(k), "--", arg],
+    out = subprocess.run([str(exe), "search", str(bundle), "--mode", "lexical", "-k", str(k), "--json", "--", arg],
                          capture_output=True)
     assert out.returncode == 0, (question, out.stderr.decode())
     assert out.stderr == b""
-    hits = []
-    for line in out.stdout.decode("ascii").splitlines():
-        i, s = line.split(" ")
-        hits.append((int(i), float(s)))
-    return hits
+    return [(h["id"], h["score"]) for h in json.loads(out.stdout)["hits"]]
 
 
 def py_search(bundle: Path, question: str, k: int) -> list[tuple[int, float]]:

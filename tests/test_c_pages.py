@@ -46,7 +46,7 @@ def with_manifest_text(src: Path, dst: Path, edit) -> Path:
 
 def c_pages(tool: Path, bundle: Path, *, mode: str | None, k: int, vector: Path | None, question: str | None,
             unit: str | None = "page") -> list[dict]:
-    """`kbpack search --unit page` parsed: [{score, key: (source, record, page), path, chunks: [(id, score)]}]."""
+    """`kbpack search --unit page --json` read: [{score, key: (source, record, page), path, chunks: [(id, score)]}]."""
     args = ["search", bundle, "-k", k]
     if unit:
         args += ["--unit", unit]
@@ -59,19 +59,10 @@ def c_pages(tool: Path, bundle: Path, *, mode: str | None, k: int, vector: Path 
     out = kbpack(tool, *args)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
-    pages, decoder = [], json.JSONDecoder()
-    for line in out.stdout.splitlines():
-        if line.startswith("  "):
-            i, s = line.split()
-            pages[-1]["chunks"].append((int(i), float(s)))
-            continue
-        word, score, source, page, rest = line.split(" ", 4)
-        assert word == "page", line
-        path, end = decoder.raw_decode(rest)
-        assert rest[end] == " ", line
-        record = json.loads(rest[end + 1:])
-        pages.append({"score": float(score), "key": (int(source), record, int(page)), "path": path, "chunks": []})
-    return pages
+    got = json.loads(out.stdout)
+    assert got["unit"] == "page", got
+    return [{"score": p["score"], "key": (p["source"], p["record"], p["page"]), "path": p["source_path"],
+             "chunks": [(c["id"], c["score"]) for c in p["chunks"]]} for p in got["pages"]]
 
 
 def py_pages(kb: KnowledgeBase, question: str, vector, k: int, mode: str | None) -> list[dict]:
@@ -628,7 +619,7 @@ def test_forged_page_settings_get_the_same_verdict(kbpack_tool, mixed_bundle, tm
         name = next(iter(settings))
         assert (name in out.stderr) if name != "unit" else ("unknown unit" in out.stderr), (case, out.stderr)
     else:
-        assert out.returncode == 0 and out.stdout.startswith("page "), (case, out.stderr)
+        assert out.returncode == 0 and json.loads(out.stdout)["unit"] == "page", (case, out.stderr)
     assert kbpack(kbpack_tool, "chunk", path, 0).returncode == 0  # the rest of the bundle reads as before
 
 

@@ -32,6 +32,9 @@ TIME_LIMIT_S = 60
 
 
 def kbpack(tool: Path, *args) -> subprocess.CompletedProcess:
+    """The kbpack tool; `search` with --json (its exact values: the default output is for people)."""
+    if args and args[0] == "search":
+        args = (*args[:2], "--json", *args[2:])
     argv = [str(tool), *map(str, args)]
     sanitized = "-fsanitize" in os.environ.get("LIBKBPACK_CFLAGS", "")  # ASan reserves terabytes of address space
     return subprocess.run(argv if sanitized else with_address_space(MEMORY_LIMIT, argv), capture_output=True,
@@ -39,9 +42,12 @@ def kbpack(tool: Path, *args) -> subprocess.CompletedProcess:
 
 
 def hits_of(proc: subprocess.CompletedProcess) -> list[tuple[int, float]]:
+    """`kbpack search --json` by chunk: [(id, score)], best first."""
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    return [(int(i), float(s)) for i, s in (line.split(" ") for line in proc.stdout.splitlines())]
+    out = json.loads(proc.stdout)
+    assert out["unit"] == "chunk", out
+    return [(h["id"], h["score"]) for h in out["hits"]]
 
 
 def write_f32(path: Path, values) -> Path:

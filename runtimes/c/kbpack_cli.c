@@ -4,14 +4,18 @@
  *                               codes' search settings), embedder, sections
  *   kbpack verify FILE          every check `kbc inspect --verify` makes: "intact", or exit 3
  *   kbpack chunk FILE ID        chunk ID with its provenance, as one JSON object
- *   kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--] [QUESTION]
- *                               the k best chunks (default 10) as `ID SCORE` lines, SCORE as %.17g;
+ *   kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--json] [--] [QUESTION]
+ *                               the k best chunks (default 10), for a person: `RANK. SCORE  SOURCE p.PAGES
+ *                               [chunk ID]` (SCORE to 4 decimals) and the chunk's first words below;
  *                               Q.f32 is the question's embedding: dim raw little-endian float32.
  *                               --unit page (default: the bundle's retrieval.unit) gives the k best
- *                               pages (FORMAT.md §2.8) instead, each a line
- *                               `page SCORE SOURCE PAGE PATH RECORD` (PATH the source's path as a
- *                               JSON string, RECORD a JSON string or null) followed by its chunks
- *                               as `  ID SCORE` lines, best first
+ *                               pages (FORMAT.md §2.8) instead: `RANK. SCORE  SOURCE p.PAGE [N chunks:
+ *                               IDS]` and the first words of the best chunk.
+ *                               --json: one JSON object for programs, the exact values (scores as
+ *                               %.17g): {"mode", "unit", "hits": [{"id", "score", "source",
+ *                               "source_path", "page_start", "page_end", "record"}]} or, by page,
+ *                               {"mode", "unit", "pages": [{"score", "source", "page", "source_path",
+ *                               "record", "chunks": [{"id", "score"}]}]}; absent values are null
  *                               --where COND (repeatable, FORMAT.md §2.10: path:GLOB, key=v,
  *                               key=v1,v2, key>=N, ...) searches only the chunks meeting every
  *                               condition and says on stderr how many do: `kbpack: filter: M of N chunks match`
@@ -24,7 +28,9 @@
  *
  * Exit: 0 ok, 2 usage / IO / not in this bundle, 3 invalid bundle, 6 probe check failed. Errors
  * are one line on stderr: "kbpack: <part>: <what>". Text from the bundle reaches the terminal
- * with control characters replaced by U+FFFD (it is the bundle author's, FORMAT.md §5.1).
+ * with control characters replaced by U+FFFD (it is the bundle author's, FORMAT.md §5.1); search
+ * results show a source name holding one in double quotes with C escapes ("a\nb.md", as git and
+ * kbc do) and a chunk's words with its controls escaped, so that neither can break a line.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -42,7 +48,7 @@ static const char USAGE[] =
     "usage: kbpack info FILE\n"
     "       kbpack verify FILE\n"
     "       kbpack chunk FILE ID\n"
-    "       kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--where COND]... [--] [QUESTION]\n"
+    "       kbpack search FILE [--mode dense|lexical|hybrid] [--unit chunk|page] [-k N] [--vector Q.f32] [--where COND]... [--json] [--] [QUESTION]\n"
     "       kbpack probe FILE VECTORS.f32\n"
     "       kbpack apply OLD DELTA -o NEW\n";
 
@@ -108,6 +114,86 @@ static void print_safe(FILE *out, const char *s, size_t n) {
   }
 }
 
+/* The length of the character at s[i] that a line must not show raw, or 0: C0 controls, DEL, C1
+ * controls (U+0080..U+009F), the line and paragraph separators and the bidirectional overrides
+ * (U+2028..U+202E, U+2066..U+2069), which kbc's quote_name escapes too. */
+static size_t unsafe_at(const char *s, size_t n, size_t i) {
+  unsigned char c = (unsigned char)s[i], d = i + 1 < n ? (unsigned char)s[i + 1] : 0, e = i + 2 < n ? (unsigned char)s[i + 2] : 0;
+  if (c < 0x20 || c == 0x7F) return 1;
+  if (c == 0xC2 && d >= 0x80 && d <= 0x9F) return 2;
+  if (c == 0xE2 && ((d == 0x80 && e >= 0xA8 && e <= 0xAE) || (d == 0x81 && e >= 0xA6 && e <= 0xA9))) return 3;
+  return 0;
+}
+
+/* One unsafe character as C writes it: \n, \t, ..., else its bytes in octal (ESC is \033). */
+static void print_escaped(FILE *out, const char *s, size_t len) {
+  static const char names[] = "abtnvfr";
+  unsigned char c = (unsigned char)s[0];
+  if (len == 1 && c >= 7 && c <= 13) {
+    fputc('\\', out);
+    fputc(names[c - 7], out);
+    return;
+  }
+  for (size_t j = 0; j < len; j++) fprintf(out, "\\%03o", (unsigned char)s[j]);
+}
+
+/* A source name for a person: as it is when it holds no unsafe character, else in double quotes
+ * with C escapes ("a\nb.md"), so that one name stays one token on one line. */
+static void print_name(FILE *out, const char *s, size_t n) {
+  int quote = 0;
+  for (size_t i = 0; i < n && !quote; i++) quote = unsafe_at(s, n, i) != 0;
+  if (!quote) {
+    fwrite(s, 1, n, out);
+    return;
+  }
+  fputc('"', out);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = unsafe_at(s, n, i);
+    if (len) {
+      print_escaped(out, s + i, len);
+      i += len - 1;
+    } else {
+      if (s[i] == '"' || s[i] == '\\') fputc('\\', out);
+      fputc(s[i], out);
+    }
+  }
+  fputc('"', out);
+}
+
+/* The first words of a chunk on one line: runs of spaces, tabs and newlines as one space, other
+ * unsafe characters escaped, cut after about `max` bytes at a character's start, "..." if cut. */
+static void print_words(FILE *out, const char *s, size_t n, size_t max) {
+  size_t shown = 0;
+  int space = 0;
+  size_t i = 0;
+  while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' || s[i] == '\v')) i++;
+  for (; i < n; i++) {
+    char c = s[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+      space = 1;
+      continue;
+    }
+    if (shown >= max && ((unsigned char)c & 0xC0) != 0x80) {
+      fputs("...", out);
+      return;
+    }
+    if (space) {
+      fputc(' ', out);
+      shown++;
+      space = 0;
+    }
+    size_t len = unsafe_at(s, n, i);
+    if (len) {
+      print_escaped(out, s + i, len);
+      i += len - 1;
+      shown += len;
+    } else {
+      fputc(c, out);
+      shown++;
+    }
+  }
+}
+
 /* A JSON string. The bundle's strings are UTF-8, except that a JSON manifest may spell a lone
  * surrogate ("\ud800"), which the library hands on in its 3-byte form: re-escaped here. */
 static void print_json_string(FILE *out, const char *s, size_t n) {
@@ -132,6 +218,17 @@ static void print_json_field(FILE *out, const char *key, kbp_string value) {
   if (!value.s) return;
   fprintf(out, ",\"%s\":", key);
   print_json_string(out, value.s, value.len);
+}
+
+/* A score as JSON: every digit a double holds (%.17g reads back exactly); null if not finite. */
+static void print_json_score(FILE *out, double v) {
+  if (isfinite(v)) fprintf(out, "%.17g", v);
+  else fputs("null", out);
+}
+
+static void print_json_string_or_null(FILE *out, kbp_string v) {
+  if (v.s) print_json_string(out, v.s, v.len);
+  else fputs("null", out);
 }
 
 /* ---------------------------------------------------------------- reading float32 files */
@@ -235,6 +332,7 @@ typedef struct {
   const char *vector_path, *question;
   const char *where[64]; /* the filter's conditions (at most 64, as kbp_filter_compile takes) */
   size_t n_where;
+  int json; /* --json: one JSON object with the exact values, for programs */
 } search_args;
 
 static int parse_search_args(int argc, char **argv, search_args *a) {
@@ -244,6 +342,7 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
   a->k = 10;
   a->vector_path = a->question = NULL;
   a->n_where = 0;
+  a->json = 0;
   for (int i = 0; i < argc; i++) {
     const char *arg = argv[i];
     int has_value = i + 1 < argc;
@@ -264,6 +363,8 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
     } else if (!options_done && strcmp(arg, "--where") == 0 && has_value) {
       if (a->n_where == sizeof a->where / sizeof a->where[0]) return -1;
       a->where[a->n_where++] = argv[++i];
+    } else if (!options_done && strcmp(arg, "--json") == 0) {
+      a->json = 1;
     } else if (!options_done && strcmp(arg, "--vector") == 0 && has_value) {
       a->vector_path = argv[++i];
     } else if (!options_done && arg[0] == '-' && arg[1] != 0) {
@@ -277,9 +378,44 @@ static int parse_search_args(int argc, char **argv, search_args *a) {
   return 0;
 }
 
+static const char *mode_name(kbp_mode mode) {
+  return mode == KBP_MODE_LEXICAL ? "lexical" : mode == KBP_MODE_HYBRID ? "hybrid" : "dense";
+}
+
+static void print_json_int_or_null(FILE *out, const char *key, const kbp_chunk *c, unsigned bit, int64_t v) {
+  fprintf(out, ",\"%s\":", key);
+  if (c->fields & bit) fprintf(out, "%lld", (long long)v);
+  else fputs("null", out);
+}
+
+/* Where a hit is, for a person: SOURCE[#RECORD] p.PAGES (p.N-M across pages, nothing without). */
+static void print_place(const kbp_chunk *c, int64_t page, int whole_range) {
+  print_name(stdout, c->source_path.s, c->source_path.len);
+  if (c->record.s) {
+    fputc('#', stdout);
+    print_name(stdout, c->record.s, c->record.len);
+  }
+  if (page > 0 && (!whole_range || !(c->fields & KBP_FIELD_PAGE_END) || c->page_end == page))
+    printf(" p.%lld", (long long)page);
+  else if (page > 0)
+    printf(" p.%lld-%lld", (long long)page, (long long)c->page_end);
+}
+
+/* Below a hit: the chunk's context in brackets, then its first words. */
+static void print_body(const kbp_chunk *c) {
+  if (c->context.s && c->context.len) {
+    fputs("   [", stdout);
+    print_words(stdout, c->context.s, c->context.len, 120);
+    fputs("]\n", stdout);
+  }
+  fputs("   ", stdout);
+  print_words(stdout, c->text.s, c->text.len, 200);
+  fputc('\n', stdout);
+}
+
 /* The k best pages, each with its chunks (kbp_search_pages). */
 static int search_pages(kbp_bundle *kb, const float *q, const char *question, unsigned long long k_asked, kbp_mode mode,
-                        const kbp_filter *filter) {
+                        const kbp_filter *filter, int json) {
   size_t depth;
   if (kbp_page_settings(kb, &depth, NULL, NULL) != KBP_OK) return report_last(kb);
   size_t k = k_asked < depth ? (size_t)k_asked : depth, n = 0; /* no more than page_depth pages come back */
@@ -287,23 +423,76 @@ static int search_pages(kbp_bundle *kb, const float *q, const char *question, un
   int code = 0;
   if (!pages) return complain("%s", "out of memory");
   if (kbp_search_pages_filtered(kb, q, question, k, mode, filter, pages, &n) != KBP_OK) code = report_last(kb);
+  for (size_t i = 0; code == 0 && i < n; i++) { /* every chunk read before a line is printed: an error prints none */
+    kbp_chunk c;
+    if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) code = report_last(kb);
+  }
+  if (code == 0 && json) printf("{\"mode\":\"%s\",\"unit\":\"page\",\"pages\":[", mode_name(mode));
   for (size_t i = 0; code == 0 && i < n; i++) {
     kbp_chunk c;
-    if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) { /* its source path */
+    if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) { /* its source path, its first words */
       code = report_last(kb);
       break;
     }
-    printf("page %.17g %lld %lld ", pages[i].score, (long long)pages[i].source, (long long)pages[i].page);
-    print_json_string(stdout, c.source_path.s, c.source_path.len);
-    fputc(' ', stdout);
-    if (pages[i].record.s) print_json_string(stdout, pages[i].record.s, pages[i].record.len);
-    else fputs("null", stdout);
-    fputc('\n', stdout);
-    for (size_t j = 0; j < pages[i].n_chunks; j++)
-      printf("  %llu %.17g\n", (unsigned long long)pages[i].chunk_ids[j], pages[i].chunk_scores[j]);
+    if (json) {
+      printf("%s{\"score\":", i ? "," : "");
+      print_json_score(stdout, pages[i].score);
+      printf(",\"source\":%lld,\"page\":%lld,\"source_path\":", (long long)pages[i].source, (long long)pages[i].page);
+      print_json_string(stdout, c.source_path.s, c.source_path.len);
+      fputs(",\"record\":", stdout);
+      print_json_string_or_null(stdout, pages[i].record);
+      fputs(",\"chunks\":[", stdout);
+      for (size_t j = 0; j < pages[i].n_chunks; j++) {
+        printf("%s{\"id\":%llu,\"score\":", j ? "," : "", (unsigned long long)pages[i].chunk_ids[j]);
+        print_json_score(stdout, pages[i].chunk_scores[j]);
+        fputc('}', stdout);
+      }
+      fputs("]}", stdout);
+      continue;
+    }
+    printf("%zu. %.4f  ", i + 1, pages[i].score);
+    print_place(&c, pages[i].page, 0);
+    printf("  [%zu chunk%s: ", pages[i].n_chunks, pages[i].n_chunks == 1 ? "" : "s");
+    for (size_t j = 0; j < pages[i].n_chunks; j++) printf("%s%llu", j ? ", " : "", (unsigned long long)pages[i].chunk_ids[j]);
+    fputs("]\n", stdout);
+    print_body(&c);
   }
+  if (code == 0 && json) fputs("]}\n", stdout);
   free(pages);
   return code;
+}
+
+/* The k best chunks (kbp_search). */
+static int search_chunks(kbp_bundle *kb, const kbp_hit *hits, size_t n, kbp_mode mode, int json) {
+  for (size_t i = 0; i < n; i++) { /* every chunk read before a line is printed (a chunk's strings last until
+                                      the next read): an error prints none */
+    kbp_chunk c;
+    if (kbp_chunk_get(kb, hits[i].id, &c) != KBP_OK) return report_last(kb);
+  }
+  if (json) printf("{\"mode\":\"%s\",\"unit\":\"chunk\",\"hits\":[", mode_name(mode));
+  for (size_t i = 0; i < n; i++) {
+    kbp_chunk c;
+    if (kbp_chunk_get(kb, hits[i].id, &c) != KBP_OK) return report_last(kb);
+    if (json) {
+      printf("%s{\"id\":%llu,\"score\":", i ? "," : "", (unsigned long long)hits[i].id);
+      print_json_score(stdout, hits[i].score);
+      print_json_int_or_null(stdout, "source", &c, KBP_FIELD_SOURCE, c.source);
+      fputs(",\"source_path\":", stdout);
+      print_json_string(stdout, c.source_path.s, c.source_path.len);
+      print_json_int_or_null(stdout, "page_start", &c, KBP_FIELD_PAGE_START, c.page_start);
+      print_json_int_or_null(stdout, "page_end", &c, KBP_FIELD_PAGE_END, c.page_end);
+      fputs(",\"record\":", stdout);
+      print_json_string_or_null(stdout, c.record);
+      fputc('}', stdout);
+      continue;
+    }
+    printf("%zu. %.4f  ", i + 1, hits[i].score);
+    print_place(&c, c.fields & KBP_FIELD_PAGE_START ? c.page_start : 0, 1);
+    printf("  [chunk %llu]\n", (unsigned long long)hits[i].id);
+    print_body(&c);
+  }
+  if (json) fputs("]}\n", stdout);
+  return 0;
 }
 
 static int cmd_search(kbp_bundle *kb, search_args a) {
@@ -323,13 +512,13 @@ static int cmd_search(kbp_bundle *kb, search_args a) {
   float *q = NULL;
   int code = a.vector_path ? read_f32(a.vector_path, kbp_dim(kb), &q) : 0;
   if (code == 0 && unit == KBP_UNIT_PAGE) {
-    code = search_pages(kb, q, a.question, a.k, used, filter);
+    code = search_pages(kb, q, a.question, a.k, used, filter, a.json);
   } else if (code == 0) {
     size_t k = a.k < kbp_count(kb) ? (size_t)a.k : (size_t)kbp_count(kb), n = 0;
     kbp_hit *hits = malloc((k ? k : 1) * sizeof *hits);
     if (!hits) code = complain("%s", "out of memory");
     else if (kbp_search_filtered(kb, q, a.question, k, used, filter, hits, &n) != KBP_OK) code = report_last(kb);
-    for (size_t i = 0; code == 0 && i < n; i++) printf("%llu %.17g\n", (unsigned long long)hits[i].id, hits[i].score);
+    else code = search_chunks(kb, hits, n, used, a.json);
     free(hits);
   }
   kbp_filter_free(filter);
@@ -387,7 +576,7 @@ int main(int argc, char **argv) {
               strcmp(command, "search") == 0 || strcmp(command, "probe") == 0;
   if (!known) return usage();
   int takes_one_more = strcmp(command, "chunk") == 0 || strcmp(command, "probe") == 0;
-  search_args search = {KBP_MODE_DEFAULT, KBP_UNIT_DEFAULT, 10, NULL, NULL, {NULL}, 0};
+  search_args search = {KBP_MODE_DEFAULT, KBP_UNIT_DEFAULT, 10, NULL, NULL, {NULL}, 0, 0};
   if (strcmp(command, "search") == 0 ? parse_search_args(argc - 3, argv + 3, &search) != 0 : argc != 3 + takes_one_more)
     return usage();
   int code = 0;
