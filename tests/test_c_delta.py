@@ -110,3 +110,21 @@ def test_every_crafted_delta_under_address_and_undefined_behaviour_sanitizers(tm
         proc = sanitized(tool, "apply", bundles["base"], delta, "-o", out)
         assert_no_report(proc, name)
         assert proc.returncode == 0 and out.read_bytes() == bundles[name].read_bytes(), proc.stderr
+
+
+def test_kbpack_apply_refuses_paths_as_kbc_apply_does(kbpack_tool, bundles, tmp_path):  # noqa: F811
+    damaged = tmp_path / "damaged.kbdelta"
+    damaged.write_bytes(b"KBDELTA\0" + bytes(300))
+    missing = tmp_path / "missing.kbpack"
+    proc = kbpack_apply(kbpack_tool, missing, damaged, tmp_path / "y")
+    assert proc.returncode == 3 and proc.stderr.startswith("kbpack: header: "), "the delta is checked before the base"
+    delta = tmp_path / "d.kbdelta"
+    D.make_delta(bundles["base"], bundles["added"], delta)
+    proc = kbpack_apply(kbpack_tool, missing, delta, tmp_path / "y")
+    assert proc.returncode == 2 and "no such file" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = kbpack_apply(kbpack_tool, bundles["base"], tmp_path / "nope.kbdelta", tmp_path / "y")
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    proc = kbpack_apply(kbpack_tool, bundles["base"], delta, tmp_path / "no-such-folder" / "y")
+    assert proc.returncode == 2 and "cannot create" in proc.stderr and not (tmp_path / "no-such-folder").exists()
+    usage = subprocess.run([str(kbpack_tool), "apply", str(bundles["base"]), str(delta)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "kbpack apply OLD DELTA -o NEW" in usage.stderr

@@ -219,6 +219,14 @@ def test_refusals_of_files_and_paths(bundles, tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = kbc_cli("apply", str(bundles["base"]), str(tmp_path), "-o", str(tmp_path / "x.kbpack"))
     assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    proc = kbc_cli("delta", str(bundles["base"]), str(bundles["added"]), "-o", str(bundles["base"]))
+    assert proc.returncode == 2 and "is one of the inputs" in proc.stderr
+    proc = kbc_cli("apply", str(tmp_path / "missing.kbpack"), str(tmp_path / "d.kbdelta"), "-o", str(tmp_path / "y"))
+    assert proc.returncode == 2 and "old bundle not found" in proc.stderr
+    damaged = tmp_path / "damaged.kbdelta"
+    damaged.write_bytes(b"KBDELTA\0" + bytes(300))
+    proc = kbc_cli("apply", str(tmp_path / "missing.kbpack"), str(damaged), "-o", str(tmp_path / "y"))
+    assert proc.returncode == 3 and "header:" in proc.stderr, "the delta is checked before the base is looked for"
 
 
 def test_diff_reports_the_delta_size(bundles):

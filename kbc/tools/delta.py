@@ -168,8 +168,10 @@ def make_delta(old_path, new_path, out_path, *, level: int = DEFAULT_LEVEL) -> D
     The bundles are taken as bytes: a delta can be made between any two files, but kbc's commands are
     for bundles, and applying one rebuilds exactly `new_path`'s bytes whatever they are."""
     from ..exporters import atomic
+    from ..stages.sources import check_output_path
 
     old, new = _read_bundle(old_path, "old"), _read_bundle(new_path, "new")
+    check_output_path(Path(out_path), inputs=[Path(old_path), Path(new_path)])
     data = build_delta(old, new, level=level)
     with atomic(Path(out_path), "wb") as f:
         f.write(data)
@@ -186,16 +188,7 @@ def rebuild(old: bytes, delta: bytes, *, delta_name: str | None = None, old_name
     """The new bundle's bytes from the old bundle's and the delta's, every check of the module docstring made;
     BundleError (exit 3) naming the part that failed: header, payload, base or result."""
     h = parse_header(delta, delta_name)
-    held = len(delta) - HEADER_SIZE
-    if held < h.payload_length:
-        raise BundleError(f"truncated: the header declares {h.payload_length} payload bytes, the file holds {held}",
-                          section="payload", path=delta_name)
-    if held > h.payload_length:
-        raise BundleError(f"{held - h.payload_length} bytes after the declared {h.payload_length}-byte payload",
-                          section="payload", path=delta_name)
-    payload = delta[HEADER_SIZE:]
-    if hashlib.sha256(payload).digest() != h.payload_sha256:
-        raise BundleError("checksum mismatch (damaged in transit?)", section="payload", path=delta_name)
+    payload = _check_payload(h, delta, delta_name)
     if len(old) != h.old_size:
         raise _wrong_base(h, old_name)
     new = old if h.payload_length == 0 else _decode(old, payload, h, delta_name)  # empty: identical bundles
@@ -208,6 +201,21 @@ def rebuild(old: bytes, delta: bytes, *, delta_name: str | None = None, old_name
         raise BundleError("the rebuilt bundle fails the SHA-256 the delta names; nothing was written",
                           section="result", path=delta_name)
     return new
+
+
+def _check_payload(h: DeltaHeader, delta: bytes, delta_name: str | None) -> bytes:
+    """The payload, its length against the file and its SHA-256 checked."""
+    held = len(delta) - HEADER_SIZE
+    if held < h.payload_length:
+        raise BundleError(f"truncated: the header declares {h.payload_length} payload bytes, the file holds {held}",
+                          section="payload", path=delta_name)
+    if held > h.payload_length:
+        raise BundleError(f"{held - h.payload_length} bytes after the declared {h.payload_length}-byte payload",
+                          section="payload", path=delta_name)
+    payload = delta[HEADER_SIZE:]
+    if hashlib.sha256(payload).digest() != h.payload_sha256:
+        raise BundleError("checksum mismatch (damaged in transit?)", section="payload", path=delta_name)
+    return payload
 
 
 def _wrong_base(h: DeltaHeader, old_name: str | None) -> BundleError:
@@ -263,8 +271,11 @@ def apply_delta(old_path, delta_path, out_path) -> DeltaHeader:
     anything is written; the result goes to a temporary file in `out_path`'s folder, fsynced, then renamed
     over `out_path` (which may be `old_path` itself: the old bundle is replaced only by a verified new one)."""
     from ..exporters import atomic
+    from ..stages.sources import check_output_path
 
     delta = read_delta(delta_path)
+    check_output_path(Path(out_path), inputs=[Path(delta_path)])
+    _check_payload(parse_header(delta, str(delta_path)), delta, str(delta_path))  # before the base: libkbpack's order
     old = _read_bundle(old_path, "old")
     new = rebuild(old, delta, delta_name=str(delta_path), old_name=str(old_path))
     out = Path(out_path)
