@@ -106,45 +106,13 @@ static float dot(const float *a, const float *b, size_t n) {
   return acc[0];
 }
 
-/* An int8 row against the query times the scales (FORMAT.md §2.7: Σ q'[d] × v[d]), the same way:
- * each byte converts to float exactly, so only the sums' order differs from dot's. A quarter of
- * float32's bytes: gcc -O2 turns the fixed-length inner loop into sign extensions, conversions and
- * packed multiplies and adds. */
-static float dot_i8(const int8_t *restrict v, const float *restrict w, size_t n) {
-  float acc[DOT_LANES] = {0};
-  size_t i = 0;
-  for (; i + DOT_LANES <= n; i += DOT_LANES)
-    for (size_t j = 0; j < DOT_LANES; j++) acc[j] += w[i + j] * (float)v[i + j];
-  for (size_t j = 0; i < n; i++, j++) acc[j] += w[i] * (float)v[i];
-  for (size_t width = DOT_LANES / 2; width; width /= 2)
-    for (size_t j = 0; j < width; j++) acc[j] += acc[j + width];
-  return acc[0];
-}
-
-/* In blocks of 16 (a fixed-length inner loop -O2 vectorises, as in dot) and a tail; restrict: the
- * row buffer never overlaps the map. */
-static void halves_to_floats(const uint8_t *restrict p, float *restrict out, size_t n) {
-  size_t j = 0;
-  uint16_t h[DOT_LANES];
-  for (; j + DOT_LANES <= n; j += DOT_LANES) {
-    memcpy(h, p + 2 * j, sizeof h);
-    for (size_t i = 0; i < DOT_LANES; i++) out[j + i] = finite_half_to_float(h[i]);
-  }
-  for (; j < n; j++) {
-    memcpy(h, p + 2 * j, 2);
-    out[j] = finite_half_to_float(h[0]);
-  }
-}
-
 /* Float row r as native floats: a pointer into the map (float32 on a little-endian host) or kb->row. */
 static const float *vector_row(kbp_bundle *kb, const uint8_t *vectors, uint64_t r) {
   size_t dim = (size_t)kb->dim;
   if (!kb->row) return (const float *)(const void *)(vectors + (size_t)r * dim * 4); /* 64-byte aligned section */
   const uint8_t *p = vectors + (size_t)r * dim * dtype_size(kb->dtype);
   float *row = kb->row;
-  if (kb->dtype == DTYPE_FLOAT16 && host_is_little_endian()) { /* the common case */
-    halves_to_floats(p, row, dim);
-  } else if (kb->dtype == DTYPE_FLOAT16) {
+  if (kb->dtype == DTYPE_FLOAT16) { /* on a big-endian host (kbpi_row_score widens little-endian ones itself) */
     for (size_t j = 0; j < dim; j++) row[j] = finite_half_to_float((uint16_t)le(p + 2 * j, 2));
   } else { /* float32 on a big-endian host */
     for (size_t j = 0; j < dim; j++) {
@@ -172,8 +140,12 @@ KBP_INTERNAL kbp_status kbpi_prepare_query(kbp_bundle *kb, const float *q, dense
  * NaN: such a score ranks last, as in Python's reader (-inf). */
 KBP_INTERNAL float kbpi_row_score(kbp_bundle *kb, const dense_query *dq, uint64_t r) {
   size_t dim = (size_t)kb->dim;
-  float s = kb->dtype == DTYPE_INT8 ? dot_i8((const int8_t *)(const void *)(dq->vectors + (size_t)r * dim), dq->w, dim)
-                                    : dot(vector_row(kb, dq->vectors, r), dq->w, dim);
+  /* int8 and float16 rows: kernels.c's inner products (SIMD where the CPU has it, the same float as plain C) */
+  float s = kb->dtype == DTYPE_INT8 ? kbpi_dot_i8((const int8_t *)(const void *)(dq->vectors + (size_t)r * dim), dq->w, dim,
+                                                  KBPI_KERNEL_BEST)
+            : kb->dtype == DTYPE_FLOAT16 && host_is_little_endian()
+                ? kbpi_dot_f16(dq->vectors + (size_t)r * dim * 2, dq->w, dim, KBPI_KERNEL_BEST)
+                : dot(vector_row(kb, dq->vectors, r), dq->w, dim);
   return isnan(s) ? -INFINITY : s;
 }
 

@@ -15,6 +15,7 @@
  *   kbpack.c       kbp_open and kbp_close: the header, section table and manifest; the accessors
  *   msgpack.c      the msgpack subset of chunk blocks
  *   chunks.c       chunk blocks (zstd frames of msgpack records), kbp_chunk_get
+ *   kernels.c      the dense scan's int8 and float16 inner products: portable C, and SIMD chosen at run time
  *   dense.c        vectors (float32, float16, int8, binary codes), dense search, top-k lists
  *   lexical.c      the lexical index, tokeniser kbc-lex-1, BM25
  *   search.c       retrieval settings, hybrid fusion, kbp_resolve_mode, kbp_search
@@ -51,6 +52,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
+/* kernels.c's SIMD intrinsics; on x86-64 each kernel enables its instruction set by a target
+ * attribute, so including them builds nothing beyond baseline x86-64 */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 /* BM25 must round exactly as FORMAT.md §2.4 orders it: no fused multiply-add. GCC in ISO C mode
  * (-std=c99) never contracts; clang needs telling. */
@@ -323,6 +331,24 @@ KBP_INTERNAL kbp_status kbpi_load_block(kbp_bundle *kb, uint64_t b);
 /* Chunk id's fields (its block loaded, and checked, first); valid until another block is loaded. */
 KBP_INTERNAL kbp_status kbpi_chunk_fields(kbp_bundle *kb, uint64_t id, chunk_fields *f);
 KBP_INTERNAL kbp_string kbpi_put_string(char *area, size_t *used, const void *p, size_t n);
+
+/* ============ kernels.c: the dense scan's int8 and float16 inner products */
+
+/* Which code computes them: the widest this CPU runs (BEST), or one named (the tests compare them). */
+typedef enum {
+  KBPI_KERNEL_BEST = -1,
+  KBPI_KERNEL_PORTABLE = 0, /* plain C */
+  KBPI_KERNEL_AVX2 = 1,     /* x86-64, chosen at run time */
+  KBPI_KERNEL_AVX512 = 2,   /* x86-64 AVX-512F, chosen at run time */
+  KBPI_KERNEL_NEON = 3      /* aarch64 */
+} kbpi_kernel;
+
+/* 1 if this build and this CPU run `kernel`. */
+KBP_INTERNAL int kbpi_kernel_available(kbpi_kernel kernel);
+/* Σ w[d] x row[d] over n elements in float32, summed in kernels.c's fixed order: every kernel returns
+ * the same float. A kernel not available runs the portable one. f16: n little-endian finite halves. */
+KBP_INTERNAL float kbpi_dot_i8(const int8_t *v, const float *w, size_t n, kbpi_kernel kernel);
+KBP_INTERNAL float kbpi_dot_f16(const uint8_t *p, const float *w, size_t n, kbpi_kernel kernel);
 
 /* ============ dense.c: dense search and ranked lists */
 
