@@ -127,6 +127,34 @@ def test_the_runtimes_libkbpack_binding_searches_as_kbcs_reader(tiny_encoder_bun
     assert compared > 80
 
 
+def test_the_runtimes_libkbpack_binding_ranks_pages_and_scopes_as_kbcs_reader(sample_bundle, libkbpack):
+    """search_pages and where= through ctypes against KnowledgeBase.rank_pages and rank(where=) on
+    sample_docs with the real model (no near-ties): the same pages, members and scores."""
+    from kbc.query.knowledge_base import KnowledgeBase
+    from kbpack_runtime.libkbpack import Bundle as CBundle
+    from test_c_pages import assert_same_pages
+    from test_libkbpack import assert_same_ranking, ranked
+
+    compared = 0
+    with CBundle(sample_bundle, library=str(libkbpack.build / "libkbpack.so")) as cb, KnowledgeBase(sample_bundle) as kb:
+        vectors = kb.embed_queries(QUESTIONS)
+        for question, v in zip(QUESTIONS, vectors):
+            for mode in ("dense", "lexical", "hybrid"):
+                tol = 0.0 if mode == "lexical" else 1e-5
+                for where in (None, ["kind=pdf"], ["path:*.md"]):
+                    got = cb.search_pages(v, question, k=5, mode=mode, where=where)
+                    py = [{"score": p.score, "key": p.key, "chunks": list(zip(p.chunk_ids, p.chunk_scores))}
+                          for p in kb.rank_pages([question], 5, mode=mode, vectors=v[None], where=where)[0]]
+                    mine = [{"score": p["score"], "key": (p["source"], p["record"], p["page"]), "chunks": p["chunks"]}
+                            for p in got]
+                    assert_same_pages(mine, py, tol, (question, mode, where))
+                    hits = cb.search(v, question, k=5, mode=mode, where=where)
+                    assert_same_ranking(hits, ranked(*kb.rank([question], 5, mode=mode, vectors=v[None], where=where)[0]),
+                                        tol, (question, mode, where))
+                    compared += len(got) + len(hits)
+    assert compared > 150
+
+
 def test_the_runtimes_libkbpack_binding_refuses_misuse_in_one_exception(tiny_encoder_bundle, libkbpack, tmp_path):
     from kbpack_runtime.libkbpack import Bundle as CBundle
     from kbpack_runtime.libkbpack import KbpackError
@@ -143,6 +171,10 @@ def test_the_runtimes_libkbpack_binding_refuses_misuse_in_one_exception(tiny_enc
         "0-byte bundle": (lambda: CBundle(empty, library=library), "invalid"),
         "missing bundle": (lambda: CBundle(tmp_path / "none.kbpack", library=library), "io"),
         "missing library": (lambda: CBundle(tiny_encoder_bundle, library=str(tmp_path / "none.so")), "library"),
+        "unknown attribute": (lambda: cb.search(np.zeros(cb.dim), None, mode="dense", where="nope=1"), "argument"),
+        "bad condition": (lambda: cb.search_pages(None, "pump", mode="lexical", where=["kind~pdf"]), "argument"),
+        "empty where": (lambda: cb.search(np.zeros(cb.dim), None, mode="dense", where=[]), "argument"),
+        "pages, k 0": (lambda: cb.search_pages(np.zeros(cb.dim), None, k=0, mode="dense"), "argument"),
     }
     for name, (call, status) in cases.items():
         with pytest.raises(KbpackError) as e:

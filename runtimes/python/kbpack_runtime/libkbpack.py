@@ -6,6 +6,7 @@ this module adds no dependency: ctypes is in the standard library, and the array
     with Bundle("kb.kbpack", library="runtimes/c/build/libkbpack.so") as kb:
         for chunk_id, score in kb.search(vector, "How do I rotate the logs?", k=5):
             chunk = kb.chunk(chunk_id)     # {"text", "source_path", "page_start", ...}
+        kb.search_pages(vector, "How do I rotate the logs?", k=3, mode="hybrid", where=["kind=pdf"])
 
 The library is `library`, else $KBPACK_LIBRARY, else libkbpack.so wherever the loader finds it
 (make -C runtimes/c builds it). Every failure is a KbpackError carrying libkbpack's status and its
@@ -56,6 +57,15 @@ class _Hit(ctypes.Structure):
     _fields_ = [("id", ctypes.c_uint64), ("score", ctypes.c_double)]
 
 
+MAX_PAGE_CHUNKS = 100  # kbpack.h's KBP_MAX_PAGE_CHUNKS
+
+
+class _PageHit(ctypes.Structure):  # kbpack.h's kbp_page_hit
+    _fields_ = [("score", ctypes.c_double), ("source", ctypes.c_int64), ("record", _String), ("page", ctypes.c_int64),
+                ("n_chunks", ctypes.c_size_t), ("chunk_ids", ctypes.c_uint64 * MAX_PAGE_CHUNKS),
+                ("chunk_scores", ctypes.c_double * MAX_PAGE_CHUNKS)]
+
+
 _FIELDS = ("source", "seq", "page_start", "page_end", "char_start", "char_end", "tokens")  # KBP_FIELD_* bit order
 
 
@@ -72,8 +82,15 @@ def load(library: str | None = None) -> ctypes.CDLL:
     lib.kbp_count.argtypes, lib.kbp_count.restype = [p], ctypes.c_uint64
     lib.kbp_dim.argtypes, lib.kbp_dim.restype = [p], ctypes.c_size_t
     lib.kbp_verify.argtypes = [p]
-    lib.kbp_search.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
-                               ctypes.POINTER(_Hit), ctypes.POINTER(ctypes.c_size_t)]
+    floats, size = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_size_t)
+    lib.kbp_search_filtered.argtypes = [p, floats, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, p,
+                                        ctypes.POINTER(_Hit), size]
+    lib.kbp_search_pages_filtered.argtypes = [p, floats, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, p,
+                                              ctypes.POINTER(_PageHit), size]
+    lib.kbp_page_settings.argtypes = [p, size, ctypes.POINTER(ctypes.c_double), size]
+    lib.kbp_filter_compile.argtypes = [p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t, ctypes.POINTER(p)]
+    lib.kbp_filter_matched.argtypes, lib.kbp_filter_matched.restype = [p], ctypes.c_uint64
+    lib.kbp_filter_free.argtypes = [p]
     lib.kbp_chunk_get.argtypes = [p, ctypes.c_uint64, ctypes.POINTER(_Chunk)]
     return lib
 
@@ -102,10 +119,7 @@ class Bundle:
         if status:
             self._raise(status)
 
-    def search(self, vector, question: str | None, k: int = 5, mode: str = "default") -> list[tuple[int, float]]:
-        """The k best (chunk id, score), best first: dense and hybrid need `vector` (dim float32),
-        lexical and hybrid `question`."""
-        kb = self._live()
+    def _query(self, vector, question, k: int, mode: str):
         if mode not in MODES or k < 1:
             raise KbpackError("argument", f"kbpack: search: mode {mode!r} k {k}: a mode of {sorted(MODES)} and k >= 1")
         v = None
@@ -113,14 +127,62 @@ class Bundle:
             v = np.ascontiguousarray(vector, dtype=np.float32)
             if v.shape != (self.dim,):
                 raise KbpackError("argument", f"kbpack: search: the vector has shape {v.shape}, not ({self.dim},)")
+        q = None if question is None else question.encode("utf-8", "surrogatepass")
+        return v, (None if v is None else v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))), q
+
+    def _filter(self, where):
+        """kbp_filter_compile of `where` (a condition or a list: "kind=pdf", "year>=2022",
+        "path:manuals/**"), or None; the caller frees it."""
+        if where is None:
+            return None
+        conditions = [where] if isinstance(where, str) else list(where)
+        if not conditions or not all(isinstance(c, str) and "\0" not in c for c in conditions):
+            raise KbpackError("argument", "kbpack: filter: conditions must be non-empty strings without NUL")
+        array = (ctypes.c_char_p * len(conditions))(*(c.encode("utf-8", "surrogatepass") for c in conditions))
+        f = ctypes.c_void_p()
+        status = self._lib.kbp_filter_compile(self._kb, array, len(conditions), ctypes.byref(f))
+        if status:
+            self._raise(status)
+        return f
+
+    def search(self, vector, question: str | None, k: int = 5, mode: str = "default",
+               where=None) -> list[tuple[int, float]]:
+        """The k best (chunk id, score), best first: dense and hybrid need `vector` (dim float32),
+        lexical and hybrid `question`; `where`, conditions every hit meets (FORMAT.md §2.10)."""
+        kb = self._live()
+        v, vp, q = self._query(vector, question, k, mode)
         room = max(1, min(k, self.count))
         hits, n = (_Hit * room)(), ctypes.c_size_t()
-        status = self._lib.kbp_search(kb, None if v is None else v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                                      None if question is None else question.encode("utf-8", "surrogatepass"),
-                                      room, MODES[mode], hits, ctypes.byref(n))
+        f = self._filter(where)
+        try:
+            status = self._lib.kbp_search_filtered(kb, vp, q, room, MODES[mode], f, hits, ctypes.byref(n))
+        finally:
+            self._lib.kbp_filter_free(f)
         if status:
             self._raise(status)
         return [(int(hits[i].id), float(hits[i].score)) for i in range(n.value)]
+
+    def search_pages(self, vector, question: str | None, k: int = 5, mode: str = "default", where=None) -> list[dict]:
+        """The k best pages (FORMAT.md §2.8), best first: {"score", "source", "record", "page",
+        "chunks": [(chunk id, score), ...]}; arguments as search's."""
+        kb = self._live()
+        v, vp, q = self._query(vector, question, k, mode)
+        depth = ctypes.c_size_t()
+        status = self._lib.kbp_page_settings(kb, ctypes.byref(depth), None, None)
+        if status:
+            self._raise(status)
+        room = max(1, min(k, depth.value))  # at most page_depth pages come back, ~1.6 kB each
+        pages, n = (_PageHit * room)(), ctypes.c_size_t()
+        f = self._filter(where)
+        try:
+            status = self._lib.kbp_search_pages_filtered(kb, vp, q, room, MODES[mode], f, pages, ctypes.byref(n))
+        finally:
+            self._lib.kbp_filter_free(f)
+        if status:
+            self._raise(status)
+        return [{"score": p.score, "source": int(p.source), "record": p.record.text(), "page": int(p.page),
+                 "chunks": [(int(p.chunk_ids[j]), float(p.chunk_scores[j])) for j in range(p.n_chunks)]}
+                for p in pages[:n.value]]
 
     def chunk(self, i: int) -> dict:
         """Chunk i with its provenance: text, context, source_path, labels, record (None when absent)
