@@ -39,12 +39,13 @@ def _chunk_block(data: bytes, chunks: list) -> bytes:
     m = manifest_of(data)
     m["vectors"]["count"] = m["chunks"]["count"] = len(chunks)
     m.pop("lexical"), m.pop("retrieval"), m.pop("index")  # dense search over the new vectors only
+    m.pop("attributes", None)  # its rows ran over the old chunks (FORMAT.md §2.10)
     dim = m["vectors"]["dim"]
     vecs = np.zeros((len(chunks), dim), np.float32)
     vecs[:, 0] = 1
     return rebuild(data, {"chunks": frame, "chunk_offsets": np.array([0, len(frame)], "<u8").tobytes(),
                           "vectors": vecs.tobytes(), "manifest": json.dumps(m).encode()},
-                   drop=("index",) + tuple(n for n in sections(data) if n.startswith("lex_")))
+                   drop=("index", "attributes") + tuple(n for n in sections(data) if n.startswith("lex_")))
 
 
 def _faiss_flat_claiming(ntotal: int, dim: int) -> bytes:
