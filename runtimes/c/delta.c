@@ -205,14 +205,13 @@ static int write_all(int fd, const uint8_t *p, uint64_t n) {
   return 0;
 }
 
-/* The folder of `path` and a mkstemp template ".NAME.XXXXXX" in it (kbc's temporary names are alike). */
-static char *temp_template(const char *path, char **dir) {
+/* The folder of `path`, and room for a temporary name in it (open_temporary writes it). */
+static char *temp_name_buffer(const char *path, char **dir) {
   const char *slash = strrchr(path, '/');
   size_t dir_len = slash ? (size_t)(slash - path) : 0;
-  const char *name = slash ? slash + 1 : path;
-  char *tmpl = malloc(strlen(path) + 16), *d = malloc(dir_len + 2);
-  if (!tmpl || !d) {
-    free(tmpl);
+  char *name = malloc(strlen(path) + 32), *d = malloc(dir_len + 2);
+  if (!name || !d) {
+    free(name);
     free(d);
     return NULL;
   }
@@ -220,13 +219,25 @@ static char *temp_template(const char *path, char **dir) {
     memcpy(d, path, dir_len);
     d[dir_len] = 0;
     if (dir_len == 0) strcpy(d, "/");
-    sprintf(tmpl, "%.*s/.%s.XXXXXX", (int)dir_len, path, name);
   } else {
     strcpy(d, ".");
-    sprintf(tmpl, ".%s.XXXXXX", name);
   }
   *dir = d;
-  return tmpl;
+  return name;
+}
+
+/* A new file ".NAME.apply-N.tmp" beside `path` (kbc's temporaries are ".NAME.*.tmp" too, and its writer
+ * clears stale ones). Not mkstemp and fchmod: WASI, which runtimes/js compiles this unit for, has neither;
+ * O_EXCL makes the name this call's alone. */
+static int open_temporary(const char *path, char *name) {
+  const char *slash = strrchr(path, '/');
+  int dir_len = slash ? (int)(slash - path) + 1 : 0;
+  for (unsigned n = 0; n < 1000; n++) {
+    sprintf(name, "%.*s.%s.apply-%u.tmp", dir_len, path, slash ? slash + 1 : path, n);
+    int fd = open(name, O_RDWR | O_CREAT | O_EXCL, 0644);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  return -1;
 }
 
 static void fsync_dir(const char *dir) {
@@ -240,9 +251,9 @@ static void fsync_dir(const char *dir) {
 /* Rebuild into a temporary file next to out_path; rename it over out_path only when verified. */
 static kbp_status write_verified(const delta_input *d, const delta_header *h, const delta_input *old, const char *old_path,
                                  const char *out_path, kbp_error *err) {
-  char *dir = NULL, *tmp = temp_template(out_path, &dir);
+  char *dir = NULL, *tmp = temp_name_buffer(out_path, &dir);
   if (!tmp) return kbpi_report(err, KBP_ERR_MEMORY, "", "out of memory");
-  int fd = mkstemp(tmp);
+  int fd = open_temporary(out_path, tmp);
   kbp_status status = KBP_OK;
   if (fd < 0) {
     status = kbpi_report(err, KBP_ERR_IO, "", "%s: cannot create a file in its folder: %s", out_path, strerror(errno));
@@ -252,7 +263,7 @@ static kbp_status write_verified(const delta_input *d, const delta_header *h, co
   }
   uint8_t *dst = NULL;
   int mapped = 0;
-  if (fchmod(fd, 0644) != 0 || ftruncate(fd, (off_t)h->new_size) != 0)
+  if (ftruncate(fd, (off_t)h->new_size) != 0)
     status = kbpi_report(err, KBP_ERR_IO, "", "%s: cannot size the new file: %s", out_path, strerror(errno));
   if (status == KBP_OK && h->new_size) {
     void *map = mmap(NULL, (size_t)h->new_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
