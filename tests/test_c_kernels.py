@@ -1,5 +1,5 @@
 """libkbpack's dense kernels (runtimes/c/kernels.c): every SIMD path this CPU has (AVX2, AVX-512F on
-x86-64; NEON on aarch64, under QEMU) returns exactly the portable C code's float, bit for bit, for
+x86-64; NEON on aarch64, under QEMU; WebAssembly SIMD, under Node) returns exactly the portable C code's float, bit for bit, for
 int8 and float16 rows of every length from 0 to 100 (a 64-lane step and every tail) and at 384,
 over values chosen to stress rounding: int8 -128..127, halves from subnormal to 65504 of both signs,
 query weights spanning 2^-30..2^30. "Same result" is equality: each element widens to float exactly,
@@ -49,14 +49,14 @@ static uint16_t half(void) {
 
 int main(int argc, char **argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 200;
-  static const kbpi_kernel kernels[] = {KBPI_KERNEL_AVX2, KBPI_KERNEL_AVX512, KBPI_KERNEL_NEON};
-  static const char *names[] = {"avx2", "avx512", "neon"};
+  static const kbpi_kernel kernels[] = {KBPI_KERNEL_AVX2, KBPI_KERNEL_AVX512, KBPI_KERNEL_NEON, KBPI_KERNEL_WASM_SIMD};
+  static const char *names[] = {"avx2", "avx512", "neon", "wasm"};
   size_t lengths[104];
   for (size_t i = 0; i <= 100; i++) lengths[i] = i;
   lengths[101] = 384; lengths[102] = 768; lengths[103] = 1023;
   int8_t v[1024]; uint16_t h[1024]; float w[1024];
   long compared = 0, differ = 0;
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 4; k++) {
     int available = kbpi_kernel_available(kernels[k]);
     printf("%s %s\n", names[k], available ? "available" : "absent");
     if (!available) continue;
@@ -75,8 +75,7 @@ int main(int argc, char **argv) {
         if (memcmp(&c, &d, 4) != 0) { differ++; if (differ < 5) printf("DIFF %s f16 n=%zu %.9g %.9g\n", names[k], n, c, d); }
       }
   }
-  printf("compared %ld differ %ld best %d\n", compared, differ,
-         (int)(kbpi_kernel_available(KBPI_KERNEL_AVX512) ? KBPI_KERNEL_AVX512 : kbpi_kernel_available(KBPI_KERNEL_AVX2) ? KBPI_KERNEL_AVX2 : kbpi_kernel_available(KBPI_KERNEL_NEON) ? KBPI_KERNEL_NEON : 0));
+  printf("compared %ld differ %ld\n", compared, differ);
   return differ != 0;
 }
 """
@@ -95,7 +94,7 @@ def compile_program(cc: str, build: Path, out: Path, *extra: str) -> Path:
 
 def parse(stdout: str) -> dict:
     lines = dict(line.split(" ", 1) for line in stdout.splitlines())
-    return {"kernels": {k: lines[k] == "available" for k in ("avx2", "avx512", "neon")},
+    return {"kernels": {k: lines[k] == "available" for k in ("avx2", "avx512", "neon", "wasm")},
             "compared": int(lines["compared"].split()[0]), "differ": int(lines["compared"].split()[2])}
 
 
@@ -104,7 +103,7 @@ def test_every_simd_kernel_here_equals_the_portable_code_bit_for_bit(libkbpack, 
     proc = subprocess.run([str(exe), "200"], capture_output=True, text=True, timeout=300)
     result = parse(proc.stdout)
     assert proc.returncode == 0 and result["differ"] == 0, proc.stdout
-    assert not result["kernels"]["neon"]
+    assert not result["kernels"]["neon"] and not result["kernels"]["wasm"]
     simd = [k for k, on in result["kernels"].items() if on]
     assert result["compared"] == 2 * 200 * 104 * len(simd)
     cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -129,8 +128,42 @@ def test_the_neon_kernels_equal_the_portable_code_under_qemu(tmp_path_factory, z
     proc = subprocess.run(["qemu-aarch64-static", str(exe), "30"], capture_output=True, text=True, timeout=300)
     result = parse(proc.stdout)
     assert proc.returncode == 0 and result["differ"] == 0, proc.stdout
-    assert result["kernels"] == {"avx2": False, "avx512": False, "neon": True}
+    assert result["kernels"] == {"avx2": False, "avx512": False, "neon": True, "wasm": False}
     assert result["compared"] == 2 * 30 * 104
+
+
+NODE_WASI = """
+import { readFileSync } from "node:fs";
+import { WASI } from "node:wasi";
+const wasi = new WASI({ version: "preview1", args: ["kernels", process.argv[3]] });
+const module = await WebAssembly.compile(readFileSync(process.argv[2]));
+process.exitCode = wasi.start(await WebAssembly.instantiate(module, wasi.getImportObject()));
+"""
+
+
+def test_the_wasm_simd_kernels_equal_the_portable_code_under_node(zstd_source, tmp_path):
+    """The kernels as runtimes/js builds them (clang wasm32-wasi, -msimd128), run by Node's WASI."""
+    if shutil.which("node") is None:
+        require_or_skip("runtimes/js: no `node` on this machine")
+    make_check = subprocess.run(["make", "-s", "-C", str(LIBKBPACK_SRC.parent / "js"), "check"], capture_output=True,
+                                text=True)
+    if make_check.returncode != 0:
+        require_or_skip(make_check.stderr.strip() or "runtimes/js: no wasm32 toolchain")
+    wasm_cc = subprocess.run(["make", "-s", "-C", str(LIBKBPACK_SRC.parent / "js"), "print-cc"], capture_output=True,
+                             text=True).stdout.strip()
+    (tmp_path / "kernels.c").write_text(PROGRAM)
+    exe = tmp_path / "kernels.wasm"
+    proc = subprocess.run([wasm_cc, "--target=wasm32-wasi", "-msimd128", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                           "-D_WASI_EMULATED_MMAN", f"-I{LIBKBPACK_SRC}", f"-I{zstd_source}", "-o", str(exe),
+                           str(tmp_path / "kernels.c"), str(LIBKBPACK_SRC / "kernels.c")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "run.mjs").write_text(NODE_WASI)
+    proc = subprocess.run(["node", "--no-warnings", str(tmp_path / "run.mjs"), str(exe), "50"], capture_output=True,
+                          text=True, timeout=300)
+    result = parse(proc.stdout)
+    assert proc.returncode == 0 and result["differ"] == 0, proc.stdout + proc.stderr
+    assert result["kernels"] == {"avx2": False, "avx512": False, "neon": False, "wasm": True}
+    assert result["compared"] == 2 * 50 * 104
 
 
 SEARCH = r"""

@@ -58,6 +58,8 @@
 #include <immintrin.h>
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 #include <arm_neon.h>
+#elif defined(__wasm_simd128__)
+#include <wasm_simd128.h>
 #endif
 
 /* BM25 must round exactly as FORMAT.md §2.4 orders it: no fused multiply-add. GCC in ISO C mode
@@ -340,7 +342,8 @@ typedef enum {
   KBPI_KERNEL_PORTABLE = 0, /* plain C */
   KBPI_KERNEL_AVX2 = 1,     /* x86-64, chosen at run time */
   KBPI_KERNEL_AVX512 = 2,   /* x86-64 AVX-512F, chosen at run time */
-  KBPI_KERNEL_NEON = 3      /* aarch64 */
+  KBPI_KERNEL_NEON = 3,     /* aarch64 */
+  KBPI_KERNEL_WASM_SIMD = 4 /* WebAssembly built with -msimd128 */
 } kbpi_kernel;
 
 /* 1 if this build and this CPU run `kernel`. */

@@ -1,8 +1,8 @@
 /* libkbpack, kernels.c: the inner products of the dense scan's int8 and float16 rows with the float32
  * query (dense.c scores rows with them), written once in portable C and again with the CPU's SIMD
  * instructions, the widest it has picked at run time: x86-64 AVX-512F, else AVX2 (target attributes:
- * the rest of the library stays baseline x86-64); aarch64 NEON. Elsewhere (WebAssembly included,
- * where -msimd128 lets clang vectorise the portable loops) the portable code.
+ * the rest of the library stays baseline x86-64); aarch64 NEON; WebAssembly built with -msimd128
+ * (runtimes/js) its 128-bit SIMD. Elsewhere the portable code.
  *
  * Same results, bit for bit. Every kernel keeps 64 partial sums, lane j adding w[i + j] x row[i + j]
  * for i = 0, 64, 128, ..., the tail's elements to lanes 0, 1, ..., then folds the lanes pairwise (32,
@@ -246,6 +246,61 @@ static float dot_f16_neon(const uint8_t *p, const float *w, size_t n) {
 }
 #endif
 
+#if defined(__wasm_simd128__) && !defined(KBP_PORTABLE_KERNELS)
+#define KBP_WASM_KERNELS 1
+
+/* WebAssembly SIMD (clang -msimd128; fixed at build time: a module has no run-time choice). Lanes as
+ * NEON's, four to a register; halves widened by half_to_float's bit rule (wasm has no conversion). */
+#define WASM_ZERO(k) v128_t s##k = wasm_f32x4_splat(0.0f);
+#define WASM_I8_STEP(k)                                                                                   \
+  {                                                                                                       \
+    v128_t h16 = wasm_i16x8_load8x8(v + i + 8 * (k / 2));                                                 \
+    v128_t i32 = (k) % 2 ? wasm_i32x4_extend_high_i16x8(h16) : wasm_i32x4_extend_low_i16x8(h16);          \
+    s##k = wasm_f32x4_add(s##k, wasm_f32x4_mul(wasm_v128_load(w + i + 4 * k), wasm_f32x4_convert_i32x4(i32))); \
+  }
+#define WASM_F16_STEP(k)                                                                                  \
+  {                                                                                                       \
+    v128_t h = wasm_u32x4_load16x4(p + 2 * (i + 4 * k));                                                  \
+    v128_t f = wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x7fff)), 13),             \
+                              wasm_f32x4_splat(0x1p112f));                                                \
+    f = wasm_v128_or(f, wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16));                  \
+    s##k = wasm_f32x4_add(s##k, wasm_f32x4_mul(wasm_v128_load(w + i + 4 * k), f));                        \
+  }
+
+static inline float fold16_wasm(v128_t *s) {
+  for (int width = 8; width; width /= 2)
+    for (int k = 0; k < width; k++) s[k] = wasm_f32x4_add(s[k], s[k + width]);
+  v128_t x = wasm_f32x4_add(s[0], wasm_i32x4_shuffle(s[0], s[0], 2, 3, 2, 3));
+  return wasm_f32x4_extract_lane(x, 0) + wasm_f32x4_extract_lane(x, 1);
+}
+
+static float dot_i8_wasm(const int8_t *v, const float *w, size_t n) {
+  REPEAT16(WASM_ZERO)
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES) {
+    REPEAT16(WASM_I8_STEP)
+  }
+  v128_t all[16] = {s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15};
+  if (i == n) return fold16_wasm(all);
+  float acc[LANES];
+  for (int k = 0; k < 16; k++) wasm_v128_store(acc + 4 * k, all[k]);
+  return finish_i8(acc, v, w, i, n);
+}
+
+static float dot_f16_wasm(const uint8_t *p, const float *w, size_t n) {
+  REPEAT16(WASM_ZERO)
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES) {
+    REPEAT16(WASM_F16_STEP)
+  }
+  v128_t all[16] = {s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15};
+  if (i == n) return fold16_wasm(all);
+  float acc[LANES];
+  for (int k = 0; k < 16; k++) wasm_v128_store(acc + 4 * k, all[k]);
+  return finish_f16(acc, p, w, i, n);
+}
+#endif
+
 /* ---- choosing one */
 
 KBP_INTERNAL int kbpi_kernel_available(kbpi_kernel kernel) {
@@ -257,6 +312,9 @@ KBP_INTERNAL int kbpi_kernel_available(kbpi_kernel kernel) {
 #endif
 #ifdef KBP_NEON_KERNELS
   case KBPI_KERNEL_NEON: return 1; /* every aarch64 CPU has NEON */
+#endif
+#ifdef KBP_WASM_KERNELS
+  case KBPI_KERNEL_WASM_SIMD: return 1; /* built with -msimd128: the module does not load without it */
 #endif
   default: return 0;
   }
@@ -272,6 +330,9 @@ static kbpi_kernel best_kernel(void) {
 #ifdef KBP_NEON_KERNELS
   return KBPI_KERNEL_NEON;
 #endif
+#ifdef KBP_WASM_KERNELS
+  return KBPI_KERNEL_WASM_SIMD;
+#endif
   return KBPI_KERNEL_PORTABLE;
 }
 
@@ -285,6 +346,9 @@ KBP_INTERNAL float kbpi_dot_i8(const int8_t *v, const float *w, size_t n, kbpi_k
 #endif
 #ifdef KBP_NEON_KERNELS
   case KBPI_KERNEL_NEON: return dot_i8_neon(v, w, n);
+#endif
+#ifdef KBP_WASM_KERNELS
+  case KBPI_KERNEL_WASM_SIMD: return dot_i8_wasm(v, w, n);
 #endif
   default: return dot_i8_portable(v, w, n);
   }
@@ -300,6 +364,9 @@ KBP_INTERNAL float kbpi_dot_f16(const uint8_t *p, const float *w, size_t n, kbpi
 #endif
 #ifdef KBP_NEON_KERNELS
   case KBPI_KERNEL_NEON: return dot_f16_neon(p, w, n);
+#endif
+#ifdef KBP_WASM_KERNELS
+  case KBPI_KERNEL_WASM_SIMD: return dot_f16_wasm(p, w, n);
 #endif
   default: return dot_f16_portable(p, w, n);
   }
