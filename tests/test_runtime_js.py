@@ -242,3 +242,60 @@ def test_every_misuse_is_one_kbpack_error_never_a_crash(kbpack_wasm, tiny_encode
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
+
+PAGE = """<!doctype html><html><body><pre id="out">pending</pre>
+<script type="module">
+import { open, KbpackError } from "./kbpack.mjs";
+const out = document.getElementById("out");
+try {
+  const kb = await open(await (await fetch("bundle.kbpack")).arrayBuffer(), { wasm: new URL("kbpack.wasm", location.href) });
+  kb.verify();
+  const { hits } = kb.search({ vector: VECTOR, k: 5, mode: "dense" });
+  let zero = null;
+  try { await open(new Uint8Array(0)); } catch (e) { zero = e instanceof KbpackError ? [e.status, e.part] : String(e); }
+  out.textContent = "RESULT " + JSON.stringify({ count: kb.count, hits, zero });
+  kb.close();
+} catch (e) { out.textContent = "RESULT " + JSON.stringify({ error: String(e) }); }
+</script></body></html>
+"""
+
+
+def test_a_headless_chromium_loads_the_module_and_searches_as_python(kbpack_wasm, tiny_encoder_bundle, tmp_path):
+    """Debian's chromium, headless, fetches the bundle over HTTP (ES modules do not load from file://),
+    opens, verifies and searches it in the page: Python's ids and scores."""
+    import functools
+    import http.server
+    import threading
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium (apt-get install chromium): the browser test needs it")
+    with Bundle(tiny_encoder_bundle) as b:
+        q = np.array(b.probes().vectors[3], dtype=np.float32)
+    with KnowledgeBase(tiny_encoder_bundle) as kb:
+        py = [(h.chunk_id, h.score) for h in kb.search_vectors(q[None], k=5)[0]]
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(JS_DIR / "kbpack.mjs", site)
+    shutil.copy(kbpack_wasm, site / "kbpack.wasm")
+    shutil.copy(tiny_encoder_bundle, site / "bundle.kbpack")
+    (site / "index.html").write_text(PAGE.replace("VECTOR", json.dumps(q.tolist())))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                               "--virtual-time-budget=20000", "--dump-dom",
+                               f"http://127.0.0.1:{server.server_address[1]}/index.html"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    line = next((ln for ln in proc.stdout.splitlines() if "RESULT " in ln), None)
+    assert line, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    result = json.loads(line.split("RESULT ", 1)[1].split("</pre>")[0])
+    assert "error" not in result, result
+    assert result["zero"] == [2, "header"]  # a 0-byte bundle: KbpackError, invalid, in the page too
+    with Bundle(tiny_encoder_bundle) as b:
+        assert result["count"] == b.count
+    assert_same_ranking([(h["id"], h["score"]) for h in result["hits"]], py, 1e-5, "chromium", 1e-6)
