@@ -40,6 +40,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _sigint_default() -> None:
+    """A test run started in the background (`make test &`) ignores SIGINT, and its children would
+    inherit that, as kbc rightly keeps (nohup): the build under test gets Ctrl-C's usual meaning."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_build(docs: Path, out: Path, *, when: str, sig: int, group: bool, extra=()):
     """Starts `kbc build` with plain progress on a pipe, waits for the progress line that says the
     build is at `when` ("extract": files still to extract; "embed": extraction done, chunks still to
@@ -47,7 +53,7 @@ def interrupt_build(docs: Path, out: Path, *, when: str, sig: int, group: bool, 
     a CI runner does) and returns (exit code, stderr, seconds from the signal to the exit, workers)."""
     proc = subprocess.Popen([sys.executable, "-m", "kbc", "build", str(docs), "-o", str(out), "--no-cache",
                              "--progress", "plain", *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_sigint_default)
     seen = []
     workers: set[int] = set()
     try:
@@ -105,3 +111,28 @@ def test_interrupt_is_quiet_and_leaves_nothing(tmp_path, many_docs, when, sig, g
     while any(alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in workers)
+
+
+def test_the_local_engine_embeds_a_window_in_slices_only_for_one_text_per_run_embedders():
+    """Slices bound how long an interrupt waits for the embedding threads; the vectors are the
+    window's whole, in order, and a padded-batch embedder still gets the window in one call."""
+    import numpy as np
+
+    from kbc.engines.local import EMBED_SLICE, LocalEngine
+
+    class Fake:
+        def __init__(self, batching: str):
+            self.spec = type("Spec", (), {"dim": 2, "runtime": {"batching": batching}})()
+            self.calls: list[int] = []
+
+        def embed_documents(self, texts, *, batch_size):
+            self.calls.append(len(texts))
+            return np.array([[float(t), 1.0] for t in texts], dtype=np.float32)
+
+    texts = [str(i) for i in range(2 * EMBED_SLICE + 5)]
+    for batching, calls in (("one text per run, unpadded", [EMBED_SLICE, EMBED_SLICE, 5]),
+                            ("padded batches", [len(texts)])):
+        fake = Fake(batching)
+        [(tag, vectors)] = list(LocalEngine().embed(fake, iter([("w", texts)])))
+        assert tag == "w" and fake.calls == calls
+        assert vectors[:, 0].tolist() == [float(t) for t in texts]

@@ -85,3 +85,22 @@ def test_diff_quotes_names(odd_corpus, tmp_path, tiny_model):
     d = kbc_cli("diff", str(out), str(other))
     assert d.returncode == 7 and not RAW.search(d.stdout), d.stdout
     assert '+ "new\\033[2Jone.md"' in d.stdout and '- "line\\nbreak.md"' in d.stdout
+
+
+def test_kbpack_search_output_reads_for_people_and_json_for_programs(odd_corpus, kbpack_tool):
+    import subprocess
+
+    out, _, _ = odd_corpus
+    human = subprocess.run([str(kbpack_tool), "search", str(out), "--mode", "lexical", "-k", "3", "--",
+                            "tomatoes warmth water"], capture_output=True, text=True, timeout=60)
+    assert human.returncode == 0 and human.stderr == "", human.stderr
+    assert not RAW.search(human.stdout), human.stdout
+    firsts = [line for line in human.stdout.splitlines() if re.match(r"\d+\. ", line)]
+    assert len(firsts) == 3 and all(re.match(r"\d+\. \d+\.\d{4}  \S", line) for line in firsts), human.stdout
+    assert {q for q in NAMES.values() if q in human.stdout} == set(NAMES.values())
+    assert "Tomatoes need warmth and water" in human.stdout  # the chunk's first words
+    machine = subprocess.run([str(kbpack_tool), "search", str(out), "--mode", "lexical", "-k", "3", "--json", "--",
+                              "tomatoes warmth water"], capture_output=True, text=True, timeout=60)
+    hits = json.loads(machine.stdout)["hits"]
+    assert {h["source_path"] for h in hits} == set(NAMES)  # the exact names
+    assert [round(h["score"], 4) for h in hits] == [float(line.split()[1]) for line in firsts]

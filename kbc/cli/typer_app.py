@@ -141,8 +141,9 @@ def handle_errors(fn):
 
 def _handle_sigint():
     """Ctrl-C goes through _term while a command runs (the handler it replaces comes back after:
-    tests run commands inside pytest). None outside the main thread, where no handler can be set."""
-    if threading.current_thread() is not threading.main_thread():
+    tests run commands inside pytest). None outside the main thread, where no handler can be set,
+    and where SIGINT was ignored when kbc started (nohup, a shell's background job): it stays so."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         return None
     return signal.signal(signal.SIGINT, _term)
 
