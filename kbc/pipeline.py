@@ -25,7 +25,7 @@ from . import __version__
 from .engines import open_engine, prefetch
 from . import options as build_options
 from .errors import InputError, cli_names, option
-from .search.dense import DEFAULT_INDEX
+from .search.dense import DEFAULT_INDEX, check_factory
 from .records import Problem
 from .format.retrieval import RetrievalSettings
 from .stages.sources import check_output_path, discover
@@ -150,6 +150,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, conf
                            cache=cache, reuse=o["reuse"], allow_pickle_weights=o["allow_pickle_weights"])
         cleanup.callback(embed.close)
         described = embed.described  # the model's own files: enough to chunk while it loads
+        check_factory(o["index"], described.dim)  # a mistyped --index fails now, not after embedding
         chunk = ChunkStage(spec=described, counter=embed.counter, unit=o["chunk_unit"], size=o["chunk_size"],
                            overlap=o["chunk_overlap"], context=o["context"], extract_settings=extract.settings,
                            cache=cache)

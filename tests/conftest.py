@@ -18,6 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "sample_docs"
 SHARED = Path(os.environ.get("KBC_SHARED", ROOT.parent / "shared"))
+# A test's stderr is not a terminal, so `kbc build` would print its plain progress lines there (as in
+# a CI log); the tests of those lines ask for them with --progress, the rest read the error line alone.
+os.environ["KBC_PROGRESS"] = "none"
 
 
 @pytest.fixture(scope="session", autouse=True)

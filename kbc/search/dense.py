@@ -32,9 +32,13 @@ class IndexResult:
     manifest: dict
 
 
-def _untrained_index(factory: str, n: int, dim: int):
-    """The untrained FAISS index `factory` names; refused, in kbc's words, when this corpus cannot
-    train it or FAISS cannot parse it."""
+def check_factory(factory: str, dim: int):
+    """The empty FAISS index `factory` names for `dim`-d vectors; refused, in kbc's words, when FAISS
+    cannot parse it. Cheap (nothing is trained): the build calls it before it reads any file, so a
+    mistyped --index fails at once, not after the corpus was embedded."""
+    factory = factory.strip() or DEFAULT_INDEX
+    if factory == "Flat":
+        return None
     import faiss
 
     pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
@@ -42,10 +46,17 @@ def _untrained_index(factory: str, n: int, dim: int):
         m = int(pq.group(1))
         raise InputError(f"{option('index')} {factory}: PQ{m} needs the dimension ({dim}) to be a multiple of {m}")
     try:  # FAISS's own error is a C++ signature and stack
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except Exception:
         raise InputError(f"{option('index')} {factory!r}: not a FAISS factory string FAISS accepts; "
                          "valid ones are e.g. Flat, HNSW32, IVF1024,Flat") from None
+
+
+def _untrained_index(factory: str, n: int, dim: int):
+    """The untrained FAISS index `factory` names; refused, in kbc's words, when this corpus cannot
+    train it or FAISS cannot parse it."""
+    index = check_factory(factory, dim)
+    pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
     ivf = re.search(r"IVF(\d+)", factory)
     if ivf:
         nlist = int(ivf.group(1))
