@@ -97,6 +97,9 @@ class BuildOption:
     bundle_chooses: bool = True  # --from-bundle may take it from a bundle's record
     both_ways: bool = False  # a bool the CLI also takes as --no-NAME (to override a config file's true)
     relative: bool = False  # names a file or folder: relative in a config file means from the file's folder
+    # what the type and range cannot say, checked before the build reads a file: the value (as
+    # kbc.build takes it) -> None, or an InputError naming the option
+    check: Callable[[Any], None] | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -153,6 +156,13 @@ class BuildOption:
         return (not value) if self.negated else value
 
 
+def _check_attr(items: list[str]) -> None:
+    """--attr items parse as the writer parses them (a malformed one fails now, not after embedding)."""
+    from .stages.write import declared_attributes
+
+    declared_attributes({"attr": items})
+
+
 def _count(lo: int, hi: int, **kw) -> dict:
     return dict(kind="int", lo=lo, hi=hi, **kw)
 
@@ -187,7 +197,7 @@ BUILD_OPTIONS: tuple[BuildOption, ...] = (
                 help="Flat (exact, no index stored) or a FAISS factory string: HNSW32, IVF256,Flat, IVF256,PQ32."),
     BuildOption("include", "list", (), recorded=True, help="Only files matching this glob (repeatable)."),
     # kbc.toml's [[attributes]] tables arrive here too, one item per value (kbc.cli.config)
-    BuildOption("attr", "list", (), recorded=True,
+    BuildOption("attr", "list", (), recorded=True, check=_check_attr,
                 help="An attribute of the documents, [GLOB:]KEY=VALUE (repeatable): every file's, or those under the "
                      "glob's (manuals/x200/**:product=x200); a,b is a list, digits an integer, YYYY-MM-DD a date. "
                      "Filter by it: kbc query --where KEY=VALUE (FORMAT.md 2.10)."),
@@ -306,6 +316,8 @@ def checked(values: Mapping[str, Any]) -> dict[str, Any]:
             value = os.fspath(value)
         elif not isinstance(value, str) or (o.choices is not None and value not in o.names()):
             raise _bad(o, value)
+        if o.check is not None:
+            o.check(value)
         out[name] = value
     return out
 

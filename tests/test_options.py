@@ -123,3 +123,19 @@ def test_an_option_declared_once_reaches_the_cli_config_record_bundle_and_librar
     assert r["from_bundle"]["code"] == 0 and r["from_bundle_recorded"]["shoe_size"] == 11
     assert r["library_recorded"]["shoe_size"] == 13
     assert r["library_bad"] == "InputError: shoe_size must be an integer from 1 to 20, not 0"
+
+
+def test_a_declared_check_runs_before_the_build_reads_anything(tmp_path):
+    """An option's own check (BuildOption.check: --attr's grammar) runs with the type and range
+    checks, before the model loads or a file is read: the model named here does not even exist."""
+    from kbc.cli import main  # noqa: F401 (registers the commands)
+    from kbc.cli.typer_app import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "kb.kbpack"
+    r = CliRunner().invoke(app, ["build", str(ROOT / "sample_docs"), "-o", str(out), "-m", str(tmp_path / "no-model"),
+                                 "--attr", "product=x200", "--attr", "no equals sign"])
+    assert r.exit_code == 2 and not out.exists()
+    assert r.stderr.strip().splitlines() == [
+        "kbc: error: --attr 'no equals sign': expected [GLOB:]KEY=VALUE, KEY an attribute name "
+        "([A-Za-z_][A-Za-z0-9_.-]*, at most 64 characters, not path)"]
