@@ -136,3 +136,33 @@ def test_the_local_engine_embeds_a_window_in_slices_only_for_one_text_per_run_em
         [(tag, vectors)] = list(LocalEngine().embed(fake, iter([("w", texts)])))
         assert tag == "w" and fake.calls == calls
         assert vectors[:, 0].tolist() == [float(t) for t in texts]
+
+
+def test_no_worker_ever_catches_ctrl_c(tmp_path, many_docs):
+    """Ctrl-C reaches every process of the group: a worker that caught SIGINT (Python's handler)
+    would print its own KeyboardInterrupt traceback. From its start (spawned with SIGINT blocked:
+    multiprocessing's resource tracker, started on the first spawn, used to unblock it in the
+    starting thread before the first worker) to its reading files (SIGINT ignored), none does."""
+    proc = subprocess.Popen([sys.executable, "-m", "kbc", "build", str(many_docs), "-o", str(tmp_path / "kb.kbpack"),
+                             "--no-cache", "--progress", "none"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_sigint_default)
+    looked: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and sum(looked.values()) < 200:
+            for pid in children(proc.pid):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                masks = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines()
+                         if line.startswith(("SigBlk", "SigIgn", "SigCgt"))}
+                sigint = 1 << (signal.SIGINT - 1)
+                if masks["SigCgt"] & sigint:
+                    assert masks["SigBlk"] & sigint, f"worker {pid} catches SIGINT unblocked"
+                looked[pid] = looked.get(pid, 0) + 1
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(looked) >= 2, looked  # the workers (and the resource tracker) were seen

@@ -92,6 +92,12 @@ def _interrupts_held():
     the process quietly (SIGTERM). Only the starting thread's mask changes: the driver still gets them."""
     import signal
 
+    try:  # started first: starting it unblocks SIGINT and SIGTERM in the calling thread afterwards
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    except (ImportError, OSError, AttributeError):
+        pass
     held = {signal.SIGINT, signal.SIGTERM}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
