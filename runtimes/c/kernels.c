@@ -252,11 +252,14 @@ static float dot_f16_neon(const uint8_t *p, const float *w, size_t n) {
 /* WebAssembly SIMD (clang -msimd128; fixed at build time: a module has no run-time choice). Lanes as
  * NEON's, four to a register; halves widened by half_to_float's bit rule (wasm has no conversion). */
 #define WASM_ZERO(k) v128_t s##k = wasm_f32x4_splat(0.0f);
+/* int32 -> float by the bits of 1.5 x 2^23 + x, minus 1.5 x 2^23: exact for |x| < 2^22. Not
+ * f32x4.convert: clang 14 folds the widening and the conversion into one it then does lane by lane. */
 #define WASM_I8_STEP(k)                                                                                   \
   {                                                                                                       \
     v128_t h16 = wasm_i16x8_load8x8(v + i + 8 * (k / 2));                                                 \
     v128_t i32 = (k) % 2 ? wasm_i32x4_extend_high_i16x8(h16) : wasm_i32x4_extend_low_i16x8(h16);          \
-    s##k = wasm_f32x4_add(s##k, wasm_f32x4_mul(wasm_v128_load(w + i + 4 * k), wasm_f32x4_convert_i32x4(i32))); \
+    v128_t f = wasm_f32x4_sub(wasm_i32x4_add(i32, wasm_i32x4_splat(0x4b400000)), wasm_f32x4_splat(12582912.0f)); \
+    s##k = wasm_f32x4_add(s##k, wasm_f32x4_mul(wasm_v128_load(w + i + 4 * k), f));                       \
   }
 #define WASM_F16_STEP(k)                                                                                  \
   {                                                                                                       \
