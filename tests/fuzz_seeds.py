@@ -201,8 +201,9 @@ def _index_with_ids(ids_of) -> bytes:
         return _write(Path(tmp), "f", index="IVF2,Flat", lexical=False, add_with_ids=ids_of(n))
 
 
-def _with_chunk_sources(data: bytes, source: int) -> bytes:
-    """The bundle rewritten with every chunk's `source` index set to `source` (FORMAT.md 2.1)."""
+def _with_chunk_sources(data: bytes, source: int, field: str = "source") -> bytes:
+    """The bundle rewritten with every chunk's `field` (its `source` index unless told) set to
+    `source` (FORMAT.md 2.1)."""
     from kbc.format.bundle import Bundle, write_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,7 +211,7 @@ def _with_chunk_sources(data: bytes, source: int) -> bytes:
         src.write_bytes(data)
         with Bundle(src) as old:
             manifest = {k: v for k, v in old.manifest.items() if k not in ("format", "vectors", "chunks")}
-            chunks = [{**{k: v for k, v in c.items() if k != "id"}, "source": source} for c in old.iter_chunks()]
+            chunks = [{**{k: v for k, v in c.items() if k != "id"}, field: source} for c in old.iter_chunks()]
             vectors = np.array(old.vectors)
         write_bundle(out, manifest=manifest, vectors=vectors, chunks=chunks)
         return out.read_bytes()
@@ -265,7 +266,7 @@ SCHEMA_CASES = {
                                                                 set_path("max_seq_length", 64.0)),
     "probe prompt a number": lambda b: with_json_section(b["float32-lexical-probes"], "probes", set_path("prompt", 3)),
     # issue 43's cases: keys the schema no longer requires (readers do without them), integral floats
-    # and counts past 2^64 (refused), chunk sources past the list (tolerated, FORMAT.md 2.1)
+    # and counts past 2^64 (refused), chunk sources past the list (tolerated up to 2^63-1, FORMAT.md 2.1)
     "chunking object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("chunking")),
     "index object missing": lambda b: with_manifest(b["float32-lexical-probes"], lambda m: m.pop("index")),
     "sources list missing": lambda b: with_manifest(b["bare"], lambda m: m.pop("sources")),
@@ -278,6 +279,11 @@ SCHEMA_CASES = {
     "kbc_version a number": lambda b: with_manifest(b["float32-lexical-probes"], set_path("kbc_version", 1)),
     "chunk source index 2^64-1": lambda b: _with_chunk_sources(b["bare"], 2**64 - 1),
     "chunk source index past the sources": lambda b: _with_chunk_sources(b["bare"], 2),
+    # issue 43 item 6b: int fields past int64 (libkbpack saturated them to 2^63-1; now refused by both)
+    "chunk source index 2^63": lambda b: _with_chunk_sources(b["bare"], 2**63),
+    "chunk source index 2^63-1": lambda b: _with_chunk_sources(b["bare"], 2**63 - 1),
+    "chunk page_start 2^63": lambda b: _with_chunk_sources(b["bare"], 2**63, "page_start"),
+    "chunk page_end 2^64-1": lambda b: _with_chunk_sources(b["bare"], 2**64 - 1, "page_end"),
     # one block whatever the count, so the offsets agree: Python verified it, libkbpack refused it
     "block size 10^30 over one block": lambda b: _raw_manifest(b["bare"], r'"block_size":\d+', '"block_size":1' + "0" * 30),
 }

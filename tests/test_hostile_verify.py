@@ -25,15 +25,21 @@ ISSUE_43 = {
     "kbc_version missing": None,
     "counts files missing": None,
     "source without a sha256": None,
-    "chunk source index 2^64-1": None,
     "chunk source index past the sources": None,
+    "chunk source index 2^63-1": None,  # the largest int64: names no source, as 2 does
     "counts value an integral float": "manifest: counts.files must be an integer from 0 to 2^64-1",
     "counts value past 2^64": "manifest: counts.pages must be an integer from 0 to 2^64-1",
     "source chunks an integral float": "manifest: sources[0].chunks must be an integer from 0 to 2^64-1",
     "kbc_version a number": "manifest: 'kbc_version' must be a string",
     # issue 43 item 6: what 64 bits cannot hold, refused at open by both (C: "integers >= 0")
     "block size 10^30 over one block": "manifest: counts, dim and block_size must be integers",
+    # issue 43 item 6b: a chunk's int field past 2^63-1, which libkbpack read as 2^63-1 (FORMAT.md 2.1)
+    "chunk source index 2^63": "chunks: block 0: chunk field 'source' is past 2^63-1",
+    "chunk source index 2^64-1": "chunks: block 0: chunk field 'source' is past 2^63-1",
+    "chunk page_start 2^63": "chunks: block 0: chunk field 'page_start' is past 2^63-1",
+    "chunk page_end 2^64-1": "chunks: block 0: chunk field 'page_end' is past 2^63-1",
 }
+PAST_INT64 = [name for name, words in ISSUE_43.items() if words and "past 2^63-1" in words]
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +91,28 @@ def test_a_schema_type_and_the_validator_agree(cases):
 
     schema = json.loads((fuzz_seeds.TESTS.parent / "schemas" / "manifest.schema.json").read_text())
     for name, words in ISSUE_43.items():
-        if name.startswith(("chunk source", "block size")) or "integral float" in name:
+        if name.startswith(("chunk ", "block size")) or "integral float" in name:
             # chunk records are not the manifest's; and JSON Schema's "integer" admits 2.0, so the
             # schema says "never 2.0" in words (its description), which the readers hold to
             continue
         errors = list(jsonschema.Draft202012Validator(schema).iter_errors(manifest_of(cases[name].read_bytes())))
         assert bool(errors) == (words is not None), (name, [e.message for e in errors])
+
+
+@pytest.mark.parametrize("name", PAST_INT64)
+def test_a_chunk_number_past_int64_is_refused_when_the_chunk_is_read_by_both(cases, name, kbpack_tool, tmp_path):
+    """Not only verify: reading the chunk (kbc's Bundle.chunk, kbpack chunk/search) refuses the
+    bundle too, where libkbpack printed 9223372036854775807 and Python the real number."""
+    with pytest.raises(BundleError) as refused:
+        with Bundle(cases[name]) as b:
+            b.chunk(0)
+    assert str(refused.value) == f"{cases[name]}: {ISSUE_43[name]}"
+    import numpy as np
+
+    with Bundle(cases[name]) as b:  # opening reads no chunk: the dimension for a query vector
+        query = tmp_path / "q.f32"
+        np.ones(b.dim, dtype="<f4").tofile(query)
+    search = ["search", str(cases[name]), "--vector", str(query), "--json"]
+    for command in (["chunk", str(cases[name]), "0"], search, [*search, "--unit", "page"]):
+        out = subprocess.run([str(kbpack_tool), *command], capture_output=True, text=True, timeout=60)
+        assert (out.returncode, out.stdout, out.stderr) == (3, "", f"kbpack: {ISSUE_43[name]}\n"), command

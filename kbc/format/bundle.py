@@ -939,6 +939,8 @@ class Bundle:
                 if want is not None and (not isinstance(value, want) or isinstance(value, bool)):
                     raise self._err("chunks", f"block {b}: chunk field {key!r} is {type(value).__name__}, "
                                               f"expected {want.__name__}")
+                if want is int and value > INT64_MAX:  # FORMAT.md 2.1: libkbpack's int64 cannot hold it
+                    raise self._err("chunks", f"block {b}: chunk field {key!r} is past 2^63-1")
         self._block_cache = (b, records)
         return records
 
@@ -1063,6 +1065,7 @@ def _read_fixed_ascii(raw: bytes) -> str | None:
 
 
 MAX_KEYS_PER_CHUNK = 64
+INT64_MAX = (1 << 63) - 1  # a chunk's int fields are signed 64-bit (FORMAT.md 2.1); msgpack can hold 2^64-1
 # FORMAT.md §2.1: the types of the chunk fields kbc reads (unknown keys are ignored)
 _CHUNK_FIELD_TYPES = {"text": str, "source": int, "seq": int, "page_start": int, "page_end": int,
                       "label_start": str, "label_end": str, "char_start": int, "char_end": int,

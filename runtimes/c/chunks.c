@@ -83,6 +83,12 @@ static kbp_status index_block(kbp_bundle *kb, uint64_t b, uint64_t expected) {
     bc->starts[j] = (uint32_t)(c.p - bc->raw);
     const char *why = kbpi_read_chunk_map(&c, &fields, 1);
     if (why) return kbpi_invalid(kb, "chunks", "block %llu cannot be decoded: %s", (unsigned long long)b, why);
+    /* FORMAT.md 2.1: an int field is a signed 64-bit integer. A msgpack uint64 past 2^63-1 would be
+     * read here as 2^63-1 (saturated, its true value in len) where Python reads the real value, and
+     * kbp_chunk/kbp_page_hit cannot hold it: the record is invalid, in Python's words. */
+    for (int f = 0; f < N_FIELDS; f++)
+      if (fields.present & 1u << f && FIELD_KINDS[f] == MP_INT && fields.value[f].len)
+        return kbpi_invalid(kb, "chunks", "block %llu: chunk field '%s' is past 2^63-1", (unsigned long long)b, FIELD_NAMES[f]);
   }
   if (c.p != c.end) return kbpi_invalid(kb, "chunks", "block %llu cannot be decoded: extra data after the records", (unsigned long long)b);
   bc->n = (size_t)expected;
