@@ -116,3 +116,55 @@ def test_a_chunk_number_past_int64_is_refused_when_the_chunk_is_read_by_both(cas
     for command in (["chunk", str(cases[name]), "0"], search, [*search, "--unit", "page"]):
         out = subprocess.run([str(kbpack_tool), *command], capture_output=True, text=True, timeout=60)
         assert (out.returncode, out.stdout, out.stderr) == (3, "", f"kbpack: {ISSUE_43[name]}\n"), command
+
+
+# issue 43 item 6c: a bundle whose query encoder is refused (external data in its ONNX graph) still
+# answered `kbpack search --mode lexical` while Python refused it at open. FORMAT.md 5.1 says the walk
+# runs "when any bundle is opened (so --verify, query and every command refuse it)": kbp_open now
+# screens the graph and tokenizer as Bundle() does (runtimes/c/encoder.c, kbpi_screen_encoder).
+@pytest.fixture(scope="module")
+def encoder_cases(tmp_path_factory) -> dict:
+    """fuzz_seeds' hostile encoders (crafted graphs, graphs the walk passes, header-byte mutations),
+    every checksum recomputed, on the lexical base with an encoder."""
+    pytest.importorskip("onnx")
+    folder = tmp_path_factory.mktemp("encoder43")
+    seeds = fuzz_seeds.hostile_encoder(fuzz_seeds.bases()["encoder"])
+    out = {}
+    for i, (name, data) in enumerate(seeds.items()):
+        out[name] = folder / f"{i}.kbpack"
+        out[name].write_bytes(data)
+    return out
+
+
+def _python_open(path) -> str | None:
+    """None when kbc's reader opens the bundle, else its one-line refusal without the path."""
+    try:
+        with Bundle(path):
+            return None
+    except BundleError as e:
+        return str(e).removeprefix(f"{path}: ")
+
+
+@pytest.mark.parametrize("name", ["external data", "external data in a Constant"])
+def test_a_bundle_whose_encoder_is_refused_answers_no_lexical_search_in_either_reader(encoder_cases, kbpack_tool, name):
+    words = _python_open(encoder_cases[name])
+    assert words.startswith("encoder_graph: ") and "external_data (its bytes in a file outside the graph)" in words
+    for command in (["search", "--mode", "lexical", "--json"], ["info"], ["chunk"]):
+        args = [str(kbpack_tool), command[0], str(encoder_cases[name]), *command[1:]]
+        args += {"search": ["water"], "chunk": ["0"]}.get(command[0], [])
+        out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert (out.returncode, out.stdout, out.stderr) == (3, "", f"kbpack: {words}\n"), command
+
+
+def test_both_readers_open_or_refuse_each_hostile_encoder_alike(encoder_cases, kbpack_tool):
+    """Opening, not only verify: every crafted or mutated encoder gets one verdict, in the same words."""
+    refused = 0
+    for name, path in encoder_cases.items():
+        words = _python_open(path)
+        out = subprocess.run([str(kbpack_tool), "info", str(path)], capture_output=True, text=True, timeout=60)
+        if words is None:
+            assert out.returncode == 0, (name, out.stderr)
+        else:
+            refused += 1
+            assert (out.returncode, out.stderr) == (3, f"kbpack: {words}\n"), name
+    assert refused >= 6  # the six crafted graphs at least; the mutations fall either way

@@ -3,7 +3,8 @@
  * kbp_encoder_get checks the record field by field (manifest.schema.json's types and ranges) and
  * that it repeats the embedder's settings, the graph's SHA-256, and tokenizer.json's bounds
  * (size, nesting and shape, as runtimes/python/kbpack_runtime/guard.py) before it hands out the bytes. The ONNX
- * graph itself is walked by onnx_check.c (kbpi_check_graph), as kbpack_runtime.guard.check_graph walks it. */
+ * graph itself is walked by onnx_check.c (kbpi_check_graph), as kbpack_runtime.guard.check_graph walks it.
+ * kbp_open screens the graph and tokenizer the same way (kbpi_screen_encoder), as Python's open does. */
 #include "kbpack_internal.h"
 
 /* The section a manifest string names, or -1 (*name gets it, cut to fit, for the message). */
@@ -164,4 +165,28 @@ kbp_status kbp_encoder_get(kbp_bundle *kb, kbp_encoder *out) {
                          meta, (size_t)(c.p - meta)};
   }
   return KBP_OK;
+}
+
+/* At open (Python: Bundle._screen_encoder, FORMAT.md 5.1 "when any bundle is opened"): the graph is
+ * walked and tokenizer.json bounded as kbp_encoder_get does, without hashing the graph first (the walk
+ * reads headers and skips weights), so that no call answers from a bundle whose encoder would be
+ * refused, a lexical search included. A record that names no sections is kbp_encoder_get's and
+ * kbp_verify's to refuse, not opening's, as in Python. On a refusal kbp_encoder_get runs, so the
+ * error is the first problem in its (and verify's) order: encoding, checksum, record, then the walk. */
+KBP_INTERNAL kbp_status kbpi_screen_encoder(kbp_bundle *kb) {
+  const char *end = kb->manifest_end, *meta = kbpi_jget(kb->manifest_root, end, "encoder");
+  char names[2][KBP_PART_MAX];
+  if (kbpi_jtype(meta) != J_OBJECT) return KBP_OK;
+  const char *graph_name = kbpi_jget(meta, end, "graph"), *tokenizer_name = kbpi_jget(meta, end, "tokenizer");
+  if (kbpi_jtype(graph_name) != J_STRING || kbpi_jtype(tokenizer_name) != J_STRING) return KBP_OK;
+  int g = named_section(kb, graph_name, names[0]), t = named_section(kb, tokenizer_name, names[1]);
+  if (g < 0 || t < 0) return KBP_OK;
+  /* the table's checks (offset + length within the file) hold: raw bytes, unhashed, as Python's view */
+  const section *gs = &kb->sections[g], *ts = &kb->sections[t];
+  kbp_status st = kbpi_check_graph(kb, names[0], kb->data + gs->offset, gs->length);
+  if (st == KBP_OK) st = check_tokenizer(kb, names[1], (const char *)kb->data + ts->offset, ts->length);
+  if (st == KBP_OK) return KBP_OK;
+  if (st != KBP_ERR_INVALID) return st; /* out of memory: nothing was refused */
+  st = kbp_encoder_get(kb, NULL); /* refuses the same bytes, or something before them */
+  return st != KBP_OK ? st : kbpi_invalid(kb, names[0], "encoder refused");
 }

@@ -3,7 +3,7 @@
  * (magic, version, checksum, length), the section table (names, bounds, overlaps, the required
  * sections) and the manifest: the counts, dtype and encodings everything else relies on, the
  * int8 scales and binary codes of format 1.4, the JSON types of the objects kbc reads, the
- * sources and the embedder. A section's bytes are checked against its SHA-256 on first use
+ * sources and the embedder, and screens the query encoder (encoder.c). A section's bytes are checked against its SHA-256 on first use
  * (kbpi_section_bytes). kbp_close frees what every unit allocated; the accessors (kbp_count,
  * kbp_dim, kbp_section_at, ...) report what opening found. */
 #include "kbpack_internal.h"
@@ -344,11 +344,17 @@ static kbp_status read_manifest(kbp_bundle *kb) {
   return read_embedder(kb);
 }
 
-/* kbp_open and kbp_open_memory after the bytes are in kb->data: the checks of FORMAT.md §5 steps 1-5. */
+/* encoder.c's screen of the encoder graph and tokenizer (declared here, where its one caller is) */
+KBP_INTERNAL kbp_status kbpi_screen_encoder(kbp_bundle *kb);
+
+/* kbp_open and kbp_open_memory after the bytes are in kb->data: the checks of FORMAT.md §5 steps 1-5,
+ * then the encoder's screen (§5.1: a bundle whose encoder would be refused opens for nothing, as in
+ * Python, where a lexical search still answered). */
 static kbp_status open_checked(kbp_bundle *kb, kbp_status st, kbp_bundle **out, kbp_error *err) {
   if (st == KBP_OK) st = read_header(kb);
   if (st == KBP_OK) st = read_table(kb);
   if (st == KBP_OK) st = read_manifest(kb);
+  if (st == KBP_OK) st = kbpi_screen_encoder(kb);
   if (st == KBP_OK && !(kb->dctx = ZSTD_createDCtx())) st = kbpi_out_of_memory(kb);
   *err = kb->err;
   if (st != KBP_OK) {
