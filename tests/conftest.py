@@ -65,7 +65,8 @@ def pytest_terminal_summary(terminalreporter):
 # files to its xdist workers in collection order (--dist loadfile --no-loadscope-reorder), so a
 # long file started last would keep one worker busy while the other sits idle. The rest follow in
 # their usual order; the order of the tests within a file is never changed.
-LONGEST_FIRST = ("test_libkbpack.py", "test_c_sanitizers.py", "test_c_pages.py", "test_runtime_java.py",
+LONGEST_FIRST = ("test_runtime_arm.py", "test_runtime_js.py", "test_libkbpack.py", "test_c_sanitizers.py",
+                 "test_c_pages.py", "test_runtime_java.py",
                  "test_hostile_bundles.py",
                  "test_extract.py", "test_pipeline.py", "test_cache.py", "test_engines.py", "test_hostile_index.py",
                  "test_c_compact.py", "test_c_verify_differential.py")

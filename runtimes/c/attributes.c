@@ -90,7 +90,7 @@ static int value_ok(attr_type t, const char *v, const char *end) {
 /* ---- the table */
 
 static int key_name_ok(const uint8_t *s, long n) {
-  if (n < 1 || n > MAX_ATTRIBUTE_KEY_CHARS) return 0;
+  if (n < 1 || n > (long)MAX_ATTRIBUTE_KEY_CHARS) return 0;
   for (long i = 0; i < n; i++) {
     uint8_t c = s[i];
     int letter = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';

@@ -220,7 +220,8 @@ kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used);
  *     points and 1,024 distinct terms; needed by lexical and hybrid, ignored (may be NULL) by dense.
  * Hybrid search with a question that shares no word with the bundle returns the dense list.
  * Without binary codes dense search is exact and reads every vector: 100,000 x 384 take about 9 ms
- * (float32), 17 ms (float16) or 7 ms (int8) on one core of a 2020s x86 server at -O2. With codes
+ * (float32), 3 ms (float16) or 2.3 ms (int8, both with AVX-512; kernels.c) on one core of an AMD EPYC
+ * at -O2 (bench/simd_scan.py, 2026-12-07). With codes
  * (format 1.4, kbp_binary) it is two-stage, exactly as FORMAT.md §2.7 says: the Hamming distance
  * of every code to the query's sign bits (q[d] > 0), the R = min(count, max(M x k, C)) nearest rows
  * (lower id first on equal distances) scored as above, the k best of them; hybrid search takes its
