@@ -344,9 +344,6 @@ static kbp_status read_manifest(kbp_bundle *kb) {
   return read_embedder(kb);
 }
 
-/* encoder.c's screen of the encoder graph and tokenizer (declared here, where its one caller is) */
-KBP_INTERNAL kbp_status kbpi_screen_encoder(kbp_bundle *kb);
-
 /* kbp_open and kbp_open_memory after the bytes are in kb->data: the checks of FORMAT.md §5 steps 1-5,
  * then the encoder's screen (§5.1: a bundle whose encoder would be refused opens for nothing, as in
  * Python, where a lexical search still answered). */

@@ -431,6 +431,11 @@ KBP_INTERNAL kbp_status kbpi_probes_ready(kbp_bundle *kb);
 /* Refuses (KBP_ERR_INVALID, with `part`) the ONNX ModelProto buf[0..n) that check_graph refuses. */
 KBP_INTERNAL kbp_status kbpi_check_graph(kbp_bundle *kb, const char *part, const uint8_t *buf, uint64_t n);
 
+/* ============ encoder.c: the query encoder */
+
+/* kbp_open's screen: refuses a bundle whose encoder graph or tokenizer kbp_encoder_get would refuse. */
+KBP_INTERNAL kbp_status kbpi_screen_encoder(kbp_bundle *kb);
+
 /* ============ faiss_index.c: the FAISS index walk */
 
 KBP_INTERNAL kbp_status kbpi_verify_index(kbp_bundle *kb);
