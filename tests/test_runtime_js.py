@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import pytest
 from conftest import ROOT, built_once, kbc_cli, require_or_skip, SAMPLE_DOCS, sources_key
 from kbc.format.bundle import Bundle
 from kbc.query.knowledge_base import KnowledgeBase
+from test_c_pages import assert_same_pages
 from test_c_verify_differential import c_verdict, python_verdict
 from test_libkbpack import QUESTIONS, assert_same_ranking, ranked
 
@@ -174,6 +176,89 @@ def test_pages_match_python_in_every_mode(kbpack_wasm, sample_bundle, tmp_path):
     assert n_pages > 40
 
 
+# --------------------------------------------------------------------------- scoped search (FORMAT.md §2.10)
+
+# sample_docs' attributes (format 1.7), as tests/test_runtime_java.py scopes them: a kind, a path glob,
+# both, one source, none matching
+WHERES = [["kind=pdf"], ["path:*.md"], ["kind=pdf", "path:ch11*"], ["path:greenhouse-care.md"], ["path:nothing/**"]]
+
+
+def test_scoped_search_matches_python_in_every_mode_and_unit(kbpack_wasm, sample_bundle, tmp_path):
+    """search({ where }) (compiled for one search) and search({ filter }) (Bundle.filter, compiled
+    first) against KnowledgeBase's where=: the same chunks, pages and scores (1e-5; BM25 1e-12) in
+    dense, lexical and hybrid, and `matched` as Python's filter counts it."""
+    path = str(sample_bundle)
+    requests, expected = [], []
+    with KnowledgeBase(sample_bundle) as kb:
+        questions = QUESTIONS[:4]
+        vectors = kb.embed_queries(questions)
+        for where in WHERES:
+            matched = kb.filter(where).matched
+            requests.append({"op": "filter", "path": path, "where": where})
+            expected.append(("filter", where, matched, None))
+            for question, v in zip(questions, vectors):
+                for mode in ("dense", "lexical", "hybrid"):
+                    tol = 1e-12 if mode == "lexical" else 1e-5
+                    chunks = ranked(*kb.rank([question], 5, mode=mode, vectors=v[None], where=where)[0])
+                    pages = [{"score": p.score, "key": tuple(p.key), "chunks": list(zip(p.chunk_ids, p.chunk_scores))}
+                             for p in kb.rank_pages([question], 5, mode=mode, vectors=v[None], where=where)[0]]
+                    for how in ("where", "filter"):
+                        for unit, py in (("chunk", chunks), ("page", pages)):
+                            requests.append({"op": "search", "path": path, "vector": v.tolist(), "question": question,
+                                             "k": 5, "mode": mode, "unit": unit, "where": where, "how": how})
+                            expected.append((unit, (where, question, mode, how), matched, (py, tol)))
+    answers = run_driver(kbpack_wasm, requests, tmp_path)
+    compared, matched_counts = 0, set()
+    for (kind, what, matched, reference), answer in zip(expected, answers):
+        got = ok(answer)
+        assert got["matched"] == matched, (what, got["matched"], matched)
+        matched_counts.add(matched)
+        if kind == "filter":
+            assert got["closed"] is True
+            continue
+        py, tol = reference
+        if kind == "chunk":
+            assert_same_ranking([(h["id"], h["score"]) for h in got["hits"]], py, tol, what)
+        else:
+            js_pages = [{"score": p["score"], "key": (p["source"], p["record"], p["page"]),
+                         "chunks": [(c["id"], c["score"]) for c in p["chunks"]]} for p in got["hits"]]
+            assert_same_pages(js_pages, py, tol, what)
+        compared += len(got["hits"])
+    assert compared > 200
+    assert 0 in matched_counts and len(matched_counts) >= 4  # an empty scope and narrower ones all ran
+
+
+def test_every_misuse_of_a_scope_is_one_kbpack_error(kbpack_wasm, sample_bundle, tmp_path):
+    """Conditions libkbpack cannot apply get its one line (the unknown key's lists the bundle's keys);
+    a bundle without attributes refuses every filter, never searches whole; a closed filter, another
+    bundle's, or anything but a Filter is refused; closing the bundle closes its filters."""
+    import fuzz_seeds
+
+    old = tmp_path / "old.kbpack"
+    old.write_bytes(fuzz_seeds.bases()["float32-lexical-probes"])
+    (answer,) = run_driver(kbpack_wasm, [{"op": "filterMisuse", "path": str(sample_bundle), "other": str(old)}],
+                           tmp_path)
+    results = ok(answer)
+    assert results.pop("a filter still open before close") == {"ok": False}
+    assert results.pop("the bundle's close closed its filter") == {"ok": True}
+    assert len(results) == 15
+    not_errors = {name: r for name, r in results.items() if "error" not in r}
+    assert not not_errors, not_errors
+    for name, r in results.items():
+        e = r["error"]
+        assert e["name"] == "KbpackError" and e["status"] == 3 and e["message"] and "\n" not in e["message"], (name, e)
+    message = {name: r["error"]["message"] for name, r in results.items()}
+    with Bundle(sample_bundle) as b:
+        keys = ", ".join(sorted(k["name"] for k in b.manifest["attributes"]["keys"]))  # libkbpack lists them sorted
+    assert message["unknown key"] == f"unknown attribute 'colour' in 'colour=red'; this bundle has: {keys}"
+    assert message["where with an unknown key"] == message["unknown key"]
+    assert message["bad operator"].startswith("'kind>pdf': kind is a string")
+    assert "no attributes in this bundle" in message["a bundle without attributes, filter"]
+    assert message["a bundle without attributes, where"] == message["a bundle without attributes, filter"]
+    assert "closed" in message["a closed filter"] and "closed" in message["filter after close"]
+    assert "another bundle" in message["another bundle's filter"]
+
+
 # --------------------------------------------------------------------------- chunks, info, probes
 
 def test_chunks_info_probes_and_encoder_read_as_python_reads_them(kbpack_wasm, tiny_encoder_bundle, tmp_path):
@@ -236,6 +321,53 @@ def test_every_misuse_is_one_kbpack_error_never_a_crash(kbpack_wasm, tiny_encode
     assert all(status[k] == 3 for k in ("vector of dim + 1", "vector of 0 values", "no vector for dense",
                                         "NaN in the vector", "negative k", "search after close", "chunk after close",
                                         "chunk id past the end", "probe vectors of the wrong size"))
+
+
+# --------------------------------------------------------------------------- the example
+
+def test_the_example_prints_the_best_chunk_with_its_source_and_page(kbpack_wasm, tiny_encoder_bundle, tmp_path):
+    """runtimes/js/examples/search.mjs, laid out as `make package` lays it out (examples/ beside
+    kbpack.mjs and kbpack.wasm): the question embedded by the bundle's own encoder
+    (runtimes/python/kbpack_encoder.py), the default mode, the best chunk as kbc's reader ranks it;
+    lexical without a vector; a damaged bundle one line on stderr, exit 3."""
+    package = tmp_path / "package"
+    (package / "examples").mkdir(parents=True)
+    shutil.copy(JS_DIR / "kbpack.mjs", package)
+    shutil.copy(kbpack_wasm, package / "kbpack.wasm")
+    shutil.copy(JS_DIR / "examples" / "search.mjs", package / "examples")
+    example = ["node", str(package / "examples" / "search.mjs")]
+    question = "How do I run only the tests whose names match a filter?"
+    vector = tmp_path / "q.f32"
+    encoder = ROOT / "runtimes" / "python" / "kbpack_encoder.py"
+    subprocess.run([sys.executable, str(encoder), str(tiny_encoder_bundle), question, "--out", str(vector)],
+                   check=True, timeout=120)
+
+    def best(mode: str | None, v: np.ndarray | None) -> tuple[float, str, list[str], str]:
+        with KnowledgeBase(tiny_encoder_bundle) as kb:
+            scores, ids = kb.retriever.search(v[None] if v is not None else None, [question], 3, mode=mode)[0]
+            chunk = kb.bundle.chunk(int(ids[0]))
+            page = ["p.", str(chunk["page_start"])] if "page_start" in chunk else []
+            return float(scores[0]), kb.bundle.source_path(chunk), page, chunk["text"]
+
+    for args, mode, v in (([vector], None, np.fromfile(vector, "<f4")), ([], "lexical", None)):
+        proc = subprocess.run([*example, str(tiny_encoder_bundle), question, *map(str, args)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        first, *text = proc.stdout.splitlines()
+        score, path, page, chunk_text = best(mode, v)
+        shown_score, shown_path, *shown_page = first.split(" ")
+        assert abs(float(shown_score) - score) < 1e-4 and shown_path == path and shown_page == page, (mode, first)
+        assert "\n".join(text) == chunk_text, mode
+
+    broken = tmp_path / "broken.kbpack"
+    broken.write_bytes(tiny_encoder_bundle.read_bytes()[:1000])
+    refused = subprocess.run([*example, str(broken), question], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 3 and refused.stderr.count("\n") == 1 and str(broken) in refused.stderr
+    wrong = tmp_path / "short.f32"
+    wrong.write_bytes(vector.read_bytes()[:-4])
+    refused = subprocess.run([*example, str(tiny_encoder_bundle), question, str(wrong)], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "values" in refused.stderr
 
 
 # --------------------------------------------------------------------------- a browser

@@ -5,6 +5,7 @@
 //   const kb = await openFile("kb.kbpack");           // Node; in a browser: await open(await (await fetch(url)).arrayBuffer())
 //   const { hits } = kb.search({ vector: queryEmbedding, question: "How do I rotate the logs?", k: 5 });
 //   for (const h of hits) console.log(h.score, kb.chunk(h.id).sourcePath);
+//   kb.search({ question: "torque", mode: "lexical", where: ["product=x200", "year>=2022"] });  // scoped (FORMAT.md 2.10)
 //   kb.close();
 //
 // Every failure is a KbpackError carrying libkbpack's one-line message, its status (a number, as
@@ -24,6 +25,7 @@ const UNITS = { default: 0, chunk: 1, page: 2 };
 const FIELD_NAMES = ["source", "seq", "pageStart", "pageEnd", "charStart", "charEnd", "tokens"];
 // kbp_open_memory's copy, the staging copy and the scratch must fit a 4 GiB memory
 const MAX_BUNDLE_BYTES = 2 ** 31 - 1;
+const MAX_CONDITIONS = 64; // kbp_filter_compile's limit
 
 export class KbpackError extends Error {
   constructor(message, status, part = "") {
@@ -156,12 +158,35 @@ export async function openFile(path, options) {
   }
 }
 
+// A compiled scoped-search filter (libkbpack's kbp_filter), made by Bundle.filter(conditions) and
+// passed as search({ filter }): compiled once, reused across questions. It belongs to the bundle
+// that compiled it (its pointer means nothing in another bundle's memory) and is freed by close()
+// or when that bundle closes.
+export class Filter {
+  #release; // frees the kbp_filter once; set by Bundle.filter
+  #bundle;
+  #matched;
+  constructor(bundle, matched, release) {
+    this.#bundle = bundle;
+    this.#matched = matched;
+    this.#release = release;
+  }
+  get bundle() { return this.#bundle; }
+  get matched() { return this.#matched; } // how many chunks the filter keeps
+  get closed() { return this.#release === null; }
+  close() {
+    this.#release?.();
+    this.#release = null;
+  }
+}
+
 export class Bundle {
   #ex;
   #layout;
   #kb = 0; // the kbp_bundle pointer; 0 once closed
   #dim = 0;
   #count = 0;
+  #filters = new Map(); // Filter -> its kbp_filter pointer; libkbpack needs them freed before kbp_close
 
   constructor(ex, layout, view) {
     this.#ex = ex;
@@ -250,6 +275,7 @@ export class Bundle {
   get closed() { return !this.#kb; }
 
   close() {
+    for (const f of [...this.#filters.keys()]) f.close();
     if (this.#kb) this.#ex.kbp_close(this.#kb);
     this.#kb = 0;
     this.#ex = null; // the instance and its memory go with the last reference
@@ -343,11 +369,74 @@ export class Bundle {
     return new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
   }
 
+  // Compile conditions, all of which a chunk must meet, as `kbc query --where` takes them: "path:GLOB",
+  // "key=value" (a list of values: any of them), "key>=value" (>, <, >=, <= on integers and dates).
+  // A condition the bundle cannot apply (an unknown key, a bad operator), or a bundle without
+  // attributes, is a KbpackError (status ARGUMENT) with libkbpack's one line naming it.
+  filter(conditions) {
+    const ptr = this.#compile(conditions);
+    const matched = Number(this.#ex.kbp_filter_matched(ptr));
+    const f = new Filter(this, matched, () => {
+      this.#filters.delete(f);
+      if (this.#ex) this.#ex.kbp_filter_free(ptr); // after a trap the whole instance is gone already
+    });
+    this.#filters.set(f, ptr);
+    return f;
+  }
+
+  // kbp_filter_compile of a condition or a list of them: the new kbp_filter pointer, to free.
+  #compile(conditions) {
+    this.#live();
+    const list = typeof conditions === "string" ? [conditions] : conditions;
+    if (!Array.isArray(list) || list.length === 0 || list.length > MAX_CONDITIONS)
+      throw argumentError(`filter: give 1 to ${MAX_CONDITIONS} conditions (strings such as "product=x200")`);
+    const encoded = list.map((c, i) => {
+      if (typeof c !== "string" || c === "" || c.includes("\0"))
+        throw argumentError(`filter: condition ${i} is not a non-empty string without NUL`);
+      return utf8Encoder.encode(c);
+    });
+    const offsets = [];
+    let size = 0;
+    for (const e of encoded) {
+      offsets.push(size);
+      size += e.byteLength + 1;
+    }
+    return this.#withScratch([size, 4 * encoded.length, 4], (strings, pointers, out) => {
+      const u8 = this.#u8();
+      const dv = this.#dv();
+      encoded.forEach((e, i) => {
+        u8.set(e, strings + offsets[i]);
+        u8[strings + offsets[i] + e.byteLength] = 0;
+        dv.setUint32(pointers + 4 * i, strings + offsets[i], true);
+      });
+      this.#check(this.#ex.kbp_filter_compile(this.#kb, pointers, encoded.length, out));
+      return this.#dv().getUint32(out, true);
+    });
+  }
+
+  // The kbp_filter a search runs in: the given Filter's, or one compiled from `where` for this search
+  // alone (temporary: true, freed after it); null for the whole bundle.
+  #scope(filter, where) {
+    if (filter !== undefined && filter !== null) {
+      if (where !== undefined && where !== null) throw argumentError("search: give a filter or where conditions, not both");
+      if (!(filter instanceof Filter)) throw argumentError("search: filter must be a Filter made by Bundle.filter()");
+      if (filter.bundle !== this) throw argumentError("search: the filter was compiled on another bundle");
+      if (filter.closed) throw argumentError("search: the filter is closed");
+      return { ptr: this.#filters.get(filter), matched: filter.matched, temporary: false };
+    }
+    if (where === undefined || where === null) return null;
+    const ptr = this.#compile(where);
+    return { ptr, matched: Number(this.#ex.kbp_filter_matched(ptr)), temporary: true };
+  }
+
   // search({ vector, question, k = 10, mode = "default", unit = "default" }): kbp_search or
   // kbp_search_pages. vector: the question embedded as the bundle's embedder says (dense, hybrid);
   // question: its text (lexical, hybrid). Returns { mode, unit, hits }: for the chunk unit hits are
   // { id, score } best first; for the page unit { score, source, record, page, chunks: [{ id, score }] }.
-  search({ vector, question, k = 10, mode = "default", unit = "default" } = {}) {
+  // Scoped (kbp_search_filtered, kbp_search_pages_filtered): `where`, conditions as filter() takes
+  // them, compiled for this search alone, or `filter`, one compiled by filter(). `matched` is how many
+  // chunks the search ran over: the scope's, or the whole bundle's count.
+  search({ vector, question, k = 10, mode = "default", unit = "default", where, filter } = {}) {
     this.#live();
     if (!Number.isInteger(k) || k < 0) throw argumentError(`k must be a whole number >= 0, not ${k}`);
     if (UNITS[unit] === undefined) throw argumentError(`unknown unit ${JSON.stringify(unit)}: default, chunk or page`);
@@ -360,6 +449,16 @@ export class Bundle {
     const pageUnit = resolvedUnit === "page";
     const cap = pageUnit ? Math.min(k, this.pageSettings().pageDepth) : Math.min(k, this.#count);
     const sizes = [vec ? vec.byteLength : 0, text ? text.byteLength + 1 : 0, cap * (pageUnit ? L.page : L.hit), 4];
+    const scope = this.#scope(filter, where);
+    try {
+      return this.#searchIn(scope, sizes, vec, text, pageUnit, used, resolvedUnit, cap);
+    } finally {
+      if (scope?.temporary && this.#ex) this.#ex.kbp_filter_free(scope.ptr);
+    }
+  }
+
+  #searchIn(scope, sizes, vec, text, pageUnit, used, resolvedUnit, cap) {
+    const L = this.#layout;
     return this.#withScratch(sizes, (q, qs, out, n) => {
       const u8 = this.#u8();
       if (vec) u8.set(vec, q);
@@ -367,8 +466,8 @@ export class Bundle {
         u8.set(text, qs);
         u8[qs + text.byteLength] = 0;
       }
-      const fn = pageUnit ? this.#ex.kbp_search_pages : this.#ex.kbp_search;
-      this.#check(fn(this.#kb, vec ? q : 0, text ? qs : 0, cap, MODES[used], out, n));
+      const fn = pageUnit ? this.#ex.kbp_search_pages_filtered : this.#ex.kbp_search_filtered;
+      this.#check(fn(this.#kb, vec ? q : 0, text ? qs : 0, cap, MODES[used], scope ? scope.ptr : 0, out, n));
       const dv = this.#dv();
       const found = dv.getUint32(n, true);
       const hits = [];
@@ -387,7 +486,7 @@ export class Bundle {
         hits.push({ score: dv.getFloat64(at + L["page.score"], true), source: this.#int64(at + L["page.source"]),
                     record: this.#kstring(at + L["page.record"]), page: this.#int64(at + L["page.page"]), chunks });
       }
-      return { mode: used, unit: resolvedUnit, hits };
+      return { mode: used, unit: resolvedUnit, matched: scope ? scope.matched : this.#count, hits };
     });
   }
 

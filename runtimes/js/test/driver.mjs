@@ -68,6 +68,44 @@ async function misuse(path) {
   return answers;
 }
 
+// Every misuse of a scope: a KbpackError each (libkbpack's words where libkbpack refuses it).
+// `other`: a bundle without attributes.
+async function filterMisuse(path, other) {
+  const kb = await openFile(path, options);
+  const old = await openFile(other, options);
+  const q = { question: "water", mode: "lexical", k: 3 };
+  const closed = kb.filter(["path:**"]);
+  closed.close();
+  closed.close(); // twice: harmless
+  const foreign = (await openFile(path, options)).filter(["path:**"]);
+  const kept = kb.filter(["path:**"]);
+  const checks = {
+    "unknown key": () => kb.filter(["colour=red"]),
+    "bad operator": () => kb.filter(["kind>pdf"]),
+    "where with an unknown key": () => kb.search({ ...q, where: ["colour=red"] }),
+    "no condition": () => kb.filter([]),
+    "a condition that is not a string": () => kb.filter([42]),
+    "an empty condition": () => kb.filter([""]),
+    "a condition with NUL": () => kb.filter(["kind=p\0df"]),
+    "65 conditions": () => kb.filter(Array(65).fill("path:**")),
+    "a filter that is not a Filter": () => kb.search({ ...q, filter: { matched: 3 } }),
+    "a closed filter": () => kb.search({ ...q, filter: closed }),
+    "another bundle's filter": () => kb.search({ ...q, filter: foreign }),
+    "filter and where both": () => kb.search({ ...q, filter: kept, where: ["path:**"] }),
+    "a bundle without attributes, filter": () => old.filter(["path:**"]),
+    "a bundle without attributes, where": () => old.search({ ...q, where: ["path:**"] }),
+  };
+  const answers = {};
+  for (const [name, fn] of Object.entries(checks)) answers[name] = await outcome(fn);
+  answers["a filter still open before close"] = { ok: kept.closed };
+  kb.close();
+  answers["the bundle's close closed its filter"] = { ok: kept.closed };
+  answers["filter after close"] = await outcome(() => kb.filter(["path:**"]));
+  old.close();
+  foreign.bundle.close();
+  return answers;
+}
+
 const OPS = {
   // open + verify: what `kbpack verify` answers
   verdict: async (r) => {
@@ -79,8 +117,26 @@ const OPS = {
     }
   },
   info: async (r) => (await bundle(r.path)).info(),
-  search: async (r) => (await bundle(r.path)).search({
-    vector: r.vector ?? undefined, question: r.question ?? undefined, k: r.k, mode: r.mode, unit: r.unit }),
+  // with r.where: scoped, as search({ where }) (how "where") or through a Filter compiled first (how "filter")
+  search: async (r) => {
+    const kb = await bundle(r.path);
+    const query = { vector: r.vector ?? undefined, question: r.question ?? undefined, k: r.k, mode: r.mode, unit: r.unit };
+    if (r.where && r.how === "filter") {
+      const filter = kb.filter(r.where);
+      try {
+        return kb.search({ ...query, filter });
+      } finally {
+        filter.close();
+      }
+    }
+    return kb.search({ ...query, where: r.where ?? undefined });
+  },
+  filter: async (r) => {
+    const f = (await bundle(r.path)).filter(r.where);
+    f.close();
+    return { matched: f.matched, closed: f.closed };
+  },
+  filterMisuse: async (r) => filterMisuse(r.path, r.other),
   chunk: async (r) => (await bundle(r.path)).chunk(r.id),
   probes: async (r) => (await bundle(r.path)).probes(),
   probeCheck: async (r) => (await bundle(r.path)).probeCheck(r.vectors),
