@@ -1,6 +1,6 @@
 /* libkbpack, msgpack.c: one msgpack object at a time (kbpi_mp_next), enough for the subset chunk
- * blocks hold: nil, booleans, integers (saturated to int64, with what saturated kept for page
- * keys), floats (skipped), str, bin and ext payloads, and the counts of arrays and maps. Every
+ * blocks hold: nil, booleans, integers (saturated to int64, with what saturated kept, so that
+ * chunks.c refuses it), floats (skipped), str, bin and ext payloads, and the counts of arrays and maps. Every
  * read is bounded by the buffer; truncation and the unused byte 0xc1 are errors. What the
  * objects must be is chunks.c's to say. */
 #include "kbpack_internal.h"
@@ -52,7 +52,7 @@ KBP_INTERNAL int kbpi_mp_next(mp_cursor *c, mp_value *v) {
     if (mp_uint(c, 1 << (t - 0xcc), &u)) return -1;
     v->kind = MP_INT;
     v->i = u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
-    v->len = u > (uint64_t)INT64_MAX ? u : 0; /* what saturated, so that page keys (§2.8) still tell them apart */
+    v->len = u > (uint64_t)INT64_MAX ? u : 0; /* what saturated: chunks.c refuses it (FORMAT.md 2.1) */
     return 0;
   case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
     int bytes = 1 << (t - 0xd0);

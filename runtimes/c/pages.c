@@ -27,12 +27,11 @@ kbp_status kbp_page_settings(kbp_bundle *kb, size_t *page_depth, double *page_sh
 }
 
 /* One ranked chunk with its page: (source, record or none, page_start), as Python's page_key reads
- * them (an absent source or page_start is 0). Integers beyond int64 saturate in mp_value.i; `*_big`
- * keeps what they were, so that two of them still compare as Python's ints do. The record is
- * compared by its length and SHA-256, so a page key takes 96 bytes whatever the record's length. */
+ * them (an absent source or page_start is 0). Both fit int64: a block holding a larger one is
+ * refused when it is loaded (chunks.c, FORMAT.md 2.1), so int64 compares them as Python's ints. The record is
+ * compared by its length and SHA-256, so a page member takes 80 bytes (x86-64) whatever the record's length. */
 typedef struct {
   int64_t source, page;
-  uint64_t source_big, page_big;
   int has_record;
   uint64_t record_len;
   uint8_t record_sha[32];
@@ -53,11 +52,9 @@ static kbp_status read_page_key(kbp_bundle *kb, page_member *m) {
   if (st != KBP_OK) return st;
   if (f.present & 1u << F_SOURCE) {
     m->source = f.value[F_SOURCE].i;
-    m->source_big = f.value[F_SOURCE].len;
   }
   if (f.present & 1u << F_PAGE_START) {
     m->page = f.value[F_PAGE_START].i;
-    m->page_big = f.value[F_PAGE_START].len;
   }
   if (f.present & 1u << F_RECORD) {
     m->has_record = 1;
@@ -72,9 +69,7 @@ static kbp_status read_page_key(kbp_bundle *kb, page_member *m) {
 
 static int page_key_cmp(const page_member *a, const page_member *b) {
   CMP_FIELD(a->source, b->source);
-  CMP_FIELD(a->source_big, b->source_big);
   CMP_FIELD(a->page, b->page);
-  CMP_FIELD(a->page_big, b->page_big);
   CMP_FIELD(a->has_record, b->has_record);
   CMP_FIELD(a->record_len, b->record_len);
   return memcmp(a->record_sha, b->record_sha, sizeof a->record_sha);
