@@ -166,7 +166,7 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, conf
         seconds = {"setup": time.perf_counter() - t}
 
         warm = _warm_up_when_needed(extract, embed, chunk)
-        cleanup.callback(warm.join)
+        cleanup.callback(warm.join, 1.0)  # a daemon thread: an interrupt must not wait out its imports
         cleanup.callback(extract.misses_known.set)  # a build that fails before extracting: the warm-up ends
         sink = None
         try:

@@ -315,9 +315,10 @@ class OnnxEmbedder:
 
         order = iter(sorted(range(len(encs)), key=lambda i: -len(encs[i].ids)))  # longest first: even finish
         lock = threading.Lock()
+        stop = threading.Event()
 
         def worker(session) -> None:
-            while True:
+            while not stop.is_set():
                 with lock:
                     i = next(order, None)
                 if i is None:
@@ -325,8 +326,13 @@ class OnnxEmbedder:
                 out[i] = self._run(session, encs[i])  # onnxruntime releases the GIL while it runs
 
         with ThreadPoolExecutor(len(self.sessions)) as pool:
-            for f in [pool.submit(worker, s) for s in self.sessions]:
-                f.result()
+            futures = [pool.submit(worker, s) for s in self.sessions]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:  # Ctrl-C, SIGTERM, a failed run: the pool's exit waits for the text
+                stop.set()         # each worker runs now, not for every text left in the batch
+                raise
         return out
 
     def embed_documents(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
