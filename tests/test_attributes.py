@@ -354,3 +354,24 @@ def test_docx_core_properties_but_not_the_generators_defaults(tmp_path):
     assert read(lambda c: (setattr(c, "author", "Ada Lovelace"), setattr(c, "language", "en-GB"),
                            setattr(c, "keywords", "pumps; oil, spring"))) == {
         "author": "Ada Lovelace", "language": "en-GB", "keywords": ["pumps", "oil", "spring"]}
+
+
+def test_a_build_that_reuses_cached_extraction_keeps_the_documents_attributes(tmp_path, tiny_model):
+    """The build cache keeps each document's own attributes with its text: a build whose chunking
+    differs from the one that filled the cache (so it re-chunks cached extractions) records the
+    same front matter and JSONL metadata as a build from nothing."""
+    docs = tmp_path / "docs"
+    for rel, text in DOCS.items():
+        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docs / rel).write_text(text)
+    env = {"KBC_CACHE_DIR": str(tmp_path / "cache")}
+    first, second, fresh = tmp_path / "first.kbpack", tmp_path / "second.kbpack", tmp_path / "fresh.kbpack"
+    kbc_cli("build", str(docs), "-o", str(first), "--model", str(tiny_model), "-q", "--chunk-size", "20", env=env,
+            check=True)
+    kbc_cli("build", str(docs), "-o", str(second), "--model", str(tiny_model), "-q", env=env, check=True)
+    kbc_cli("build", str(docs), "-o", str(fresh), "--model", str(tiny_model), "-q", "--no-cache", check=True)
+    from kbc.format.bundle import Bundle
+
+    with Bundle(second) as b, Bundle(fresh) as f:
+        assert b.attributes().keys == f.attributes().keys and len(f.attributes().keys) > 2
+    assert second.read_bytes() == fresh.read_bytes()

@@ -15,7 +15,7 @@ from ..readers import ReadOptions, reader_for
 from ..records import Document, Extracted, Page, Problem, SourceFile
 from .text import CUT_KINDS, TEXT_BYTES_KEPT, cut_at_character, cut_reason
 
-EXTRACTOR_VERSION = "13"  # bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "14"  # 14: the cache keeps a document's attributes; bump when output for the same input changes (it keys the build cache)
 
 
 def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool = True,
@@ -122,7 +122,7 @@ def guarded_extract(src: SourceFile, opts: ExtractOptions) -> Extracted:
 def to_cache(ex: Extracted) -> dict:
     return {"sha256": ex.sha256, "size": ex.size, "page_count": ex.page_count,
             "documents": [{"text": d.text, "record_id": d.record_id, "title": d.title,
-                           "headings": [list(h) for h in d.headings],
+                           "headings": [list(h) for h in d.headings], "attributes": d.attributes,
                            "pages": [[p.number, p.label, p.start, p.end] for p in d.pages]} for d in ex.documents],
             "problems": [[p.severity, p.reason] for p in ex.problems]}
 
@@ -130,7 +130,8 @@ def to_cache(ex: Extracted) -> dict:
 def from_cache(src: SourceFile, data: dict) -> Extracted:
     ex = Extracted(src, data["sha256"], data["size"], data["page_count"])
     ex.documents = [Document(src.rel, d["text"], [Page(*p) for p in d["pages"]], d.get("record_id"), d.get("title"),
-                             [(int(a), int(b), str(t)) for a, b, t in d.get("headings", [])])
+                             [(int(a), int(b), str(t)) for a, b, t in d.get("headings", [])],
+                             d["attributes"] if isinstance(d.get("attributes"), dict) else {})
                     for d in data["documents"]]
     ex.problems = [Problem(src.rel, sev, reason) for sev, reason in data["problems"]]
     return ex
