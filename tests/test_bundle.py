@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from conftest import kbc_cli
 from forge import resign
 from kbc.format import bundle as B
+from kbc.format import writer
 from kbc.format.bundle import Bundle, BundleWriter, write_bundle
 from kbc.errors import BundleError, InputError
 
@@ -184,7 +185,7 @@ def test_newer_major_refused_naming_both_versions(small, tmp_path):
 
 def test_newer_minor_with_unknown_section_is_read(tmp_path, monkeypatch):
     """A future 1.x writer adds an optional section; this reader skips it and reads the rest."""
-    monkeypatch.setattr(B, "FORMAT_MINOR", B.FORMAT_MINOR + 7)
+    monkeypatch.setattr(writer, "FORMAT_MINOR", B.FORMAT_MINOR + 7)  # the writer writes the version it knows
     vecs = np.eye(4, dtype=np.float32)
     path = write_bundle(tmp_path / "future.kbpack", manifest={}, vectors=vecs, chunks=make_chunks(4),
                         extra_sections=[("future_thing", "cbor", b"\x01\x02\x03")])

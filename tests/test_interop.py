@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, kbc_cli, make_tiny_model
-from kbc.format import bundle as bundle_mod
+from kbc.format import writer as writer_mod
 from kbc.format.bundle import Bundle, write_bundle
 
 
@@ -105,7 +105,7 @@ def test_damaged_probe_vectors_fail_verify(sample_bundle, tmp_path):
 def test_older_bundles_and_older_readers(tmp_path, monkeypatch):
     """1.0 bundles (no probes) still open; `kbc probe` says what is missing. The other direction,
     a reader skipping sections it does not know, is test_libkbpack's unknown-sections test."""
-    monkeypatch.setattr(bundle_mod, "FORMAT_MINOR", 0)
+    monkeypatch.setattr(writer_mod, "FORMAT_MINOR", 0)  # the writer writes the version it knows
     old = tmp_path / "old.kbpack"
     write_bundle(old, manifest={}, vectors=np.ones((2, 4), np.float32), chunks=[{"text": "a"}, {"text": "b"}])
     monkeypatch.undo()

@@ -195,10 +195,11 @@ def test_rechecksummed_bad_lexical_sections_are_invalid_bundles(tmp_path):
 def test_a_1_1_bundle_opens_and_searches_dense(tmp_path, monkeypatch):
     """Bundles written before 1.2 carry no lexical sections: dense is their only mode."""
     import kbc.format.bundle as B
+    import kbc.format.writer as W
     from kbc.search.dense import Searcher
     from kbc.search.fusion import Retriever
 
-    monkeypatch.setattr(B, "FORMAT_MINOR", 1)
+    monkeypatch.setattr(W, "FORMAT_MINOR", 1)  # the writer writes the version it knows
     vecs = np.eye(3, 4, dtype=np.float32)
     p = B.write_bundle(tmp_path / "old.kbpack", manifest={}, vectors=vecs, chunks=[{"text": "a"}, {"text": "b"}, {"text": "c"}])
     monkeypatch.undo()

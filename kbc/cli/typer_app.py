@@ -94,7 +94,7 @@ def _fail(message: str, code: int) -> None:
 def _version(value: bool) -> None:
     if value:
         from .. import __version__
-        from ..format.bundle import FORMAT_MAJOR, FORMAT_MINOR
+        from ..format.layout import FORMAT_MAJOR, FORMAT_MINOR
 
         print(f"kbc {__version__} (writes .kbpack format {FORMAT_MAJOR}.{FORMAT_MINOR})")
         raise typer.Exit(0)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..format import vectors as vec_enc
 from ..format.attributes import SECTION as ATTRIBUTES_SECTION, AttributeRows
-from ..format.bundle import BundleWriter
+from ..format.writer import BundleWriter
 from ..errors import InputError, option
 from ..search.dense import build_index
 from ..format.bm25 import LexicalBuilder

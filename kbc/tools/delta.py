@@ -28,7 +28,7 @@ from pathlib import Path
 import zstandard
 
 from ..errors import BundleError, InputError
-from ..format.bundle import _fsync_dir  # the rename made durable: a power cut must not bring the old name back
+from ..format.writer import _fsync_dir  # the rename made durable: a power cut must not bring the old name back
 
 MAGIC = b"KBDELTA\0"
 MAJOR, MINOR = 1, 0
