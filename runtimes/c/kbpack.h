@@ -83,7 +83,9 @@ const char *kbp_status_name(kbp_status status);
 
 /* Opens and maps `path` and runs the cheap checks of FORMAT.md §5 (steps 1-5): header, table,
  * manifest (JSON, types, limits), the lengths of vectors, chunk_offsets and (format 1.4)
- * vector_scales and vectors_binary, and the binary search settings. On success *out is a new
+ * vector_scales and vectors_binary, the binary search settings, and a stored query encoder (format
+ * 1.3) walked as kbp_encoder_get walks it, so a bundle kbc refuses is refused here too, for every
+ * call (FORMAT.md §5.1). On success *out is a new
  * handle to free with kbp_close. On failure *out is NULL and `err` (when not NULL) says why:
  * KBP_ERR_IO (missing, a directory, a FIFO, unreadable) or KBP_ERR_INVALID. */
 kbp_status kbp_open(const char *path, kbp_bundle **out, kbp_error *err);
