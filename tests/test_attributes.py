@@ -375,3 +375,32 @@ def test_a_build_that_reuses_cached_extraction_keeps_the_documents_attributes(tm
     with Bundle(second) as b, Bundle(fresh) as f:
         assert b.attributes().keys == f.attributes().keys and len(f.attributes().keys) > 2
     assert second.read_bytes() == fresh.read_bytes()
+
+
+@pytest.mark.parametrize("reader", ["pdfium", "pypdf"])
+def test_pdf_info_author_subject_and_keywords_but_not_a_generators_placeholder(tmp_path, tiny_model, reader):
+    """A PDF's Info dictionary gives `author`, `subject` and `keywords` (a list) as attributes, the
+    same through both PDF readers; a placeholder author ("Administrator") is no author."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    from pdfgen import make_pdf
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, author in (("report.pdf", "Jane Roe"), ("memo.pdf", "Administrator")):
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf([f"The {name} text about greenhouse heating."]))))
+        writer.add_metadata({"/Author": author, "/Subject": "Greenhouse heating", "/Keywords": "heating; winter, glass"})
+        with open(docs / name, "wb") as f:
+            writer.write(f)
+    out = tmp_path / "kb.kbpack"
+    kbc_cli("build", str(docs), "-o", str(out), "--model", str(tiny_model), "-q", "--pdf-reader", reader, check=True)
+    from kbc.query.knowledge_base import KnowledgeBase
+
+    with KnowledgeBase(out) as kb:
+        sources = {h.source for h in kb.search("greenhouse heating", k=5, mode="lexical", where=["author=Jane Roe"])}
+        assert sources == {"report.pdf"}
+        both = {h.source for h in kb.search("greenhouse heating", k=5, mode="lexical",
+                                            where=["keywords=winter", "subject=Greenhouse heating"])}
+        assert both == {"report.pdf", "memo.pdf"}

@@ -15,7 +15,7 @@ from ..readers import ReadOptions, reader_for
 from ..records import Document, Extracted, Page, Problem, SourceFile
 from .text import CUT_KINDS, TEXT_BYTES_KEPT, cut_at_character, cut_reason
 
-EXTRACTOR_VERSION = "14"  # 14: the cache keeps a document's attributes; bump when output for the same input changes (it keys the build cache)
+EXTRACTOR_VERSION = "15"  # 15: PDF Info author, subject, keywords as attributes; 14: the cache keeps them; bump when output for the same input changes (it keys the build cache)
 
 
 def extract_file(src: SourceFile, *, passwords: Sequence[str] = (), clean: bool = True,

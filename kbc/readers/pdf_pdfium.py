@@ -18,7 +18,7 @@ import re
 from ..records import Extracted, Problem, SourceFile
 from .textclean import meaningful_title, one_line
 from . import ReadOptions, register_reader
-from .pdf import finish_pdf
+from .pdf import finish_pdf, info_attributes
 
 # pdfium's FPDF_GetLastError codes (fpdfview.h)
 _ERR_PASSWORD = 4
@@ -59,6 +59,7 @@ def read_pdf_pdfium(src: SourceFile, data: bytes, out: Extracted, opts: ReadOpti
         n = len(pdf)
         out.page_count = n
         title = _title(pdf)
+        attributes = info_attributes(pdf.get_metadata_value)
         labels: list[str] = []
         texts: list[str] = []
         failed: list[int] = []
@@ -84,7 +85,7 @@ def read_pdf_pdfium(src: SourceFile, data: bytes, out: Extracted, opts: ReadOpti
                     page.close()
     finally:
         pdf.close()
-    finish_pdf(src, out, texts, labels, title, failed, clean=opts.clean)
+    finish_pdf(src, out, texts, labels, title, failed, clean=opts.clean, attributes=attributes)
 
 
 def page_text(textpage) -> str:
