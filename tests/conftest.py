@@ -110,29 +110,30 @@ def _environment(env: dict | None):
                 os.environ[k] = v
 
 
-def kbc_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def kbc_cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`kbc ARGS` run in this process through the entry point `python -m kbc` calls (kbc.cli.main:
     the same argument parsing, one-line errors, exit codes and --json error object), with stdin,
     stdout and stderr captured as run_kbc captures them and `env` added to os.environ meanwhile.
     It saves the ~0.5 s a child Python spends importing kbc, for tests that are not about the
-    process; an exception kbc lets escape fails the test (a child would print a traceback, exit 1)."""
+    process; an exception kbc lets escape fails the test (a child would print a traceback, exit 1).
+    It runs in `cwd` (the clone by default)."""
     from click.testing import CliRunner
 
     from kbc.cli import main
 
-    argv, cwd, term = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
+    argv, was_in, term = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
     code: int | str | None = 0
     runner = CliRunner()
     with _environment(env), runner.isolation() as streams:
         sys.argv = ["kbc", *args]
-        os.chdir(ROOT)
+        os.chdir(cwd)
         try:
             main()
         except SystemExit as e:
             code = e.code
         finally:
             sys.argv = argv
-            os.chdir(cwd)
+            os.chdir(was_in)
             signal.signal(signal.SIGTERM, term)
             sys.stdout.flush()
             sys.stderr.flush()

@@ -14,17 +14,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kbc_cli
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 README = ROOT / "README.md"
@@ -205,40 +203,12 @@ def readme_command_blocks() -> list[list[str]]:
     return [[line for line in b.splitlines() if line.strip()] for b in sh if b is not setup[0]]
 
 
-def run_kbc_in(workdir: Path, args: list[str]) -> subprocess.CompletedProcess:
-    """`kbc ARGS` in this process, in `workdir`, through the entry point the .venv/bin/kbc script
-    calls (kbc.cli.main): the same parsing, output and exit codes, without a second of Python
-    start-up and imports per line."""
-    from click.testing import CliRunner
-
-    from kbc.cli import main
-
-    argv, cwd, term = sys.argv, os.getcwd(), signal.getsignal(signal.SIGTERM)
-    code: int | str | None = 0
-    with CliRunner().isolation() as streams:
-        sys.argv = ["kbc", *args]
-        os.chdir(workdir)
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code
-        finally:
-            sys.argv = argv
-            os.chdir(cwd)
-            signal.signal(signal.SIGTERM, term)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        out, err = streams[0].getvalue(), streams[1].getvalue()
-    code = 0 if code is None else code if isinstance(code, int) else 1
-    return subprocess.CompletedProcess(args, code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
-
-
 def run_line(line: str, workdir: Path) -> subprocess.CompletedProcess:
     """A README line: a plain `.venv/bin/kbc ...` in this process, anything with shell syntax
     (a redirection, a pipe) in bash, as a user's shell would run it."""
     args = shlex.split(line, comments=True)
     if args and args[0] == ".venv/bin/kbc" and not SHELL_SYNTAX.search(line.split("#", 1)[0]):
-        return run_kbc_in(workdir, args[1:])
+        return kbc_cli(*args[1:], cwd=workdir)  # in this process: no second of start-up per line
     return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", line], cwd=workdir, capture_output=True, text=True,
                           timeout=300)
 
