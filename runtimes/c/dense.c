@@ -8,21 +8,6 @@
 
 #define DOT_LANES 16 /* floats per step of the vectorised loops */
 
-/* A finite IEEE half as a float, exactly (as numpy converts it): the magnitude's bits shifted into
- * place read as a float 2^112 too small, and the multiplication rebases the exponent exactly, half
- * subnormals included (unless the caller's FPU flushes denormals to zero). No branch, so a loop of
- * them vectorises; the vectors are checked finite before any search reads them. */
-static float finite_half_to_float(uint16_t h) {
-  uint32_t magnitude = (uint32_t)(h & 0x7fffu) << 13, bits;
-  float f;
-  memcpy(&f, &magnitude, 4);
-  f *= 0x1p112f;
-  memcpy(&bits, &f, 4);
-  bits |= (uint32_t)(h & 0x8000u) << 16;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 static int value_finite(const uint8_t *p, size_t item) {
   if (item == 2) return (le(p, 2) & 0x7c00u) != 0x7c00u;
   return (le(p, 4) & 0x7f800000u) != 0x7f800000u;
@@ -113,7 +98,7 @@ static const float *vector_row(kbp_bundle *kb, const uint8_t *vectors, uint64_t 
   const uint8_t *p = vectors + (size_t)r * dim * dtype_size(kb->dtype);
   float *row = kb->row;
   if (kb->dtype == DTYPE_FLOAT16) { /* on a big-endian host (kbpi_row_score widens little-endian ones itself) */
-    for (size_t j = 0; j < dim; j++) row[j] = finite_half_to_float((uint16_t)le(p + 2 * j, 2));
+    for (size_t j = 0; j < dim; j++) row[j] = kbpi_half_to_float((uint16_t)le(p + 2 * j, 2));
   } else { /* float32 on a big-endian host */
     for (size_t j = 0; j < dim; j++) {
       uint32_t bits = (uint32_t)le(p + 4 * j, 4);

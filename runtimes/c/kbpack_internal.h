@@ -335,6 +335,21 @@ KBP_INTERNAL kbp_status kbpi_chunk_fields(kbp_bundle *kb, uint64_t id, chunk_fie
 KBP_INTERNAL kbp_string kbpi_put_string(char *area, size_t *used, const void *p, size_t n);
 
 /* ============ kernels.c: the dense scan's int8 and float16 inner products */
+/* A finite IEEE half as a float, exactly (as numpy converts it): the magnitude's bits shifted into
+ * place read as a float 2^112 too small, and the multiplication rebases the exponent exactly, half
+ * subnormals included (unless the caller's FPU flushes denormals to zero). No branch, so a loop of
+ * them vectorises; the vectors are checked finite before any search reads them. Inline here so that
+ * dense.c's row conversion and kernels.c's portable loops both vectorise it. */
+static inline float kbpi_half_to_float(uint16_t h) {
+  uint32_t magnitude = (uint32_t)(h & 0x7fffu) << 13, bits;
+  float f;
+  memcpy(&f, &magnitude, 4);
+  f *= 0x1p112f;
+  memcpy(&bits, &f, 4);
+  bits |= (uint32_t)(h & 0x8000u) << 16;
+  memcpy(&f, &bits, 4);
+  return f;
+}
 
 /* Which code computes them: the widest this CPU runs (BEST), or one named (the tests compare them). */
 typedef enum {

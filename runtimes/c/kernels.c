@@ -22,19 +22,6 @@
 
 #define LANES 64
 
-/* A finite IEEE half as a float, exactly (dense.c's rule): the magnitude's bits shifted into place
- * read as a float 2^112 too small, the multiplication rebasing the exponent exactly. */
-static float half_to_float(uint16_t h) {
-  uint32_t magnitude = (uint32_t)(h & 0x7fffu) << 13, bits;
-  float f;
-  memcpy(&f, &magnitude, 4);
-  f *= 0x1p112f;
-  memcpy(&bits, &f, 4);
-  bits |= (uint32_t)(h & 0x8000u) << 16;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 /* The tail (n - i < 16 elements) into lanes 0, 1, ..., then the pairwise fold: shared by every kernel. */
 static float finish_i8(float *acc, const int8_t *v, const float *w, size_t i, size_t n) {
   for (size_t j = 0; i < n; i++, j++) acc[j] += w[i] * (float)v[i];
@@ -47,7 +34,7 @@ static float finish_f16(float *acc, const uint8_t *p, const float *w, size_t i, 
   for (size_t j = 0; i < n; i++, j++) {
     uint16_t h;
     memcpy(&h, p + 2 * i, 2);
-    acc[j] += w[i] * half_to_float(h);
+    acc[j] += w[i] * kbpi_half_to_float(h);
   }
   for (size_t width = LANES / 2; width; width /= 2)
     for (size_t j = 0; j < width; j++) acc[j] += acc[j + width];
@@ -70,7 +57,7 @@ static float dot_f16_portable(const uint8_t *p, const float *w, size_t n) {
   uint16_t h[LANES];
   for (; i + LANES <= n; i += LANES) {
     memcpy(h, p + 2 * i, sizeof h); /* little-endian halves on a little-endian host (dense.c checks) */
-    for (size_t j = 0; j < LANES; j++) acc[j] += w[i + j] * half_to_float(h[j]);
+    for (size_t j = 0; j < LANES; j++) acc[j] += w[i + j] * kbpi_half_to_float(h[j]);
   }
   return finish_f16(acc, p, w, i, n);
 }
@@ -120,7 +107,7 @@ __attribute__((target("avx2"))) static float dot_i8_avx2(const int8_t *v, const 
   return finish_i8(acc, v, w, i, n);
 }
 
-/* 8 halves to floats, exactly, by half_to_float's bit rule (F16C would do it too, but clang cannot
+/* 8 halves to floats, exactly, by kbpi_half_to_float's bit rule (F16C would do it too, but clang cannot
  * ask the CPU for F16C at run time; every AVX2 instruction used here is exact) */
 __attribute__((target("avx2"))) static inline __m256 halves8_avx2(const uint8_t *p) {
   __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
@@ -250,7 +237,7 @@ static float dot_f16_neon(const uint8_t *p, const float *w, size_t n) {
 #define KBP_WASM_KERNELS 1
 
 /* WebAssembly SIMD (clang -msimd128; fixed at build time: a module has no run-time choice). Lanes as
- * NEON's, four to a register; halves widened by half_to_float's bit rule (wasm has no conversion). */
+ * NEON's, four to a register; halves widened by kbpi_half_to_float's bit rule (wasm has no conversion). */
 #define WASM_ZERO(k) v128_t s##k = wasm_f32x4_splat(0.0f);
 /* int32 -> float by the bits of 1.5 x 2^23 + x, minus 1.5 x 2^23: exact for |x| < 2^22. Not
  * f32x4.convert: clang 14 folds the widening and the conversion into one it then does lane by lane. */
