@@ -235,6 +235,13 @@ BUILD_OPTIONS: tuple[BuildOption, ...] = (
     BuildOption("with_encoder", "bool", False, recorded=True,
                 help="Store the query encoder in the bundle: the ONNX graph that made the vectors and its "
                      "tokenizer.json (onnx backends; MiniLM adds ~87 MB in fp32, ~22 MB with --backend onnx-int8)."),
+    # not the default: a reader before format 1.8 (kbc and libkbpack before this one) refuses such a bundle
+    BuildOption("layout", "str", None, choices=("fixed", "by-source"), recorded=True,
+                help="How chunks are grouped into compressed blocks. fixed (default): 64 chunks in a row, which "
+                     "every reader opens. by-source: blocks never span two documents, so adding or removing one "
+                     "leaves the others' blocks as they were and an update's delta (kbc delta) is smaller; "
+                     "readers from format 1.8 (kbc and libkbpack of this release) open it, older ones refuse it "
+                     "(docs/updates.md)."),
     BuildOption("lexical", "bool", True, flag="--no-lexical", recorded=True,
                 help="Leave out the BM25 index (dense search only; a smaller file)."),
     BuildOption("default_mode", "str", None, choices=_registry("default_mode"), recorded=True,

@@ -171,7 +171,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, conf
         sink = None
         try:
             # made inside the try: an interrupt right after its temporary file exists still removes it
-            sink = BundleSink(output, dim=described.dim, vectors=vectors, lexical=lexical, index=o["index"])
+            sink = BundleSink(output, dim=described.dim, vectors=vectors, lexical=lexical, index=o["index"],
+                              layout=o["layout"] or "fixed")
             # Extraction, and chunking a window ahead of embedding, start now in their own threads,
             # while the model may still be loading. The first window is small so that the embedder
             # starts early, the rest big enough to keep every session busy.

@@ -35,12 +35,13 @@ def sections(data: bytes) -> dict[str, tuple[str, bytes]]:
 
 
 def rebuild(data: bytes, replace: dict[str, bytes] | None = None, *, encodings: dict[str, str] | None = None,
-            drop: tuple[str, ...] = ()) -> bytes:
-    """The bundle laid out again with some sections' bytes (or encodings) replaced or dropped, and
-    every checksum recomputed: what an attacker who edits a bundle with the format spec in hand makes."""
+            drop: tuple[str, ...] = (), add: dict[str, tuple[str, bytes]] | None = None) -> bytes:
+    """The bundle laid out again with some sections' bytes (or encodings) replaced or dropped, others
+    added at the end (`add`: name -> (encoding, bytes)), and every checksum recomputed: what an
+    attacker who edits a bundle with the format spec in hand makes."""
     (magic, major, minor, _, _, _, _, _, _) = B._HEADER.unpack(data[:128])
     body, entries = bytearray(), []
-    for name, (enc, raw) in sections(data).items():
+    for name, (enc, raw) in [*sections(data).items(), *(add or {}).items()]:
         if name in drop:
             continue
         raw = (replace or {}).get(name, raw)

@@ -8,7 +8,7 @@ committed as a binary: the seeds are made at run time, deterministically, from
 - small real bundles written by kbc's own writer (`bases()`): float32 with a lexical index, probes
   and retrieval settings as kbc builds them, float16, int8 with binary codes, pages as the unit,
   a stored index of each FAISS type kbc's readers accept (HNSW, IVF,Flat, IVF,PQ, PQ), a query
-  encoder, one with no optional part at all;
+  encoder, one with no optional part at all, one with its chunks by source (1.8);
 - the crafted cases of tests/test_hostile_bundles.py applied to the first of them (`hostile()`), and
   tests/test_hostile_encoder.py's crafted graphs in the encoder bundle (`hostile_encoder()`);
 - the schema cases of issue 27 (`schema_cases()`): each bundle breaks manifest.schema.json or the
@@ -100,7 +100,7 @@ def encoder_graph() -> bytes:
 
 def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | None = None, unit="chunk",
            encoder=False, lexical=True, probes=True, n=len(TEXTS), block=3, add_with_ids=None,
-           attributes=False) -> bytes:
+           attributes=False, layout="fixed") -> bytes:
     from kbc.format.bundle import write_bundle
     from kbc.format.bm25 import LexicalBuilder
     from kbc.format.retrieval import RetrievalSettings
@@ -109,7 +109,9 @@ def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | 
     texts = [TEXTS[i % len(TEXTS)] + ("" if i < len(TEXTS) else f" ({i})") for i in range(n)]
     vecs = rng.standard_normal((n, DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    chunks = [{"text": t, "source": i % 2, "seq": i // 2, "page_start": 1 + i % 3, "page_end": 1 + i % 3,
+    # by source (1.8): each source's chunks in one run, as kbc writes them, so blocks end where a source does
+    by_source = layout == "by-source"
+    chunks = [{"text": t, "source": int(i >= n - n // 2) if by_source else i % 2, "seq": i // 2, "page_start": 1 + i % 3, "page_end": 1 + i % 3,
                "char_start": 0, "char_end": len(t), "tokens": 12, "context": "Pumps | Care" if i % 2 == 0 else ""}
               for i, t in enumerate(texts)]
     factory = index or "Flat"
@@ -158,7 +160,7 @@ def _write(tmp: Path, name: str, *, dtype="float32", binary=False, index: str | 
             idx.add(vecs)
         blob = faiss.serialize_index(idx).tobytes()
     path = write_bundle(tmp / f"{name}.kbpack", manifest=manifest, vectors=vecs, chunks=chunks, index=blob, dtype=dtype,
-                        binary=binary, chunks_per_block=block, extra_sections=extra)
+                        binary=binary, chunks_per_block=block, layout=layout, extra_sections=extra)
     return path.read_bytes()
 
 
@@ -182,6 +184,7 @@ def bases() -> dict[str, bytes]:
             "bare": _write(t, "h", lexical=False, probes=False, n=2, block=64),
             "empty": _write(t, "i", lexical=False, probes=False, n=0),
             "attributes": _write(t, "l", attributes=True, n=13, block=4),
+            "by-source": _write(t, "m", layout="by-source", n=13, block=4),
         }
 
 

@@ -48,6 +48,47 @@ def _chunk_block(data: bytes, chunks: list) -> bytes:
                    drop=("index", "attributes") + tuple(n for n in sections(data) if n.startswith("lex_")))
 
 
+def by_source(data: bytes, *, blocks=None, table=None, with_table: bool = True) -> bytes:
+    """`data` laid out again by source (FORMAT.md §2.1, 1.8), as BundleWriter(layout="by-source") lays it
+    out: a block per run of one source's chunks, at most block_size long, records without `source`, the
+    `chunk_blocks` table of (first chunk id, source). Then `blocks` (the list of each block's records)
+    and `table` (its n x 2 u64 array) edited as an attacker would, every checksum recomputed."""
+    import tempfile
+    from pathlib import Path
+
+    from kbc.format.bundle import Bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.kbpack"
+        path.write_bytes(data)
+        with Bundle(path) as b:
+            chunks = [{k: v for k, v in c.items() if k != "id"} for c in b.iter_chunks()]
+            block_size = b.block_size
+    groups: list[tuple[int, int, list]] = []
+    for i, c in enumerate(chunks):
+        source = c.pop("source")
+        if groups and groups[-1][1] == source and len(groups[-1][2]) < block_size:
+            groups[-1][2].append(c)
+        else:
+            groups.append((i, source, [c]))
+    records = [g[2] for g in groups]
+    pairs = np.array([[g[0], g[1]] for g in groups], dtype="<u8").reshape(-1, 2)
+    records = blocks(records) if blocks else records
+    pairs = np.asarray(table(pairs) if table else pairs, dtype="<u8")
+    cctx = zstandard.ZstdCompressor(level=10, write_content_size=True, write_checksum=False)
+    frames = [cctx.compress(msgpack.packb(r, use_bin_type=True)) for r in records]
+    offsets = np.cumsum([0] + [len(f) for f in frames]).astype("<u8")
+    return rebuild(data, {"chunks": b"".join(frames), "chunk_offsets": offsets.tobytes()},
+                   encodings={"chunks": "zstd-msgpack-src"},
+                   add={"chunk_blocks": ("u64le", pairs.tobytes())} if with_table else None)
+
+
+def _set(array, at, value):
+    array = array.copy()
+    array[at] = value
+    return array
+
+
 def _faiss_flat_claiming(ntotal: int, dim: int) -> bytes:
     import faiss
 
@@ -94,6 +135,22 @@ CASES = {
         lambda d: rebuild(d, {"lex_postings_offsets": np.full(
             len(sections(d)["lex_postings_offsets"][1]) // 4, 2**31, "<u4").tobytes()}), 3),
     "NaN vectors": (lambda d: rebuild(d, {"vectors": b"\x00\x00\xc0\x7f" * (len(sections(d)["vectors"][1]) // 4)}), 3),
+    # the by-source chunk layout (1.8, FORMAT.md §2.1): as the writer lays it out it is usable; its block
+    # table is held to the file (tests/test_format_layout.py: both readers name the same part)
+    "by-source chunks as the writer lays them out": (by_source, 0),
+    "by-source chunks, source indices past the sources": (
+        lambda d: by_source(d, table=lambda t: _set(t, (slice(None), 1), 10**6)), 0),
+    "by-source chunks without their block table": (lambda d: by_source(d, with_table=False), 3),
+    "by-source block table naming more blocks than chunks": (
+        lambda d: by_source(d, table=lambda t: np.repeat(t, 1000, axis=0)), 3),
+    "by-source block table with first ids not rising": (lambda d: by_source(d, table=lambda t: _set(t, (-1, 0), 0)), 3),
+    "by-source block longer than block_size": (lambda d: with_manifest(
+        by_source(d, blocks=lambda bs: [sum(bs, [])], table=lambda t: t[:1]), set_path("chunks.block_size", 1)), 3),
+    "by-source source index 2^63": (lambda d: by_source(d, table=lambda t: _set(t, (0, 1), 2**63)), 3),
+    "by-source record naming its source too": (
+        lambda d: by_source(d, blocks=lambda bs: [[{**bs[0][0], "source": 0}, *bs[0][1:]], *bs[1:]]), 3),
+    "by-source block holding fewer chunks than its span": (lambda d: by_source(d, blocks=lambda bs: [bs[0][:-1], *bs[1:]]), 3),
+    "block table beside fixed-layout chunks": (lambda d: rebuild(d, add={"chunk_blocks": ("u64le", bytes(16))}), 3),
 }
 
 COMMANDS = {

@@ -22,8 +22,9 @@ from kbpack_runtime import guard as encoder_guard  # one copy, shared with the d
 
 from . import vectors as vec_enc
 from ..errors import BundleError, InputError
-from .layout import (ALIGN, DTYPES, ENTRY_SIZE, FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE, MAGIC, MAX_BLOCK_BYTES,
-                     MAX_JSON_SECTION_BYTES, MAX_MANIFEST_BYTES, MAX_PROMPT_CHARS, MAX_SECTIONS, REQUIRED_SECTIONS,
+from .layout import (ALIGN, BLOCKS_ENCODING, BLOCKS_SECTION, DTYPES, ENTRY_SIZE, FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE,
+                     INT64_MAX, LAYOUTS, MAGIC, MAX_BLOCK_BYTES, MAX_JSON_SECTION_BYTES, MAX_MANIFEST_BYTES,
+                     MAX_PROMPT_CHARS, MAX_SECTIONS, REQUIRED_SECTIONS,
                      _ENTRY, _HEADER, SectionInfo, _canonical_json)  # noqa: F401 (the names importers knew here)
 from .writer import BundleWriter, _fsync_dir, write_bundle  # noqa: F401 (importable from here as before)
 
@@ -42,6 +43,7 @@ class Bundle:
         self.path = str(path)
         self._checked: set[str] = set()
         self._block_cache: tuple[int, list] | None = None
+        self._firsts: np.ndarray | None = None  # by-source: each block's first chunk id, once checked
         try:
             # non-blocking: a FIFO named as a bundle must not hang the open; refused just below
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -170,11 +172,17 @@ class Bundle:
             raise self._err("vectors", f"length {vinfo.length} != {count} x {dim} x {dtype.itemsize} bytes")
         self._check_vector_sections(vec, count, dim, dtype_name)
         n_blocks = math.ceil(count / block_size)
+        chunks_encoding = self.sections["chunks"].encoding
+        by_source = chunks_encoding == LAYOUTS.get("by-source")
+        if by_source:  # FORMAT.md §2.1: the block table says how many blocks there are
+            n_blocks = self._block_table_shape(count)
         oinfo = self.sections["chunk_offsets"]
         if oinfo.encoding != "u64le" or oinfo.length != (n_blocks + 1) * 8:
             raise self._err("chunk_offsets", f"expected {n_blocks + 1} u64le entries, found {oinfo.length} bytes ({oinfo.encoding})")
-        if self.sections["chunks"].encoding != "zstd-msgpack":
-            raise self._err("chunks", f"unknown encoding {self.sections['chunks'].encoding!r}")
+        if chunks_encoding not in LAYOUTS.values():
+            raise self._err("chunks", f"unknown encoding {chunks_encoding!r}")
+        if not by_source and BLOCKS_SECTION in self.sections:
+            raise self._err(BLOCKS_SECTION, f"present although the chunks are not by source (encoding {chunks_encoding!r})")
         for key, want in _MANIFEST_TYPES.items():
             if key in manifest and not isinstance(manifest[key], want):
                 raise self._err("manifest", f"{key!r} is {type(manifest[key]).__name__}, expected "
@@ -194,6 +202,19 @@ class Bundle:
         self.manifest = manifest
         self.count, self.dim, self.dtype = count, dim, dtype
         self.block_size, self.n_blocks = block_size, n_blocks
+        self.layout = "by-source" if by_source else "fixed"
+
+    def _block_table_shape(self, count: int) -> int:
+        """The by-source layout's `chunk_blocks` section: present, u64le pairs, one block per chunk at
+        most and at least one when there are chunks. Its values are checked on first use (_firsts_checked)."""
+        info = self.sections.get(BLOCKS_SECTION)
+        if info is None:
+            raise self._err(BLOCKS_SECTION, "missing although the chunks are by source (encoding 'zstd-msgpack-src')")
+        n_blocks = info.length // 16
+        if info.encoding != BLOCKS_ENCODING or info.length % 16 or n_blocks > count or (count > 0) != (n_blocks > 0):
+            raise self._err(BLOCKS_SECTION, f"expected 1 to {count} pairs of u64le (none for no chunks), found "
+                                            f"{info.length} bytes ({info.encoding})")
+        return n_blocks
 
     def _check_vector_sections(self, vec: dict, count: int, dim: int, dtype_name: str) -> None:
         """int8's scales and the optional binary codes (1.4): present, typed and sized as declared."""
@@ -537,12 +558,40 @@ class Bundle:
             self._checked.add("chunk_offsets:ok")
         return offsets
 
+    def _block_table(self) -> np.ndarray:
+        """The by-source layout's (first chunk id, source) pairs, checked whole on first use: the first
+        ids strictly increasing from 0, each block at most block_size chunks, the last ending at count;
+        a source index an int64 (one out of range of the sources names none, as in a record)."""
+        table = np.frombuffer(self._section(BLOCKS_SECTION), dtype="<u8").reshape(-1, 2)
+        if self._firsts is None and not len(table):  # no chunks (the section's shape was checked at open)
+            self._firsts = table[:, 0]
+        if self._firsts is None:
+            firsts = table[:, 0]
+            rising = firsts[0] == 0 and bool(np.all(firsts[1:] > firsts[:-1])) and int(firsts[-1]) < self.count
+            # u64 differences, taken only once the ids rise (no wrap-around)
+            if not rising or (np.diff(firsts) > np.uint64(self.block_size)).any() or \
+                    self.count - int(firsts[-1]) > self.block_size:
+                raise self._err(BLOCKS_SECTION, f"first chunk ids must rise from 0, each block holding 1 to "
+                                                f"{self.block_size} of the {self.count} chunks")
+            if (table[:, 1] > INT64_MAX).any():
+                raise self._err(BLOCKS_SECTION, "a source index is past 2^63-1")
+            self._firsts = firsts
+        return table
+
+    def _block_span(self, b: int) -> tuple[int, int]:
+        """Block b's first chunk id and its number of chunks."""
+        if self.layout == "fixed":
+            return b * self.block_size, min(self.block_size, self.count - b * self.block_size)
+        table = self._block_table()
+        first = int(table[b, 0])
+        return first, (int(table[b + 1, 0]) if b + 1 < self.n_blocks else self.count) - first
+
     def _block(self, b: int) -> list:
         if self._block_cache is not None and self._block_cache[0] == b:
             return self._block_cache[1]
         offsets = self._offsets()
+        _, expected = self._block_span(b)
         frame = self._section("chunks")[int(offsets[b]):int(offsets[b + 1])]
-        expected = min(self.block_size, self.count - b * self.block_size)
         try:
             size = zstandard.frame_content_size(frame)
             if size < 0 or size > MAX_BLOCK_BYTES:
@@ -564,6 +613,12 @@ class Bundle:
                                               f"expected {want.__name__}")
                 if want is int and value > INT64_MAX:  # FORMAT.md 2.1: libkbpack's int64 cannot hold it
                     raise self._err("chunks", f"block {b}: chunk field {key!r} is past 2^63-1")
+        if self.layout == "by-source":  # the table names the source: a record naming one too would be a second answer
+            if any("source" in r for r in records):
+                raise self._err("chunks", f"block {b}: a chunk record holds 'source', which the by-source layout "
+                                          "keeps in chunk_blocks")
+            source = int(self._block_table()[b, 1])
+            records = [{**r, "source": source} for r in records]
         self._block_cache = (b, records)
         return records
 
@@ -571,7 +626,12 @@ class Bundle:
         """Chunk i (0-based) with its provenance; decompresses only the block that holds it."""
         if not 0 <= i < self.count:
             raise IndexError(f"chunk {i} out of range 0..{self.count - 1}")
-        b, j = divmod(i, self.block_size)
+        if self.layout == "fixed":
+            b, j = divmod(i, self.block_size)
+        else:  # the last block whose first id is <= i
+            self._block_table()
+            b = int(np.searchsorted(self._firsts, np.uint64(i), side="right")) - 1
+            j = i - int(self._firsts[b])
         return dict(self._block(b)[j], id=i)
 
     def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[dict]:
@@ -592,6 +652,8 @@ class Bundle:
             self._checked.discard(name)
             self._section(name)
         self._offsets()
+        if self.layout == "by-source":
+            self._block_table()
         for b in range(self.n_blocks):
             self._block(b)
         if not body_ok:
@@ -688,7 +750,6 @@ def _read_fixed_ascii(raw: bytes) -> str | None:
 
 
 MAX_KEYS_PER_CHUNK = 64
-INT64_MAX = (1 << 63) - 1  # a chunk's int fields are signed 64-bit (FORMAT.md 2.1); msgpack can hold 2^64-1
 # FORMAT.md §2.1: the types of the chunk fields kbc reads (unknown keys are ignored)
 _CHUNK_FIELD_TYPES = {"text": str, "source": int, "seq": int, "page_start": int, "page_end": int,
                       "label_start": str, "label_end": str, "char_start": int, "char_end": int,

@@ -22,8 +22,9 @@ from . import vectors as vec_enc
 
 MAGIC = b"KBPACK\x00\x00"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 7  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
-# 1.5 pages as a retrieval unit, 1.6 the context match (manifest retrieval keys only), 1.7 document attributes
+FORMAT_MINOR = 8  # 1.1 added probes; 1.2 the lexical index; 1.3 the encoder; 1.4 int8 vectors and binary codes;
+# 1.5 pages as a retrieval unit, 1.6 the context match (manifest retrieval keys only), 1.7 document attributes,
+# 1.8 the by-source chunk layout
 HEADER_SIZE = 128
 ENTRY_SIZE = 128
 ALIGN = 64
@@ -43,6 +44,17 @@ MAX_PROMPT_CHARS = 4096  # embedder.query_prompt / document_prompt
 DTYPES = {name: (e.section_encoding, e.numpy) for name, e in vec_enc.ENCODINGS.items()}
 
 REQUIRED_SECTIONS = ("manifest", "vectors", "chunks", "chunk_offsets")
+
+# The chunk layouts (FORMAT.md §2.1), by the `chunks` section's encoding. "fixed": block b holds chunks
+# [b * block_size, (b + 1) * block_size). "by-source" (1.8): a block holds chunks of one source only, and
+# the `chunk_blocks` table names each block's first chunk and its source, so records carry no `source`:
+# adding or removing a document re-encodes only its own blocks, which keeps an update's delta small
+# (docs/updates.md). Its encoding name is new so that a reader that predates it refuses such a bundle
+# instead of misreading it.
+LAYOUTS = {"fixed": "zstd-msgpack", "by-source": "zstd-msgpack-src"}
+BLOCKS_SECTION = "chunk_blocks"
+BLOCKS_ENCODING = "u64le"  # n_blocks pairs (first chunk id, source index)
+INT64_MAX = (1 << 63) - 1  # a chunk's int fields, the source included, are signed 64-bit (FORMAT.md §2.1)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import zstandard
 
 from . import vectors as vec_enc
 from ..errors import InputError
-from .layout import (DTYPES, FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE, MAGIC, _ENTRY, _HEADER, SectionInfo,
-                     _canonical_json, _fixed_ascii, _pad)
+from .layout import (BLOCKS_ENCODING, BLOCKS_SECTION, DTYPES, FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE, INT64_MAX,
+                     LAYOUTS, MAGIC, _ENTRY, _HEADER, SectionInfo, _canonical_json, _fixed_ascii, _pad)
 
 # --------------------------------------------------------------------------- writer
 
@@ -32,13 +32,18 @@ class BundleWriter:
     flat however large the corpus. int8 needs the whole corpus's range first: its float32 rows are
     spooled and quantised in `finish`; binary codes (`binary=True`) are spooled as they come.
     A killed or failed build leaves the previous file untouched.
+
+    `layout="by-source"` (FORMAT.md §2.1, 1.8) starts a block wherever the source changes and keeps each
+    block's source in the `chunk_blocks` table instead of in its records.
     """
 
     def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str = "float32", binary: bool = False,
-                 chunks_per_block: int = 64, zstd_level: int = 10):
+                 chunks_per_block: int = 64, zstd_level: int = 10, layout: str = "fixed"):
         self.path = Path(path)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, not {layout!r}")
         if dim <= 0 or chunks_per_block <= 0:
             raise ValueError("dim and chunks_per_block must be positive")
         parent = self.path.parent if str(self.path.parent) else Path(".")
@@ -50,6 +55,7 @@ class BundleWriter:
         self.dtype_name = dtype
         self._encoding, self._dtype = DTYPES[dtype]
         self.chunks_per_block = chunks_per_block
+        self.layout = layout
         self._cctx = zstandard.ZstdCompressor(level=zstd_level, write_content_size=True, write_checksum=False)
         _remove_stale_temporaries(parent, self.path.name)
         try:
@@ -85,6 +91,8 @@ class BundleWriter:
         self._count = 0
         self._pending: list[dict] = []
         self._block_offsets = [0]
+        self._block_table: list[int] = []  # by-source: first chunk id, source index, for each block
+        self._pending_source: int | None = None
         self._closed = False
 
     # -- streaming input
@@ -100,6 +108,13 @@ class BundleWriter:
         if largest > vec_enc.LARGEST[self.dtype_name]:  # stored, it would be infinite: the reader refuses that
             raise ValueError(f"a vector value reaches {largest:.3g}, beyond what {self.dtype_name} vectors hold "
                              f"({vec_enc.LARGEST[self.dtype_name]:.3g})")
+        by_source = self.layout == "by-source"
+        if by_source:  # checked before anything is written: the block table holds what the records would
+            for record in chunks:
+                source = record.get("source")
+                if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source <= INT64_MAX:
+                    raise ValueError(f"the by-source layout needs every chunk's source index (0 to 2^63-1), "
+                                     f"not {source!r}")
         if self._float_spool is not None:
             block = np.ascontiguousarray(vectors, dtype="<f4")
             if len(block):
@@ -111,8 +126,16 @@ class BundleWriter:
             self._vec_hash.update(raw)
         if self._binary_spool is not None:
             self._binary_spool.write(vec_enc.binary_codes(vectors).tobytes())
-        for record in chunks:
-            self._pending.append(dict(record))
+        for i, record in enumerate(chunks):
+            record = dict(record)
+            if by_source:
+                source = record.pop("source")
+                if self._pending and source != self._pending_source:
+                    self._flush_block()
+                if not self._pending:
+                    self._block_table += [self._count + i, source]
+                    self._pending_source = source
+            self._pending.append(record)
             if len(self._pending) == self.chunks_per_block:
                 self._flush_block()
         self._count += len(chunks)
@@ -171,11 +194,13 @@ class BundleWriter:
         while block := self._spool.read(1 << 20):
             chunk_hash.update(block)
             self._write_body(block)
-        self._sections.append(SectionInfo("chunks", "zstd-msgpack", start, self._pos - start, chunk_hash.digest()))
+        self._sections.append(SectionInfo("chunks", LAYOUTS[self.layout], start, self._pos - start, chunk_hash.digest()))
         self._spool.close()
         self._align()
 
         self._add_bytes("chunk_offsets", "u64le", np.asarray(self._block_offsets, dtype="<u8").tobytes())
+        if self.layout == "by-source":
+            self._add_bytes(BLOCKS_SECTION, BLOCKS_ENCODING, np.asarray(self._block_table, dtype="<u8").tobytes())
         if index is not None:
             self._add_bytes("index", index_encoding, bytes(index))
         for name, encoding, data in extra_sections:
@@ -330,13 +355,14 @@ def _fsync_dir(directory: Path) -> None:
 
 def write_bundle(path: str | os.PathLike, *, manifest: Mapping[str, Any], vectors: np.ndarray,
                  chunks: Sequence[Mapping[str, Any]], index: bytes | None = None, dtype: str = "float32",
-                 binary: bool = False, chunks_per_block: int = 64,
+                 binary: bool = False, chunks_per_block: int = 64, layout: str = "fixed",
                  extra_sections: Iterable[tuple[str, str, bytes]] = ()) -> Path:
     """Write a whole bundle from plain arrays, texts and metadata in one call (float32 vectors
     in; `dtype` and `binary` say how they are stored, FORMAT.md §2.7)."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise ValueError("vectors must be a 2-D array")
-    with BundleWriter(path, dim=vectors.shape[1], dtype=dtype, binary=binary, chunks_per_block=chunks_per_block) as w:
+    with BundleWriter(path, dim=vectors.shape[1], dtype=dtype, binary=binary, chunks_per_block=chunks_per_block,
+                      layout=layout) as w:
         w.add(chunks, vectors)
         return w.finish(manifest, index=index, extra_sections=extra_sections)

@@ -46,7 +46,7 @@ def declared_attributes(build_options) -> list[tuple[str | None, dict]]:
 
 
 class BundleSink:
-    def __init__(self, output, *, dim: int, vectors: str, lexical: bool, index: str):
+    def __init__(self, output, *, dim: int, vectors: str, lexical: bool, index: str, layout: str = "fixed"):
         # postings past the builder's memory budget spill next to the bundle, where its own
         # temporary file is: the same disk, and removed with it on failure
         self.lexicon = LexicalBuilder(spill_dir=str(Path(output).resolve().parent)) if lexical else None
@@ -55,7 +55,7 @@ class BundleSink:
         preset = vec_enc.PRESETS[vectors]
         self.vectors = vectors
         # last: it makes the temporary file
-        self.writer = BundleWriter(output, dim=dim, dtype=preset.dtype, binary=preset.binary)
+        self.writer = BundleWriter(output, dim=dim, dtype=preset.dtype, binary=preset.binary, layout=layout)
         # every window passes through here: where the driver hands back what the windows freed
         self.trimmer = MemoryTrimmer()
         self.attributes = AttributeRows()  # FORMAT.md §2.10: one row per run of chunks

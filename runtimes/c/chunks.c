@@ -4,8 +4,76 @@
  * str (or bin, ignored) keys and scalar values, strings valid UTF-8, no extension types, nothing
  * after the array. A frame must declare its decompressed size, bounded before any allocation;
  * the last block read stays decompressed, with where each record starts. kbp_chunk_get copies
- * one chunk's fields out. */
+ * one chunk's fields out.
+ *
+ * Two layouts (by the chunks section's encoding). zstd-msgpack: block b holds chunks
+ * [b x block_size, (b + 1) x block_size). zstd-msgpack-src (1.8, "by source"): a block holds one
+ * source's chunks, the chunk_blocks table names each block's first chunk id and its source, and the
+ * records hold no `source` (the table's is handed out as theirs): adding or removing a document
+ * leaves every other document's blocks byte for byte as they were, so an update's delta is small. */
 #include "kbpack_internal.h"
+
+KBP_INTERNAL kbp_status kbpi_check_block_table(kbp_bundle *kb) {
+  if (!kb->by_source) return KBP_OK;
+  const uint8_t *t = NULL;
+  kbp_status st = kbpi_section_bytes(kb, kb->known[S_CHUNK_BLOCKS], &t);
+  if (st != KBP_OK || kb->blocks_checked) return st;
+  int ok = kb->n_blocks == 0 || le(t, 8) == 0; /* no blocks only for no chunks (kbpack.c, block_table_shape) */
+  for (uint64_t b = 0; ok && b < kb->n_blocks; b++) { /* each block holds 1 to block_size chunks */
+    uint64_t first = le(t + 16 * b, 8), next = b + 1 < kb->n_blocks ? le(t + 16 * (b + 1), 8) : kb->count;
+    ok = next > first && next - first <= kb->block_size;
+  }
+  if (!ok)
+    return kbpi_invalid(kb, "chunk_blocks", "first chunk ids must rise from 0, each block holding 1 to %llu of the %llu chunks",
+                        (unsigned long long)kb->block_size, (unsigned long long)kb->count);
+  for (uint64_t b = 0; b < kb->n_blocks; b++) /* one out of range of the sources names none, as in a record */
+    if (le(t + 16 * b + 8, 8) > (uint64_t)INT64_MAX) return kbpi_invalid(kb, "chunk_blocks", "a source index is past 2^63-1");
+  kb->blocks_checked = 1;
+  return KBP_OK;
+}
+
+/* Block b's first chunk id and number of chunks (by source: the table checked first). */
+static void block_span(const kbp_bundle *kb, const uint8_t *table, uint64_t b, uint64_t *first, uint64_t *n) {
+  if (!kb->by_source) {
+    *first = b * kb->block_size;
+    *n = kb->block_size < kb->count - *first ? kb->block_size : kb->count - *first;
+    return;
+  }
+  *first = le(table + 16 * b, 8);
+  *n = (b + 1 < kb->n_blocks ? le(table + 16 * (b + 1), 8) : kb->count) - *first;
+}
+
+static const uint8_t *block_table(const kbp_bundle *kb) {
+  return kb->by_source ? kb->data + kb->sections[kb->known[S_CHUNK_BLOCKS]].offset : NULL;
+}
+
+KBP_INTERNAL kbp_status kbpi_block_of(kbp_bundle *kb, uint64_t id, uint64_t *block, uint64_t *position) {
+  if (!kb->by_source) {
+    *block = id / kb->block_size;
+    *position = id % kb->block_size;
+    return KBP_OK;
+  }
+  kbp_status st = kbpi_check_block_table(kb);
+  if (st != KBP_OK) return st;
+  const uint8_t *t = block_table(kb);
+  uint64_t lo = 0, hi = kb->n_blocks; /* the last block whose first id is <= id: first ids rise from 0 */
+  while (hi - lo > 1) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (le(t + 16 * mid, 8) <= id) lo = mid;
+    else hi = mid;
+  }
+  *block = lo;
+  *position = id - le(t + 16 * lo, 8);
+  return KBP_OK;
+}
+
+/* By source: the block's source stands in each record's `source` field, as Python's reader adds it. */
+static void add_block_source(const kbp_bundle *kb, chunk_fields *f) {
+  if (!kb->by_source) return;
+  uint64_t source = le(block_table(kb) + 16 * (uint64_t)kb->block.index + 8, 8); /* <= INT64_MAX, checked */
+  f->value[F_SOURCE] = (mp_value){MP_INT, (int64_t)source, NULL, 0};
+  f->present |= 1u << F_SOURCE;
+}
 
 KBP_INTERNAL kbp_status kbpi_check_offsets(kbp_bundle *kb) {
   const uint8_t *o = NULL;
@@ -78,6 +146,7 @@ static kbp_status index_block(kbp_bundle *kb, uint64_t b, uint64_t expected) {
   void *starts = bc->starts;
   if (kbpi_reserve(&starts, &bc->starts_cap, (size_t)expected * sizeof *bc->starts)) return kbpi_out_of_memory(kb);
   bc->starts = starts;
+  int names_source = 0;
   for (uint64_t j = 0; j < expected; j++) {
     chunk_fields fields;
     bc->starts[j] = (uint32_t)(c.p - bc->raw);
@@ -89,8 +158,12 @@ static kbp_status index_block(kbp_bundle *kb, uint64_t b, uint64_t expected) {
     for (int f = 0; f < N_FIELDS; f++)
       if (fields.present & 1u << f && FIELD_KINDS[f] == MP_INT && fields.value[f].len)
         return kbpi_invalid(kb, "chunks", "block %llu: chunk field '%s' is past 2^63-1", (unsigned long long)b, FIELD_NAMES[f]);
+    names_source |= (fields.present & 1u << F_SOURCE) != 0;
   }
   if (c.p != c.end) return kbpi_invalid(kb, "chunks", "block %llu cannot be decoded: extra data after the records", (unsigned long long)b);
+  if (kb->by_source && names_source) /* the table names the source: a record naming one too would be a second answer */
+    return kbpi_invalid(kb, "chunks", "block %llu: a chunk record holds 'source', which the by-source layout keeps in chunk_blocks",
+                        (unsigned long long)b);
   bc->n = (size_t)expected;
   return KBP_OK;
 }
@@ -100,13 +173,15 @@ KBP_INTERNAL kbp_status kbpi_load_block(kbp_bundle *kb, uint64_t b) {
   if (bc->index == (int64_t)b) return KBP_OK;
   const uint8_t *offsets = NULL, *chunks = NULL;
   kbp_status st;
-  if ((st = kbpi_check_offsets(kb)) != KBP_OK || (st = kbpi_section_bytes(kb, kb->known[S_CHUNK_OFFSETS], &offsets)) != KBP_OK ||
+  if ((st = kbpi_check_offsets(kb)) != KBP_OK || (st = kbpi_check_block_table(kb)) != KBP_OK ||
+      (st = kbpi_section_bytes(kb, kb->known[S_CHUNK_OFFSETS], &offsets)) != KBP_OK ||
       (st = kbpi_section_bytes(kb, kb->known[S_CHUNKS], &chunks)) != KBP_OK)
     return st;
   bc->index = -1;
   uint64_t start = le(offsets + 8 * b, 8), len = le(offsets + 8 * (b + 1), 8) - start;
   const uint8_t *frame = chunks + start;
-  uint64_t expected = kb->block_size < kb->count - b * kb->block_size ? kb->block_size : kb->count - b * kb->block_size;
+  uint64_t first, expected;
+  block_span(kb, block_table(kb), b, &first, &expected);
   /* A frame must declare its decompressed size, and that size is bounded before any allocation. */
   unsigned long long size = ZSTD_getFrameContentSize(frame, (size_t)len);
   if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR)
@@ -141,11 +216,13 @@ KBP_INTERNAL kbp_string kbpi_put_string(char *area, size_t *used, const void *p,
 }
 
 KBP_INTERNAL kbp_status kbpi_chunk_fields(kbp_bundle *kb, uint64_t id, chunk_fields *f) {
-  kbp_status st = kbpi_load_block(kb, id / kb->block_size);
-  if (st != KBP_OK) return st;
+  uint64_t b, j;
+  kbp_status st = kbpi_block_of(kb, id, &b, &j);
+  if (st != KBP_OK || (st = kbpi_load_block(kb, b)) != KBP_OK) return st;
   const block_cache *bc = &kb->block;
-  mp_cursor c = {bc->raw + bc->starts[id % kb->block_size], bc->raw + bc->raw_len};
+  mp_cursor c = {bc->raw + bc->starts[j], bc->raw + bc->raw_len};
   kbpi_read_chunk_map(&c, f, 0); /* checked when the block was loaded */
+  add_block_source(kb, f);
   return KBP_OK;
 }
 
@@ -154,12 +231,9 @@ kbp_status kbp_chunk_get(kbp_bundle *kb, uint64_t i, kbp_chunk *out) {
   if (!out) return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "kbp_chunk_get: out must not be NULL");
   if (i >= kb->count)
     return kbpi_fail(kb, KBP_ERR_ARGUMENT, "", "chunk %llu out of range 0..%lld", (unsigned long long)i, (long long)kb->count - 1);
-  kbp_status st = kbpi_load_block(kb, i / kb->block_size);
-  if (st != KBP_OK) return st;
-  const block_cache *bc = &kb->block;
-  mp_cursor c = {bc->raw + bc->starts[i % kb->block_size], bc->raw + bc->raw_len};
   chunk_fields f;
-  kbpi_read_chunk_map(&c, &f, 0); /* checked when the block was loaded */
+  kbp_status st = kbpi_chunk_fields(kb, i, &f);
+  if (st != KBP_OK) return st;
 
   int64_t src = f.present & 1u << F_SOURCE ? f.value[F_SOURCE].i : -1;
   const char *path = src >= 0 && (uint64_t)src < kb->n_sources ? kb->source_paths[src] : NULL;

@@ -14,7 +14,8 @@ KBP_INTERNAL const char *const kbpi_known_sections[N_KNOWN] = {
     "lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths",
     "encoder_graph", "encoder_tokenizer", /* the encoder's are the names kbc gives; the manifest names them */
     "vector_scales", "vectors_binary",    /* 1.4: the only names the manifest may give them (FORMAT.md §2.7) */
-    "attributes"};                        /* 1.7: document attributes (FORMAT.md §2.10) */
+    "attributes",                         /* 1.7: document attributes (FORMAT.md §2.10) */
+    "chunk_blocks"};                      /* 1.8: the by-source chunk layout's block table (FORMAT.md §2.1) */
 
 KBP_INTERNAL int kbpi_section_index(const kbp_bundle *kb, const char *name) {
   for (size_t i = 0; i < kb->n_sections; i++)
@@ -228,6 +229,21 @@ static kbp_status read_vector_extras(kbp_bundle *kb, const char *vec) {
   return KBP_OK;
 }
 
+/* The by-source layout's chunk_blocks section (FORMAT.md §2.1): present, u64le pairs, at most one block
+ * per chunk and at least one when there are chunks (Python: _block_table_shape). Its values are
+ * checked on first use (chunks.c, kbpi_check_block_table). */
+static kbp_status block_table_shape(kbp_bundle *kb) {
+  if (kb->known[S_CHUNK_BLOCKS] < 0)
+    return kbpi_invalid(kb, "chunk_blocks", "missing although the chunks are by source (encoding 'zstd-msgpack-src')");
+  const section *t = &kb->sections[kb->known[S_CHUNK_BLOCKS]];
+  uint64_t n = t->length / 16;
+  if (strcmp(t->encoding, "u64le") != 0 || t->length % 16 || n > kb->count || (kb->count > 0) != (n > 0))
+    return kbpi_invalid(kb, "chunk_blocks", "expected 1 to %llu pairs of u64le (none for no chunks), found %llu bytes (%s)",
+                        (unsigned long long)kb->count, (unsigned long long)t->length, t->encoding);
+  kb->n_blocks = n;
+  return KBP_OK;
+}
+
 /* format.major/minor, vectors, chunks: the counts everything else relies on (Python: _read_manifest). */
 static kbp_status read_counts(kbp_bundle *kb) {
   const char *end = kb->manifest_end, *root = kb->manifest_root;
@@ -259,12 +275,17 @@ static kbp_status read_counts(kbp_bundle *kb) {
   kbp_status st = read_vector_extras(kb, vec);
   if (st != KBP_OK) return st;
   kb->n_blocks = kb->count / kb->block_size + (kb->count % kb->block_size != 0);
+  const char *chunks_encoding = kb->sections[kb->known[S_CHUNKS]].encoding;
+  kb->by_source = strcmp(chunks_encoding, "zstd-msgpack-src") == 0;
+  if (kb->by_source && (st = block_table_shape(kb)) != KBP_OK) return st; /* it says how many blocks there are */
   const section *o = &kb->sections[kb->known[S_CHUNK_OFFSETS]];
   if (strcmp(o->encoding, "u64le") != 0 || o->length % 8 || o->length / 8 != kb->n_blocks + 1)
     return kbpi_invalid(kb, "chunk_offsets", "expected %llu u64le entries, found %llu bytes (%s)",
                    (unsigned long long)(kb->n_blocks + 1), (unsigned long long)o->length, o->encoding);
-  if (strcmp(kb->sections[kb->known[S_CHUNKS]].encoding, "zstd-msgpack") != 0)
-    return kbpi_invalid(kb, "chunks", "unknown encoding '%s'", kb->sections[kb->known[S_CHUNKS]].encoding);
+  if (!kb->by_source && strcmp(chunks_encoding, "zstd-msgpack") != 0)
+    return kbpi_invalid(kb, "chunks", "unknown encoding '%s'", chunks_encoding);
+  if (!kb->by_source && kb->known[S_CHUNK_BLOCKS] >= 0)
+    return kbpi_invalid(kb, "chunk_blocks", "present although the chunks are not by source (encoding '%s')", chunks_encoding);
   return KBP_OK;
 }
 

@@ -54,7 +54,7 @@ extern "C" {
 /* The newest format version this library reads; it reads every 1.x file and skips sections
  * it does not know (FORMAT.md §4). */
 #define KBP_FORMAT_MAJOR 1
-#define KBP_FORMAT_MINOR 7
+#define KBP_FORMAT_MINOR 8
 
 typedef struct kbp_bundle kbp_bundle; /* an open bundle; opaque */
 

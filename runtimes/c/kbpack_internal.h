@@ -189,7 +189,7 @@ typedef struct {
 /* Sections this library reads; any other name is skipped (FORMAT.md §4). */
 enum { S_MANIFEST, S_VECTORS, S_CHUNKS, S_CHUNK_OFFSETS, S_INDEX, S_PROBES, S_PROBE_VECTORS,
        S_LEX_VOCAB, S_LEX_VOCAB_OFFSETS, S_LEX_POSTINGS, S_LEX_POSTINGS_OFFSETS, S_LEX_DOC_LENGTHS,
-       S_ENCODER_GRAPH, S_ENCODER_TOKENIZER, S_VECTOR_SCALES, S_VECTORS_BINARY, S_ATTRIBUTES, N_KNOWN };
+       S_ENCODER_GRAPH, S_ENCODER_TOKENIZER, S_VECTOR_SCALES, S_VECTORS_BINARY, S_ATTRIBUTES, S_CHUNK_BLOCKS, N_KNOWN };
 
 typedef struct {
   int64_t index;   /* the block held, or -1 */
@@ -266,6 +266,8 @@ struct kbp_bundle {
   char *embedder_name;
 
   int offsets_checked, vectors_checked;
+  int by_source;      /* 1.8: chunks in the by-source layout, the chunk_blocks table naming each block's first id and source */
+  int blocks_checked; /* that table checked whole (kbpi_check_block_table) */
   block_cache block;
   ZSTD_DCtx *dctx;
   char *chunk_strings; /* the strings of the last kbp_chunk_get */
@@ -328,6 +330,11 @@ typedef struct {
 } chunk_fields;
 
 KBP_INTERNAL kbp_status kbpi_check_offsets(kbp_bundle *kb);
+/* By source (1.8): chunk_blocks' first ids rise from 0 below count, at most block_size apart, its sources
+ * int64; checked once, on first use. KBP_OK at once for the fixed layout. */
+KBP_INTERNAL kbp_status kbpi_check_block_table(kbp_bundle *kb);
+/* The block holding chunk id < count, and the chunk's position in it. */
+KBP_INTERNAL kbp_status kbpi_block_of(kbp_bundle *kb, uint64_t id, uint64_t *block, uint64_t *position);
 KBP_INTERNAL const char *kbpi_read_chunk_map(mp_cursor *c, chunk_fields *out, int checking);
 KBP_INTERNAL kbp_status kbpi_load_block(kbp_bundle *kb, uint64_t b);
 /* Chunk id's fields (its block loaded, and checked, first); valid until another block is loaded. */

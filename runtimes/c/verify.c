@@ -21,6 +21,7 @@ static kbp_status verify_sections(kbp_bundle *kb, int *body_ok) {
 
 static kbp_status verify_chunks(kbp_bundle *kb) {
   kbp_status st = kbpi_check_offsets(kb);
+  if (st == KBP_OK) st = kbpi_check_block_table(kb);
   for (uint64_t b = 0; st == KBP_OK && b < kb->n_blocks; b++) st = kbpi_load_block(kb, b);
   return st;
 }
