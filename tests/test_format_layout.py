@@ -146,6 +146,29 @@ def test_kbc_build_layout_by_source_is_recorded_and_searches_as_the_fixed_layout
     assert by_source[3] == fixed[3] and by_source[4] == fixed[4]  # the same chunks, the same answers
 
 
+def test_the_by_source_layout_stores_lexical_offsets_as_lengths_and_scores_alike(tmp_path):
+    """FORMAT.md §2.4 (1.8): lengths stay where they were when an earlier term changes; read back, they
+    are the same offsets, so BM25 gives the same scores."""
+    from kbc.format.bm25 import LexicalBuilder
+
+    chunks = _chunks([0, 0, 1, 1, 1, 2])
+    builder = LexicalBuilder()
+    for c in chunks:
+        builder.add(c["text"] + " pump oil", context="")
+    meta, lexical = builder.finish()
+    scores, encodings = {}, {}
+    for layout in ("fixed", "by-source"):
+        vectors = np.ones((len(chunks), DIM), np.float32)
+        path = write_bundle(tmp_path / f"{layout}.kbpack", manifest={"lexical": meta}, vectors=vectors,
+                            chunks=chunks, layout=layout, extra_sections=lexical)
+        with Bundle(path) as b:
+            b.verify()
+            scores[layout] = b.lexical().scores("source 1 chunk pump").tolist()
+            encodings[layout] = {n: b.sections[n].encoding for n in ("lex_vocab_offsets", "lex_postings_offsets")}
+    assert set(encodings["fixed"].values()) == {"u32le"} and set(encodings["by-source"].values()) == {"u32le-lengths"}
+    assert scores["by-source"] == scores["fixed"] and max(scores["fixed"]) > 0
+
+
 # ---------------------------------------------------------------- libkbpack reads it as kbc does
 
 
@@ -162,7 +185,8 @@ def test_libkbpack_hands_out_every_chunk_of_a_by_source_bundle_as_kbc_does(kbpac
         assert {k: got[k] for k in chunk} == chunk
 
 
-@pytest.mark.parametrize("case", sorted(c for c in hostile.CASES if "by-source" in c or "block table" in c))
+@pytest.mark.parametrize("case", sorted(c for c in hostile.CASES if "by-source" in c or "block table" in c
+                                        or "lexical lengths" in c or "as lengths" in c))
 def test_both_readers_refuse_a_crafted_block_table_naming_the_same_part(case, kbpack_tool, genuine, tmp_path):
     forge, expected = hostile.CASES[case]
     path = tmp_path / "forged.kbpack"

@@ -83,6 +83,17 @@ def by_source(data: bytes, *, blocks=None, table=None, with_table: bool = True) 
                    add={"chunk_blocks": ("u64le", pairs.tobytes())} if with_table else None)
 
 
+def lexical_lengths(data: bytes, edit=None) -> bytes:
+    """`data` with both lexical offset arrays stored as lengths (FORMAT.md §2.4, 1.8: a 0, then each
+    entry's length), `edit` applied to each lengths array, every checksum recomputed."""
+    found = sections(data)
+    replace = {}
+    for name in ("lex_vocab_offsets", "lex_postings_offsets"):
+        lengths = np.diff(np.frombuffer(found[name][1], "<u4"), prepend=np.uint32(0)).astype("<u4")
+        replace[name] = np.asarray(edit(lengths) if edit else lengths, dtype="<u4").tobytes()
+    return rebuild(data, replace, encodings={name: "u32le-lengths" for name in replace})
+
+
 def _set(array, at, value):
     array = array.copy()
     array[at] = value
@@ -151,6 +162,15 @@ CASES = {
         lambda d: by_source(d, blocks=lambda bs: [[{**bs[0][0], "source": 0}, *bs[0][1:]], *bs[1:]]), 3),
     "by-source block holding fewer chunks than its span": (lambda d: by_source(d, blocks=lambda bs: [bs[0][:-1], *bs[1:]]), 3),
     "block table beside fixed-layout chunks": (lambda d: rebuild(d, add={"chunk_blocks": ("u64le", bytes(16))}), 3),
+    # lexical offsets stored as lengths (1.8, FORMAT.md §2.4), as the by-source layout writes them
+    "lexical offsets as lengths": (lexical_lengths, 0),
+    "lexical lengths adding up past their section": (lambda d: lexical_lengths(d, lambda a: _set(a, -1, a[-1] + 1)), 3),
+    "lexical lengths starting past 0": (lambda d: lexical_lengths(d, lambda a: _set(a, 0, 1)), 3),
+    "lexical lengths wrapping around 2^32": (lambda d: lexical_lengths(d, lambda a: _set(a, 1, 2**32 - 1)), 3),
+    # each list weighted by its standout (1.8, FORMAT.md §2.5.1): a JSON boolean, nothing a reader could
+    # take as true or false by its own rule (tests/test_c_pages.py: both readers name the manifest)
+    "standout_weighting 1": (lambda d: with_manifest(d, set_path("retrieval.standout_weighting", 1)), 3),
+    "standout_weighting 'yes'": (lambda d: with_manifest(d, set_path("retrieval.standout_weighting", "yes")), 3),
 }
 
 COMMANDS = {

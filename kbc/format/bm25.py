@@ -45,6 +45,11 @@ CONTEXT_WEIGHT = 2
 SECTIONS = ("lex_vocab", "lex_vocab_offsets", "lex_postings", "lex_postings_offsets", "lex_doc_lengths")
 ENCODINGS = {"lex_vocab": "utf8", "lex_vocab_offsets": "u32le", "lex_postings": "uleb128",
              "lex_postings_offsets": "u32le", "lex_doc_lengths": "u32le"}
+# 1.8 (FORMAT.md §2.4): the two offset arrays may hold each entry's length instead (a 0, then one per term),
+# which the by-source layout writes: absolute offsets all move after the first changed term, lengths do not,
+# so an update's delta carries only the changed terms'
+LENGTHS_ENCODING = "u32le-lengths"
+OFFSET_SECTIONS = ("lex_vocab_offsets", "lex_postings_offsets")
 
 # English function words (NLTK's list without contractions, plus the "s" and "t" that "'s" and
 # "n't" leave): bench/retrieval_sweep.py found Lucene's 33 words leave question boilerplate
@@ -473,8 +478,11 @@ class LexicalFormatError(ValueError):
 class LexicalIndex:
     """BM25 over the lexical sections, read in place (the arrays may be views of a mapped file)."""
 
-    def __init__(self, meta: Mapping, sections: Mapping[str, memoryview | bytes], *, count: int):
+    def __init__(self, meta: Mapping, sections: Mapping[str, memoryview | bytes], *, count: int,
+                 lengths: frozenset[str] = frozenset()):
+        """`lengths`: the OFFSET_SECTIONS stored as lengths (LENGTHS_ENCODING), summed into offsets here."""
         self.meta = meta
+        self._as_lengths = lengths
         try:
             self.options = TokenizerOptions.from_manifest(meta.get("tokenizer"))
             k1, b, n, t = meta["k1"], meta["b"], meta["doc_count"], meta["terms"]
@@ -501,12 +509,15 @@ class LexicalIndex:
         self._norm = None
         self._df: dict[int, int] = {}  # term id -> document frequency, as postings are decoded
 
-    @staticmethod
-    def _array(sections, name, dtype, n, end):
+    def _array(self, sections, name, dtype, n, end):
         raw = sections[name]
         if len(raw) != n * np.dtype(dtype).itemsize:
             raise LexicalFormatError(name, f"expected {n} {dtype[1:]} entries, found {len(raw)} bytes")
         a = np.frombuffer(raw, dtype=dtype)
+        if name in self._as_lengths:  # sums of u32 lengths, in u64 (no wrap-around); as offsets they are u32
+            a = np.cumsum(a, dtype=np.uint64) if a[0] == 0 and end < 1 << 32 else np.array([1], dtype=np.uint64)
+            if a[-1] == end:
+                a = a.astype("<u4")
         if end is not None and (a[0] != 0 or a[-1] != end or np.any(a[1:] < a[:-1])):
             raise LexicalFormatError(name, f"offsets do not rise from 0 to {end}")
         return a

@@ -487,7 +487,7 @@ class Bundle:
 
     def lexical(self):
         """The BM25 index over the chunks (format 1.2): a LexicalIndex, or None when absent."""
-        from .bm25 import ENCODINGS, SECTIONS, LexicalFormatError, LexicalIndex
+        from .bm25 import ENCODINGS, LENGTHS_ENCODING, OFFSET_SECTIONS, SECTIONS, LexicalFormatError, LexicalIndex
 
         meta = self.manifest.get("lexical")
         present = [n for n in SECTIONS if n in self.sections]
@@ -496,13 +496,14 @@ class Bundle:
         if meta is None or len(present) != len(SECTIONS):
             missing = [n for n in SECTIONS if n not in self.sections] or ["manifest.lexical"]
             raise self._err(missing[0], "lexical index is incomplete: missing " + ", ".join(missing))
+        lengths = frozenset(n for n in OFFSET_SECTIONS if self.sections[n].encoding == LENGTHS_ENCODING)  # 1.8
         for name in SECTIONS:
-            if self.sections[name].encoding != ENCODINGS[name]:
+            if self.sections[name].encoding != ENCODINGS[name] and name not in lengths:
                 raise self._err(name, f"encoding {self.sections[name].encoding!r}, expected {ENCODINGS[name]!r}")
         if not isinstance(meta, dict):
             raise self._err("manifest", "lexical: not an object")
         try:
-            return LexicalIndex(meta, {n: self._section(n) for n in SECTIONS}, count=self.count)
+            return LexicalIndex(meta, {n: self._section(n) for n in SECTIONS}, count=self.count, lengths=lengths)
         except LexicalFormatError as e:
             raise self._err(e.section, str(e)) from None
 

@@ -18,6 +18,7 @@ import zstandard
 
 from . import vectors as vec_enc
 from ..errors import InputError
+from .bm25 import LENGTHS_ENCODING as LEXICAL_LENGTHS, OFFSET_SECTIONS as LEXICAL_OFFSETS
 from .layout import (BLOCKS_ENCODING, BLOCKS_SECTION, DTYPES, FORMAT_MAJOR, FORMAT_MINOR, HEADER_SIZE, INT64_MAX,
                      LAYOUTS, MAGIC, _ENTRY, _HEADER, SectionInfo, _canonical_json, _fixed_ascii, _pad)
 
@@ -204,6 +205,10 @@ class BundleWriter:
         if index is not None:
             self._add_bytes("index", index_encoding, bytes(index))
         for name, encoding, data in extra_sections:
+            if self.layout == "by-source" and name in LEXICAL_OFFSETS and encoding == "u32le":
+                # FORMAT.md §2.4 (1.8): lengths, which stay where they were when terms before them change
+                offsets = np.frombuffer(bytes(data), dtype="<u4")
+                encoding, data = LEXICAL_LENGTHS, np.diff(offsets, prepend=np.uint32(0)).astype("<u4").tobytes()
             self._add_bytes(name, encoding, data)
 
         full_manifest = dict(manifest)

@@ -436,6 +436,8 @@ void kbp_close(kbp_bundle *kb) {
   free(kb->histogram);
   free(kb->candidate_ids);
   free(kb->lex.scores);
+  free(kb->lex.summed[0]);
+  free(kb->lex.summed[1]);
   kbpi_context_query_free(kb->lex.question);
   free(kb->probes.items);
   free(kb->probe_strings);

@@ -207,6 +207,7 @@ typedef struct {
   int stem; /* 0 none, 1 s-stemmer, 2 snowball-english (not implemented here) */
   double *scores; /* one per chunk, reused by every query */
   struct context_query *question; /* the question scored last (lexical.c), for the context match */
+  uint8_t *summed[2]; /* 1.8: lex_vocab_offsets, lex_postings_offsets stored as lengths, summed into u32le offsets */
 } lexical_index;
 
 typedef enum { FUSION_TMM, FUSION_MINMAX, FUSION_RRF } fusion_method;

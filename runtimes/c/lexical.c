@@ -8,11 +8,37 @@
 
 #define N_LEX 5
 static const char *const LEX_ENCODINGS[N_LEX] = {"utf8", "u32le", "uleb128", "u32le", "u32le"};
+/* 1.8: the two offset arrays may hold a 0 and then each term's length instead (the by-source layout
+ * writes them so: lengths stay put when an earlier term changes, so an update's delta stays small) */
+#define LEX_LENGTHS "u32le-lengths"
 #define lex_offset(section, i) le((section) + 4 * (uint64_t)(i), 4)
 
-static kbp_status check_lex_offsets(kbp_bundle *kb, int which, uint64_t entries, uint64_t end) {
+/* Lengths summed into u32le offsets, in a buffer the bundle owns (Python: LexicalIndex._array). A
+ * section of the wrong size is left to check_lex_offsets; a first entry other than 0, or lengths that
+ * do not add up to `end` (or pass 2^32 - 1) are refused in its words. */
+static kbp_status sum_lex_lengths(kbp_bundle *kb, int which, uint8_t **owned, const uint8_t **offsets, uint64_t entries,
+                                  uint64_t end) {
   const section *s = &kb->sections[kb->known[which]];
-  const uint8_t *p = kb->data + s->offset; /* its SHA-256 was checked by the caller */
+  if (strcmp(s->encoding, LEX_LENGTHS) != 0 || s->length % 4 || s->length / 4 != entries) return KBP_OK;
+  uint64_t n = s->length / 4, sum = 0;
+  int ok = n > 0 && le(*offsets, 4) == 0 && end <= UINT32_MAX;
+  for (uint64_t i = 0; ok && i < n; i++) ok = (sum += le(*offsets + 4 * i, 4)) <= end; /* u64: no wrap-around */
+  if (!ok || sum != end) return kbpi_invalid(kb, s->name, "offsets do not rise from 0 to %llu", (unsigned long long)end);
+  uint8_t *out = malloc((size_t)s->length);
+  if (!out) return kbpi_out_of_memory(kb);
+  sum = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    sum += le(*offsets + 4 * i, 4);
+    for (int k = 0; k < 4; k++) out[4 * i + k] = (uint8_t)(sum >> (8 * k));
+  }
+  free(*owned); /* an earlier open that failed after summing */
+  *owned = out;
+  *offsets = out;
+  return KBP_OK;
+}
+
+static kbp_status check_lex_offsets(kbp_bundle *kb, int which, const uint8_t *p, uint64_t entries, uint64_t end) {
+  const section *s = &kb->sections[kb->known[which]]; /* p: its bytes (SHA-256 checked by the caller), or their sums */
   if (s->length % 4 || s->length / 4 != entries)
     return kbpi_invalid(kb, s->name, "expected %llu u4 entries, found %llu bytes", (unsigned long long)entries, (unsigned long long)s->length);
   uint64_t prev = 0;
@@ -75,7 +101,7 @@ static kbp_status open_lexical(kbp_bundle *kb) {
   if (!kb->m_lexical) return kbpi_invalid(kb, "manifest", "lexical index is incomplete: no lexical object");
   for (int i = 0; i < N_LEX; i++) {
     const section *s = &kb->sections[kb->known[S_LEX_VOCAB + i]];
-    if (strcmp(s->encoding, LEX_ENCODINGS[i]) != 0)
+    if (strcmp(s->encoding, LEX_ENCODINGS[i]) != 0 && !((i == 1 || i == 3) && strcmp(s->encoding, LEX_LENGTHS) == 0))
       return kbpi_invalid(kb, s->name, "encoding '%s', expected '%s'", s->encoding, LEX_ENCODINGS[i]);
   }
   for (int i = 0; i < N_LEX; i++)
@@ -91,10 +117,14 @@ static kbp_status open_lexical(kbp_bundle *kb) {
   /* T < the offsets' length keeps T + 1 from overflowing */
   if (x->terms >= kb->sections[kb->known[S_LEX_VOCAB_OFFSETS]].length)
     return kbpi_invalid(kb, "lex_vocab_offsets", "expected %llu u4 entries", (unsigned long long)x->terms + 1);
-  if ((st = check_lex_offsets(kb, S_LEX_VOCAB_OFFSETS, x->terms + 1, x->vocab_len)) != KBP_OK) return st;
+  if ((st = sum_lex_lengths(kb, S_LEX_VOCAB_OFFSETS, &x->summed[0], &x->vocab_offsets, x->terms + 1, x->vocab_len)) != KBP_OK ||
+      (st = check_lex_offsets(kb, S_LEX_VOCAB_OFFSETS, x->vocab_offsets, x->terms + 1, x->vocab_len)) != KBP_OK)
+    return st;
   if (x->terms >= kb->sections[kb->known[S_LEX_POSTINGS_OFFSETS]].length)
     return kbpi_invalid(kb, "lex_postings_offsets", "expected %llu u4 entries", (unsigned long long)x->terms + 1);
-  if ((st = check_lex_offsets(kb, S_LEX_POSTINGS_OFFSETS, x->terms + 1, x->postings_len)) != KBP_OK) return st;
+  if ((st = sum_lex_lengths(kb, S_LEX_POSTINGS_OFFSETS, &x->summed[1], &x->postings_offsets, x->terms + 1, x->postings_len)) != KBP_OK ||
+      (st = check_lex_offsets(kb, S_LEX_POSTINGS_OFFSETS, x->postings_offsets, x->terms + 1, x->postings_len)) != KBP_OK)
+    return st;
   if (kb->sections[kb->known[S_LEX_DOC_LENGTHS]].length != x->n * 4)
     return kbpi_invalid(kb, "lex_doc_lengths", "expected %llu u4 entries", (unsigned long long)x->n);
   /* binary search needs the vocabulary strictly ascending; cheap to check once */
