@@ -248,8 +248,14 @@ BUILD_OPTIONS: tuple[BuildOption, ...] = (
                 help="The search mode recorded as the bundle's default (query, eval and devices use it): hybrid, or "
                      "dense with --no-lexical."),
     BuildOption("default_unit", "str", None, choices=_registry("default_unit"), recorded=True,
-                help="The unit recorded as the bundle's default: chunk (default) or page (each page once with its "
-                     "best chunks, FORMAT.md 2.8)."),
+                help="The unit recorded as the bundle's default: chunk, or page (each page once with its best "
+                     "chunks, FORMAT.md 2.8). Default: page when most chunks come from documents of more than "
+                     "one page (PDFs), else chunk."),
+    BuildOption("min_score", "number", None, lo=-1, hi=1, recorded=True,
+                help="The answer strength (the first hit's cosine with the question) under which query, the library "
+                     "and libkbpack report 'no confident answer' (the hits still come back). Default: 0.44 for the "
+                     "default model, chosen on four development sets (docs/retrieval-quality.md); none for other "
+                     "models: measure one with kbc eval --unanswerable."),
     BuildOption("workers", default=None, **_count(0, MAX_WORKERS),
                 help="Extraction processes (default: one per core; 0: in-process)."),
     BuildOption("file_timeout", "number", 120.0, lo=0, hi=MAX_FILE_TIMEOUT_S, lo_open=True, unit="seconds",

@@ -35,6 +35,7 @@ from .stages.embed import EmbedStage, ReusedVectors, embedder_identity  # noqa: 
 from .stages.extract import ExtractStage
 from .stages.ledger import Ledger
 from .stages.write import BundleSink
+from .backends.model import DEFAULT_MODEL
 
 # progress(stage, advance, total): stage is "extract" or "embed"; for "embed" the total is the chunks
 # known so far (it grows while extraction runs)
@@ -105,6 +106,28 @@ def _check_combinations(o: dict[str, Any]) -> RetrievalSettings:
     except ValueError as e:
         raise InputError(f"{option('default_unit' if 'unit' in str(e) else 'default_mode')}: {e}") from None
     return retrieval
+
+
+def unit_for(sources: Sequence[dict]) -> str:
+    """The default unit a bundle records when --default-unit is not given: page when most chunks
+    come from documents of more than one page (PDFs), whose judged answers are pages; chunk
+    otherwise (a text file is one "page": as the unit it would return one hit per file). Measured
+    on every development set: docs/retrieval-quality.md, "Pages or chunks"."""
+    paged = sum(s["chunks"] for s in sources if s.get("pages", 0) > 1 and s.get("kind") != "records")
+    total = sum(s["chunks"] for s in sources)
+    return "page" if total and 2 * paged > total else RetrievalSettings.unit
+
+
+# The default model's "no confident answer" threshold: under it fall 10% or fewer of the answerable
+# questions of every development set (the lowest set's 10th percentile, 0.442; docs/retrieval-quality.md).
+# Another model's cosines live on another scale, so it gets none unless --min-score gives one.
+DEFAULT_MODEL_MIN_STRENGTH = 0.44
+
+
+def min_strength_for(o: dict) -> float | None:
+    if o["min_score"] is not None:
+        return float(o["min_score"])
+    return DEFAULT_MODEL_MIN_STRENGTH if o["model"] in (None, DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}") else None
 
 
 def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, config_file: str | None = None,
@@ -202,7 +225,8 @@ def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, conf
             seconds["probes"] = time.perf_counter() - t
             manifest = {"kbc_version": __version__, "created": created_timestamp(), **embed.manifest(),
                         **chunk.manifest(), **extract.manifest(), **ledger.manifest(sink.count),
-                        "retrieval": retrieval.to_manifest()}
+                        "retrieval": replace(retrieval, unit=o["default_unit"] or unit_for(ledger.sources),
+                                             min_strength=min_strength_for(o)).to_manifest()}
             manifest["build_options"] = build_options.record(o)
             encoder = None
             if o["with_encoder"]:

@@ -10,7 +10,7 @@ import pytest
 from kbc.format.bm25 import (LexicalBuilder, LexicalFormatError, LexicalIndex, TokenizerOptions, s_stem, tokenize,
                              top_k, uleb128_decode, uleb128_encode)
 from kbc.format.retrieval import RetrievalSettings
-from kbc.search.fusion import fuse
+from kbc.search.fusion import fuse, question_weight, standout
 
 
 @pytest.mark.parametrize("text, tokens", [
@@ -122,20 +122,53 @@ def test_fusion_by_hand():
     cand_lex = np.array([0.0, 5.0, 10.0, 0.0])
     kw = dict(dense_ids=dense_ids, dense_scores=dense_scores, lexical_ids=lex_ids, lexical_scores=lex_scores,
               candidate_dense=cand_dense, candidate_lexical=cand_lex, candidates=cand, k=4)
-    s, ids = fuse(settings=RetrievalSettings(fusion="tmm", weight=0.5), **kw)
+    s, ids = fuse(settings=RetrievalSettings(fusion="tmm", weight=0.5, standout_weighting=False), **kw)
     want = {0: 0.5 * 0.4 / 0.8, 1: 0.5 * 0.6 / 0.8 + 0.5 * 0.5, 2: 0.5 * 1.0, 3: 0.5 * 1.0}
     assert list(ids) == [1, 2, 3, 0]  # 2 and 3 tie at 0.5: the lower id first
     assert list(s) == pytest.approx([want[i] for i in ids])
     s, ids = fuse(settings=RetrievalSettings(fusion="rrf", weight=0.5, rrf_k=60), **kw)
     rrf = {3: 0.5 / 61, 1: 0.5 / 62 + 0.5 / 62, 0: 0.5 / 63, 2: 0.5 / 61}
     assert list(ids) == sorted(rrf, key=lambda c: (-rrf[c], c)) and list(s) == pytest.approx(sorted(rrf.values(), reverse=True))
-    s, ids = fuse(settings=RetrievalSettings(fusion="minmax", weight=0.0), **kw)
+    s, ids = fuse(settings=RetrievalSettings(fusion="minmax", weight=0.0, standout_weighting=False), **kw)
     assert list(ids) == [3, 1, 0, 2]  # weight 0: the dense order, the lexical-only candidate last
+
+
+def test_standout_weighting_by_hand():
+    """FORMAT.md §2.5.1: each list's share of w scaled by (best - mean) / sd of its own list."""
+    dense_ids, dense_scores = np.array([3, 1, 0]), np.array([0.8, 0.6, 0.4])
+    lex_ids, lex_scores = np.array([2, 1, 0]), np.array([10.0, 1.0, 1.0])
+    cand = np.array([0, 1, 2, 3])
+    kw = dict(dense_ids=dense_ids, dense_scores=dense_scores, lexical_ids=lex_ids, lexical_scores=lex_scores,
+              candidate_dense=np.array([0.4, 0.6, -0.1, 0.8]), candidate_lexical=np.array([1.0, 1.0, 10.0, 0.0]),
+              candidates=cand, k=4)
+    z_dense = (0.8 - 0.6) / math.sqrt((0.04 + 0 + 0.04) / 3)  # 1.2247...
+    z_lex = (10.0 - 4.0) / math.sqrt((36 + 9 + 9) / 3)  # 1.4142...
+    assert standout(dense_scores) == pytest.approx(z_dense) and standout(lex_scores) == pytest.approx(z_lex)
+    wq = 0.4 * z_lex / (0.6 * z_dense + 0.4 * z_lex)
+    assert question_weight(0.4, dense_scores, lex_scores) == pytest.approx(wq)
+    s, ids = fuse(settings=RetrievalSettings(fusion="tmm", weight=0.4, path_weight=0, heading_weight=0), **kw)
+    want = {0: (1 - wq) * 0.5 + wq * 0.1, 1: (1 - wq) * 0.75 + wq * 0.1, 2: wq * 1.0, 3: (1 - wq) * 1.0}
+    assert list(ids) == sorted(want, key=lambda c: (-want[c], c)) and list(s) == pytest.approx(sorted(want.values(), reverse=True))
+    # the same lists with the weighting off rank by the fixed weight; a flat list stands out by 0
+    s, ids = fuse(settings=RetrievalSettings(fusion="tmm", weight=0.4, path_weight=0, heading_weight=0,
+                                             standout_weighting=False), **kw)
+    fixed = {0: 0.6 * 0.5 + 0.4 * 0.1, 1: 0.6 * 0.75 + 0.4 * 0.1, 2: 0.4, 3: 0.6}
+    assert list(s) == pytest.approx(sorted(fixed.values(), reverse=True))
+    # a list that cannot say (one score, no spread) leaves the fixed weight
+    assert standout(np.array([2.0, 2.0, 2.0])) is None and standout(np.array([5.0])) is None
+    assert question_weight(0.4, dense_scores, np.array([3.0])) == 0.4
+    assert question_weight(0.4, np.array([1.0, 1.0]), lex_scores) == 0.4
+    # the list whose best stands further out takes the larger share
+    assert question_weight(0.4, np.array([0.9, 0.3, 0.3, 0.3]), lex_scores) < 0.4 < question_weight(
+        0.4, np.array([0.9, 0.85, 0.8, 0.75]), lex_scores)
 
 
 def test_retrieval_settings_are_validated():
     assert RetrievalSettings.from_manifest(RetrievalSettings().to_manifest()) == RetrievalSettings()
-    for bad in ({"fusion": "max"}, {"weight": 1.5}, {"depth": 0}, {"depth": True}, {"default_mode": "magic"}):
+    # a 1.7 manifest (no standout_weighting) ranks as it was written: with the fixed weight
+    assert RetrievalSettings.from_manifest({"fusion": "tmm", "weight": 0.4}).standout_weighting is False
+    for bad in ({"fusion": "max"}, {"weight": 1.5}, {"depth": 0}, {"depth": True}, {"default_mode": "magic"},
+                {"standout_weighting": 1}, {"standout_weighting": "yes"}):
         with pytest.raises(ValueError):
             RetrievalSettings.from_manifest({**RetrievalSettings().to_manifest(), **bad})
 

@@ -78,7 +78,8 @@ def test_query_unit_page_returns_each_page_once_grouped_from_the_chunk_ranking(s
     paged = json.loads(kbc_cli("query", str(sample_bundle), QUESTION, "--unit", "page", "-k", "4", "--json",
                                check=True).stdout)
     assert paged["unit"] == "page" and 1 <= len(paged["pages"]) <= 4
-    chunks = json.loads(kbc_cli("query", str(sample_bundle), QUESTION, "-k", "100", "--json", check=True).stdout)["hits"]
+    chunks = json.loads(kbc_cli("query", str(sample_bundle), QUESTION, "--unit", "chunk", "-k", "100", "--json",
+                                check=True).stdout)["hits"]
     want: dict = {}
     for h in chunks:  # group the chunk ranking by hand: the page a chunk starts on
         want.setdefault((h["source"], h.get("record"), h["page_start"]), []).append(h)
@@ -155,7 +156,8 @@ def test_rerank_orders_by_the_cross_encoder(paged_set, tmp_path):
     d, bundle = paged_set
     ce = make_tiny_cross_encoder(tmp_path / "ce")
     q = "why do tides rise and fall twice a day"
-    got = json.loads(kbc_cli("query", str(bundle), q, "-k", "3", "--rerank", str(ce), "--json", check=True).stdout)["hits"]
+    got = json.loads(kbc_cli("query", str(bundle), q, "-k", "3", "--unit", "chunk", "--rerank", str(ce), "--json",
+                             check=True).stdout)["hits"]
     with KnowledgeBase(bundle) as kb:
         first = kb.search(q, k=50)  # every chunk of this small bundle
     scores = load_reranker(ce).score(q, [passage_text(h) for h in first])

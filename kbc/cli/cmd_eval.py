@@ -37,6 +37,9 @@ def evaluate(
                                                 "words in a chunk's file path (0..1; FORMAT.md 2.9)."),
     heading_weight: Optional[float] = typer.Option(None, help="Override the context match's weight of the question's "
                                                    "words in a chunk's section heading (0..1; FORMAT.md 2.9)."),
+    standout_weighting: Optional[bool] = typer.Option(None, "--standout-weighting/--fixed-weight", help="Override "
+                                                      "whether each question's lexical weight follows how far each list's "
+                                                      "best stands out (FORMAT.md 2.5.1)."),
     rerank: Optional[Path] = typer.Option(None, "--rerank", help="Re-rank the first stage's best chunks with a "
                                           "sentence-transformers CrossEncoder from this local directory (desktop only; "
                                           "a device ranks as the bundle says)."),
@@ -80,7 +83,8 @@ def evaluate(
         raise InputError(f"{queries}: query {empty[0]!r} is empty" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
     r = read_qrels(qrels)
     overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share,
-                 "path_weight": path_weight, "heading_weight": heading_weight}
+                 "path_weight": path_weight, "heading_weight": heading_weight,
+                 "standout_weighting": standout_weighting}
     modes = [m.value for m in mode] if mode else None
     unit_name = unit.value if unit else None
     reranker = _load_reranker(rerank)
@@ -184,12 +188,15 @@ def _print_report(report, overrides: dict, queries: Path, per_query: bool) -> No
         f = report.fusion
         context = (f", context match {f['path_weight']} path + {f['heading_weight']} heading"
                    if f["fusion"] != "rrf" and (f["path_weight"] or f["heading_weight"]) else "")
+        per_question = ", each list weighted by its standout" if f.get("standout_weighting") and f["fusion"] != "rrf" else ""
         lines.append(f"  hybrid: {f['fusion']} fusion, lexical weight {f['weight']}, {f['depth']} candidates per list"
-                     + context
+                     + context + per_question
                      + (" (overridden on the command line)" if any(v is not None for v in overrides.values()) else
                         " (as the bundle records)"))
-    elif any(overrides[o] is not None for o in ("fusion", "weight", "depth", "path_weight", "heading_weight")):
-        lines.append("  note: --fusion/--weight/--depth/--path-weight/--heading-weight apply to hybrid mode, which this evaluation did not run")
+    elif any(overrides[o] is not None for o in overrides if o != "page_share"):
+        lines.append("  note: the fusion overrides (--fusion, --weight, --depth, --path-weight, --heading-weight, "
+                     "--standout-weighting) apply to hybrid mode, which this "
+                     "evaluation did not run")
     if report.reranker:
         lines.append(f"  re-ranked by {_safe(report.reranker)} (the first stage's best chunks, then this order)")
     if report.unit == "page":

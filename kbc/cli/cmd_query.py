@@ -32,6 +32,9 @@ def query(
     where: Optional[List[str]] = typer.Option(None, "--where", help="Search only chunks whose document meets this "
                                               "condition (repeat: all must hold): path:GLOB, key=value, key=v1,v2, "
                                               "key>=N, key<=N, key>N, key<N (FORMAT.md 2.10; kbc inspect lists the keys)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", min=-1.0, max=1.0, help="The answer strength (the "
+                                              "first hit's cosine with the question) under which to report 'no "
+                                              "confident answer' (default: the bundle's; the hits are shown either way)."),
     prompt: bool = typer.Option(False, "--prompt", help="Print a ready-to-paste prompt (context_N lines, then the question)."),
     as_json: bool = typer.Option(False, "--json", help="Hits as JSON."),
 ):
@@ -50,8 +53,12 @@ def query(
         ranked_unit = kb.resolve_unit(unit.value if unit else None)
         pages = ranked_unit == SearchUnit.page.value
         allowed = kb.filter(where) if where else None  # refused before the model loads
-        hits = (kb.search_pages(question, k=k, mode=used, where=allowed) if pages
-                else kb.search(question, k=k, mode=used, where=allowed))
+        # embedded once, for the search and for the answer strength (lexical search embeds nothing)
+        vector = kb.embed_queries([question])[0] if used != SearchMode.lexical.value else None
+        hits = (kb.search_pages(question, k=k, mode=used, where=allowed, vector=vector) if pages
+                else kb.search(question, k=k, mode=used, where=allowed, vector=vector))
+        first = hits[0].chunks[0].chunk_id if pages and hits else (hits[0].chunk_id if hits else None)
+        answer = kb.answer(vector, first, min_score=min_score)
         for w in kb.warnings:
             print(f"kbc: warning: {_safe(w)}", file=sys.stderr)
         if allowed is not None and not as_json:
@@ -59,10 +66,19 @@ def query(
                   "chunks match", file=sys.stderr)
         if not hits and not as_json:
             print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
+        elif answer.confident is False and not as_json:
+            print(f"kbc: no confident answer: the first hit's strength {answer.strength:.3f} is under "
+                  f"{answer.min_score:.3f}" + (" (--min-score)" if min_score is not None else " (the bundle's --min-score)")
+                  + "; the bundle may have nothing on this", file=sys.stderr)
         if as_json:
             extra = {"where": list(where), "matched": allowed.matched} if allowed is not None else {}
+            listed = [h.to_dict() for h in hits]
+            if vector is not None:  # each hit's own strength: its (best chunk's) cosine with the question
+                firsts = [h.chunks[0].chunk_id for h in hits] if pages else [h.chunk_id for h in hits]
+                for d, strength in zip(listed, kb.strengths(vector, firsts)):
+                    d["strength"] = strength
             _emit_json({"question": question, "mode": used, "unit": ranked_unit, **extra,
-                        ("pages" if pages else "hits"): [h.to_dict() for h in hits]})
+                        "answer": answer.to_dict(), ("pages" if pages else "hits"): listed})
         elif prompt:
             print(device_prompt(question, hits))
         elif pages:

@@ -15,6 +15,8 @@ MAX_PAGE_CHUNKS = 100
 # a chunk's context is its document's identity, then this, then its section heading (FORMAT.md §2.9)
 HEADING_SEPARATOR = " | "
 CONTEXT_MATCH_KEYS = ("path_weight", "heading_weight")  # added in 1.6: absent means 0
+# added in 1.8 (FORMAT.md §2.5.1): absent means off, the ranking of 1.7
+PER_QUESTION_KEYS = {"standout_weighting": False}
 
 
 def path_stem(path: str) -> str:
@@ -40,6 +42,12 @@ class RetrievalSettings:
     # heading holds the question's words gain these shares of the fused score
     path_weight: float = 0.1
     heading_weight: float = 0.05
+    # per question (format 1.8, FORMAT.md §2.5.1; measured leaving each development set out in turn,
+    # docs/retrieval-quality.md): each list's share of `weight` scaled by how far its best stands out
+    standout_weighting: bool = True
+    # answer strength (format 1.8, FORMAT.md §2.11): the first hit's cosine with the question under
+    # which a runtime reports "no confident answer"; None: the bundle records none (not calibrated)
+    min_strength: float | None = None
 
     def to_manifest(self) -> dict:
         return asdict(self)
@@ -50,7 +58,9 @@ class RetrievalSettings:
         if not isinstance(d, Mapping):
             raise ValueError("retrieval settings are not an object")
         # a bundle written before 1.6 ranks as it was written: without the context match
-        s = cls(**{**dict.fromkeys(CONTEXT_MATCH_KEYS, 0.0), **{k: d[k] for k in asdict(cls()) if k in d}})
+        # and one written before 1.8 without the per-question rules
+        s = cls(**{**dict.fromkeys(CONTEXT_MATCH_KEYS, 0.0), **PER_QUESTION_KEYS,
+                   **{k: d[k] for k in asdict(cls()) if k in d}})
         s.check()
         return s
 
@@ -67,6 +77,11 @@ class RetrievalSettings:
                 raise ValueError(f"{name} must be an integer within [1, {hi}], not {v!r}")
         if self.unit not in {u.value for u in Unit}:
             raise ValueError(f"unknown unit {self.unit!r}")
+        if not isinstance(self.standout_weighting, bool):
+            raise ValueError(f"standout_weighting must be true or false, not {self.standout_weighting!r}")
+        v = self.min_strength
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not -1 <= v <= 1):
+            raise ValueError(f"min_strength must be null or within [-1, 1], not {v!r}")
         for name in ("page_share", *CONTEXT_MATCH_KEYS):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:

@@ -72,6 +72,27 @@ class Hit:
         return d
 
 
+@dataclass(frozen=True)
+class Answer:
+    """How strongly the bundle answers a question (FORMAT.md §2.11): `strength` is the first hit's
+    cosine with the question (one meaning across questions, for one embedder); under `min_score`
+    (the bundle's threshold, or the caller's) the bundle has "no confident answer". The hits are
+    returned either way: the app decides what its model is told."""
+    strength: float | None  # None: no hit, or a lexical search that embedded no question
+    min_score: float | None  # None: the bundle records no threshold (another embedder than the default)
+
+    @property
+    def confident(self) -> bool | None:
+        """True or False against the threshold; None when there is no threshold or no strength to
+        compare (a question with no hit at all is never confident)."""
+        if self.min_score is None:
+            return None
+        return self.strength is not None and self.strength >= self.min_score
+
+    def to_dict(self) -> dict:
+        return {"strength": self.strength, "min_score": self.min_score, "confident": self.confident}
+
+
 @dataclass
 class PageHit:
     """One page of a page-unit search: a PDF page (or a record, or a text file's page 1) with its
@@ -339,19 +360,44 @@ class KnowledgeBase:
                                record=best.record, label=label if label != str(p.key[2]) else None))
         return out
 
-    def search_pages(self, text: str, k: int = 5, *, mode: str | None = None, where=None) -> list[PageHit]:
-        """The k best pages for a question, each once with its best chunks (FORMAT.md §2.8)."""
-        return self.page_hits(self.rank_pages([text], k, mode=mode, where=where)[0])
+    def search_pages(self, text: str, k: int = 5, *, mode: str | None = None, where=None,
+                     vector: np.ndarray | None = None) -> list[PageHit]:
+        """The k best pages for a question, each once with its best chunks (FORMAT.md §2.8).
+        `vector`: the question already embedded (embed_queries), e.g. to ask `answer` with it too."""
+        vectors = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        return self.page_hits(self.rank_pages([text], k, mode=mode, where=where, vectors=vectors)[0])
+
+    def answer(self, vector: np.ndarray | None, first_chunk_id: int | None, *,
+               min_score: float | None = None) -> Answer:
+        """The answer strength of a question (its embedded `vector`) whose first hit, in any mode or
+        unit, is chunk `first_chunk_id` (a page's first chunk); `min_score` overrides the bundle's
+        threshold."""
+        threshold = self.retriever.settings.min_strength if min_score is None else float(min_score)
+        if vector is None or first_chunk_id is None:
+            return Answer(None, threshold)
+        score = float(self.searcher.score(np.asarray(vector, dtype=np.float32).reshape(-1),
+                                          np.array([int(first_chunk_id)], dtype=np.int64))[0])
+        return Answer(score if np.isfinite(score) else None, threshold)
+
+    def strengths(self, vector: np.ndarray, chunk_ids) -> list[float]:
+        """Each chunk's cosine with the question (`vector`): what each hit's `strength` says."""
+        ids = np.asarray([int(c) for c in chunk_ids], dtype=np.int64)
+        if len(ids) == 0:
+            return []
+        return [float(x) for x in self.searcher.score(np.asarray(vector, dtype=np.float32).reshape(-1), ids)]
 
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
         """Dense search for precomputed query vectors."""
         return [self.hits(r) for r in self.retriever.search(vectors, [""] * len(vectors), k, mode="dense")]
 
-    def search(self, text: str, k: int = 5, *, mode: str | None = None, where=None) -> list[Hit]:
+    def search(self, text: str, k: int = 5, *, mode: str | None = None, where=None,
+               vector: np.ndarray | None = None) -> list[Hit]:
         """The k best chunks for a question; mode dense, lexical or hybrid (default: the bundle's).
         `where`: a condition or a list of them ("product=x200", "year>=2022", "path:manuals/**"),
-        all met by every hit; whenever k chunks match, k come back (`filter(where).matched` says how many match)."""
-        return self.hits(self.rank([text], k, mode=mode, where=where)[0])
+        all met by every hit; whenever k chunks match, k come back (`filter(where).matched` says how many match).
+        `vector`: the question already embedded (embed_queries), e.g. to ask `answer` with it too."""
+        vectors = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        return self.hits(self.rank([text], k, mode=mode, where=where, vectors=vectors)[0])
 
     def search_many(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None,
                     where=None) -> list[list[Hit]]:

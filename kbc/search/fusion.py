@@ -28,6 +28,7 @@ chunks outranks one that matches once; ties go to the page whose best chunk has 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -93,6 +94,38 @@ def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -
     return (scores >= hi).astype(np.float64)  # one distinct score: the list's members 1, the rest 0
 
 
+def standout(scores: np.ndarray) -> float | None:
+    """How far a list's best stands out of its own list: (best - mean) / standard deviation over the
+    list (the population's), summed best first in double precision as every runtime sums them
+    (FORMAT.md §2.5.1). None when it cannot say: fewer than two scores, or no spread."""
+    n = len(scores)
+    if n < 2:
+        return None
+    total = 0.0
+    for x in scores:
+        total += float(x)
+    mean = total / n
+    spread = 0.0
+    for x in scores:
+        spread += (float(x) - mean) * (float(x) - mean)
+    sd = math.sqrt(spread / n)
+    return (float(scores[0]) - mean) / sd if sd > 0 and math.isfinite(sd) else None
+
+
+def question_weight(weight: float, dense_scores: np.ndarray, lexical_scores: np.ndarray) -> float:
+    """The lexical list's weight for this question: each list's share in proportion to its fixed share
+    times how far its best stands out (a negative standout counts as 0). A question whose best dense
+    hit is far ahead of the rest leans on the dense list, one whose best lexical match is far ahead
+    leans on BM25. The fixed weight when either list's standout says nothing (a single hit, all
+    scores equal) or neither stands out."""
+    z_dense, z_lexical = standout(dense_scores), standout(lexical_scores)
+    if z_dense is None or z_lexical is None:
+        return weight
+    a = (1.0 - weight) * max(z_dense, 0.0)
+    b = weight * max(z_lexical, 0.0)
+    return b / (a + b) if a + b > 0 else weight
+
+
 def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.ndarray,
          lexical_scores: np.ndarray, candidate_dense: np.ndarray, candidate_lexical: np.ndarray,
          candidates: np.ndarray, settings: RetrievalSettings, k: int,
@@ -101,6 +134,8 @@ def fuse(*, dense_ids: np.ndarray, dense_scores: np.ndarray, lexical_ids: np.nda
     `candidate_*` are the exact scores of `candidates` (their sorted union) in each list;
     `context`: the candidates' (P', H') of the context match (tmm and minmax only)."""
     w = float(settings.weight)
+    if settings.standout_weighting and settings.fusion != Fusion.rrf.value:
+        w = question_weight(w, dense_scores, lexical_scores)
     if settings.fusion == Fusion.rrf.value:
         fused = np.zeros(len(candidates), dtype=np.float64)
         for ids, share in ((dense_ids, 1.0 - w), (lexical_ids, w)):
