@@ -3,7 +3,9 @@ the .kbdelta `kbc delta` writes (zstd, the old bundle as prefix, long-distance m
 took, against a section-aware delta estimated from below (a section identical to one in OLD costs nothing;
 a chunk block or vector row found in OLD costs nothing; every other section is compressed against OLD's
 section of the same name), the share of chunks that changed, and what each section of NEW costs on its
-own against OLD's same-named section (which part of the bundle an update rewrites).
+own against OLD's same-named section (which part of the bundle an update rewrites). The "layout"
+column is NEW's chunk layout (FORMAT.md §2.1): give the same change built both ways (`kbc build
+--layout fixed|by-source`) as two pairs to compare them in one run.
 
     python bench/delta_sizes.py LABEL:OLD.kbpack:NEW.kbpack ... [--json out.json]
 
@@ -111,12 +113,14 @@ def measure(label: str, old_path: Path, new_path: Path, level: int) -> dict:
     old_s, old_m = sections(old_path)
     new_s, new_m = sections(new_path)
     d = diff_bundles(old_path, new_path)
+    with Bundle(new_path) as b:
+        layout = b.layout
     per_section = {name: len(_compress_against(old_s.get(name, b""), data, 3)) for name, data in new_s.items()}
     n_new = d.chunks_added + d.chunks_kept
     known = {hashlib.sha256(f).digest() for f in source_aligned_frames(old_path)}
     carried = sum(len(f) for f in source_aligned_frames(new_path) if hashlib.sha256(f).digest() not in known)
     aligned = len(delta) - per_section.get("chunks", 0) + carried if len(delta) > 192 else len(delta)
-    return {"case": label, "new_bytes": len(new_raw), "old_bytes": len(old_raw), "delta_bytes": len(delta),
+    return {"case": label, "layout": layout, "new_bytes": len(new_raw), "old_bytes": len(old_raw), "delta_bytes": len(delta),
             "delta_share": len(delta) / len(new_raw), "delta_seconds": round(seconds, 3),
             "section_aware_estimate_bytes": section_aware_estimate(old_s, new_s, old_m, new_m),
             "source_aligned_blocks_estimate_bytes": aligned,
@@ -136,12 +140,12 @@ def main() -> None:
         label, old, new = spec.split(":")
         rows.append(measure(label, Path(old), Path(new), args.level))
     print(f"CPU: {cpu_name()}; delta at zstd level {args.level}")
-    print("| case | new bundle | delta | share | section-aware (est.) | source-aligned blocks (est.) | chunks changed "
-          "| kbc delta time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | layout | new bundle | delta | share | section-aware (est.) | source-aligned blocks (est.) "
+          "| chunks changed | kbc delta time |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         c = r["chunks"]
-        print(f"| {r['case']} | {r['new_bytes']:,} B | {r['delta_bytes']:,} B | {100 * r['delta_share']:.2f}% | "
+        print(f"| {r['case']} | {r['layout']} | {r['new_bytes']:,} B | {r['delta_bytes']:,} B | {100 * r['delta_share']:.2f}% | "
               f"{r['section_aware_estimate_bytes']:,} B | {r['source_aligned_blocks_estimate_bytes']:,} B "
               f"({100 * r['source_aligned_blocks_estimate_bytes'] / r['new_bytes']:.2f}%) | +{c['added']} -{c['removed']} of {c['new']} "
               f"({100 * c['changed_share']:.1f}%) | {r['delta_seconds']} s |")
