@@ -52,11 +52,14 @@ def _bundle(tmp_path_factory, tiny_model, vectors: str) -> Path:
         _write_docs(d / "docs")
         kbc_cli("build", str(d / "docs"), "-o", str(d / "kb.kbpack"), "--model", str(tiny_model), "--vectors",
                 vectors.split("-")[0], "-q", check=True)
-        if vectors == "binary-narrow":  # a shortlist of R = min(m, k) rows: narrower than most filters
-            from forge import set_path, with_manifest
+        from forge import set_path, with_manifest
 
+        if vectors == "binary-narrow":  # a shortlist of R = min(m, k) rows: narrower than most filters
             data = with_manifest((d / "kb.kbpack").read_bytes(), set_path("vectors.binary.candidates", 1))
             (d / "kb.kbpack").write_bytes(with_manifest(data, set_path("vectors.binary.multiplier", 1)))
+        if vectors.endswith("-standout-off"):  # the fixed weight (FORMAT.md §2.5.1); kbc writes true
+            data = with_manifest((d / "kb.kbpack").read_bytes(), set_path("retrieval.standout_weighting", False))
+            (d / "kb.kbpack").write_bytes(data)
 
     return built_once(tmp_path_factory, f"filters-parity-{vectors}", build) / "kb.kbpack"
 
@@ -159,10 +162,13 @@ def _filters(kb, rng: random.Random) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("vectors,n_requests", [("f32", N_REQUESTS), ("binary", 150), ("binary-narrow", 250)])
+@pytest.mark.parametrize("vectors,n_requests", [("f32", N_REQUESTS), ("binary", 150), ("binary-narrow", 250),
+                                                ("f32-standout-off", 250)])
 def test_filters_same_in_python_and_libkbpack(tmp_path_factory, tiny_model, libkbpack, vectors, n_requests):
     """float32 rows scored exactly; int8 rows behind binary codes, whose shortlist a filter draws
-    from the kept rows only (min(m, max(M x k, C)) of them, FORMAT.md §2.10.2)."""
+    from the kept rows only (min(m, max(M x k, C)) of them, FORMAT.md §2.10.2). Hybrid fuses with
+    each list weighted by its standout within the filter's chunks (FORMAT.md §2.5.1, as kbc writes
+    it), and with the fixed weight (-standout-off)."""
     from kbc.query.knowledge_base import KnowledgeBase
 
     filter_bundle = _bundle(tmp_path_factory, tiny_model, vectors)
@@ -171,6 +177,7 @@ def test_filters_same_in_python_and_libkbpack(tmp_path_factory, tiny_model, libk
     npr = np.random.default_rng(39)
     checked, shapes = 0, set()
     with KnowledgeBase(filter_bundle) as kb:
+        assert kb.retriever.settings.standout_weighting is not vectors.endswith("-standout-off")
         count, dim = kb.bundle.count, kb.bundle.dim
         lexical = kb.bundle.lexical()
         filters = _filters(kb, rng)

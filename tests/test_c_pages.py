@@ -7,6 +7,7 @@ is taken in the same order). Forged page settings get the same verdict from both
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -27,11 +28,14 @@ from test_libkbpack import TIME_LIMIT_S, c_verdict, hits_of, kbpack, python_verd
 
 # --------------------------------------------------------------------------- helpers
 
-def with_retrieval_settings(src: Path, dst: Path, settings: dict) -> Path:
-    """A copy of `src` whose manifest's retrieval object is updated with `settings` (checksums recomputed)."""
+def with_retrieval_settings(src: Path, dst: Path, settings: dict, drop: tuple[str, ...] = ()) -> Path:
+    """A copy of `src` whose manifest's retrieval object is updated with `settings` and lacks the keys
+    in `drop`, as a bundle written before they were added (checksums recomputed)."""
     data = src.read_bytes()
     m = json.loads(sections(data)["manifest"][1])
     m.setdefault("retrieval", {}).update(settings)
+    for key in drop:
+        m["retrieval"].pop(key, None)
     dst.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
     return dst
 
@@ -108,7 +112,15 @@ SETTINGS = {
     "context-off": {"path_weight": 0, "heading_weight": 0},
     "context-strong": {"path_weight": 1, "heading_weight": 0.75, "page_share": 0.2},
     "context-minmax": {"path_weight": 0.5, "heading_weight": 0.25, "fusion": "minmax", "depth": 20},
+    # each list weighted by its standout (FORMAT.md §2.5.1): kbc writes true, so the settings above
+    # have it on; off, absent (a bundle before 1.8: off), and off with minmax and the context match
+    "standout-off": {"standout_weighting": False},
+    "standout-absent": {},
+    "standout-off-minmax-context": {"standout_weighting": False, "fusion": "minmax", "depth": 20, "page_share": 0.3,
+                                    "path_weight": 0.5, "heading_weight": 0.25},
+    "standout-on-share": {"standout_weighting": True, "page_share": 0.5},
 }
+DROPPED = {"standout-absent": ("standout_weighting",)}
 
 
 # --------------------------------------------------------------------------- bundles built by kbc
@@ -190,12 +202,13 @@ def query_vectors(bundles) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
 @pytest.mark.parametrize("name", ["sample", "mixed"])
 def test_c_page_ranking_matches_python(kbpack_tool, bundles, query_vectors, name, setting, tmp_path):
-    forged = with_retrieval_settings(bundles[name], tmp_path / "r.kbpack", SETTINGS[setting])
+    forged = with_retrieval_settings(bundles[name], tmp_path / "r.kbpack", SETTINGS[setting], DROPPED.get(setting, ()))
     compared, grouped, shared = 0, 0, 0
     with KnowledgeBase(forged) as kb:
         s = kb.retriever.settings
         for key, value in SETTINGS[setting].items():
             assert getattr(s, key) == value, key
+        assert s.standout_weighting is SETTINGS[setting].get("standout_weighting", setting not in DROPPED)
         for question, v in zip(QUESTIONS, query_vectors[name]):
             qf = write_f32(tmp_path / "q.f32", v)
             for mode, k in (("dense", 5), ("lexical", 5), ("hybrid", 5), ("hybrid", 1), ("dense", 200)):
@@ -269,8 +282,11 @@ CONTEXT_CHUNKS = [
 
 @pytest.mark.parametrize("retrieval", [None, {"path_weight": 0.1, "heading_weight": 0.05},
                                        {"path_weight": 1, "heading_weight": 1, "fusion": "minmax"},
-                                       {"path_weight": 1, "heading_weight": 1, "fusion": "rrf"}],
-                         ids=["no-retrieval", "default", "minmax", "rrf"])
+                                       {"path_weight": 1, "heading_weight": 1, "fusion": "rrf"},
+                                       {"path_weight": 0.1, "heading_weight": 0.05, "standout_weighting": True},
+                                       {"path_weight": 1, "heading_weight": 1, "fusion": "minmax",
+                                        "standout_weighting": True}],
+                         ids=["no-retrieval", "default", "minmax", "rrf", "standout", "standout-minmax"])
 def test_paths_and_headings_read_the_same_in_both_readers(kbpack_tool, tmp_path, retrieval):
     """The context match on hand-made paths and contexts (FORMAT.md §2.9): the same ids and scores
     from both readers; without a retrieval object neither applies it."""
@@ -425,6 +441,75 @@ def test_dense_ties_at_the_cut_go_to_the_lower_ids(kbpack_tool, tmp_path, depth)
         assert abs(cp["score"] - wp.score) <= 1e-5
 
 
+EXACT_TEXTS = ["pump oil valve", "pump pump water", "valve pressure gauge", "bees honey hive", "honey bread",
+               "tides moon", "moon gravity tides tides", "pump seal leak", "oil spring pump valve",
+               "gauge pressure boiler", "hive queen bees", "water uphill pump", "bread yeast", "spring tides moon"]
+EXACT_CHUNKS = [{"text": t, "source": i % 2, "page_start": 1 + i // 3} for i, t in enumerate(EXACT_TEXTS)]
+# "bread": two equal BM25 scores, "yeast": one; either list saying nothing keeps the fixed weight
+EXACT_QUESTIONS = ["pump valve oil", "honey bees hive", "tides moon", "pressure gauge boiler water", "bread", "yeast"]
+
+
+def spec_fused(dense: np.ndarray, lexical: np.ndarray, s: RetrievalSettings, standout: bool) -> dict[int, float]:
+    """FORMAT.md §2.5 and §2.5.1 written out here, for a bundle whose every chunk is in the dense
+    list (depth >= count) and a question with a lexical hit: {chunk id: fused score}."""
+    d_list = sorted(dense.tolist(), reverse=True)
+    l_list = sorted((x for x in lexical.tolist() if x > 0), reverse=True)
+
+    def z(xs: list) -> float | None:  # None: a list that cannot say (fewer than two scores, no spread)
+        mean = math.fsum(xs) / len(xs)
+        sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / len(xs))
+        return (xs[0] - mean) / sd if len(xs) > 1 and sd > 0 else None
+
+    w = s.weight
+    if standout and z(d_list) is not None and z(l_list) is not None:
+        a, b = (1 - w) * max(z(d_list), 0.0), w * max(z(l_list), 0.0)
+        w = b / (a + b) if a + b > 0 else w
+
+    def scaled(x: float, xs: list) -> float:
+        if s.fusion == "tmm":
+            return max(x, 0.0) / xs[0] if xs[0] > 0 else 0.0
+        return (x - xs[-1]) / (xs[0] - xs[-1]) if xs[0] > xs[-1] else float(x >= xs[0])
+
+    return {i: (1 - w) * scaled(dv, d_list) + w * scaled(lv, l_list)
+            for i, (dv, lv) in enumerate(zip(dense.tolist(), lexical.tolist()))}
+
+
+@pytest.mark.parametrize("retrieval", [{"standout_weighting": True}, {"standout_weighting": True, "fusion": "minmax"},
+                                       {"standout_weighting": False}, {}],
+                         ids=["on", "on-minmax", "off", "absent"])
+def test_standout_weighting_gives_the_same_bits_in_both_readers_on_exact_vectors(kbpack_tool, tmp_path, retrieval):
+    """Vectors of quarters: every inner product is exact in float32 whatever the order of its sums,
+    so the two readers' dense lists, BM25 lists and fused scores must agree to the last bit, chunks
+    and pages; and each fused score is the one FORMAT.md §2.5.1 gives, computed here on its own."""
+    rng = np.random.default_rng(42)
+    vectors = (rng.integers(-4, 5, (len(EXACT_CHUNKS), 8)) / 4).astype(np.float32)
+    p = handmade_bundle(tmp_path / "exact.kbpack", EXACT_CHUNKS, vectors,
+                        {"default_mode": "hybrid", "page_share": 0.5, **retrieval})
+    on = retrieval.get("standout_weighting", False)  # absent: a bundle before 1.8, the fixed weight
+    moved = 0
+    with KnowledgeBase(p) as kb:
+        s = kb.retriever.settings
+        assert s.standout_weighting is on and s.depth >= len(EXACT_CHUNKS)
+        for _ in range(8):
+            q = (rng.integers(-4, 5, 8) / 4).astype(np.float32)
+            qf = write_f32(tmp_path / "q.f32", q)
+            for question in EXACT_QUESTIONS:
+                c = hits_of(kbpack(kbpack_tool, "search", p, "--unit", "chunk", "--mode", "hybrid", "-k", 20,
+                                   "--vector", qf, "--", question))
+                scores, ids = kb.rank([question], 20, mode="hybrid", vectors=q[None])[0]
+                assert c == list(zip(ids.tolist(), scores.tolist())), (question, c)  # %.17g: the same doubles
+                assert_same_pages(c_pages(kbpack_tool, p, mode="hybrid", k=20, vector=qf, question=question),
+                                  py_pages(kb, question, q, 20, "hybrid"), 0.0, question)
+                dense, lexical = (vectors @ q).astype(np.float64), kb.retriever.lexical.scores(question)
+                assert lexical.max() > 0
+                want = spec_fused(dense, lexical, s, on)
+                assert len(c) == len(EXACT_CHUNKS)
+                assert all(score == pytest.approx(want[i], abs=1e-12) for i, score in c), (question, c, want)
+                fixed = spec_fused(dense, lexical, s, False)
+                moved += any(abs(want[i] - fixed[i]) > 1e-9 for i in want)
+    assert (moved > 20) if on else (moved == 0), moved
+
+
 def test_rank_pages_reference_on_a_known_list():
     """What the C side is compared with, pinned on a hand-computed example (FORMAT.md §2.8)."""
     keys = [("a",), ("b",), ("a",), ("c",), ("b",), ("a",)]
@@ -570,6 +655,13 @@ BAD = {
     "page_chunks 3.0": {"page_chunks": 3.0},
     "page_chunks false": {"page_chunks": False},
     "page_chunks '3'": {"page_chunks": "3"},
+    # a JSON boolean only (FORMAT.md §2.5.1): 1 or "yes" would read as true to one reader and false to another
+    "standout_weighting 1": {"standout_weighting": 1},
+    "standout_weighting 0": {"standout_weighting": 0},
+    "standout_weighting 'yes'": {"standout_weighting": "yes"},
+    "standout_weighting 'true'": {"standout_weighting": "true"},
+    "standout_weighting null": {"standout_weighting": None},
+    "standout_weighting list": {"standout_weighting": [True]},
 }
 
 GOOD = {
@@ -587,6 +679,8 @@ GOOD = {
     "heading_weight 0.5": {"heading_weight": 0.5},
     "page_chunks 1": {"page_chunks": 1},
     "page_chunks 100": {"page_chunks": 100},
+    "standout_weighting true": {"standout_weighting": True},
+    "standout_weighting false": {"standout_weighting": False},
 }
 
 

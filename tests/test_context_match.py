@@ -215,3 +215,35 @@ def test_eval_takes_the_weights_from_the_command_line(filings, tmp_path):
     bad = kbc_cli("eval", str(filings), "--queries", str(queries), "--qrels", str(qrels), "--heading-weight", "2")
     assert bad.returncode == 2 and "heading_weight must be within [0, 1]" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("standout", ["on", "off", "absent"])
+def test_libkbpack_ranks_the_filings_as_python_with_the_match_and_each_standout_setting(kbpack_tool, filings, standout,
+                                                                                      tmp_path):
+    """The context match (as kbc writes it) with each list weighted by its standout (FORMAT.md
+    §2.5.1: true as kbc writes it, false, and absent as before 1.8), chunks and pages: the same ids
+    and pages from both readers, scores within 1e-5 (float32 inner products)."""
+    from test_c_pages import assert_same_pages, c_pages, py_pages
+    from test_libkbpack import assert_same_ranking, hits_of, kbpack, ranked, write_f32
+
+    data = filings.read_bytes()
+    m = json.loads(sections(data)["manifest"][1])
+    if standout == "absent":
+        del m["retrieval"]["standout_weighting"]
+    else:
+        m["retrieval"]["standout_weighting"] = standout == "on"
+    p = tmp_path / "s.kbpack"
+    p.write_bytes(rebuild(data, {"manifest": json.dumps(m).encode()}))
+    questions = [QUESTION, "cash flows purchases of property OTHERCO 2019", "inventories valued at cost", "revenue grew"]
+    with KnowledgeBase(p) as kb:
+        s = kb.retriever.settings
+        assert s.standout_weighting is (standout == "on") and s.path_weight > 0 and s.heading_weight > 0
+        for question, v in zip(questions, kb.embed_queries(questions)):
+            qf = write_f32(tmp_path / "q.f32", v)
+            for k in (1, 5, 20):
+                c = hits_of(kbpack(kbpack_tool, "search", p, "--unit", "chunk", "--mode", "hybrid", "-k", k,
+                                   "--vector", qf, "--", question))
+                assert_same_ranking(c, ranked(*kb.rank([question], k, mode="hybrid", vectors=v[None])[0]), 1e-5,
+                                    (question, k))
+                assert_same_pages(c_pages(kbpack_tool, p, mode="hybrid", k=k, vector=qf, question=question),
+                                  py_pages(kb, question, v, k, "hybrid"), 1e-5, (question, k))

@@ -125,7 +125,7 @@ def test_dense_top10_for_every_probe_vector_matches_python(kbpack_tool, bundle_a
         expected = kb.search_vectors(queries, k=10)
     assert len(queries) >= 15
     for i, (q, py_hits) in enumerate(zip(queries, expected)):
-        c = hits_of(kbpack(kbpack_tool, "search", bundle, "--mode", "dense", "-k", 10, "--vector",
+        c = hits_of(kbpack(kbpack_tool, "search", bundle, "--unit", "chunk", "--mode", "dense", "-k", 10, "--vector",
                            write_f32(tmp_path / "q.f32", q)))
         assert_same_ranking(c, [(h.chunk_id, h.score) for h in py_hits], 1e-5, ("probe", i), NEAR_TIE[name])
 
@@ -133,7 +133,8 @@ def test_dense_top10_for_every_probe_vector_matches_python(kbpack_tool, bundle_a
 def test_dense_k_beyond_the_count_returns_every_chunk_once(kbpack_tool, tiny_bundle, tmp_path):
     with Bundle(tiny_bundle) as b:
         q, n = np.array(b.probes().vectors[0]), b.count
-    c = hits_of(kbpack(kbpack_tool, "search", tiny_bundle, "--mode", "dense", "-k", n + 50, "--vector",
+    c = hits_of(kbpack(kbpack_tool, "search", tiny_bundle, "--unit", "chunk", "--mode", "dense", "-k", n + 50,
+                       "--vector",
                        write_f32(tmp_path / "q.f32", q)))
     assert sorted(i for i, _ in c) == list(range(n))
     assert all(a[1] >= b[1] for a, b in zip(c, c[1:]))
@@ -159,14 +160,22 @@ FUSIONS = {
 
 
 def with_retrieval(src: Path, dst: Path, settings: dict | None) -> Path:
-    """A copy of `src` whose manifest's retrieval object has `settings` (checksums recomputed)."""
+    """A copy of `src` whose manifest's retrieval object has `settings` (checksums recomputed); a key
+    set to None is removed, as a bundle written before it was added lacks it."""
     data = src.read_bytes()
     if settings:
         m = json.loads(sections(data)["manifest"][1])
         m["retrieval"].update(settings)
+        for key in [k for k, v in settings.items() if v is None]:
+            del m["retrieval"][key]
         data = rebuild(data, {"manifest": json.dumps(m).encode()})
     dst.write_bytes(data)
     return dst
+
+
+# FORMAT.md §2.5.1 (1.8): kbc writes standout_weighting true; false, and a bundle written before 1.8
+# without the key, fuse with the fixed weight
+STANDOUT = {"on": True, "off": False, "absent": None}
 
 
 # On the tiny model's bundle only BM25 is compared: with nearly parallel vectors the dense ranks,
@@ -174,16 +183,20 @@ def with_retrieval(src: Path, dst: Path, settings: dict | None) -> Path:
 SEARCHES = {"sample": (("hybrid", 10), ("hybrid", 3), ("lexical", 10), ("dense", 10)), "tiny": (("lexical", 10),)}
 
 
-@pytest.mark.parametrize("bundle_and_model,fusion", [("sample", f) for f in sorted(FUSIONS)] + [("tiny", "tmm")],
+@pytest.mark.parametrize("bundle_and_model,fusion,standout",
+                         [("sample", f, s) for f in sorted(FUSIONS) for s in STANDOUT] + [("tiny", "tmm", "on")],
                          indirect=["bundle_and_model"])
-def test_hybrid_lexical_and_dense_search_match_python(kbpack_tool, bundle_and_model, fusion, tmp_path):
+def test_hybrid_lexical_and_dense_search_match_python(kbpack_tool, bundle_and_model, fusion, standout, tmp_path):
     name, bundle, model = bundle_and_model
-    forged = with_retrieval(bundle, tmp_path / "r.kbpack", FUSIONS[fusion])
+    # chunks as the unit: kbc records page for a corpus of PDFs (as sample_docs is), which `kbpack search` follows
+    settings = {**(FUSIONS[fusion] or {}), "unit": "chunk", "standout_weighting": STANDOUT[standout]}
+    forged = with_retrieval(bundle, tmp_path / "r.kbpack", settings)
     with KnowledgeBase(bundle, model=model) as kb:
         vectors = kb.embed_queries(QUESTIONS)
     compared = 0
     with KnowledgeBase(forged, model=model) as kb:
         assert kb.default_mode == "hybrid" and kb.retriever.settings.fusion == fusion
+        assert kb.retriever.settings.standout_weighting is (standout == "on")
         for question, v in zip(QUESTIONS, vectors):
             qf = write_f32(tmp_path / "q.f32", v)
             for mode, k in SEARCHES[name]:
@@ -196,6 +209,30 @@ def test_hybrid_lexical_and_dense_search_match_python(kbpack_tool, bundle_and_mo
                 assert_same_ranking(c, py, 0.0 if mode == "lexical" else 1e-5, (question, mode, k))
                 compared += len(c)
     assert compared > 40
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_standout_weighting_moves_tmm_and_minmax_only_and_its_absence_is_the_fixed_weight(kbpack_tool, sample_bundle,
+                                                                                           fusion, tmp_path):
+    """One bundle three ways (FORMAT.md §2.5.1): a manifest without the key (written before 1.8) ranks
+    with the same bits as one saying false, the fixed weight, in both readers; true changes tmm and
+    minmax scores wherever both lists answer, and nothing under rrf."""
+    with KnowledgeBase(sample_bundle) as kb:
+        vectors = kb.embed_queries(QUESTIONS)
+    c_runs, py_runs = {}, {}
+    for standout, value in STANDOUT.items():
+        p = with_retrieval(sample_bundle, tmp_path / f"{standout}.kbpack",
+                           {**(FUSIONS[fusion] or {}), "unit": "chunk", "standout_weighting": value})
+        with KnowledgeBase(p) as kb:
+            py_runs[standout] = [ranked(*kb.retriever.search(v[None], [q], 10, mode="hybrid")[0])
+                                 for q, v in zip(QUESTIONS, vectors)]
+        c_runs[standout] = [hits_of(kbpack(kbpack_tool, "search", p, "-k", 10, "--vector",
+                                           write_f32(tmp_path / "q.f32", v), "--", q)) for q, v in zip(QUESTIONS, vectors)]
+    for runs in (c_runs, py_runs):
+        assert runs["absent"] == runs["off"]
+        moved = [q for q, on, off in zip(QUESTIONS, runs["on"], runs["off"]) if on != off]
+        # the last two questions have no word in the index: the dense list, whatever the weight
+        assert moved == ([] if fusion == "rrf" else QUESTIONS[:5]), moved
 
 
 def test_a_bundle_without_retrieval_settings_searches_dense_by_default(kbpack_tool, tmp_path):

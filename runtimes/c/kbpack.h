@@ -221,6 +221,8 @@ kbp_status kbp_resolve_mode(kbp_bundle *kb, kbp_mode requested, kbp_mode *used);
  *   question: NUL-terminated UTF-8 (invalid bytes act as separators), cut at 1,000,000 code
  *     points and 1,024 distinct terms; needed by lexical and hybrid, ignored (may be NULL) by dense.
  * Hybrid search with a question that shares no word with the bundle returns the dense list.
+ * With tmm or minmax fusion and the manifest's standout_weighting true (format 1.8, FORMAT.md
+ * §2.5.1) the lexical list's weight is set per question from how far each list's best stands out.
  * Without binary codes dense search is exact and reads every vector: 100,000 x 384 take about 9 ms
  * (float32), 3 ms (float16) or 2.3 ms (int8, both with AVX-512; kernels.c) on one core of an AMD EPYC
  * at -O2 (bench/simd_scan.py, 2026-12-07). With codes

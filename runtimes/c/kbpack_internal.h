@@ -221,6 +221,7 @@ typedef struct {
   uint64_t page_depth, page_chunks;
   double page_share;
   double path_weight, heading_weight; /* 1.6, the context match (FORMAT.md §2.9); absent: 0 */
+  int standout_weighting;             /* 1.8, w per question (FORMAT.md §2.5.1); absent: 0, w fixed */
 } retrieval_settings;
 
 /* The attributes (FORMAT.md §2.10), checked whole by attributes.c before any use. */

@@ -21,6 +21,7 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
   rs->page_chunks = 3;
   rs->path_weight = 0.0; /* absent (before 1.6): no context match */
   rs->heading_weight = 0.0;
+  rs->standout_weighting = 0; /* absent (before 1.8): the fixed weight, the ranking of 1.7 */
   if (!r) return KBP_OK;
   const char *mode = kbpi_jget(r, end, "default_mode"), *fusion = kbpi_jget(r, end, "fusion"), *weight = kbpi_jget(r, end, "weight");
   const char *depth = kbpi_jget(r, end, "depth"), *rrf_k = kbpi_jget(r, end, "rrf_k");
@@ -66,6 +67,12 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
                *context_weights[i] <= 1))
       return kbpi_invalid(kb, "manifest", "retrieval: %s must be within [0, 1]", context_keys[i]);
   }
+  /* 1.8, each list weighted by its standout (FORMAT.md §2.5.1): a JSON boolean, as Python's check
+   * (1 or "yes" would be true to a lenient reader and false to another: refused instead) */
+  const char *standout = kbpi_jget(r, end, "standout_weighting");
+  if (standout && kbpi_jtype(standout) != J_TRUE && kbpi_jtype(standout) != J_FALSE)
+    return kbpi_invalid(kb, "manifest", "retrieval: standout_weighting must be true or false");
+  rs->standout_weighting = kbpi_jtype(standout) == J_TRUE;
   return KBP_OK;
 }
 
@@ -227,6 +234,33 @@ static kbp_status add_context_match(kbp_bundle *kb, const uint64_t *cand, size_t
   return st;
 }
 
+/* How far a list's best stands out of its own list (FORMAT.md §2.5.1; Python: standout): sets *z to
+ * (s1 - mean) / sd, the population's sd, every sum taken left to right from the best in double
+ * precision, so that each runtime gets the same bits. Returns 0 when the list cannot say: fewer than
+ * two scores, no spread, or a spread that is no finite number (only a forged bundle's overflowing
+ * scores make one). */
+static int standout(const scored *list, size_t n, double *z) {
+  if (n < 2) return 0;
+  double total = 0.0;
+  for (size_t i = 0; i < n; i++) total += list[i].score;
+  double mean = total / (double)n, spread = 0.0;
+  for (size_t i = 0; i < n; i++) spread += (list[i].score - mean) * (list[i].score - mean);
+  double sd = sqrt(spread / (double)n);
+  if (!(sd > 0.0 && isfinite(sd))) return 0;
+  *z = (list[0].score - mean) / sd;
+  return 1;
+}
+
+/* The lexical list's weight for this question (Python: question_weight): each list's fixed share
+ * times its standout (a negative one counts as 0), as a proportion; the fixed weight when either
+ * list's standout says nothing or neither list stands out. */
+static double question_weight(double w, const scored *d, size_t nd, const scored *l, size_t nl) {
+  double zd = 0.0, zl = 0.0;
+  if (!standout(d, nd, &zd) || !standout(l, nl, &zl)) return w;
+  double a = (1.0 - w) * (zd > 0.0 ? zd : 0.0), b = w * (zl > 0.0 ? zl : 0.0);
+  return a + b > 0.0 ? b / (a + b) : w;
+}
+
 /* Fuses the dense and lexical lists into fused[i] for each candidate (Python: fuse). */
 static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, size_t nd,
                        const scored *l, size_t nl, const uint64_t *cand, size_t nc, scored *fused) {
@@ -241,6 +275,7 @@ static kbp_status fuse(kbp_bundle *kb, const dense_query *dq, const scored *d, s
     for (size_t r = 0; r < nl; r++) fused[position_of(cand, nc, l[r].id)].score += w / (double)(rs->rrf_k + r + 1);
     return KBP_OK;
   }
+  if (rs->standout_weighting) w = question_weight(w, d, nd, l, nl);
   score_range dense_range = range_of(d, nd), lexical_range = range_of(l, nl);
   for (size_t i = 0; i < nc; i++) {
     double ip = (double)kbpi_row_score(kb, dq, cand[i]); /* exact, in float32 */
