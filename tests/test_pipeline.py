@@ -254,7 +254,7 @@ def test_sample_build_verify_json_keys(sample_bundle):
 
 def test_query_finds_the_one_document_with_the_answer(sample_bundle):
     proc = run_kbc("query", str(sample_bundle), "At what temperature should I open the greenhouse roof vents?",
-                   "-k", "3", "--json")
+                   "-k", "3", "--unit", "chunk", "--json")
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)["hits"]
     assert hits[0]["source"] == "greenhouse-care.md"
@@ -454,7 +454,8 @@ def test_sample_bundle_searches_in_every_mode(sample_bundle):
     question = "How do I run only the tests whose names match a filter?"
     firsts = {}
     for mode in ("dense", "lexical", "hybrid"):
-        proc = run_kbc("query", str(sample_bundle), question, "-k", "3", "--mode", mode, "--json", check=True)
+        proc = run_kbc("query", str(sample_bundle), question, "-k", "3", "--mode", mode, "--unit", "chunk", "--json",
+                       check=True)
         hits = json.loads(proc.stdout)["hits"]
         assert len(hits) == 3 and all("context" in h for h in hits)
         firsts[mode] = hits[0]["source"]

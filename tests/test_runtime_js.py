@@ -382,7 +382,7 @@ const out = document.getElementById("out");
 try {
   const kb = await open(await (await fetch("bundle.kbpack")).arrayBuffer(), { wasm: new URL("kbpack.wasm", location.href) });
   kb.verify();
-  const { hits } = kb.search({ vector: VECTOR, k: 5, mode: "dense" });
+  const { hits } = kb.search({ vector: VECTOR, k: 5, mode: "dense", unit: "chunk" });
   let zero = null;
   try { await open(new Uint8Array(0)); } catch (e) { zero = e instanceof KbpackError ? [e.status, e.part] : String(e); }
   out.textContent = "RESULT " + JSON.stringify({ count: kb.count, hits, zero });

@@ -194,7 +194,7 @@ def test_built_bundles_are_what_eval_simulates(encoded_sample):
 
 def test_query_and_export_an_int8_bundle(encoded_sample, tmp_path):
     proc = run_kbc("query", str(encoded_sample["binary"]), "how do I water seedlings in a greenhouse", "-k", "3",
-                   "--json", check=True)
+                   "--unit", "chunk", "--json", check=True)
     hits = json.loads(proc.stdout)["hits"]
     assert len(hits) == 3
     out = tmp_path / "v.npy"
@@ -301,7 +301,7 @@ def test_lexical_search_does_not_read_damaged_vectors(encoded_sample, tmp_path):
     data = encoded_sample["int8"].read_bytes()
     forged = tmp_path / "nan-scales.kbpack"
     forged.write_bytes(rebuild(data, {"vector_scales": np.full(384, np.nan, "<f4").tobytes()}))
-    lexical = run_kbc("query", str(forged), "greenhouse ventilation", "--mode", "lexical", "-k", "2", "--json")
+    lexical = run_kbc("query", str(forged), "greenhouse ventilation", "--mode", "lexical", "-k", "2", "--unit", "chunk", "--json")
     assert lexical.returncode == 0 and len(json.loads(lexical.stdout)["hits"]) == 2
     dense = run_kbc("query", str(forged), "greenhouse ventilation", "--mode", "dense")
     assert dense.returncode == 3 and "vector_scales" in dense.stderr and len(dense.stderr.strip().splitlines()) == 1

@@ -45,6 +45,12 @@ def evaluate(
                                           "a device ranks as the bundle says)."),
     where: Optional[List[str]] = typer.Option(None, "--where", help="Search only chunks whose document meets this "
                                               "condition (repeat: all must hold), as kbc query --where does."),
+    unanswerable: Optional[Path] = typer.Option(None, "--unanswerable", help="Questions the bundle has no answer to "
+                                                "(a queries file, as --queries): report how often the answer strength "
+                                                "says 'no confident answer' for them and, wrongly, for the answerable "
+                                                "ones (qrels queries with no relevant document count as unanswerable too)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", min=-1.0, max=1.0, help="The answer-strength "
+                                              "threshold to report against (default: the bundle's min_strength)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also list every query's metrics, worst first."),
     vectors: Optional[List[VectorsChoice]] = typer.Option(None, "--vectors", help="Compare vector encodings "
                                                           "(repeatable: --vectors f32 --vectors int8 ...): each derived "
@@ -82,6 +88,9 @@ def evaluate(
     if empty:  # refused up front, as `kbc query ""` is, not scored on arbitrary hits
         raise InputError(f"{queries}: query {empty[0]!r} is empty" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
     r = read_qrels(qrels)
+    no_answer = read_queries(unanswerable) if unanswerable else None
+    if no_answer and vectors:
+        raise InputError("--unanswerable and --vectors: run them apart")
     overrides = {"fusion": fusion.value if fusion else None, "weight": weight, "depth": depth, "page_share": page_share,
                  "path_weight": path_weight, "heading_weight": heading_weight,
                  "standout_weighting": standout_weighting}
@@ -100,7 +109,8 @@ def evaluate(
                 compared = compare_vectors(kb, q, r, list(dict.fromkeys(v.value for v in vectors)), modes=modes,
                                            progress=progress, unit=unit_name)
             else:
-                report = run_eval(kb, q, r, modes=modes, progress=progress, unit=unit_name)
+                report = run_eval(kb, q, r, modes=modes, progress=progress, unit=unit_name,
+                                  unanswerable=no_answer, min_score=min_score)
         for w in kb.warnings:
             print(f"kbc: warning: {w}", file=sys.stderr)
     if vectors:
@@ -203,6 +213,17 @@ def _print_report(report, overrides: dict, queries: Path, per_query: bool) -> No
         f = report.fusion
         lines.append(f"  pages: from the best {f['page_depth']} chunks, score = best chunk + {f['page_share']} x the rest")
     lines += _coverage_lines(report, queries)
+    a = report.answer_strength
+    if a:
+        strengths = (f"first-hit strength p50 {a['answerable_strength'].get('p50', float('nan')):.3f} answerable, "
+                     f"{a['unanswerable_strength'].get('p50', float('nan')):.3f} unanswerable")
+        if a["min_score"] is None:
+            lines.append(f"  answer strength ({a['mode']}, {a['unit']}): {strengths}; the bundle records no "
+                         "min_strength (another embedder than the default): pass --min-score to score one")
+        else:
+            lines.append(f"  answer strength ({a['mode']}, {a['unit']}, min_score {a['min_score']:.3f}): 'no confident "
+                         f"answer' for {a['unanswerable_flagged']:.0%} of {a['unanswerable']} unanswerable questions "
+                         f"and, wrongly, {a['answerable_flagged']:.0%} of {a['answerable']} answerable ones; {strengths}")
     s = report.seconds
     lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
     if per_query:

@@ -66,7 +66,7 @@ def query(
                   "chunks match", file=sys.stderr)
         if not hits and not as_json:
             print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
-        elif answer.confident is False and not as_json:
+        elif answer.confident is False and answer.strength is not None and not as_json:
             print(f"kbc: no confident answer: the first hit's strength {answer.strength:.3f} is under "
                   f"{answer.min_score:.3f}" + (" (--min-score)" if min_score is not None else " (the bundle's --min-score)")
                   + "; the bundle may have nothing on this", file=sys.stderr)

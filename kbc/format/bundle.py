@@ -544,7 +544,7 @@ class Bundle:
 
         raw = self.manifest.get("retrieval")
         if raw is None:  # before 1.2: dense, and (before 1.6) no context match
-            return RetrievalSettings(default_mode="dense", path_weight=0.0, heading_weight=0.0)
+            return RetrievalSettings(default_mode="dense", path_weight=0.0, heading_weight=0.0, standout_weighting=False)
         try:
             return RetrievalSettings.from_manifest(raw)
         except (TypeError, ValueError) as e:

@@ -78,14 +78,15 @@ class Answer:
     cosine with the question (one meaning across questions, for one embedder); under `min_score`
     (the bundle's threshold, or the caller's) the bundle has "no confident answer". The hits are
     returned either way: the app decides what its model is told."""
-    strength: float | None  # None: no hit, or a lexical search that embedded no question
+    strength: float | None  # None: no hit, or not measured
     min_score: float | None  # None: the bundle records no threshold (another embedder than the default)
+    measured: bool = True  # False: a lexical search, which embeds no question to measure with
 
     @property
     def confident(self) -> bool | None:
-        """True or False against the threshold; None when there is no threshold or no strength to
-        compare (a question with no hit at all is never confident)."""
-        if self.min_score is None:
+        """True or False against the threshold; None when there is no threshold or nothing was
+        measured (a question with no hit at all is never confident)."""
+        if self.min_score is None or not self.measured:
             return None
         return self.strength is not None and self.strength >= self.min_score
 
@@ -374,7 +375,7 @@ class KnowledgeBase:
         threshold."""
         threshold = self.retriever.settings.min_strength if min_score is None else float(min_score)
         if vector is None or first_chunk_id is None:
-            return Answer(None, threshold)
+            return Answer(None, threshold, measured=vector is not None)
         score = float(self.searcher.score(np.asarray(vector, dtype=np.float32).reshape(-1),
                                           np.array([int(first_chunk_id)], dtype=np.int64))[0])
         return Answer(score if np.isfinite(score) else None, threshold)

@@ -170,6 +170,8 @@ class EvalReport:
     fusion: dict = field(default_factory=dict)  # the hybrid settings used (the bundle's, or overridden)
     unit: str = "chunk"  # what was ranked: chunks, or pages (FORMAT.md §2.8)
     reranker: str | None = None  # the re-ranker that re-ordered the first stage's chunks (kbc.query.rerank)
+    # how often the answer strength says "no confident answer" (FORMAT.md §2.11), when asked: see answer_report
+    answer_strength: dict | None = None
 
     def to_dict(self, *, per_query: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "per_query"}
@@ -246,12 +248,15 @@ def _page_relevant(chunk: tuple[set[str], int, int], relevant: Mapping[str, set[
 
 def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
              modes: Sequence[str] | None = None, batch_size: int = 64, progress=None,
-             query_vectors: np.ndarray | None = None, unit: str | None = None) -> EvalReport:
+             query_vectors: np.ndarray | None = None, unit: str | None = None,
+             unanswerable: Mapping[str, str] | None = None, min_score: float | None = None) -> EvalReport:
     """Score a KnowledgeBase on queries + qrels in each search mode (default: every mode the
     bundle supports; `metrics`/`per_query` are for the first listed, the bundle's default).
     `query_vectors`: the evaluated queries already embedded (in `evaluated_queries` order).
     `unit`: rank chunks or pages (default: the bundle's); with pages, a page-level judgement is met
-    by a ranked page with that number, a document-level one by the document's best page."""
+    by a ranked page with that number, a document-level one by the document's best page.
+    `unanswerable`: questions the bundle has no answer to (with the qrels' queries that have no
+    relevant document): the report then says how often the answer strength flags each kind."""
     t0 = time.perf_counter()
     unit = kb.resolve_unit(unit)
     owner, doc_ids = chunk_documents(kb.bundle)
@@ -292,6 +297,13 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
             results[mode] = _score_pages(kb, evaluated, queries, qrels, qv, mode, chunk_pages, unit)
         else:
             results[mode] = _score_documents(kb, evaluated, queries, qrels, qv, mode, owner, doc_ids, unit)
+    strength = None
+    no_answer = dict(unanswerable or {})
+    no_answer.update({q: queries[q] for q in qrels if q in queries and q not in no_answer
+                      and not any(g > 0 for g in qrels[q].values())})
+    if no_answer:
+        strength = answer_report(kb, texts, qv, list(no_answer.values()), mode=modes[0], unit=unit,
+                                 batch_size=batch_size, min_score=min_score)
     t3 = time.perf_counter()
     names = PAGE_METRICS if page_level else DOC_METRICS
     all_modes = {m: mean_metrics([q.metrics for q in results[m]], names) for m in modes}
@@ -303,7 +315,43 @@ def evaluate(kb, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
                  "embed_queries": round(t2 - t1, 3), "search": round(t3 - t2, 3), "total": round(t3 - t0, 3)},
         per_query=results[modes[0]], level="page" if page_level else "document", mode=modes[0], modes=all_modes,
         fusion=kb.retriever.settings.to_manifest(), unit=unit,
-        reranker=getattr(getattr(kb, "reranker", None), "name", None))
+        reranker=getattr(getattr(kb, "reranker", None), "name", None), answer_strength=strength)
+
+
+def answer_report(kb, answerable: Sequence[str], answerable_vectors: np.ndarray | None, unanswerable: Sequence[str], *,
+                  mode: str, unit: str, batch_size: int = 64, min_score: float | None = None) -> dict:
+    """The answer strength (FORMAT.md §2.11) of every question's first hit in `mode` and `unit`, and
+    how often it is under the threshold (the bundle's, or `min_score`): among questions with an
+    answer in the bundle (a false "no answer") and among those without (a caught one)."""
+    def strengths(texts: Sequence[str], vectors: np.ndarray | None) -> list[float | None]:
+        if not texts:
+            return []
+        if vectors is None or len(vectors) != len(texts):
+            vectors = np.concatenate([kb.embed_queries(list(texts[i:i + 256]), batch_size=batch_size)
+                                      for i in range(0, len(texts), 256)])
+        if unit == "page":
+            firsts = [p[0].chunk_ids[0] if p else None for p in kb.rank_pages(texts, 1, mode=mode, vectors=vectors)]
+        else:
+            firsts = [int(ids[0]) if len(ids) else None for _, ids in kb.rank(texts, 1, mode=mode, vectors=vectors)]
+        return [kb.answer(v, f, min_score=min_score).strength for v, f in zip(vectors, firsts)]
+
+    answerable_s = strengths(answerable, answerable_vectors)
+    unanswerable_s = strengths(unanswerable, None)
+    threshold = kb.retriever.settings.min_strength if min_score is None else float(min_score)
+
+    def flagged(values: list[float | None]) -> float | None:
+        if threshold is None or not values:
+            return None
+        return sum(1 for v in values if v is None or v < threshold) / len(values)
+
+    def quantiles(values: list[float | None]) -> dict:
+        known = np.array([v for v in values if v is not None], dtype=np.float64)
+        return {f"p{q}": round(float(np.quantile(known, q / 100)), 4) for q in (10, 50, 90)} if len(known) else {}
+
+    return {"mode": mode, "unit": unit, "min_score": threshold,
+            "answerable": len(answerable_s), "answerable_flagged": flagged(answerable_s),
+            "unanswerable": len(unanswerable_s), "unanswerable_flagged": flagged(unanswerable_s),
+            "answerable_strength": quantiles(answerable_s), "unanswerable_strength": quantiles(unanswerable_s)}
 
 
 def evaluated_queries(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]) -> list[str]:

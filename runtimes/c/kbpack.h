@@ -353,6 +353,21 @@ kbp_status kbp_search_filtered(kbp_bundle *kb, const float *query_vector, const 
 kbp_status kbp_search_pages_filtered(kbp_bundle *kb, const float *query_vector, const char *question, size_t k,
                                      kbp_mode mode, const kbp_filter *filter, kbp_page_hit *pages, size_t *n_pages);
 
+/* ---------------------------------------------------------------- answer strength (FORMAT.md §2.11) */
+
+/* How strongly the bundle answers a question: *strength gets the inner product of query_vector with
+ * chunk first_id's stored vector (the cosine, for the normalised embedders kbc builds with), where
+ * first_id is the first hit of any search (a page's first chunk). A hybrid score is normalised per
+ * question (its best is about 1 whatever it found); this one means the same across questions.
+ * *confident gets 1 when it reaches the manifest's retrieval.min_strength, 0 under it ("no confident
+ * answer": the bundle may have nothing on this; the hits are still the best there are), -1 when the
+ * bundle records no threshold (built with another embedder than kbc's default and no --min-score).
+ * Fails with KBP_ERR_ARGUMENT (NULL pointer, id out of range) or as a dense search does. */
+kbp_status kbp_answer_strength(kbp_bundle *kb, const float *query_vector, uint64_t first_id, double *strength,
+                               int *confident);
+/* The manifest's retrieval.min_strength (format 1.8); KBP_ERR_NOT_PRESENT when it records none. */
+kbp_status kbp_min_strength(kbp_bundle *kb, double *min_strength);
+
 /* ---------------------------------------------------------------- probes (FORMAT.md §2.3) */
 
 /* Number of embedder probes; KBP_ERR_NOT_PRESENT for bundles without them (format 1.0). */

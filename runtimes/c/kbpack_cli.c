@@ -413,6 +413,43 @@ static void print_body(const kbp_chunk *c) {
   fputc('\n', stdout);
 }
 
+/* The answer strength of the first hit (kbp_answer_strength): in the JSON object's "answer", and on
+ * standard error when it is under the bundle's threshold ("no confident answer"). Lexical search has
+ * no question vector: no strength. */
+typedef struct {
+  int known;     /* 0: no vector or no hit */
+  double strength;
+  int confident; /* 1, 0, or -1 when the bundle records no threshold */
+} answer_info;
+
+static int answer_of(kbp_bundle *kb, const float *q, int have_first, uint64_t first, answer_info *a) {
+  a->known = 0;
+  a->strength = 0.0;
+  a->confident = -1;
+  if (!q || !have_first) {
+    double t;
+    if (kbp_min_strength(kb, &t) == KBP_OK) a->confident = 0; /* a threshold and no hit: not confident */
+    return 0;
+  }
+  if (kbp_answer_strength(kb, q, first, &a->strength, &a->confident) != KBP_OK) return report_last(kb);
+  a->known = 1;
+  return 0;
+}
+
+static void print_json_answer(const answer_info *a) {
+  fputs(",\"answer\":{\"strength\":", stdout);
+  if (a->known) print_json_score(stdout, a->strength);
+  else fputs("null", stdout);
+  printf(",\"confident\":%s}", a->confident < 0 ? "null" : a->confident ? "true" : "false");
+}
+
+static void warn_unconfident(kbp_bundle *kb, const answer_info *a) {
+  double t;
+  if (a->known && a->confident == 0 && kbp_min_strength(kb, &t) == KBP_OK)
+    fprintf(stderr, "kbpack: no confident answer: the first hit's strength %.3f is under %.3f (the bundle's "
+                    "min_strength); the bundle may have nothing on this\n", a->strength, t);
+}
+
 /* The k best pages, each with its chunks (kbp_search_pages). */
 static int search_pages(kbp_bundle *kb, const float *q, const char *question, unsigned long long k_asked, kbp_mode mode,
                         const kbp_filter *filter, int json) {
@@ -427,6 +464,9 @@ static int search_pages(kbp_bundle *kb, const float *q, const char *question, un
     kbp_chunk c;
     if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) code = report_last(kb);
   }
+  answer_info answer;
+  if (code == 0) code = answer_of(kb, q, n > 0, n ? pages[0].chunk_ids[0] : 0, &answer);
+  if (code == 0 && !json) warn_unconfident(kb, &answer);
   if (code == 0 && json) printf("{\"mode\":\"%s\",\"unit\":\"page\",\"pages\":[", mode_name(mode));
   for (size_t i = 0; code == 0 && i < n; i++) {
     kbp_chunk c;
@@ -457,18 +497,26 @@ static int search_pages(kbp_bundle *kb, const float *q, const char *question, un
     fputs("]\n", stdout);
     print_body(&c);
   }
-  if (code == 0 && json) fputs("]}\n", stdout);
+  if (code == 0 && json) {
+    fputc(']', stdout);
+    print_json_answer(&answer);
+    fputs("}\n", stdout);
+  }
   free(pages);
   return code;
 }
 
 /* The k best chunks (kbp_search). */
-static int search_chunks(kbp_bundle *kb, const kbp_hit *hits, size_t n, kbp_mode mode, int json) {
+static int search_chunks(kbp_bundle *kb, const float *q, const kbp_hit *hits, size_t n, kbp_mode mode, int json) {
   for (size_t i = 0; i < n; i++) { /* every chunk read before a line is printed (a chunk's strings last until
                                       the next read): an error prints none */
     kbp_chunk c;
     if (kbp_chunk_get(kb, hits[i].id, &c) != KBP_OK) return report_last(kb);
   }
+  answer_info answer;
+  int code = answer_of(kb, q, n > 0, n ? hits[0].id : 0, &answer);
+  if (code) return code;
+  if (!json) warn_unconfident(kb, &answer);
   if (json) printf("{\"mode\":\"%s\",\"unit\":\"chunk\",\"hits\":[", mode_name(mode));
   for (size_t i = 0; i < n; i++) {
     kbp_chunk c;
@@ -491,7 +539,11 @@ static int search_chunks(kbp_bundle *kb, const kbp_hit *hits, size_t n, kbp_mode
     printf("  [chunk %llu]\n", (unsigned long long)hits[i].id);
     print_body(&c);
   }
-  if (json) fputs("]}\n", stdout);
+  if (json) {
+    fputc(']', stdout);
+    print_json_answer(&answer);
+    fputs("}\n", stdout);
+  }
   return 0;
 }
 
@@ -518,7 +570,7 @@ static int cmd_search(kbp_bundle *kb, search_args a) {
     kbp_hit *hits = malloc((k ? k : 1) * sizeof *hits);
     if (!hits) code = complain("%s", "out of memory");
     else if (kbp_search_filtered(kb, q, a.question, k, used, filter, hits, &n) != KBP_OK) code = report_last(kb);
-    else code = search_chunks(kb, hits, n, used, a.json);
+    else code = search_chunks(kb, q, hits, n, used, a.json);
     free(hits);
   }
   kbp_filter_free(filter);

@@ -27,6 +27,7 @@
  *   faiss_index.c  the stored FAISS index, walked as kbc/format/faiss_guard.py walks it
  *   verify.c       kbp_verify
  *   delta.c        kbp_apply_delta: a .kbdelta applied to the old bundle
+ *   answer.c       the answer strength, kbp_answer_strength (FORMAT.md §2.11)
  *
  * A function one unit lends another is declared here, under the unit that defines it, and is named
  * kbpi_NAME, so that a program linking libkbpack.a never meets a `fail` or a `jget` of ours; its
@@ -222,6 +223,8 @@ typedef struct {
   double page_share;
   double path_weight, heading_weight; /* 1.6, the context match (FORMAT.md §2.9); absent: 0 */
   int standout_weighting;             /* 1.8, w per question (FORMAT.md §2.5.1); absent: 0, w fixed */
+  int has_min_strength;               /* 1.8, the answer strength's threshold (FORMAT.md §2.11); absent or null: 0 */
+  double min_strength;
 } retrieval_settings;
 
 /* The attributes (FORMAT.md §2.10), checked whole by attributes.c before any use. */

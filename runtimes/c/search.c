@@ -22,6 +22,8 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
   rs->path_weight = 0.0; /* absent (before 1.6): no context match */
   rs->heading_weight = 0.0;
   rs->standout_weighting = 0; /* absent (before 1.8): the fixed weight, the ranking of 1.7 */
+  rs->has_min_strength = 0; /* absent (before 1.8): no answer-strength threshold */
+  rs->min_strength = 0.0;
   if (!r) return KBP_OK;
   const char *mode = kbpi_jget(r, end, "default_mode"), *fusion = kbpi_jget(r, end, "fusion"), *weight = kbpi_jget(r, end, "weight");
   const char *depth = kbpi_jget(r, end, "depth"), *rrf_k = kbpi_jget(r, end, "rrf_k");
@@ -73,6 +75,13 @@ static kbp_status read_retrieval(kbp_bundle *kb) {
   if (standout && kbpi_jtype(standout) != J_TRUE && kbpi_jtype(standout) != J_FALSE)
     return kbpi_invalid(kb, "manifest", "retrieval: standout_weighting must be true or false");
   rs->standout_weighting = kbpi_jtype(standout) == J_TRUE;
+  /* 1.8, the answer strength's threshold (FORMAT.md §2.11; answer.c): null or absent, none */
+  const char *min_strength = kbpi_jget(r, end, "min_strength");
+  rs->has_min_strength = min_strength && kbpi_jtype(min_strength) != J_NULL;
+  if (rs->has_min_strength &&
+      !(kbpi_jtype(min_strength) == J_NUMBER && kbpi_jdouble(min_strength, end, &rs->min_strength) == 0 &&
+        rs->min_strength >= -1 && rs->min_strength <= 1))
+    return kbpi_invalid(kb, "manifest", "retrieval: min_strength must be null or within [-1, 1]");
   return KBP_OK;
 }
 
