@@ -102,7 +102,7 @@ def test_the_amalgamation_tool_answers_as_the_units_tool(amalgamated, kbpack_too
     damaged.write_bytes(bytes(data))
     question = "How do I insert a value into a HashMap?"
     cases = [("verify", sample_bundle), ("verify", damaged), ("info", sample_bundle), ("chunk", sample_bundle, 3),
-             ("search", sample_bundle, "--mode", "lexical", "-k", 10, "--", question),
+             ("search", sample_bundle, "--mode", "lexical", "--unit", "chunk", "-k", 10, "--", question),
              ("search", sample_bundle, "--mode", "lexical", "--unit", "page", "-k", 3, "--", question)]
     for args in cases:
         units, single = run(kbpack_tool, *args), run(one_file, *args)
