@@ -93,6 +93,8 @@ def _print_inspect(info: dict, shown: list, source_path) -> None:
                    if r.get("path_weight") or r.get("heading_weight") else "")  # FORMAT.md 2.9 (1.6)
         if r.get("standout_weighting") is True and r.get("fusion") != "rrf":  # FORMAT.md 2.5.1 (1.8)
             context += "; each list weighted by its standout"
+        if isinstance(r.get("min_strength"), (int, float)) and not isinstance(r.get("min_strength"), bool):
+            context += f"; 'no confident answer' under a first-hit cosine of {r['min_strength']}"  # FORMAT.md 2.11
         lines.insert(-1, f"search: default mode {r.get('default_mode')}; hybrid fuses by {r.get('fusion')}, "
                          f"lexical weight {r.get('weight')}, {r.get('depth')} candidates per list{context}")
     else:
