@@ -6,7 +6,10 @@ for GitHub Actions), against its platform's published JSON Schema (check-jsonsch
 SchemaStore's github-workflow schema and GitLab's own CI schema, so no network is needed), and by
 running its shell steps here, on sample_docs with sample_eval's questions, in order, as the runner
 would. Only what a runner provides and this machine cannot (installing kbc from a registry; the
-`uses:` actions that restore, save and upload) is left out, and the test names each."""
+`uses:` actions that restore, save and upload) is left out, and the test names each; `gh`, which the
+workflow asks for the bundle the last run published, is a stand-in that serves a folder as that
+artifact. The update a run publishes next to its bundle (a .kbdelta from the previous bundle) is
+checked by running a recipe twice in one workspace, a document changed in between."""
 
 from __future__ import annotations
 
@@ -119,14 +122,32 @@ def test_the_cache_and_the_artifact_are_the_files_kbc_uses():
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert restore["with"]["path"] == save["with"]["path"] == "${{ env.KBC_CACHE_DIR }}" and "KBC_CACHE_DIR" in env
     assert "hashFiles(format('{0}/**', env.KB_DOCS))" in restore["with"]["key"]  # keyed on the documents
-    assert upload["with"]["path"] == "kb.kbpack" and upload["with"]["if-no-files-found"] == "error"
+    assert _artifact_files(upload) == ["kb.kbpack", "kb.kbdelta"] and upload["with"]["if-no-files-found"] == "error"
     order = [s.get("name") or s.get("uses") for s in steps]
     assert order.index("Save the kbc build cache") < order.index("Quality gate")  # saved even when the gate fails
+    # the previous bundle is fetched before the build; the update is made only after the gate, then published
+    assert order.index("Fetch the previously published bundle") < order.index("Build") \
+        < order.index("Quality gate") < order.index("Make the update from the previously published bundle") \
+        < order.index(upload.get("name"))
+    fetch = next(s for s in steps if s.get("name") == "Fetch the previously published bundle")
+    assert f"--name {upload['with']['name']} " in fetch["run"]  # the artifact this workflow uploads
 
     job = gitlab_job()
     assert job["variables"]["KBC_CACHE_DIR"] == "$CI_PROJECT_DIR/.kbc-cache"
     assert ".kbc-cache/" in job["cache"][0]["paths"] and job["cache"][0]["when"] == "always"
-    assert job["artifacts"]["paths"] == ["kb.kbpack"]
+    assert job["artifacts"]["paths"] == ["kb.kbpack", "kb.kbdelta"]
+    # the previous bundle is kept only when the job succeeds (the gate passed), replaced only from the
+    # default branch, and staged for that cache only after the gate and the update
+    previous = next(c for c in job["cache"] if ".kb-previous/" in c["paths"])
+    assert previous["when"] == "on_success" and previous["policy"] == "$KB_PREVIOUS_POLICY"
+    assert job["variables"]["KB_PREVIOUS_POLICY"] == "pull"
+    assert [r.get("variables", {}).get("KB_PREVIOUS_POLICY") for r in job["rules"]] == [None, "pull-push"]
+    assert "$CI_DEFAULT_BRANCH" in job["rules"][1]["if"]
+    script = job["script"]
+    at = {what: next(i for i, line in enumerate(script) if what in line)
+          for what in ("kbc build", "kbc eval", "kbc delta", "cp kb.kbpack .kb-previous/")}
+    assert at["kbc build"] < at["kbc eval"] < at["kbc delta"] < at["cp kb.kbpack .kb-previous/"] == len(script) - 1
+    assert all("--layout by-source" in s for s in (*script, *(s.get("run", "") for s in steps)) if "kbc build" in s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,11 +189,46 @@ def _assert_recipe_ran(procs, workdir: Path, n_steps: int) -> None:
     assert "intact" in "".join(p.stdout for p in procs)  # kbc inspect --verify's verdict
 
 
-def test_the_github_workflow_runs(tmp_path):
+def _artifact_files(upload_step: dict) -> list[str]:
+    return upload_step["with"]["path"].split()
+
+
+# `gh` as the workflow calls it, with the artifact a run published held in $FAKE_GH_PUBLISHED (empty:
+# no successful run yet): `run list ... --jq` prints that run's id, `run download ID --dir D` copies it
+# into D. Every call is logged, so the test sees what the workflow asked for.
+FAKE_GH = """#!/usr/bin/env bash
+echo "$*" >> "$FAKE_GH_LOG"
+case "$1 $2" in
+  "run list") if [ -n "$(ls -A "$FAKE_GH_PUBLISHED")" ]; then echo 4242; fi ;;
+  "run download") while [ $# -gt 0 ]; do [ "$1" = --dir ] && dir=$2; shift; done; cp "$FAKE_GH_PUBLISHED"/* "$dir"/ ;;
+  *) echo "fake gh: unexpected arguments: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def _github_runner(tmp_path: Path) -> tuple[list[str], dict, Path]:
+    """The workflow's shell steps, the runner's environment with the stand-in gh first on PATH, and
+    the folder that holds the last published artifact (empty at first)."""
     workflow = yaml.safe_load(GITHUB.read_text())
     scripts = _without_install([s["run"] for s in github_steps() if "run" in s])
-    procs = _run_steps(scripts, tmp_path, _runner_env(workflow["env"]))
-    _assert_recipe_ran(procs, tmp_path, len(scripts))
+    bin_dir, published = tmp_path / "bin", tmp_path / "published"
+    bin_dir.mkdir()
+    published.mkdir()
+    (bin_dir / "gh").write_text(FAKE_GH)
+    (bin_dir / "gh").chmod(0o755)
+    env = _runner_env(workflow["env"])
+    # what the runner sets: the workflow's name, and the step's env (the default branch's name)
+    env.update(GITHUB_WORKFLOW=workflow["name"], KB_PUBLISHED_BRANCH="main", FAKE_GH_PUBLISHED=str(published),
+               FAKE_GH_LOG=str(tmp_path / "gh.log"), PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    return scripts, env, published
+
+
+def test_the_github_workflow_runs(tmp_path):
+    scripts, env, _ = _github_runner(tmp_path)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    procs = _run_steps(scripts, workdir, env)
+    _assert_recipe_ran(procs, workdir, len(scripts))
 
 
 def test_the_gitlab_job_runs(tmp_path):
@@ -182,16 +238,115 @@ def test_the_gitlab_job_runs(tmp_path):
     _assert_recipe_ran(procs, tmp_path, len(scripts))
 
 
+def _misjudged_qrels(tmp_path: Path) -> Path:
+    """sample_eval's judgements with each question given the next one's answer (the last the first's):
+    retrieval as good as ever, judged against the wrong pages, as a regression would look."""
+    header, *rows = (SAMPLE_EVAL / "qrels.tsv").read_text().splitlines()
+    fields = [r.split("\t") for r in rows]
+    rotated = [f"{q}\t{fields[(i + 1) % len(fields)][1]}\t{score}" for i, (q, _, score) in enumerate(fields)]
+    path = tmp_path / "misjudged-qrels.tsv"
+    path.write_text("\n".join([header, *rotated]) + "\n")
+    return path
+
+
 def test_the_quality_gate_fails_the_job(tmp_path):
-    """The gate step with a threshold the sample cannot meet (hit@5 of 1.0: one of its 14
-    questions finds its page only at rank 6 or later) fails with exit 8, naming the metric."""
+    """The gate step, with the recipe's threshold (hit@5 of 0.8), on judgements the sample cannot meet
+    (each question judged against another's page) fails with exit 8, naming the metric; and nothing
+    after it runs: no update is made, nothing is staged as the previous bundle."""
     gate = next(s["run"] for s in github_steps() if s.get("name") == "Quality gate")
     build = next(s["run"] for s in github_steps() if s.get("name") == "Build")
-    env = {**_runner_env(yaml.safe_load(GITHUB.read_text())["env"]), "KB_MIN_HIT5": "1.0"}
+    env = {**_runner_env(yaml.safe_load(GITHUB.read_text())["env"]), "KB_QRELS": str(_misjudged_qrels(tmp_path))}
     procs = _run_steps([build, gate], tmp_path, env)
     assert procs[0].returncode == 0, procs[0].stderr
     assert procs[1].returncode == FAIL_UNDER_EXIT, procs[1].stdout + procs[1].stderr
-    assert "under --fail-under hit@5=1" in procs[1].stderr and procs[1].stderr.count("\n") == 1
+    assert "under --fail-under hit@5=0.8" in procs[1].stderr and procs[1].stderr.count("\n") == 1
+
+    job = gitlab_job()
+    (workdir := tmp_path / "gitlab").mkdir()
+    procs = _run_steps(_without_install(job["script"]), workdir,
+                       {**_runner_env(job["variables"]), "KB_QRELS": str(_misjudged_qrels(tmp_path))})
+    assert procs[-1].returncode == FAIL_UNDER_EXIT and "kbc eval" in procs[-1].args[-1]
+    assert not (workdir / ".kb-previous").exists() and not (workdir / "kb.kbdelta").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The update published next to each bundle: the recipe run twice, a document changed in between
+
+NO_PREVIOUS = "No previously published bundle"
+
+
+def _docs_copy(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "sample_docs", docs)
+    return docs
+
+
+def _change_one_document(docs: Path) -> None:
+    notes = docs / "greenhouse-care.md"
+    notes.write_text(notes.read_text() + "\n\n## Winter\n\nIn winter, water the seedlings every third day and "
+                     "keep the greenhouse above five degrees at night with a small heater.\n")
+
+
+def _assert_update(first, second, previous: Path, workdir: Path) -> None:
+    """The first run found no previous bundle, said so and made no delta; the second made one from
+    `previous` (the bundle the first published) that rebuilds exactly its own bundle, and is small."""
+    log = lambda procs: "".join(p.stdout + p.stderr for p in procs)
+    assert NO_PREVIOUS in log(first)
+    assert NO_PREVIOUS not in log(second) and "delta: " in log(second)  # kbc diff's line, with the size
+    delta, bundle = workdir / "kb.kbdelta", workdir / "kb.kbpack"
+    assert delta.is_file() and previous.read_bytes() != bundle.read_bytes()
+    rebuilt = workdir / "rebuilt.kbpack"
+    proc = kbc_cli("apply", str(previous), str(delta), "-o", str(rebuilt))
+    assert proc.returncode == 0, proc.stderr
+    assert rebuilt.read_bytes() == bundle.read_bytes()
+    assert delta.stat().st_size < bundle.stat().st_size / 10, (delta.stat().st_size, bundle.stat().st_size)
+    assert not (workdir / ".kb-previous" / "check.kbpack").exists()  # the recipe's own check cleaned up
+
+
+def test_the_github_workflow_publishes_an_update_from_the_previous_run(tmp_path):
+    scripts, env, published = _github_runner(tmp_path)
+    upload = next(s for s in github_steps() if s.get("uses", "").startswith("actions/upload-artifact@"))
+    env["KB_DOCS"] = str(docs := _docs_copy(tmp_path))
+    (workdir := tmp_path / "work").mkdir()
+
+    first = _run_steps(scripts, workdir, env)
+    _assert_recipe_ran(first, workdir, len(scripts))
+    assert not (workdir / "kb.kbdelta").exists()
+    # what upload-artifact publishes: the files of its path that exist (kb.kbdelta not yet)
+    for name in _artifact_files(upload):
+        if (workdir / name).exists():
+            shutil.copy(workdir / name, published / name)
+    assert sorted(p.name for p in published.iterdir()) == ["kb.kbpack"]
+
+    _change_one_document(docs)
+    second = _run_steps(scripts, workdir, env)
+    _assert_recipe_ran(second, workdir, len(scripts))
+    _assert_update(first, second, published / "kb.kbpack", workdir)
+    calls = (tmp_path / "gh.log").read_text().splitlines()
+    assert calls[0].startswith(f"run list --workflow knowledge-base --branch main --event push --status success")
+    assert calls[1:] == [calls[0], f"run download 4242 --name {upload['with']['name']} --dir .kb-previous"]
+
+
+def test_the_gitlab_job_publishes_an_update_from_the_previous_job(tmp_path):
+    """The workspace stands for the runner's cache: .kb-previous/ is kept from one job to the next."""
+    job = gitlab_job()
+    scripts = _without_install(job["script"])
+    env = {**_runner_env(job["variables"]), "KB_DOCS": str(docs := _docs_copy(tmp_path))}
+    (workdir := tmp_path / "work").mkdir()
+
+    first = _run_steps(scripts, workdir, env)
+    _assert_recipe_ran(first, workdir, len(scripts))
+    assert not (workdir / "kb.kbdelta").exists()
+    previous = tmp_path / "published.kbpack"
+    shutil.copy(workdir / "kb.kbpack", previous)
+    assert (workdir / ".kb-previous" / "kb.kbpack").read_bytes() == previous.read_bytes()
+
+    _change_one_document(docs)
+    second = _run_steps(scripts, workdir, env)
+    _assert_recipe_ran(second, workdir, len(scripts))
+    _assert_update(first, second, previous, workdir)
+    # and this job's bundle is the next one's previous
+    assert (workdir / ".kb-previous" / "kb.kbpack").read_bytes() == (workdir / "kb.kbpack").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------------
