@@ -171,6 +171,13 @@ CASES = {
     # take as true or false by its own rule (tests/test_c_pages.py: both readers name the manifest)
     "standout_weighting 1": (lambda d: with_manifest(d, set_path("retrieval.standout_weighting", 1)), 3),
     "standout_weighting 'yes'": (lambda d: with_manifest(d, set_path("retrieval.standout_weighting", "yes")), 3),
+    # the answer-strength threshold (1.8, FORMAT.md §2.11): null or a number in [-1, 1], nothing one reader
+    # could apply and another ignore (tests/test_c_answer.py: both readers name the manifest)
+    "min_strength 2": (lambda d: with_manifest(d, set_path("retrieval.min_strength", 2)), 3),
+    "min_strength -1.5": (lambda d: with_manifest(d, set_path("retrieval.min_strength", -1.5)), 3),
+    "min_strength '0.4'": (lambda d: with_manifest(d, set_path("retrieval.min_strength", "0.4")), 3),
+    "min_strength true": (lambda d: with_manifest(d, set_path("retrieval.min_strength", True)), 3),
+    "min_strength []": (lambda d: with_manifest(d, set_path("retrieval.min_strength", [])), 3),
 }
 
 COMMANDS = {

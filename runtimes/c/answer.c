@@ -16,6 +16,9 @@ kbp_status kbp_answer_strength(kbp_bundle *kb, const float *query_vector, uint64
                      (unsigned long long)first_id, (unsigned long long)kb->count);
   kbp_status st = kbpi_retrieval_ready(kb);
   if (st != KBP_OK) return st;
+  /* a NaN or infinite component is refused as a search refuses it (its row score would be -inf) */
+  st = kbpi_check_query_vector(kb, query_vector);
+  if (st != KBP_OK) return st;
   dense_query dq;
   st = kbpi_prepare_query(kb, query_vector, &dq); /* the checks every dense search makes first */
   if (st != KBP_OK) return st;

@@ -415,18 +415,20 @@ static void print_body(const kbp_chunk *c) {
 
 /* The answer strength of the first hit (kbp_answer_strength): in the JSON object's "answer", and on
  * standard error when it is under the bundle's threshold ("no confident answer"). Lexical search has
- * no question vector: no strength. */
+ * no question vector: no strength, and neither confident nor not (null), as kbc query says, even when
+ * --vector was given. */
 typedef struct {
   int known;     /* 0: no vector or no hit */
   double strength;
-  int confident; /* 1, 0, or -1 when the bundle records no threshold */
+  int confident; /* 1, 0, or -1 when the bundle records no threshold or nothing was measured */
 } answer_info;
 
-static int answer_of(kbp_bundle *kb, const float *q, int have_first, uint64_t first, answer_info *a) {
+static int answer_of(kbp_bundle *kb, kbp_mode mode, const float *q, int have_first, uint64_t first, answer_info *a) {
   a->known = 0;
   a->strength = 0.0;
   a->confident = -1;
-  if (!q || !have_first) {
+  if (mode == KBP_MODE_LEXICAL || !q) return 0;
+  if (!have_first) {
     double t;
     if (kbp_min_strength(kb, &t) == KBP_OK) a->confident = 0; /* a threshold and no hit: not confident */
     return 0;
@@ -465,7 +467,7 @@ static int search_pages(kbp_bundle *kb, const float *q, const char *question, un
     if (kbp_chunk_get(kb, pages[i].chunk_ids[0], &c) != KBP_OK) code = report_last(kb);
   }
   answer_info answer;
-  if (code == 0) code = answer_of(kb, q, n > 0, n ? pages[0].chunk_ids[0] : 0, &answer);
+  if (code == 0) code = answer_of(kb, mode, q, n > 0, n ? pages[0].chunk_ids[0] : 0, &answer);
   if (code == 0 && !json) warn_unconfident(kb, &answer);
   if (code == 0 && json) printf("{\"mode\":\"%s\",\"unit\":\"page\",\"pages\":[", mode_name(mode));
   for (size_t i = 0; code == 0 && i < n; i++) {
@@ -514,7 +516,7 @@ static int search_chunks(kbp_bundle *kb, const float *q, const kbp_hit *hits, si
     if (kbp_chunk_get(kb, hits[i].id, &c) != KBP_OK) return report_last(kb);
   }
   answer_info answer;
-  int code = answer_of(kb, q, n > 0, n ? hits[0].id : 0, &answer);
+  int code = answer_of(kb, mode, q, n > 0, n ? hits[0].id : 0, &answer);
   if (code) return code;
   if (!json) warn_unconfident(kb, &answer);
   if (json) printf("{\"mode\":\"%s\",\"unit\":\"chunk\",\"hits\":[", mode_name(mode));

@@ -7,6 +7,8 @@ this module adds no dependency: ctypes is in the standard library, and the array
         for chunk_id, score in kb.search(vector, "How do I rotate the logs?", k=5):
             chunk = kb.chunk(chunk_id)     # {"text", "source_path", "page_start", ...}
         kb.search_pages(vector, "How do I rotate the logs?", k=3, mode="hybrid", where=["kind=pdf"])
+        hits = kb.search(vector, "How do I rotate the logs?", k=5)
+        strength, confident = kb.answer_strength(vector, hits[0][0])  # False: "no confident answer"
 
 The library is `library`, else $KBPACK_LIBRARY, else libkbpack.so wherever the loader finds it
 (make -C runtimes/c builds it). Every failure is a KbpackError carrying libkbpack's status and its
@@ -92,6 +94,9 @@ def load(library: str | None = None) -> ctypes.CDLL:
     lib.kbp_filter_matched.argtypes, lib.kbp_filter_matched.restype = [p], ctypes.c_uint64
     lib.kbp_filter_free.argtypes = [p]
     lib.kbp_chunk_get.argtypes = [p, ctypes.c_uint64, ctypes.POINTER(_Chunk)]
+    lib.kbp_answer_strength.argtypes = [p, floats, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double),
+                                        ctypes.POINTER(ctypes.c_int)]
+    lib.kbp_min_strength.argtypes = [p, ctypes.POINTER(ctypes.c_double)]
     return lib
 
 
@@ -183,6 +188,38 @@ class Bundle:
         return [{"score": p.score, "source": int(p.source), "record": p.record.text(), "page": int(p.page),
                  "chunks": [(int(p.chunk_ids[j]), float(p.chunk_scores[j])) for j in range(p.n_chunks)]}
                 for p in pages[:n.value]]
+
+    def answer_strength(self, vector, first_id: int) -> tuple[float, bool | None]:
+        """How strongly the bundle answers a question (FORMAT.md §2.11): (strength, confident), where
+        strength is the inner product of the question's `vector` with chunk `first_id`'s stored
+        vector (the first hit of a dense or hybrid search; a page's first chunk): the cosine, one
+        meaning across questions, where a hybrid score is about 1 for the best of nothing. confident
+        is False under the bundle's retrieval.min_strength ("no confident answer": the hits are
+        still the best there are), True at or above it, None when the bundle records no threshold."""
+        kb = self._live()
+        _, vp, _ = self._query(vector, None, 1, "dense")
+        if vp is None:
+            raise KbpackError("argument", "kbpack: answer_strength: needs the question's vector")
+        if not 0 <= first_id < self.count:
+            raise KbpackError("argument", f"kbpack: answer_strength: chunk id {first_id} is out of range "
+                                          f"(the bundle has {self.count} chunks)")
+        strength, confident = ctypes.c_double(), ctypes.c_int()
+        status = self._lib.kbp_answer_strength(kb, vp, first_id, ctypes.byref(strength), ctypes.byref(confident))
+        if status:
+            self._raise(status)
+        return float(strength.value), None if confident.value < 0 else bool(confident.value)
+
+    def min_strength(self) -> float | None:
+        """The bundle's answer-strength threshold (manifest retrieval.min_strength), None when it
+        records none (built with another embedder than kbc's default and no --min-score)."""
+        kb = self._live()
+        t = ctypes.c_double()
+        status = self._lib.kbp_min_strength(kb, ctypes.byref(t))
+        if status == 4:  # KBP_ERR_NOT_PRESENT: no threshold recorded
+            return None
+        if status:
+            self._raise(status)
+        return float(t.value)
 
     def chunk(self, i: int) -> dict:
         """Chunk i with its provenance: text, context, source_path, labels, record (None when absent)
