@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import test_hostile_bundles as hostile
-from conftest import SAMPLE_DOCS, kbc_cli, with_address_space
+from conftest import SAMPLE_DOCS, built_once, kbc_cli, with_address_space
 from forge import manifest_of
 from kbc.query.knowledge_base import KnowledgeBase
 from test_c_pages import QUESTIONS, with_retrieval_settings
@@ -91,31 +91,26 @@ def assert_same_answer(c_strength, c_confident, py, what, threshold) -> float:
 
 # --------------------------------------------------------------------------- bundles and vectors
 
-@pytest.fixture(scope="module")
-def built_bundle(tmp_path_factory, tiny_model) -> Path:
-    """sample_docs with the tiny model and `kbc build --min-score 0.3`."""
-    out = tmp_path_factory.mktemp("answer") / "built.kbpack"
-    kbc_cli("build", str(SAMPLE_DOCS), "-o", str(out), "--model", str(tiny_model), "--min-score", str(BUILT_THRESHOLD),
-            "-q", check=True)
-    return out
+def answer_variants(tmp_path_factory, tiny_model, tiny_encoder_bundle) -> dict[str, Path]:
+    """The same chunks and vectors under each threshold, written once per test run (the Java and
+    JavaScript runtimes' tests use them too): kbc writes null for an embedder other than its default
+    (tiny_encoder_bundle); `kbc build --min-score 0.3`; a bundle written before 1.8 has no key; 1 is out
+    of every reach."""
+    def build(d: Path) -> None:
+        kbc_cli("build", str(SAMPLE_DOCS), "-o", str(d / "built.kbpack"), "--model", str(tiny_model), "--min-score",
+                str(BUILT_THRESHOLD), "-q", check=True)
+        with_retrieval_settings(tiny_encoder_bundle, d / "absent.kbpack", {}, drop=("min_strength",))
+        with_retrieval_settings(tiny_encoder_bundle, d / "strict.kbpack", {"min_strength": 1})
+
+    d = built_once(tmp_path_factory, "answer-variants", build)
+    return {"absent": d / "absent.kbpack", "null": tiny_encoder_bundle, "built": d / "built.kbpack",
+            "strict": d / "strict.kbpack"}
 
 
-@pytest.fixture(scope="module")
-def variants(tmp_path_factory, tiny_encoder_bundle, built_bundle) -> dict[str, Path]:
-    """The same chunks and vectors under each threshold: kbc writes null for an embedder other than its
-    default (tiny_encoder_bundle); a bundle written before 1.8 has no key; 1 is out of every reach."""
-    d = tmp_path_factory.mktemp("answer-variants")
-    return {"absent": with_retrieval_settings(tiny_encoder_bundle, d / "absent.kbpack", {}, drop=("min_strength",)),
-            "null": tiny_encoder_bundle,
-            "built": built_bundle,
-            "strict": with_retrieval_settings(tiny_encoder_bundle, d / "strict.kbpack", {"min_strength": 1})}
-
-
-@pytest.fixture(scope="module")
-def vectors(tiny_encoder_bundle, tiny_model) -> list[tuple[str, np.ndarray]]:
+def answer_vectors(bundle: Path, model: Path) -> list[tuple[str, np.ndarray]]:
     """(question, vector): each question with its own vector, and with one turned away from it by an
     angle from 0 to pi (seeded), toward a random direction orthogonal to it."""
-    with KnowledgeBase(tiny_encoder_bundle, model=str(tiny_model)) as kb:
+    with KnowledgeBase(bundle, model=str(model)) as kb:
         own = kb.embed_queries(QUESTIONS)
     rng = np.random.default_rng(42)
     out = [(q, np.asarray(v, np.float32)) for q, v in zip(QUESTIONS, own)]
@@ -125,6 +120,16 @@ def vectors(tiny_encoder_bundle, tiny_model) -> list[tuple[str, np.ndarray]]:
         r /= np.linalg.norm(r)
         out.append((q, (np.cos(angle) * v + np.sin(angle) * r).astype(np.float32)))
     return out
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, tiny_model, tiny_encoder_bundle) -> dict[str, Path]:
+    return answer_variants(tmp_path_factory, tiny_model, tiny_encoder_bundle)
+
+
+@pytest.fixture(scope="module")
+def vectors(tiny_encoder_bundle, tiny_model) -> list[tuple[str, np.ndarray]]:
+    return answer_vectors(tiny_encoder_bundle, tiny_model)
 
 
 def test_every_reader_reads_the_threshold_as_the_bundle_records_it(variants, tiny_model, libkbpack):

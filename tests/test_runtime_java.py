@@ -408,3 +408,55 @@ def test_the_android_cmake_file_builds_a_self_contained_jni_library(java_build, 
     header = subprocess.run(["readelf", "-h", str(arm)], capture_output=True, text=True, check=True).stdout
     assert "AArch64" in header
     assert exported(arm, shutil.which("aarch64-linux-gnu-nm") or "nm") == jni
+
+
+# --------------------------------------------------------------------------- the answer strength (FORMAT.md §2.11)
+
+def test_the_answer_strength_is_libkbpacks_and_pythons(jvm, tmp_path_factory, tiny_model, tiny_encoder_bundle, libkbpack,
+                                                       tmp_path):
+    """KbPack.answerStrength and minStrength on tests/test_c_answer.py's bundles (min_strength absent, null,
+    0.3 from kbc build --min-score, and 1) and vectors: the strength the C library gives bit for bit (through
+    kbpack_runtime.libkbpack), within 1e-6 of KnowledgeBase.answer, the same verdict as a Boolean (null: no
+    threshold)."""
+    from kbpack_runtime.libkbpack import Bundle as CBundle
+    from test_c_answer import STRENGTH_TOLERANCE, VARIANTS, answer_variants, answer_vectors
+
+    variants = answer_variants(tmp_path_factory, tiny_model, tiny_encoder_bundle)
+    vectors = answer_vectors(tiny_encoder_bundle, tiny_model)
+    verdicts, compared = set(), 0
+    for name, path in variants.items():
+        with KnowledgeBase(path, model=str(tiny_model)) as kb, \
+                CBundle(path, library=str(libkbpack.build / "libkbpack.so")) as cb:
+            for i, (question, v) in enumerate(vectors):
+                vector = write_f32(tmp_path / f"a{i}.f32", v)
+                for mode in ("dense", "hybrid"):
+                    first = kb.search(question, k=1, mode=mode, vector=v)[0].chunk_id
+                    got, py = jvm.ask("answer", path, vector, first), kb.answer(v, first)
+                    assert got["min_strength"] == VARIANTS[name], (name, got)
+                    assert (got["strength"], got["confident"]) == cb.answer_strength(v, first), (name, i, mode)
+                    assert abs(got["strength"] - py.strength) <= STRENGTH_TOLERANCE, (name, i, mode, got, py)
+                    assert got["confident"] is py.confident, (name, i, mode, got, py)
+                    verdicts.add(got["confident"])
+                    compared += 1
+    assert verdicts == {None, True, False} and compared == len(variants) * len(vectors) * 2
+
+
+def test_the_answer_strength_refuses_misuse_in_one_kbpackexception(jvm, sample_bundle, tmp_path):
+    bundle = tmp_path / "kb.kbpack"
+    shutil.copy(sample_bundle, bundle)
+    (tmp_path / "kb.kbpack.empty").write_bytes(b"")
+    cases = {c["case"]: c for c in jvm.ask("misuse", bundle)["cases"] if "strength" in c["case"]}
+    expected = {"answer strength after close": "CLOSED", "min strength after close": "CLOSED",
+                "answer strength of a null vector": "ARGUMENT", "answer strength of a short vector": "ARGUMENT",
+                "answer strength of chunk -1": "ARGUMENT", "answer strength of chunk count": "ARGUMENT",
+                "answer strength of a NaN vector": "ARGUMENT",
+                "natives: answer strength on handle 0": "CLOSED", "natives: answer strength of a short vector": "ARGUMENT",
+                "natives: answer strength of chunk -1": "ARGUMENT",
+                "natives: answer strength past the last chunk": "ARGUMENT",
+                "natives: answer strength with no room": "ARGUMENT", "natives: min strength on handle 0": "CLOSED",
+                "natives: min strength with no room": "ARGUMENT"}
+    assert {name: c["status"] for name, c in cases.items()} == expected, cases
+    for c in cases.values():
+        assert c["thrown"] == "KbPackException" and c["message"] and "\n" not in c["message"], c
+    assert "NaN" in cases["answer strength of a NaN vector"]["message"]  # libkbpack's words
+    assert jvm.ask("verify", sample_bundle) == {"verdict": "intact"}

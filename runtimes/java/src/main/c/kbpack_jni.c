@@ -323,6 +323,45 @@ JNIEXPORT jobject JNICALL Java_dev_kbc_kbpack_KbPack_nChunk(JNIEnv *env, jclass 
                            (jlong)c.tokens, label_start, label_end, record, (jint)c.fields);
 }
 
+/* ---- the answer strength (kbpack.h: kbp_answer_strength, kbp_min_strength; FORMAT.md §2.11) */
+
+/* Returns confident (1, 0, or -1: no threshold) with strength[0] set; 0 with an exception pending. */
+JNIEXPORT jint JNICALL Java_dev_kbc_kbpack_KbPack_nAnswerStrength(JNIEnv *env, jclass cls, jlong h, jfloatArray vector,
+                                                                 jlong first_id, jdoubleArray strength) {
+  (void)cls;
+  kbp_bundle *kb = live(env, h);
+  if (!kb) return 0;
+  if (!vector || !strength || (*env)->GetArrayLength(env, strength) < 1)
+    return throw_argument(env, "kbpack: answer strength: no vector or no room for the strength"), 0;
+  if (first_id < 0) return throw_argument(env, "kbpack: answer strength: a negative chunk id"), 0;
+  float *v;
+  char *q;
+  if (!query_of(env, kb, vector, NULL, &v, &q)) return 0;
+  double s = 0.0;
+  int confident = -1;
+  kbp_status st = kbp_answer_strength(kb, v, (uint64_t)first_id, &s, &confident);
+  free(v);
+  if (st != KBP_OK) return throw_last(env, kb), 0;
+  (*env)->SetDoubleArrayRegion(env, strength, 0, 1, &s);
+  return (jint)confident;
+}
+
+/* JNI_TRUE with threshold[0] set, JNI_FALSE when the bundle records none. */
+JNIEXPORT jboolean JNICALL Java_dev_kbc_kbpack_KbPack_nMinStrength(JNIEnv *env, jclass cls, jlong h,
+                                                                  jdoubleArray threshold) {
+  (void)cls;
+  kbp_bundle *kb = live(env, h);
+  if (!kb) return JNI_FALSE;
+  if (!threshold || (*env)->GetArrayLength(env, threshold) < 1)
+    return throw_argument(env, "kbpack: min strength: no room for the threshold"), JNI_FALSE;
+  double t = 0.0;
+  kbp_status st = kbp_min_strength(kb, &t);
+  if (st == KBP_ERR_NOT_PRESENT) return JNI_FALSE;
+  if (st != KBP_OK) return throw_last(env, kb), JNI_FALSE;
+  (*env)->SetDoubleArrayRegion(env, threshold, 0, 1, &t);
+  return JNI_TRUE;
+}
+
 JNIEXPORT jint JNICALL Java_dev_kbc_kbpack_KbPack_nProbeCount(JNIEnv *env, jclass cls, jlong h) {
   (void)cls;
   kbp_bundle *kb = live(env, h);

@@ -9,10 +9,11 @@ import java.util.Collections;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.OptionalDouble;
 
 /**
  * An open .kbpack bundle (schemas/FORMAT.md) over libkbpack: open, verify, info, search (chunks or
- * pages, every mode), chunk, probes.
+ * pages, every mode), the answer strength, chunk, probes.
  *
  * <pre>{@code
  * try (KbPack kb = KbPack.open(Paths.get("kb.kbpack"))) {
@@ -211,6 +212,32 @@ public final class KbPack implements AutoCloseable {
         }
     }
 
+    /**
+     * The answer strength of a question whose first hit (of a dense or hybrid search; a page's first
+     * chunk) is chunk `firstId`, measured with the question's `vector` (kbp_answer_strength): its
+     * confident is FALSE when the strength is under the bundle's threshold ("no confident answer"),
+     * null when the bundle records none. Lexical search has no vector and so no strength.
+     */
+    public synchronized AnswerStrength answerStrength(float[] vector, long firstId) {
+        long h = live();
+        if (vector == null || vector.length != dim) {
+            throw argument("answer strength: the query vector has " + (vector == null ? "no" : vector.length)
+                    + " floats, the bundle's vectors " + dim);
+        }
+        if (firstId < 0 || firstId >= count) {
+            throw argument("answer strength: chunk id " + firstId + " is out of range (the bundle has " + count + " chunks)");
+        }
+        double[] strength = new double[1];
+        int confident = nAnswerStrength(h, vector, firstId, strength);
+        return new AnswerStrength(strength[0], confident < 0 ? null : Boolean.valueOf(confident == 1));
+    }
+
+    /** The bundle's answer-strength threshold (manifest retrieval.min_strength); empty when it records none. */
+    public synchronized OptionalDouble minStrength() {
+        double[] threshold = new double[1];
+        return nMinStrength(live(), threshold) ? OptionalDouble.of(threshold[0]) : OptionalDouble.empty();
+    }
+
     /** Chunk `id` (0 <= id < count) with its provenance. */
     public synchronized Chunk chunk(long id) {
         long h = live();
@@ -320,6 +347,8 @@ public final class KbPack implements AutoCloseable {
     private static native boolean nFilterKeeps(long f, long id);
     private static native void nFilterFree(long f);
     private static native Chunk nChunk(long h, long id);
+    private static native int nAnswerStrength(long h, float[] vector, long firstId, double[] strength);
+    private static native boolean nMinStrength(long h, double[] threshold);
     private static native int nProbeCount(long h);
     private static native Probe nProbe(long h, int i);
     private static native ProbeResult nProbeCheck(long h, float[] vectors, int n);

@@ -30,6 +30,7 @@ import java.util.Map;
  *                                             "where" (Query.where) or "filter" (KbPack.filter, Query.filter)
  *   filter PATH WHERE                         {"matched": m, "kept": [ids the filter keeps]}
  *   chunk PATH ID                             {"text", "context", "source_path", "page_start", ...}
+ *   answer PATH VECTOR ID                     {"strength", "confident" (true, false or null), "min_strength"}
  *   probe PATH VECTORS                        kbp_probe_check with n x dim float32 from VECTORS
  *   buffer PATH direct|heap|readonly          opened from a ByteBuffer: {"count", "verdict"}
  *   misuse PATH                               {"cases": [{"case", "thrown", "status", "message"}, ...]}
@@ -126,6 +127,13 @@ public final class Driver {
                         + ", \"label_start\": " + str(c.labelStart) + ", \"label_end\": " + str(c.labelEnd)
                         + ", \"record\": " + str(c.record) + ", \"fields\": " + c.fields + "}";
             }
+            case "answer": {
+                KbPack kb = bundle(f[1]);
+                AnswerStrength a = kb.answerStrength(floats(f[2]), Long.parseLong(f[3]));
+                java.util.OptionalDouble t = kb.minStrength();
+                return "{\"strength\": " + a.strength + ", \"confident\": " + a.confident + ", \"min_strength\": "
+                        + (t.isPresent() ? String.valueOf(t.getAsDouble()) : "null") + "}";
+            }
             case "probe": {
                 KbPack kb = bundle(f[1]);
                 float[] flat = floats(f[2]);
@@ -199,6 +207,17 @@ public final class Driver {
         cases.put("chunk after close", () -> closed.chunk(0));
         cases.put("verify after close", closed::verify);
         cases.put("probe after close", () -> closed.probeCount());
+        cases.put("answer strength after close", () -> closed.answerStrength(new float[dim], 0));
+        cases.put("min strength after close", closed::minStrength);
+        cases.put("answer strength of a null vector", () -> kb.answerStrength(null, 0));
+        cases.put("answer strength of a short vector", () -> kb.answerStrength(new float[dim - 1], 0));
+        cases.put("answer strength of chunk -1", () -> kb.answerStrength(new float[dim], -1));
+        cases.put("answer strength of chunk count", () -> kb.answerStrength(new float[dim], kb.info().count));
+        cases.put("answer strength of a NaN vector", () -> {
+            float[] v = new float[dim];
+            v[0] = Float.NaN;
+            kb.answerStrength(v, 0);
+        });
         cases.put("null vector, dense", () -> kb.search(Query.vector(null).mode(Mode.DENSE)));
         cases.put("null vector, hybrid", () -> kb.search(Query.of(null, "pump").mode(Mode.HYBRID)));
         cases.put("null question, lexical", () -> kb.search(Query.text(null).mode(Mode.LEXICAL)));
@@ -257,6 +276,18 @@ public final class Driver {
         cases.put("natives: chunk -1", () -> invoke("nChunk", h, -1L));
         cases.put("natives: pages on handle 0", () -> invoke("nSearchPages", 0L, new float[dim], null, 5, 1, 0L));
         cases.put("natives: probe check of the wrong length", () -> invoke("nProbeCheck", h, new float[dim + 1], 1));
+        cases.put("natives: answer strength on handle 0", () -> invoke("nAnswerStrength", 0L, new float[dim], 0L,
+                new double[1]));
+        cases.put("natives: answer strength of a short vector", () -> invoke("nAnswerStrength", h, new float[dim - 1], 0L,
+                new double[1]));
+        cases.put("natives: answer strength of chunk -1", () -> invoke("nAnswerStrength", h, new float[dim], -1L,
+                new double[1]));
+        cases.put("natives: answer strength past the last chunk", () -> invoke("nAnswerStrength", h, new float[dim],
+                Long.MAX_VALUE, new double[1]));
+        cases.put("natives: answer strength with no room", () -> invoke("nAnswerStrength", h, new float[dim], 0L,
+                new double[0]));
+        cases.put("natives: min strength on handle 0", () -> invoke("nMinStrength", 0L, new double[1]));
+        cases.put("natives: min strength with no room", () -> invoke("nMinStrength", h, (Object) null));
         StringBuilder s = new StringBuilder("{\"cases\": [");
         String sep = "";
         for (Map.Entry<String, Runnable> c : cases.entrySet()) {
