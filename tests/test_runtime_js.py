@@ -431,3 +431,49 @@ def test_a_headless_chromium_loads_the_module_and_searches_as_python(kbpack_wasm
     with Bundle(tiny_encoder_bundle) as b:
         assert result["count"] == b.count
     assert_same_ranking([(h["id"], h["score"]) for h in result["hits"]], py, 1e-5, "chromium", 1e-6)
+
+
+# --------------------------------------------------------------------------- the answer strength (FORMAT.md §2.11)
+
+def test_the_answer_strength_is_libkbpacks_and_pythons(kbpack_wasm, tmp_path_factory, tiny_model, tiny_encoder_bundle,
+                                                       libkbpack, tmp_path):
+    """Bundle.answerStrength and minStrength on tests/test_c_answer.py's bundles (min_strength absent, null,
+    0.3 from kbc build --min-score, and 1) and vectors: the strength native libkbpack gives (through
+    kbpack_runtime.libkbpack) to the bit, within 1e-6 of KnowledgeBase.answer, the same verdict (null: no
+    threshold)."""
+    from kbpack_runtime.libkbpack import Bundle as CBundle
+    from test_c_answer import STRENGTH_TOLERANCE, VARIANTS, answer_variants, answer_vectors
+
+    variants = answer_variants(tmp_path_factory, tiny_model, tiny_encoder_bundle)
+    vectors = answer_vectors(tiny_encoder_bundle, tiny_model)
+    requests, expected = [], []
+    for name, path in variants.items():
+        with KnowledgeBase(path, model=str(tiny_model)) as kb, \
+                CBundle(path, library=str(libkbpack.build / "libkbpack.so")) as cb:
+            for i, (question, v) in enumerate(vectors):
+                for mode in ("dense", "hybrid"):
+                    first = kb.search(question, k=1, mode=mode, vector=v)[0].chunk_id
+                    requests.append({"op": "answer", "path": str(path), "vector": v.tolist(), "id": first})
+                    expected.append(((name, i, mode), VARIANTS[name], cb.answer_strength(v, first), kb.answer(v, first)))
+    answers = run_driver(kbpack_wasm, requests, tmp_path)
+    verdicts = set()
+    for (what, threshold, native, py), answer in zip(expected, answers):
+        got = ok(answer)
+        assert got["minStrength"] == threshold, (what, got)
+        # the same float32 products (wasm SIMD keeps the C loop's order of additions): the same double
+        assert (got["strength"], got["confident"]) == native, (what, got, native)
+        assert abs(got["strength"] - py.strength) <= STRENGTH_TOLERANCE and got["confident"] is py.confident, (what, got)
+        verdicts.add(got["confident"])
+    assert verdicts == {None, True, False} and len(answers) == len(variants) * len(vectors) * 2
+
+
+def test_every_misuse_of_the_answer_strength_is_one_kbpack_error(kbpack_wasm, tiny_encoder_bundle, tmp_path):
+    (answer,) = run_driver(kbpack_wasm, [{"op": "answerMisuse", "path": str(tiny_encoder_bundle)}], tmp_path)
+    results = ok(answer)
+    assert len(results) == 10
+    for name, r in results.items():
+        assert "error" in r, (name, r)
+        e = r["error"]
+        assert e["name"] == "KbpackError" and e["status"] == 3 and e["message"] and "\n" not in e["message"], (name, e)
+    assert "NaN" in results["NaN in the vector"]["error"]["message"]  # libkbpack's words
+    assert "closed" in results["answer strength after close"]["error"]["message"]

@@ -6,6 +6,7 @@
 //   const { hits } = kb.search({ vector: queryEmbedding, question: "How do I rotate the logs?", k: 5 });
 //   for (const h of hits) console.log(h.score, kb.chunk(h.id).sourcePath);
 //   kb.search({ question: "torque", mode: "lexical", where: ["product=x200", "year>=2022"] });  // scoped (FORMAT.md 2.10)
+//   const { strength, confident } = kb.answerStrength({ vector: queryEmbedding, id: hits[0].id });  // false: no confident answer
 //   kb.close();
 //
 // Every failure is a KbpackError carrying libkbpack's one-line message, its status (a number, as
@@ -487,6 +488,38 @@ export class Bundle {
                     record: this.#kstring(at + L["page.record"]), page: this.#int64(at + L["page.page"]), chunks });
       }
       return { mode: used, unit: resolvedUnit, matched: scope ? scope.matched : this.#count, hits };
+    });
+  }
+
+  // answerStrength({ vector, id }): how strongly the bundle answers a question (kbp_answer_strength,
+  // FORMAT.md 2.11). strength: the inner product of the question's `vector` with chunk `id`'s stored
+  // vector, `id` being the first hit of a dense or hybrid search (for pages, hits[0].chunks[0].id): the
+  // cosine, one meaning across questions, where a hybrid score is about 1 for the best of nothing.
+  // confident: false under the bundle's threshold (manifest retrieval.min_strength), "no confident
+  // answer" (the hits are still the best there are); true at or above it; null when the bundle records
+  // none. Lexical search embeds no question and so has no strength.
+  answerStrength({ vector, id } = {}) {
+    this.#live();
+    if (!Number.isInteger(id) || id < 0) throw argumentError(`answerStrength: a chunk id is a whole number >= 0, not ${id}`);
+    const vec = this.#vectorBytes(vector);
+    if (!vec) throw argumentError("answerStrength: needs the question's vector");
+    return this.#withScratch([vec.byteLength, 8, 4], (q, strength, confident) => {
+      this.#u8().set(vec, q);
+      this.#check(this.#ex.kbp_answer_strength(this.#kb, q, BigInt(id), strength, confident));
+      const dv = this.#dv();
+      const verdict = dv.getInt32(confident, true); // 1, 0, or -1: no threshold
+      return { strength: dv.getFloat64(strength, true), confident: verdict < 0 ? null : verdict === 1 };
+    });
+  }
+
+  // The bundle's answer-strength threshold (manifest retrieval.min_strength), null when it records none.
+  minStrength() {
+    this.#live();
+    return this.#withScratch([8], (t) => {
+      const status = this.#ex.kbp_min_strength(this.#kb, t);
+      if (status === Status.NOT_PRESENT) return null;
+      this.#check(status);
+      return this.#dv().getFloat64(t, true);
     });
   }
 

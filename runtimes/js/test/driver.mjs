@@ -106,6 +106,28 @@ async function filterMisuse(path, other) {
   return answers;
 }
 
+// Every misuse of the answer strength: a KbpackError each.
+async function answerMisuse(path) {
+  const kb = await openFile(path, options);
+  const dim = kb.dim;
+  const checks = {
+    "no vector": () => kb.answerStrength({ id: 0 }),
+    "vector of dim - 1": () => kb.answerStrength({ vector: new Float32Array(dim - 1), id: 0 }),
+    "NaN in the vector": () => kb.answerStrength({ vector: new Float32Array(dim).fill(NaN), id: 0 }),
+    "no id": () => kb.answerStrength({ vector: new Float32Array(dim) }),
+    "id -1": () => kb.answerStrength({ vector: new Float32Array(dim), id: -1 }),
+    "id past the end": () => kb.answerStrength({ vector: new Float32Array(dim), id: kb.count }),
+    "id not a number": () => kb.answerStrength({ vector: new Float32Array(dim), id: "0" }),
+    "no argument": () => kb.answerStrength(),
+  };
+  const answers = {};
+  for (const [name, fn] of Object.entries(checks)) answers[name] = await outcome(fn);
+  kb.close();
+  answers["answer strength after close"] = await outcome(() => kb.answerStrength({ vector: new Float32Array(dim), id: 0 }));
+  answers["min strength after close"] = await outcome(() => kb.minStrength());
+  return answers;
+}
+
 const OPS = {
   // open + verify: what `kbpack verify` answers
   verdict: async (r) => {
@@ -145,6 +167,12 @@ const OPS = {
     return e && { graphBytes: e.graph.length, tokenizerJson: e.tokenizerJson.length, settings: e.settings };
   },
   misuse: async (r) => misuse(r.path),
+  // the answer strength of chunk r.id for r.vector, and the bundle's threshold
+  answer: async (r) => {
+    const kb = await bundle(r.path);
+    return { ...kb.answerStrength({ vector: r.vector, id: r.id }), minStrength: kb.minStrength() };
+  },
+  answerMisuse: async (r) => answerMisuse(r.path),
 };
 
 const answers = [];
