@@ -37,7 +37,7 @@ def test_retrieval_sweep_rows_equal_kbc_eval(sample_bundle, judged, tmp_path):
     rows = {row["row"].split(" [")[0]: row for row in json.loads(out.read_text())}
     assert {"dense", "lexical", "hybrid tmm w=0.4 depth=100", "hybrid rrf w=0.5 depth=100"} <= rows.keys()
     with KnowledgeBase(sample_bundle) as kb:
-        report = evaluate(kb, read_queries(q), read_qrels(r), modes=["hybrid", "dense", "lexical"])
+        report = evaluate(kb, read_queries(q), read_qrels(r), modes=["hybrid", "dense", "lexical"], unit="chunk")
     for sweep_row, mode in (("hybrid tmm w=0.4 depth=100", "hybrid"), ("dense", "dense"), ("lexical", "lexical")):
         got = {k: v for k, v in rows[sweep_row].items() if k != "row"}
         assert got == pytest.approx(report.modes[mode]), sweep_row

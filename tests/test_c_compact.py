@@ -77,7 +77,7 @@ def test_dense_top_k_for_every_probe_vector_matches_python(kbpack_tool, sample_e
             expected = kb.search_vectors(queries, k=k)
         assert len(queries) >= 15
         for i, (q, py_hits) in enumerate(zip(queries, expected)):
-            c = hits_of(kbpack(kbpack_tool, "search", path, "--mode", "dense", "-k", k, "--vector",
+            c = hits_of(kbpack(kbpack_tool, "search", path, "--mode", "dense", "--unit", "chunk", "-k", k, "--vector",
                                write_f32(tmp_path / "q.f32", q)))
             assert_same_ranking(c, [(h.chunk_id, h.score) for h in py_hits], 1e-5, (name, "probe", i, k))
 
@@ -96,7 +96,7 @@ def test_hybrid_and_dense_search_match_python(kbpack_tool, sample_encoded, sampl
         for question, v in zip(QUESTIONS, vectors):
             qf = write_f32(tmp_path / "q.f32", v)
             for mode, k in (("hybrid", 10), ("hybrid", 3), ("dense", 10)):
-                args = ["search", path, "-k", k, "--vector", qf, "--", question]
+                args = ["search", path, "--unit", "chunk", "-k", k, "--vector", qf, "--", question]
                 if mode != "hybrid":
                     args[2:2] = ["--mode", mode]
                 c = hits_of(kbpack(kbpack_tool, *args))

@@ -41,7 +41,7 @@ def lexical_bundle(path: Path, texts: list[str], *, options: TokenizerOptions = 
 
 def c_search(exe: Path, bundle: Path, question: str | bytes, k: int) -> list[tuple[int, float]]:
     arg = question if isinstance(question, bytes) else question.encode("utf-8")
-    out = subprocess.run([str(exe), "search", str(bundle), "--mode", "lexical", "-k", str(k), "--json", "--", arg],
+    out = subprocess.run([str(exe), "search", str(bundle), "--mode", "lexical", "--unit", "chunk", "-k", str(k), "--json", "--", arg],
                          capture_output=True)
     assert out.returncode == 0, (question, out.stderr.decode())
     assert out.stderr == b""

@@ -156,6 +156,9 @@ def test_standout_weighting_by_hand():
     assert list(s) == pytest.approx(sorted(fixed.values(), reverse=True))
     # a list that cannot say (one score, no spread) leaves the fixed weight
     assert standout(np.array([2.0, 2.0, 2.0])) is None and standout(np.array([5.0])) is None
+    # a list flatter than float32 rounding says nothing either (a degenerate model's cosines)
+    assert standout(np.array([0.999998, 0.999997, 0.999996])) is None
+    assert standout(np.array([0.9, 0.899, 0.897])) is not None
     assert question_weight(0.4, dense_scores, np.array([3.0])) == 0.4
     assert question_weight(0.4, np.array([1.0, 1.0]), lex_scores) == 0.4
     # the list whose best stands further out takes the larger share

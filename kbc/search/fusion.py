@@ -94,10 +94,17 @@ def _normalise(scores: np.ndarray, ref: np.ndarray, method: str, floor: float) -
     return (scores >= hi).astype(np.float64)  # one distinct score: the list's members 1, the rest 0
 
 
+# A list flatter than this is float32 rounding (a degenerate model's cosines all 0.99999x): two
+# runtimes summing inner products in another order would weigh it differently, so it says nothing.
+# Real lists are far above it (the dense lists' sd of four development sets: 0.015 at the least).
+STANDOUT_MIN_SD = 0.001
+
+
 def standout(scores: np.ndarray) -> float | None:
     """How far a list's best stands out of its own list: (best - mean) / standard deviation over the
     list (the population's), summed best first in double precision as every runtime sums them
-    (FORMAT.md §2.5.1). None when it cannot say: fewer than two scores, or no spread."""
+    (FORMAT.md §2.5.1). None when it cannot say: fewer than two scores, or a spread under
+    STANDOUT_MIN_SD."""
     n = len(scores)
     if n < 2:
         return None
@@ -109,7 +116,7 @@ def standout(scores: np.ndarray) -> float | None:
     for x in scores:
         spread += (float(x) - mean) * (float(x) - mean)
     sd = math.sqrt(spread / n)
-    return (float(scores[0]) - mean) / sd if sd > 0 and math.isfinite(sd) else None
+    return (float(scores[0]) - mean) / sd if sd >= STANDOUT_MIN_SD and math.isfinite(sd) else None
 
 
 def question_weight(weight: float, dense_scores: np.ndarray, lexical_scores: np.ndarray) -> float:

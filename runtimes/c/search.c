@@ -246,8 +246,10 @@ static kbp_status add_context_match(kbp_bundle *kb, const uint64_t *cand, size_t
 /* How far a list's best stands out of its own list (FORMAT.md §2.5.1; Python: standout): sets *z to
  * (s1 - mean) / sd, the population's sd, every sum taken left to right from the best in double
  * precision, so that each runtime gets the same bits. Returns 0 when the list cannot say: fewer than
- * two scores, no spread, or a spread that is no finite number (only a forged bundle's overflowing
- * scores make one). */
+ * two scores, a spread under STANDOUT_MIN_SD (a list that flat is float32 rounding: two runtimes
+ * summing inner products in another order would weigh it differently), or one that is no finite
+ * number (only a forged bundle's overflowing scores make one). */
+#define STANDOUT_MIN_SD 0.001
 static int standout(const scored *list, size_t n, double *z) {
   if (n < 2) return 0;
   double total = 0.0;
@@ -255,7 +257,7 @@ static int standout(const scored *list, size_t n, double *z) {
   double mean = total / (double)n, spread = 0.0;
   for (size_t i = 0; i < n; i++) spread += (list[i].score - mean) * (list[i].score - mean);
   double sd = sqrt(spread / (double)n);
-  if (!(sd > 0.0 && isfinite(sd))) return 0;
+  if (!(sd >= STANDOUT_MIN_SD && isfinite(sd))) return 0;
   *z = (list[0].score - mean) / sd;
   return 1;
 }
