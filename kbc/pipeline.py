@@ -112,7 +112,7 @@ def unit_for(sources: Sequence[dict]) -> str:
     """The default unit a bundle records when --default-unit is not given: page when most chunks
     come from documents of more than one page (PDFs), whose judged answers are pages; chunk
     otherwise (a text file is one "page": as the unit it would return one hit per file). Measured
-    on every development set: docs/retrieval-quality.md, "Pages or chunks"."""
+    on every development set: docs/retrieval-quality.md, "Per question ... pages"."""
     paged = sum(s["chunks"] for s in sources if s.get("pages", 0) > 1 and s.get("kind") != "records")
     total = sum(s["chunks"] for s in sources)
     return "page" if total and 2 * paged > total else RetrievalSettings.unit

@@ -11,6 +11,8 @@ bench/retrieval_sweep.py on two evaluation sets):
 - `rrf`: (1 - w) / (rrf_k + dense rank) + w / (rrf_k + lexical rank), a list's rank counting only
   within its top `depth` (no term for a candidate outside it).
 Ties go to the lower chunk id. A question with no word in the lexical index falls back to dense.
+With `standout_weighting` (format 1.8, §2.5.1) tmm and minmax replace w, per question, by each list's
+share in proportion to how far its best stands out of its own list (question_weight).
 
 The context match (FORMAT.md §2.9): with tmm or minmax, a hybrid candidate also gains
 `path_weight` x P' + `heading_weight` x H', where P and H are the idf (BM25's) of the question's
