@@ -126,6 +126,16 @@ static void use(kbp_bundle *kb, int verified) {
       kbp_status st = checked(kb, kbp_search(kb, q, question, ks[i], modes[m], hits, &n), "search");
       use_ok(verified, kb, st, "search after verify");
       if (st == KBP_OK) check_hits(kb, hits, n, ks[i], "search");
+      if (st == KBP_OK && q && n > 0) { /* the answer strength of the first hit (FORMAT.md §2.11) */
+        double strength, threshold;
+        int confident = 2;
+        st = checked(kb, kbp_answer_strength(kb, q, hits[0].id, &strength, &confident), "answer");
+        use_ok(verified, kb, st, "answer strength after verify");
+        int has_threshold = kbp_min_strength(kb, &threshold) == KBP_OK;
+        if (st == KBP_OK && (confident < -1 || confident > 1 || (confident == -1) == has_threshold))
+          finding("answer", "confident disagrees with the bundle's threshold");
+        if (st == KBP_OK && confident == 1 && !(strength >= threshold)) finding("answer", "confident under the threshold");
+      }
     }
     size_t n = 0;
     kbp_status st = checked(kb, kbp_search_pages(kb, q, question, K_SMALL, modes[m], pages, &n), "pages");
