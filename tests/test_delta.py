@@ -139,6 +139,25 @@ def test_apply_rebuilds_the_new_bundle_byte_for_byte(bundles, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "temporary files left behind"
 
 
+def test_a_delta_that_would_not_rebuild_the_new_bundle_is_never_written(bundles, tmp_path, monkeypatch):
+    """kbc delta applies what it made before writing it: a compressor that emitted a wrong frame (here
+    one byte of the new bundle flipped before compressing) fails with exit 3 and leaves no file."""
+    real = D._compress_against
+
+    def faulty(old: bytes, new: bytes, level: int) -> bytes:
+        return real(old, new[:100] + bytes([new[100] ^ 1]) + new[101:], level)
+
+    monkeypatch.setattr(D, "_compress_against", faulty)
+    out = tmp_path / "bad.kbdelta"
+    with pytest.raises(BundleError, match="does not rebuild .*nothing written") as e:
+        D.make_delta(bundles["base"], bundles["added"], out)
+    assert e.value.exit_code == 3 and e.value.section == "result"
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(D, "_compress_against", real)
+    D.make_delta(bundles["base"], bundles["added"], out)  # the real compressor's delta is written
+    assert D.rebuild(bundles["base"].read_bytes(), out.read_bytes()) == bundles["added"].read_bytes()
+
+
 def test_identical_bundles_give_a_header_only_delta(bundles, tmp_path):
     delta, out = tmp_path / "same.kbdelta", tmp_path / "same.kbpack"
     proc = kbc_cli("delta", str(bundles["base"]), str(bundles["rebuilt"]), "-o", str(delta), "--json", check=True)

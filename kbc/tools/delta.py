@@ -173,6 +173,17 @@ def make_delta(old_path, new_path, out_path, *, level: int = DEFAULT_LEVEL) -> D
     old, new = _read_bundle(old_path, "old"), _read_bundle(new_path, "new")
     check_output_path(Path(out_path), inputs=[Path(old_path), Path(new_path)])
     data = build_delta(old, new, level=level)
+    # applied once before it is written, as a device will apply it: a delta that does not rebuild
+    # `new` byte for byte (a compressor fault) is never published
+    try:
+        rebuilt = rebuild(old, data, delta_name=str(out_path), old_name=str(old_path))
+    except BundleError as e:
+        rebuilt, why = None, f" ({e.detail})"
+    else:
+        why = ""
+    if rebuilt != new:
+        raise BundleError(f"the delta made does not rebuild {new_path}{why}; nothing written", section="result",
+                          path=str(out_path))
     with atomic(Path(out_path), "wb") as f:
         f.write(data)
     _fsync_dir(Path(out_path).parent)
