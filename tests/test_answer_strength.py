@@ -52,7 +52,7 @@ def test_query_reports_the_answer_strength_and_each_hits(sample_bundle):
 
 def test_an_off_topic_question_gets_its_hits_and_no_confident_answer(sample_bundle):
     proc = kbc_cli("query", str(sample_bundle), OFF_TOPIC, "-k", "2", check=True)
-    assert "kbc: no confident answer: the first hit's strength" in proc.stderr and "(the bundle's --min-score)" in proc.stderr
+    assert "kbc: no confident answer: the first hit's strength" in proc.stderr and "(the bundle's min_strength)" in proc.stderr
     assert proc.stdout.startswith("1. ")  # the hits are still shown
     data = json.loads(kbc_cli("query", str(sample_bundle), OFF_TOPIC, "-k", "2", "--json", check=True).stdout)
     assert data["answer"]["confident"] is False and data["answer"]["strength"] < DEFAULT_MODEL_MIN_STRENGTH
@@ -102,3 +102,24 @@ def test_eval_reports_the_signal_on_unanswerable_questions(sample_bundle, tmp_pa
     text = kbc_cli("eval", str(sample_bundle), "--queries", str(queries), "--qrels", str(qrels),
                    "--unanswerable", str(unanswerable), "--min-score", "0.99", check=True).stdout
     assert "'no confident answer' for 100% of 2 unanswerable questions and, wrongly, 100% of 1 answerable ones" in text
+
+
+def test_a_threshold_that_is_no_number_is_refused(sample_bundle, tmp_path):
+    for argv in (["query", str(sample_bundle), ON_TOPIC, "--min-score", "nan"],
+                 ["eval", str(sample_bundle), "--queries", "sample_eval/queries.jsonl", "--qrels", "sample_eval/qrels.tsv",
+                  "--min-score", "nan"]):
+        proc = kbc_cli(*argv)
+        assert proc.returncode == 2 and "--min-score must be a number from -1 to 1" in proc.stderr, proc.stderr
+    with KnowledgeBase(sample_bundle) as kb:
+        with pytest.raises(Exception, match="min_score"):
+            kb.answer(None, None, min_score=float("nan"))
+
+
+def test_eval_measures_no_strength_in_lexical_mode(sample_bundle, tmp_path):
+    """As kbc query and libkbpack: lexical search embeds no question, so there is nothing to flag."""
+    unanswerable = tmp_path / "none.jsonl"
+    unanswerable.write_text(json.dumps({"_id": "stocks", "text": OFF_TOPIC}) + "\n", encoding="utf-8")
+    proc = kbc_cli("eval", str(sample_bundle), "--queries", "sample_eval/queries.jsonl", "--qrels", "sample_eval/qrels.tsv",
+                   "--mode", "lexical", "--unanswerable", str(unanswerable), "--json", check=True)
+    a = json.loads(proc.stdout)["answer_strength"]
+    assert a["measured"] is False and a["unanswerable_flagged"] is None and a["answerable_flagged"] is None

@@ -78,6 +78,8 @@ def evaluate(
 
     # checked before the queries are embedded, so a typo in a CI job fails in a second, not after the run
     thresholds = _parse_fail_under(fail_under or [])
+    if min_score is not None and not -1 <= min_score <= 1:  # typer's range lets nan through
+        raise InputError(f"--min-score must be a number from -1 to 1, not {min_score}")
     if where and vectors:
         raise InputError("--where and --vectors: the encodings are compared over the whole bundle; run them apart")
     if thresholds and vectors:
@@ -215,9 +217,15 @@ def _print_report(report, overrides: dict, queries: Path, per_query: bool) -> No
     lines += _coverage_lines(report, queries)
     a = report.answer_strength
     if a:
-        strengths = (f"first-hit strength p50 {a['answerable_strength'].get('p50', float('nan')):.3f} answerable, "
-                     f"{a['unanswerable_strength'].get('p50', float('nan')):.3f} unanswerable")
-        if a["min_score"] is None:
+        def median(d: dict) -> str:
+            return f"{d['p50']:.3f}" if "p50" in d else "none"
+
+        strengths = (f"first-hit strength p50 {median(a['answerable_strength'])} answerable, "
+                     f"{median(a['unanswerable_strength'])} unanswerable")
+        if not a["measured"]:
+            lines.append(f"  answer strength: not measured in {a['mode']} mode (it embeds no question); "
+                         "evaluate dense or hybrid for it")
+        elif a["min_score"] is None:
             lines.append(f"  answer strength ({a['mode']}, {a['unit']}): {strengths}; the bundle records no "
                          "min_strength (another embedder than the default): pass --min-score to score one")
         else:

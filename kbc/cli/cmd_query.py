@@ -45,6 +45,8 @@ def query(
 
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
+    if min_score is not None and not -1 <= min_score <= 1:  # typer's range lets nan through
+        _fail(f"--min-score must be a number from -1 to 1, not {min_score}", 2)
     check_questions([question])  # before the bundle and the model are opened
     reranker = _load_reranker(rerank)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
@@ -68,7 +70,7 @@ def query(
             print(f"kbc: no hits in {used} mode (no chunk shares a word with the question)", file=sys.stderr)
         elif answer.confident is False and answer.strength is not None and not as_json:
             print(f"kbc: no confident answer: the first hit's strength {answer.strength:.3f} is under "
-                  f"{answer.min_score:.3f}" + (" (--min-score)" if min_score is not None else " (the bundle's --min-score)")
+                  f"{answer.min_score:.3f}" + (" (--min-score)" if min_score is not None else " (the bundle's min_strength)")
                   + "; the bundle may have nothing on this", file=sys.stderr)
         if as_json:
             extra = {"where": list(where), "matched": allowed.matched} if allowed is not None else {}

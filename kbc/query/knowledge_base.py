@@ -373,6 +373,8 @@ class KnowledgeBase:
         """The answer strength of a question (its embedded `vector`) whose first hit, in any mode or
         unit, is chunk `first_chunk_id` (a page's first chunk); `min_score` overrides the bundle's
         threshold."""
+        if min_score is not None and not (isinstance(min_score, (int, float)) and -1 <= min_score <= 1):
+            raise InputError(f"{option('min_score')} must be a number from -1 to 1, not {min_score!r}")
         threshold = self.retriever.settings.min_strength if min_score is None else float(min_score)
         if vector is None or first_chunk_id is None:
             return Answer(None, threshold, measured=vector is not None)

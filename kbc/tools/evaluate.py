@@ -323,6 +323,13 @@ def answer_report(kb, answerable: Sequence[str], answerable_vectors: np.ndarray 
     """The answer strength (FORMAT.md §2.11) of every question's first hit in `mode` and `unit`, and
     how often it is under the threshold (the bundle's, or `min_score`): among questions with an
     answer in the bundle (a false "no answer") and among those without (a caught one)."""
+    threshold = kb.retriever.settings.min_strength if min_score is None else float(min_score)
+    if mode == "lexical":  # it embeds no question: nothing to measure (FORMAT.md §2.11), as kbc query says
+        return {"mode": mode, "unit": unit, "min_score": threshold, "measured": False,
+                "answerable": len(answerable), "answerable_flagged": None,
+                "unanswerable": len(unanswerable), "unanswerable_flagged": None,
+                "answerable_strength": {}, "unanswerable_strength": {}}
+
     def strengths(texts: Sequence[str], vectors: np.ndarray | None) -> list[float | None]:
         if not texts:
             return []
@@ -337,7 +344,6 @@ def answer_report(kb, answerable: Sequence[str], answerable_vectors: np.ndarray 
 
     answerable_s = strengths(answerable, answerable_vectors)
     unanswerable_s = strengths(unanswerable, None)
-    threshold = kb.retriever.settings.min_strength if min_score is None else float(min_score)
 
     def flagged(values: list[float | None]) -> float | None:
         if threshold is None or not values:
@@ -348,7 +354,7 @@ def answer_report(kb, answerable: Sequence[str], answerable_vectors: np.ndarray 
         known = np.array([v for v in values if v is not None], dtype=np.float64)
         return {f"p{q}": round(float(np.quantile(known, q / 100)), 4) for q in (10, 50, 90)} if len(known) else {}
 
-    return {"mode": mode, "unit": unit, "min_score": threshold,
+    return {"mode": mode, "unit": unit, "min_score": threshold, "measured": True,
             "answerable": len(answerable_s), "answerable_flagged": flagged(answerable_s),
             "unanswerable": len(unanswerable_s), "unanswerable_flagged": flagged(unanswerable_s),
             "answerable_strength": quantiles(answerable_s), "unanswerable_strength": quantiles(unanswerable_s)}
