@@ -119,6 +119,19 @@ int main(int argc, char **argv) { /* BUNDLE QUERIES.f32 N_QUERIES K, or --exec P
 """
 
 
+def random_unit_set(count: int, dim: int, n_queries: int, work: Path) -> tuple[np.ndarray, np.ndarray, Path]:
+    """`count` random unit vectors and `n_queries` random unit queries (seed 0, so every benchmark that
+    uses it measures the same set), the queries also written to work/queries.f32 for the C drivers."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = rng.standard_normal((n_queries, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    qfile = work / "queries.f32"
+    queries.astype("<f4").tofile(qfile)
+    return vectors, queries, qfile
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -178,13 +191,7 @@ def main() -> int:
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"{args.count:,} x {args.dim} random unit vectors, {args.queries} random unit queries, k = {args.k}, "
               f"dense search, one thread, files {'dropped from' if args.cold else 'warm in'} the page cache\n")
-        rng = np.random.default_rng(0)
-        vectors = rng.standard_normal((args.count, args.dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        queries = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        qfile = work / "queries.f32"
-        queries.astype("<f4").tofile(qfile)
+        vectors, queries, qfile = random_unit_set(args.count, args.dim, args.queries, work)
         chunks = [{"text": str(i)} for i in range(args.count)]
 
         header = (f"{'vectors':8} {'file MB':>8} {'verify s':>9} {'verify RSS MB':>14} {'open ms':>8} "

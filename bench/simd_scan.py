@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from c_vectors import cpu_model  # noqa: E402
+from c_vectors import cpu_model, random_unit_set  # noqa: E402
 from kbc.format.bundle import write_bundle  # noqa: E402
 
 DRIVER = r"""
@@ -98,13 +98,7 @@ def main() -> int:
             drivers[build] = work / f"driver-{build}"
             subprocess.run([cc, "-std=c99", "-O2", f"-I{ROOT / 'runtimes' / 'c'}", "-o", str(drivers[build]),
                             str(work / "driver.c"), str(folder / "libkbpack.a"), "-lzstd", "-lm"], check=True)
-        rng = np.random.default_rng(0)
-        vectors = rng.standard_normal((args.count, args.dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        queries = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        qfile = work / "queries.f32"
-        queries.astype("<f4").tofile(qfile)
+        vectors, queries, qfile = random_unit_set(args.count, args.dim, args.queries, work)
         chunks = [{"text": str(i)} for i in range(args.count)]
         bundles = {}
         for dtype in DTYPES:

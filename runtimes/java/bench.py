@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from c_vectors import DRIVER, cpu_model  # noqa: E402  the C side, as bench/c_vectors.py measures it
+from c_vectors import DRIVER, cpu_model, random_unit_set  # noqa: E402  the C side, as bench/c_vectors.py measures it
 
 from kbc.format.bundle import write_bundle  # noqa: E402
 
@@ -51,13 +51,7 @@ def main() -> int:
         (work / "driver.c").write_text(DRIVER)
         subprocess.run([cc, "-std=c99", "-O2", f"-I{ROOT / 'runtimes' / 'c'}", "-o", str(work / "driver"),
                         str(work / "driver.c"), str(build / "libkbpack.a"), "-lzstd", "-lm"], check=True)
-        rng = np.random.default_rng(0)
-        vectors = rng.standard_normal((args.count, args.dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        queries = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        qfile = work / "queries.f32"
-        queries.astype("<f4").tofile(qfile)
+        vectors, queries, qfile = random_unit_set(args.count, args.dim, args.queries, work)
         bundle = work / "f32.kbpack"
         write_bundle(bundle, manifest={}, vectors=vectors, chunks=[{"text": str(i)} for i in range(args.count)])
 
