@@ -72,14 +72,13 @@ def evaluate(
     as `kbc query`; queries without a relevant document are counted, not scored.
 
     Example: kbc eval kb.kbpack --queries queries.jsonl --qrels qrels.tsv --per-query --fail-under hit@5=0.8"""
-    from ..query.knowledge_base import KnowledgeBase
+    from ..query.knowledge_base import KnowledgeBase, check_min_score
     from ..tools.evaluate import evaluate as run_eval
     from ..tools.evaluate import read_qrels, read_queries
 
     # checked before the queries are embedded, so a typo in a CI job fails in a second, not after the run
     thresholds = _parse_fail_under(fail_under or [])
-    if min_score is not None and not -1 <= min_score <= 1:  # typer's range lets nan through
-        raise InputError(f"--min-score must be a number from -1 to 1, not {min_score}")
+    check_min_score(min_score)  # before the queries are embedded
     if where and vectors:
         raise InputError("--where and --vectors: the encodings are compared over the whole bundle; run them apart")
     if thresholds and vectors:

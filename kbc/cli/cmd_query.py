@@ -41,12 +41,11 @@ def query(
     """Retrieve the chunks (or pages) a device would retrieve for QUESTION, embedded exactly as the bundle records.
 
     Example: kbc query kb.kbpack "How do I rotate the logs?" -k 5 --mode hybrid --unit page"""
-    from ..query.knowledge_base import KnowledgeBase, check_questions, device_prompt
+    from ..query.knowledge_base import KnowledgeBase, check_min_score, check_questions, device_prompt
 
     if k <= 0:
         _fail(f"-k must be positive, not {k}", 2)
-    if min_score is not None and not -1 <= min_score <= 1:  # typer's range lets nan through
-        _fail(f"--min-score must be a number from -1 to 1, not {min_score}", 2)
+    check_min_score(min_score)  # before the bundle and the model are opened
     check_questions([question])  # before the bundle and the model are opened
     reranker = _load_reranker(rerank)
     with KnowledgeBase(bundle, model=model, allow_model_mismatch=allow_model_mismatch, backend=backend,
@@ -59,8 +58,8 @@ def query(
         vector = kb.embed_queries([question])[0] if used != SearchMode.lexical.value else None
         hits = (kb.search_pages(question, k=k, mode=used, where=allowed, vector=vector) if pages
                 else kb.search(question, k=k, mode=used, where=allowed, vector=vector))
-        first = hits[0].chunks[0].chunk_id if pages and hits else (hits[0].chunk_id if hits else None)
-        answer = kb.answer(vector, first, min_score=min_score)
+        firsts = [h.chunks[0].chunk_id for h in hits] if pages else [h.chunk_id for h in hits]  # a page's best chunk
+        answer = kb.answer(vector, firsts[0] if firsts else None, min_score=min_score)
         for w in kb.warnings:
             print(f"kbc: warning: {_safe(w)}", file=sys.stderr)
         if allowed is not None and not as_json:
@@ -76,7 +75,6 @@ def query(
             extra = {"where": list(where), "matched": allowed.matched} if allowed is not None else {}
             listed = [h.to_dict() for h in hits]
             if vector is not None:  # each hit's own strength: its (best chunk's) cosine with the question
-                firsts = [h.chunks[0].chunk_id for h in hits] if pages else [h.chunk_id for h in hits]
                 for d, strength in zip(listed, kb.strengths(vector, firsts)):
                     d["strength"] = strength
             _emit_json({"question": question, "mode": used, "unit": ranked_unit, **extra,

@@ -72,6 +72,14 @@ class Hit:
         return d
 
 
+def check_min_score(value: float | None) -> None:
+    """An answer-strength threshold a caller gives: None, or a number from -1 to 1 (nan is refused:
+    typer's range and a plain comparison would both let it through)."""
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and -1 <= value <= 1):
+        raise InputError(f"{option('min_score')} must be a number from -1 to 1, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Answer:
     """How strongly the bundle answers a question (FORMAT.md §2.11): `strength` is the first hit's
@@ -368,18 +376,21 @@ class KnowledgeBase:
         vectors = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(1, -1)
         return self.page_hits(self.rank_pages([text], k, mode=mode, where=where, vectors=vectors)[0])
 
+    def min_score(self, override: float | None = None) -> float | None:
+        """The answer-strength threshold: `override` (checked: a number from -1 to 1), else the
+        bundle's min_strength (None when it records none)."""
+        check_min_score(override)
+        return self.retriever.settings.min_strength if override is None else float(override)
+
     def answer(self, vector: np.ndarray | None, first_chunk_id: int | None, *,
                min_score: float | None = None) -> Answer:
         """The answer strength of a question (its embedded `vector`) whose first hit, in any mode or
         unit, is chunk `first_chunk_id` (a page's first chunk); `min_score` overrides the bundle's
         threshold."""
-        if min_score is not None and not (isinstance(min_score, (int, float)) and -1 <= min_score <= 1):
-            raise InputError(f"{option('min_score')} must be a number from -1 to 1, not {min_score!r}")
-        threshold = self.retriever.settings.min_strength if min_score is None else float(min_score)
+        threshold = self.min_score(min_score)
         if vector is None or first_chunk_id is None:
             return Answer(None, threshold, measured=vector is not None)
-        score = float(self.searcher.score(np.asarray(vector, dtype=np.float32).reshape(-1),
-                                          np.array([int(first_chunk_id)], dtype=np.int64))[0])
+        score = self.strengths(vector, [first_chunk_id])[0]
         return Answer(score if np.isfinite(score) else None, threshold)
 
     def strengths(self, vector: np.ndarray, chunk_ids) -> list[float]:

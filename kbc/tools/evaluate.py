@@ -323,7 +323,7 @@ def answer_report(kb, answerable: Sequence[str], answerable_vectors: np.ndarray 
     """The answer strength (FORMAT.md §2.11) of every question's first hit in `mode` and `unit`, and
     how often it is under the threshold (the bundle's, or `min_score`): among questions with an
     answer in the bundle (a false "no answer") and among those without (a caught one)."""
-    threshold = kb.retriever.settings.min_strength if min_score is None else float(min_score)
+    threshold = kb.min_score(min_score)
     if mode == "lexical":  # it embeds no question: nothing to measure (FORMAT.md §2.11), as kbc query says
         return {"mode": mode, "unit": unit, "min_score": threshold, "measured": False,
                 "answerable": len(answerable), "answerable_flagged": None,
