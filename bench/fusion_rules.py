@@ -319,16 +319,13 @@ def dbsf(r, w, pw=0.1, hw=0.05, depth=100, width=3.0):
 
 
 def zmix(r, w, pw=0.1, hw=0.05, depth=100):
-    """tmm, but each list's weight scaled by how far its best stands out (its z-score) over the other's."""
+    """tmm with each list's share of w scaled by its standout: kbc's own rule (question_weight,
+    FORMAT.md 2.5.1), so the rule measured here is the one bundles record."""
+    from kbc.search.fusion import question_weight
+
     if len(r["lex_ids"]) == 0:
         return r["cand_dense"].copy()
-    zd = zl = 0.0
-    d, l = r["dense_scores"][:depth], r["lex_scores"][:depth]
-    mu, sd = stats(d); zd = (d[0] - mu) / sd if sd > 0 else 0.0
-    mu, sd = stats(l); zl = (l[0] - mu) / sd if sd > 0 else 0.0
-    a, b = (1 - w) * max(zd, 0), w * max(zl, 0)
-    wq = b / (a + b) if a + b > 0 else w
-    return fused(r, wq, pw, hw)
+    return fused(r, question_weight(w, r["dense_scores"][:depth], r["lex_scores"][:depth]), pw, hw)
 
 
 def fam_dbsf():
