@@ -74,16 +74,12 @@ def dump(bundle, queries_path, qrels_path, out):
     qv = np.concatenate([kb.embed_queries(texts[i:i + 256]) for i in range(0, len(texts), 256)])
     r = kb.retriever
     depth = r.settings.depth
-    keys = None
     rows = []
     for i, (qid, text) in enumerate(zip(evaluated, texts)):
-        Ds, Di = r.searcher.search(qv[i:i + 1], 3000)
-        Ds, Di = Ds[0][Di[0] >= 0].astype(np.float64), Di[0][Di[0] >= 0].astype(np.int64)
         ds, di = r.searcher.search(qv[i:i + 1], 200)
         ds, di = ds[0][di[0] >= 0].astype(np.float64), di[0][di[0] >= 0].astype(np.int64)
         lex = r.lexical.scores(text)
         ls, li = top_k(lex, 200)
-        Ls, Li = top_k(lex, 3000)
         cand = np.union1d(di[:depth], li[:depth])
         cd = r.searcher.score(qv[i], cand).astype(np.float64)
         cl = lex[cand]
@@ -102,15 +98,10 @@ def dump(bundle, queries_path, qrels_path, out):
             judge = lambda ids: np.array([doc_ids[owner[c]] in relevant_docs for c in ids], dtype=bool)
         relevant = judge(cand)
         # the documents that answer (their every chunk is "the answer" when the split removes them)
-        answer_docs = {owner[c] for c in np.concatenate([cand, di, li]) if judge([c])[0]}
-        terms = r.lexical.term_weights(text)
         rows.append(dict(qid=qid, dense_ids=di, dense_scores=ds, lex_ids=li, lex_scores=ls, cand=cand, cand_dense=cd,
                          cand_lex=cl, ctx=ctx, relevant=relevant, dense_rel=judge(di), lex_rel=judge(li),
                          dense_docs=np.array([owner[c] for c in di]), lex_docs=np.array([owner[c] for c in li]),
-                         answer_docs=answer_docs, docs=docs, n_relevant_docs=len([1 for g in qrels[qid].values() if g > 0]),
-                         terms=terms, n_words=len(text.split()),
-                         deep_dense_scores=Ds, deep_dense_docs=np.array([owner[c] for c in Di]), deep_lex_scores=Ls,
-                         deep_lex_docs=np.array([owner[c] for c in Li])))
+                         docs=docs, n_relevant_docs=len([1 for g in qrels[qid].values() if g > 0])))
     save(out, dict(rows=rows, page_level=page_level))
     print(out, len(rows), "page" if page_level else "doc")
 
@@ -234,62 +225,6 @@ FAMILIES = {"fixed": fam_fixed, "densegap": fam_dense_gap, "bothgaps": fam_both_
 def objective(m):
     vals = [m["hit@1"], m["mrr@10"]] + ([] if math.isnan(m["ndcg@10"]) else [m["ndcg@10"]])
     return float(np.mean(vals))
-
-
-def loso(candidates):
-    names = list(SETS)
-    table = {label: {n: evaluate(n, rule) for n in names} for label, rule in candidates}
-    out = {}
-    for held in names:
-        train = [n for n in names if n != held]
-        best = max(table, key=lambda lab: np.mean([objective(table[lab][n]) for n in train]))
-        out[held] = (best, table[best][held])
-    return table, out
-
-
-# ---- answer strength: signals on answerable questions vs the same questions with their answering documents removed
-def removed(r):
-    """The lists as they would be without the answering documents (their chunks dropped)."""
-    gone = r["answer_docs"]
-    if "deep_dense_scores" in r:
-        kd = np.array([o not in gone for o in r["deep_dense_docs"]], dtype=bool)
-        kl = np.array([o not in gone for o in r["deep_lex_docs"]], dtype=bool)
-        return dict(dense_scores=r["deep_dense_scores"][kd], lex_scores=r["deep_lex_scores"][kl], terms=r["terms"])
-    keep_d = np.array([o not in gone for o in r["dense_docs"]], dtype=bool)
-    keep_l = np.array([o not in gone for o in r["lex_docs"]], dtype=bool)
-    return dict(dense_scores=r["dense_scores"][keep_d], lex_scores=r["lex_scores"][keep_l],
-                dense_ids=r["dense_ids"][keep_d], lex_ids=r["lex_ids"][keep_l], terms=r["terms"])
-
-
-def signals(lists):
-    d = lists["dense_scores"][:100]
-    d1 = float(d[0]) if len(d) else 0.0
-    rest = d[1:] if len(d) > 1 else d
-    return {"cos": d1, "standout": d1 - float(np.mean(rest)) if len(rest) else 0.0,
-            "z": (d1 - float(np.mean(rest))) / (float(np.std(rest)) + 1e-6) if len(rest) > 1 else 0.0}
-
-
-def strength_table():
-    out = {}
-    for name, s in SETS.items():
-        ans = [signals(r) for r in s["rows"]]
-        una = [signals(removed(r)) for r in s["rows"] if r["answer_docs"]]
-        out[name] = (ans, una)
-    return out
-
-
-def threshold_loso(table, key, max_false=0.10):
-    res = {}
-    for held in table:
-        train_ans = [a[key] for n, (ans, _) in table.items() if n != held for a in ans]
-        # per training set, the max_false quantile; the threshold is their minimum (no training set above max_false)
-        per = [np.quantile([a[key] for a in table[n][0]], max_false) for n in table if n != held]
-        t = float(min(per))
-        ans, una = table[held]
-        res[held] = dict(threshold=t, false_no_answer=float(np.mean([a[key] < t for a in ans])),
-                         no_answer_detected=float(np.mean([u[key] < t for u in una])) if una else float("nan"))
-    return res
-
 
 
 def stats(x):
