@@ -35,7 +35,7 @@ from .stages.embed import EmbedStage, ReusedVectors, embedder_identity  # noqa: 
 from .stages.extract import ExtractStage
 from .stages.ledger import Ledger
 from .stages.write import BundleSink
-from .backends.model import DEFAULT_MODEL
+from .backends.model import is_default_model
 
 # progress(stage, advance, total): stage is "extract" or "embed"; for "embed" the total is the chunks
 # known so far (it grows while extraction runs)
@@ -127,7 +127,7 @@ DEFAULT_MODEL_MIN_STRENGTH = 0.44
 def min_strength_for(o: dict) -> float | None:
     if o["min_score"] is not None:
         return float(o["min_score"])
-    return DEFAULT_MODEL_MIN_STRENGTH if o["model"] in (None, DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}") else None
+    return DEFAULT_MODEL_MIN_STRENGTH if is_default_model(o["model"]) else None
 
 
 def build(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, config_file: str | None = None,

